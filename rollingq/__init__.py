@@ -1,0 +1,1 @@
+"""RollingQ training core: config, rotation maths, model, training loop."""

@@ -1,0 +1,347 @@
+"""Typed run configuration: five groups (data, model, rollingq, optim, train).
+
+A config is built in layers, each overriding the one before:
+
+1. the dataclass defaults below (the published architecture and training settings, METHOD.md §3);
+2. the preset of the chosen data set (the synthetic data set brings a small model, so a run
+   takes seconds on CPU);
+3. a YAML file nested by group (``data: {name: synthetic}``);
+4. dotted overrides (``--set rollingq.beta=0.1``), the same names search spaces use.
+
+Every value is checked in ``Config.validate``; an error names the key, the value, the rule and
+the valid choices, and where the value came from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+FUSIONS = ("attn", "concat", "sum", "mbt", "audio", "visual", "text")
+ROTATIONS = ("svd", "plane")
+AIR_STATS = ("last_batch", "epoch")
+ANCHOR_STATS = ("full_pass", "running")
+ROTATE_LAYERS = ("last", "all")
+OPTIMIZERS = ("sgd", "adam", "adamw")
+DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("auto", "fp32", "bf16")
+NOISE_RECIPES = ("additive", "mixing")
+DATASETS = ("synthetic", "features")
+
+
+class ConfigError(ValueError):
+    """A configuration value breaks a rule; the message says which key, value and fix."""
+
+
+@dataclass
+class DataConfig:
+    name: str = "synthetic"
+    root: str = ""
+    val_fraction: float = 0.1  # carved from train, stratified and seeded, when there is no val
+    # synthetic data set (ignored by the others); METHOD.md-free, see rollingq/data/synthetic.py
+    train_size: int = 3000
+    test_size: int = 1000
+    num_classes: int = 4
+    tokens: int = 8
+    features: int = 16
+    easy_informative: float = 0.75  # share of samples on which the easy (audio) modality is informative
+    easy_snr: float = 3.0  # signal-to-noise of the easy modality where it is informative
+    hard_snr: float = 1.0  # signal-to-noise of the hard (visual) modality
+    hard_tokens: int = 2  # tokens of the hard modality that carry its signal
+    distractor_channels: int = 8  # class-free high-variance channels of the easy modality
+    distractor_std: float = 4.0
+    data_seed: int = 1234  # the synthetic data set is fixed across trial seeds
+
+
+@dataclass
+class ModelConfig:
+    fusion: str = "attn"
+    fusion_layers: int = 1
+    dim: int = 768
+    depth: int = 4
+    heads: int = 12
+    mlp_ratio: float = 4.0
+    patch_size: int = 16
+    fusion_dropout: float = 0.2  # attention and output dropout of the published fusion layer
+    bottleneck_tokens: int = 4  # mbt only
+    pretrained: str = ""  # a timm-style ViT-B/16 state dict mapped onto every stream
+
+
+@dataclass
+class RollingQConfig:
+    enabled: bool = True
+    beta: float = 0.1  # rotate when |AIR| > beta
+    rho: float = 1.0  # anchor sharpness: alpha = (1 + tanh(-rho * AIR)) / 2
+    max_rotations: int = 1
+    rotation: str = "svd"  # svd = published, plane = minimal (identity outside span(x, y))
+    air_stat: str = "last_batch"  # published: the last training batch; epoch: running mean
+    anchor_stat: str = "full_pass"  # published: extra eval pass; running: accumulated, no pass
+    layers: str = "last"  # which fusion layers' [cls] query is rotated
+
+
+@dataclass
+class OptimConfig:
+    name: str = "sgd"
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    momentum: float = 0.9  # sgd only
+    warmup_epochs: float = 2.5
+    min_lr_ratio: float = 0.0  # cosine floor as a fraction of lr
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 30
+    batch_size: int = 64
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
+    compile: bool = False
+    checkpoint_every: int = 1  # epochs; 0 = never
+    noise_levels: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0])
+    noise_recipe: str = "additive"
+
+
+GROUPS = {
+    "data": DataConfig,
+    "model": ModelConfig,
+    "rollingq": RollingQConfig,
+    "optim": OptimConfig,
+    "train": TrainConfig,
+}
+
+# A data set's preset replaces defaults, never a value the user set.
+PRESETS: dict[str, dict[str, Any]] = {
+    "synthetic": {
+        "model.dim": 64,
+        "model.depth": 1,
+        "model.heads": 4,
+        "model.fusion_dropout": 0.0,
+        "optim.name": "adamw",
+        "optim.lr": 1e-3,
+        "optim.weight_decay": 1e-2,
+        "optim.warmup_epochs": 1.0,
+        "train.epochs": 12,
+        "rollingq.beta": 0.1,
+        "rollingq.rho": 1.0,
+        "rollingq.max_rotations": 2,
+    },
+    "features": {
+        "model.dim": 256,
+        "model.depth": 2,
+        "model.heads": 4,
+        "optim.name": "adamw",
+        "optim.lr": 1e-3,
+        "optim.weight_decay": 1e-2,
+    },
+}
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    rollingq: RollingQConfig = field(default_factory=RollingQConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        """The config nested by group, as written to YAML."""
+        return dataclasses.asdict(self)
+
+    def flat(self) -> dict[str, Any]:
+        """The config as one flat dict of dotted names."""
+        return {f"{g}.{k}": v for g, sub in self.to_dict().items() for k, v in sub.items()}
+
+    def validate(self, sources: dict[str, str] | None = None) -> Config:
+        """Checks every rule; raises ConfigError naming the first broken one.
+
+        Args:
+            sources: Where each dotted key's value came from (a file, ``override``), for messages.
+        """
+        d, m, r, o, t = self.data, self.model, self.rollingq, self.optim, self.train
+        sources = sources or {}
+
+        def need(ok: bool, key: str, rule: str, fix: str = "") -> None:
+            if not ok:
+                value = self.flat()[key]
+                msg = f"`{rule}` must hold, but got {key}={value!r} ({sources.get(key, 'default')})"
+                raise ConfigError(msg + (f"; {fix}" if fix else ""))
+
+        def choice(key: str, choices: tuple[str, ...]) -> None:
+            value = self.flat()[key]
+            if value not in choices:
+                raise ConfigError(
+                    f"{key}={value!r} is not a valid choice ({sources.get(key, 'default')}); "
+                    f"valid: {', '.join(choices)}"
+                )
+
+        choice("data.name", DATASETS)
+        choice("model.fusion", FUSIONS)
+        choice("rollingq.rotation", ROTATIONS)
+        choice("rollingq.air_stat", AIR_STATS)
+        choice("rollingq.anchor_stat", ANCHOR_STATS)
+        choice("rollingq.layers", ROTATE_LAYERS)
+        choice("optim.name", OPTIMIZERS)
+        choice("train.device", DEVICES)
+        choice("train.precision", PRECISIONS)
+        choice("train.noise_recipe", NOISE_RECIPES)
+        need(d.name != "features" or bool(d.root), "data.root", "data.root != ''",
+             "the features data set reads train.npz/test.npz from data.root")
+        need(0 <= d.val_fraction < 1, "data.val_fraction", "0 <= val_fraction < 1")
+        need(d.num_classes >= 2, "data.num_classes", "num_classes >= 2")
+        need(0 <= d.easy_informative <= 1, "data.easy_informative", "0 <= easy_informative <= 1")
+        need(1 <= d.hard_tokens <= d.tokens, "data.hard_tokens", "1 <= hard_tokens <= tokens")
+        need(d.train_size >= 2 * d.num_classes, "data.train_size", "train_size >= 2 * num_classes")
+        need(m.fusion_layers >= 1, "model.fusion_layers", "fusion_layers >= 1")
+        need(m.dim >= 1, "model.dim", "dim >= 1")
+        need(m.depth >= 0, "model.depth", "depth >= 0")
+        need(m.heads >= 1 and m.dim % m.heads == 0, "model.heads", "dim % heads == 0",
+             f"pick heads that divide model.dim={m.dim}")
+        need(m.patch_size >= 1, "model.patch_size", "patch_size >= 1")
+        need(0 <= m.fusion_dropout < 1, "model.fusion_dropout", "0 <= fusion_dropout < 1")
+        need(m.bottleneck_tokens >= 1, "model.bottleneck_tokens", "bottleneck_tokens >= 1")
+        need(r.beta >= 0, "rollingq.beta", "beta >= 0")
+        need(r.rho >= 0, "rollingq.rho", "rho >= 0")
+        need(r.max_rotations >= 0, "rollingq.max_rotations", "max_rotations >= 0")
+        need(not r.enabled or m.fusion == "attn", "model.fusion", "fusion == 'attn' when rollingq.enabled",
+             "RollingQ rotates the attention fusion's [cls] query; set rollingq.enabled=false")
+        need(o.lr > 0, "optim.lr", "lr > 0")
+        need(o.weight_decay >= 0, "optim.weight_decay", "weight_decay >= 0")
+        need(0 <= o.momentum < 1, "optim.momentum", "0 <= momentum < 1")
+        need(o.warmup_epochs >= 0, "optim.warmup_epochs", "warmup_epochs >= 0")
+        need(0 <= o.min_lr_ratio <= 1, "optim.min_lr_ratio", "0 <= min_lr_ratio <= 1")
+        need(t.epochs >= 1, "train.epochs", "epochs >= 1")
+        need(t.batch_size >= 1, "train.batch_size", "batch_size >= 1")
+        need(t.checkpoint_every >= 0, "train.checkpoint_every", "checkpoint_every >= 0")
+        need(all(0 <= x for x in t.noise_levels), "train.noise_levels", "every noise level >= 0")
+        return self
+
+
+def _field_types(group: str) -> dict[str, Any]:
+    return typing.get_type_hints(GROUPS[group])
+
+
+def valid_keys() -> list[str]:
+    """Every dotted key a config accepts."""
+    return [f"{g}.{f.name}" for g, cls in GROUPS.items() for f in dataclasses.fields(cls)]
+
+
+def _coerce(key: str, value: Any, source: str) -> Any:
+    """Converts a YAML/CLI value to the field's declared type, or raises ConfigError."""
+    group, name = key.split(".", 1)
+    kind = _field_types(group)[name]
+    bad = ConfigError(f"{key}={value!r} must be of type {getattr(kind, '__name__', kind)} ({source})")
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        raise bad
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise bad
+        return value
+    if kind is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise bad
+        return float(value)
+    if kind is str:
+        if value is None:
+            return ""
+        if not isinstance(value, str | int | float) or isinstance(value, bool):
+            raise bad
+        return str(value)
+    if typing.get_origin(kind) in (list, types.GenericAlias) or kind == list[float]:
+        values = value if isinstance(value, list | tuple) else [value]
+        try:
+            return [float(v) for v in values]
+        except (TypeError, ValueError):
+            raise bad from None
+    return value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Splits ``key=value``; the value is parsed as YAML (``0.1``, ``true``, ``[0, 0.5]``)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like key=value, e.g. rollingq.beta=0.1")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+def _flatten_file(path: Path) -> dict[str, Any]:
+    try:
+        tree = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"config file {path}{where} is not valid YAML: {e}") from None
+    if not isinstance(tree, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of groups: {', '.join(GROUPS)}")
+    flat = {}
+    for group, sub in tree.items():
+        if group not in GROUPS:
+            raise ConfigError(
+                f"unknown group {group!r} in {path}; valid groups: {', '.join(GROUPS)}"
+            )
+        if not isinstance(sub, dict):
+            raise ConfigError(f"group {group!r} in {path} must be a mapping of keys to values")
+        flat.update({f"{group}.{k}": v for k, v in sub.items()})
+    return flat
+
+
+def build_config(
+    file: str | Path | None = None,
+    overrides: dict[str, Any] | list[str] | None = None,
+) -> Config:
+    """Builds a validated Config: defaults, then the data set's preset, then file, then overrides.
+
+    Args:
+        file: Optional YAML file nested by group.
+        overrides: Dotted ``key: value`` pairs, or ``key=value`` strings.
+
+    Raises:
+        ConfigError: For an unknown key, a wrong type or a broken rule.
+    """
+    user: dict[str, tuple[Any, str]] = {}
+    if file is not None:
+        user.update({k: (v, str(file)) for k, v in _flatten_file(Path(file)).items()})
+    if isinstance(overrides, list):
+        overrides = dict(parse_override(o) for o in overrides)
+    user.update({k: (v, "override") for k, v in (overrides or {}).items()})
+
+    keys = set(valid_keys())
+    for key, (_, source) in user.items():
+        if key not in keys:
+            close = [k for k in sorted(keys) if k.split(".")[-1] == key.split(".")[-1]]
+            hint = f"did you mean {', '.join(close)}?" if close else f"valid keys: {', '.join(sorted(keys))}"
+            raise ConfigError(f"unknown config key {key!r} ({source}); {hint}")
+
+    name = user.get("data.name", (DataConfig.name, ""))[0]
+    values = dict(PRESETS.get(name, {}))
+    values.update({k: v for k, (v, _) in user.items()})
+    sources = {k: s for k, (_, s) in user.items()}
+
+    groups: dict[str, dict[str, Any]] = {g: {} for g in GROUPS}
+    for key, value in values.items():
+        group, attr = key.split(".", 1)
+        groups[group][attr] = _coerce(key, value, sources.get(key, f"preset {name}"))
+    cfg = Config(**{g: GROUPS[g](**kw) for g, kw in groups.items()})
+    return cfg.validate(sources)
+
+
+def config_from_dict(tree: dict[str, dict[str, Any]]) -> Config:
+    """Rebuilds a Config from ``Config.to_dict()`` output (a checkpoint or summary.json)."""
+    return Config(**{g: GROUPS[g](**tree.get(g, {})) for g in GROUPS}).validate()

@@ -1,0 +1,246 @@
+"""Building blocks: token embeddings, pre-norm Transformer blocks, and the fusion attention.
+
+The encoder blocks follow the ViT-B layout of the published model (METHOD.md §3): pre-norm,
+qkv bias, LayerNorm eps 1e-6, GELU MLP, no dropout, fused attention
+(``scaled_dot_product_attention``).
+
+``FusionAttention`` is the layer RollingQ acts on. It owns a rotation ``R`` (a buffer: saved,
+never trained) applied to the [cls] query before attention, and it computes the [cls] row of
+the attention explicitly, so the diagnostics (AIR, attention shares) cost one row, never the
+L x L map.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+LN_EPS = 1e-6
+
+
+class PatchEmbed2d(nn.Module):
+    """A (B, H, W) spectrogram -> (B, H/p * W/p, D) tokens, one Conv2d(1 -> D, p x p, stride p)."""
+
+    def __init__(self, dim: int, patch: int):
+        super().__init__()
+        self.proj = nn.Conv2d(1, dim, patch, stride=patch)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.proj(x.unsqueeze(1)).flatten(2).transpose(1, 2)  # (B, L, D)
+
+
+class TubeletEmbed(nn.Module):
+    """(B, T, 3, H, W) frames -> (B, T * H/p * W/p, D) tokens, one Conv3d(3 -> D, (1, p, p))."""
+
+    def __init__(self, dim: int, patch: int, channels: int = 3):
+        super().__init__()
+        self.proj = nn.Conv3d(channels, dim, (1, patch, patch), stride=(1, patch, patch))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.proj(x.transpose(1, 2)).flatten(2).transpose(1, 2)  # (B, L, D)
+
+
+class LinearEmbed(nn.Module):
+    """(B, L, F) feature sequences (or (B, F) vectors) -> (B, L, D) tokens."""
+
+    def __init__(self, dim: int, features: int):
+        super().__init__()
+        self.proj = nn.Linear(features, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.proj(x if x.dim() == 3 else x.unsqueeze(1))
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention with a fused qkv projection and SDPA."""
+
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        assert dim % heads == 0, f"dim={dim} must be divisible by heads={heads}"
+        self.heads = heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        B, L, D = x.shape
+        q, k, v = self.qkv(x).view(B, L, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)
+        out = F.scaled_dot_product_attention(q, k, v)  # (B, H, L, Dh)
+        return self.proj(out.transpose(1, 2).reshape(B, L, D))
+
+
+class Mlp(nn.Module):
+    def __init__(self, dim: int, ratio: float):
+        super().__init__()
+        hidden = int(dim * ratio)
+        self.fc1, self.act, self.fc2 = nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class Block(nn.Module):
+    """Pre-norm Transformer block: x + attn(ln(x)), then x + mlp(ln(x))."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=LN_EPS)
+        self.attn = SelfAttention(dim, heads)
+        self.norm2 = nn.LayerNorm(dim, eps=LN_EPS)
+        self.mlp = Mlp(dim, mlp_ratio)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+@dataclass
+class FusionStats:
+    """What one fusion layer tells about its [cls] query (the inputs of RollingQ).
+
+    Attributes:
+        q_cls: The (rotated) [cls] query, (B, D).
+        mean_keys: Per-modality mean key, each (B, D), in modality order.
+        attention: The [cls] attention row over the fused sequence, (B, L), heads averaged.
+        share: Per-modality sum of the [cls] attention row, each (B,).
+    """
+
+    q_cls: Tensor
+    mean_keys: dict[str, Tensor]
+    attention: Tensor
+    share: dict[str, Tensor]
+
+
+def cls_row_attention(
+    q: Tensor, k: Tensor, v: Tensor, heads: int, dropout: float, training: bool
+) -> tuple[Tensor, Tensor]:
+    """Attention of one query row per sample over all keys.
+
+    Args:
+        q: (B, D) queries; k, v: (B, L, D).
+        heads: Heads to split D into; the returned weights are averaged over heads.
+
+    Returns:
+        The attended values (B, D) and the attention weights (B, L) before dropout.
+    """
+    B, L, D = k.shape
+    dh = D // heads
+    qh = q.view(B, heads, 1, dh)
+    kh = k.view(B, L, heads, dh).transpose(1, 2)  # (B, H, L, dh)
+    vh = v.view(B, L, heads, dh).transpose(1, 2)
+    scores = (qh @ kh.transpose(-1, -2)).float() * dh**-0.5  # (B, H, 1, L)
+    weights = scores.softmax(-1)
+    dropped = F.dropout(weights, dropout, training) if dropout > 0 else weights
+    out = (dropped.to(vh.dtype) @ vh).reshape(B, D)  # (B, D)
+    return out, weights.mean(1).squeeze(1)
+
+
+class Rotation(nn.Module):
+    """The RollingQ rotation of a [cls] query: q_r = R q. ``R`` and the count are buffers."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.register_buffer("matrix", torch.eye(dim))
+        self.register_buffer("count", torch.zeros((), dtype=torch.long))
+
+    def forward(self, q: Tensor) -> Tensor:
+        # In fp32 even under autocast, so the identity rotation is exact.
+        with torch.autocast(q.device.type, enabled=False):
+            return (q.float() @ self.matrix.T).to(q.dtype)
+
+    @torch.no_grad()
+    def compose(self, new: Tensor) -> None:
+        """R <- R_new R (rotations compose) and counts the rotation."""
+        self.matrix.copy_(new.to(self.matrix) @ self.matrix)
+        self.count += 1
+
+
+def _split_stats(q: Tensor, k: Tensor, weights: Tensor, spans: dict[str, slice]) -> FusionStats:
+    with torch.no_grad():
+        return FusionStats(
+            q_cls=q.detach().float(),
+            mean_keys={m: k[:, s].float().mean(1) for m, s in spans.items()},
+            attention=weights.detach(),
+            share={m: weights[:, s].sum(1) for m, s in spans.items()},
+        )
+
+
+class FusionAttention(nn.Module):
+    """The published fusion layer ("Vanilla MT"): one single-head attention with its own [cls].
+
+    Separate W_q/W_k/W_v/W_o with bias, scale sqrt(d), attention and output dropout, no
+    residual, no FFN, no LayerNorm. The [cls] query q = W_q(cls) does not depend on the input.
+    """
+
+    def __init__(self, dim: int, dropout: float):
+        super().__init__()
+        self.cls = nn.Parameter(torch.empty(1, 1, dim))
+        nn.init.trunc_normal_(self.cls, std=0.02)
+        self.q, self.k, self.v, self.o = (nn.Linear(dim, dim) for _ in range(4))
+        self.dropout = dropout
+        self.rotation = Rotation(dim)
+
+    def forward(
+        self, tokens: Tensor, spans: dict[str, slice], full: bool
+    ) -> tuple[Tensor, FusionStats]:
+        """Attends from [cls] (and, when ``full``, from every token) over [cls; tokens].
+
+        Args:
+            tokens: (B, L-1, D) modality tokens; spans index them in the fused sequence.
+            full: Also compute every token's output (needed when more fusion layers follow).
+
+        Returns:
+            The fused sequence (B, L, D) if ``full`` else the [cls] output (B, D), and the stats.
+        """
+        B = tokens.shape[0]
+        x = torch.cat([self.cls.expand(B, -1, -1), tokens], 1)  # (B, L, D)
+        k, v = self.k(x), self.v(x)
+        q_cls = self.rotation(self.q(self.cls[:, 0])).expand(B, -1)  # (B, D), same for all inputs
+        out_cls, weights = cls_row_attention(q_cls, k, v, 1, self.dropout, self.training)
+        stats = _split_stats(q_cls, k, weights, spans)
+        if not full:
+            return F.dropout(self.o(out_cls), self.dropout, self.training), stats
+        q = self.q(x[:, 1:])  # (B, L-1, D): the other rows, plain SDPA
+        rest = F.scaled_dot_product_attention(
+            q.unsqueeze(1), k.unsqueeze(1), v.unsqueeze(1),
+            dropout_p=self.dropout if self.training else 0.0,
+        ).squeeze(1)
+        out = torch.cat([out_cls.unsqueeze(1).to(rest.dtype), rest], 1)
+        return F.dropout(self.o(out), self.dropout, self.training), stats
+
+
+class FusionBlock(nn.Module):
+    """A pre-norm Transformer block over the fused sequence, stacked above ``FusionAttention``.
+
+    Its [cls] row is computed explicitly (rotatable, with stats); the other rows use SDPA.
+    """
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float):
+        super().__init__()
+        self.heads = heads
+        self.norm1 = nn.LayerNorm(dim, eps=LN_EPS)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.norm2 = nn.LayerNorm(dim, eps=LN_EPS)
+        self.mlp = Mlp(dim, mlp_ratio)
+        self.rotation = Rotation(dim)
+
+    def forward(
+        self, x: Tensor, spans: dict[str, slice], full: bool
+    ) -> tuple[Tensor, FusionStats]:
+        B, L, D = x.shape
+        q, k, v = self.qkv(self.norm1(x)).chunk(3, dim=-1)  # (B, L, D) each
+        q_cls = self.rotation(q[:, 0])
+        out_cls, weights = cls_row_attention(q_cls, k, v, self.heads, 0.0, self.training)
+        stats = _split_stats(q_cls, k, weights, spans)
+        if full:
+            split = lambda t: t.view(B, L, self.heads, D // self.heads).transpose(1, 2)  # noqa: E731
+            rest = F.scaled_dot_product_attention(split(q[:, 1:]), split(k), split(v))
+            attended = torch.cat([out_cls.unsqueeze(1).to(rest.dtype),
+                                  rest.transpose(1, 2).reshape(B, L - 1, D)], 1)
+            x = x + self.proj(attended)
+            return x + self.mlp(self.norm2(x)), stats
+        c = x[:, 0] + self.proj(out_cls.to(x.dtype))  # (B, D): only [cls] is needed for logits
+        return c + self.mlp(self.norm2(c)), stats

@@ -1,0 +1,203 @@
+"""The multimodal Transformer: one encoder per modality, a fusion, detached probes.
+
+    inputs {modality: tensor} -> Encoder per modality -> tokens (B, 1 + L_m, D) each
+        -> fusion: attn (the published single-head layer + optional pre-norm blocks, RollingQ
+           acts on its [cls] query) | concat | sum | mbt (bottleneck) | one modality alone
+        -> ModelOutput(logits, probe logits, [cls] query, mean keys, attention row, shares)
+
+Shapes follow METHOD.md §3: an encoder is a ViT-B-style stream with its own [cls] and learned
+positional embeddings; the encoder [cls] is part of its modality's tokens in the fusion.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from rollingq.config import ModelConfig
+from rollingq.data.base import ModalitySpec
+from rollingq.layers import (
+    LN_EPS,
+    Block,
+    FusionAttention,
+    FusionBlock,
+    FusionStats,
+    LinearEmbed,
+    PatchEmbed2d,
+    TubeletEmbed,
+)
+
+
+@dataclass
+class ModelOutput:
+    """One forward pass. Fusion fields are None for fusions without an attention [cls].
+
+    Attributes:
+        logits: (B, C) fused prediction.
+        probe_logits: Per-modality (B, C) from a linear probe on the detached encoder [cls].
+        fusion: Stats of each rotatable fusion layer, first to last; the last one drives RollingQ.
+    """
+
+    logits: Tensor
+    probe_logits: dict[str, Tensor]
+    fusion: list[FusionStats] = field(default_factory=list)
+
+    @property
+    def q_cls(self) -> Tensor | None:
+        return self.fusion[-1].q_cls if self.fusion else None
+
+    @property
+    def mean_keys(self) -> dict[str, Tensor] | None:
+        return self.fusion[-1].mean_keys if self.fusion else None
+
+    @property
+    def attention(self) -> Tensor | None:
+        return self.fusion[-1].attention if self.fusion else None
+
+    @property
+    def share(self) -> dict[str, Tensor] | None:
+        return self.fusion[-1].share if self.fusion else None
+
+
+def _embed(spec: ModalitySpec, dim: int, patch: int) -> tuple[nn.Module, int]:
+    """The token embedding of a modality and the number of tokens it makes."""
+    if spec.kind == "spectrogram":
+        h, w = spec.shape
+        assert h >= patch and w >= patch, f"spectrogram {spec.shape} smaller than patch {patch}"
+        return PatchEmbed2d(dim, patch), (h // patch) * (w // patch)
+    if spec.kind == "frames":
+        t, c, h, w = spec.shape
+        return TubeletEmbed(dim, patch, c), t * (h // patch) * (w // patch)
+    if spec.kind == "sequence":
+        length, features = spec.shape if len(spec.shape) == 2 else (1, spec.shape[0])
+        return LinearEmbed(dim, features), length
+    raise ValueError(f"unknown modality kind {spec.kind!r}; valid: spectrogram, frames, sequence")
+
+
+class Encoder(nn.Module):
+    """One modality's stream: embedding, own [cls], positional embedding, blocks, final norm."""
+
+    def __init__(self, spec: ModalitySpec, cfg: ModelConfig):
+        super().__init__()
+        self.embed, n = _embed(spec, cfg.dim, cfg.patch_size)
+        self.cls = nn.Parameter(torch.randn(1, 1, cfg.dim) * 1e-6)
+        self.pos = nn.Parameter(torch.zeros(1, n + 1, cfg.dim))
+        nn.init.trunc_normal_(self.pos, std=0.02)
+        self.blocks = nn.ModuleList(Block(cfg.dim, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.depth))
+        self.norm = nn.LayerNorm(cfg.dim, eps=LN_EPS)
+        self.num_tokens = n + 1
+
+    def tokens(self, x: Tensor) -> Tensor:
+        z = self.embed(x)  # (B, L, D)
+        return torch.cat([self.cls.expand(z.shape[0], -1, -1), z], 1) + self.pos
+
+    def forward(self, x: Tensor) -> Tensor:
+        z = self.tokens(x)
+        for block in self.blocks:
+            z = block(z)
+        return self.norm(z)  # (B, 1 + L, D)
+
+
+class Bottleneck(nn.Module):
+    """MBT fusion layers: per-stream blocks over [tokens; shared bottleneck], bottleneck averaged."""
+
+    def __init__(self, modalities: list[str], cfg: ModelConfig):
+        super().__init__()
+        self.tokens = nn.Parameter(torch.zeros(1, cfg.bottleneck_tokens, cfg.dim))
+        nn.init.trunc_normal_(self.tokens, std=0.02)
+        self.layers = nn.ModuleList(
+            nn.ModuleDict({m: Block(cfg.dim, 1, cfg.mlp_ratio) for m in modalities})
+            for _ in range(cfg.fusion_layers)
+        )
+        self.norm = nn.LayerNorm(cfg.dim, eps=LN_EPS)
+
+    def forward(self, streams: dict[str, Tensor]) -> dict[str, Tensor]:
+        b = self.tokens.expand(next(iter(streams.values())).shape[0], -1, -1)
+        n = b.shape[1]
+        for layer in self.layers:
+            outs = {m: layer[m](torch.cat([z, b], 1)) for m, z in streams.items()}
+            streams = {m: o[:, :-n] for m, o in outs.items()}
+            b = torch.stack([o[:, -n:] for o in outs.values()]).mean(0)
+        return {m: self.norm(z) for m, z in streams.items()}
+
+
+class MultimodalTransformer(nn.Module):
+    """Encoders + fusion + probes for the modalities a data set provides.
+
+    Args:
+        specs: Modality name -> input spec, in fusion order.
+        num_classes: Output classes.
+        cfg: The model group of the config.
+    """
+
+    def __init__(self, specs: dict[str, ModalitySpec], num_classes: int, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        unimodal = cfg.fusion in ("audio", "visual", "text")
+        if unimodal and cfg.fusion not in specs:
+            raise ValueError(
+                f"model.fusion={cfg.fusion!r} needs a {cfg.fusion} modality; "
+                f"the data set has: {', '.join(specs)}"
+            )
+        self.modalities = [cfg.fusion] if unimodal else list(specs)
+        self.encoders = nn.ModuleDict({m: Encoder(specs[m], cfg) for m in self.modalities})
+        self.probes = nn.ModuleDict({m: nn.Linear(cfg.dim, num_classes) for m in self.modalities})
+        # Positions of each modality in the fused sequence [cls; tokens_1; tokens_2; ...].
+        self.spans, start = {}, 1
+        for m in self.modalities:
+            n = self.encoders[m].num_tokens
+            self.spans[m], start = slice(start, start + n), start + n
+        d = cfg.dim
+        if cfg.fusion == "attn":
+            self.fusion = nn.ModuleList(
+                [FusionAttention(d, cfg.fusion_dropout)]
+                + [FusionBlock(d, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.fusion_layers - 1)]
+            )
+            self.head = nn.Linear(d, num_classes)
+        elif cfg.fusion == "concat":
+            self.head = nn.Linear(d * len(self.modalities), num_classes)
+        elif cfg.fusion == "sum":
+            self.head = nn.ModuleDict({m: nn.Linear(d, num_classes) for m in self.modalities})
+        elif cfg.fusion == "mbt":
+            self.bottleneck = Bottleneck(self.modalities, cfg)
+            self.head = nn.Linear(d * len(self.modalities), num_classes)
+        else:
+            self.head = nn.Linear(d, num_classes)
+        self.apply(_init_linear)
+
+    @property
+    def rotations(self) -> list[nn.Module]:
+        """The Rotation modules of the fusion layers, first to last (empty without attn)."""
+        return [layer.rotation for layer in self.fusion] if self.cfg.fusion == "attn" else []
+
+    def forward(self, inputs: dict[str, Tensor]) -> ModelOutput:
+        streams = {m: self.encoders[m](inputs[m]) for m in self.modalities}  # (B, 1+L_m, D)
+        probes = {m: self.probes[m](z[:, 0].detach()) for m, z in streams.items()}
+        fusion = self.cfg.fusion
+        stats: list[FusionStats] = []
+        if fusion == "attn":
+            x = torch.cat(list(streams.values()), 1)  # (B, L-1, D)
+            last = len(self.fusion) - 1
+            for i, layer in enumerate(self.fusion):
+                x, s = layer(x, self.spans, full=i < last)
+                stats.append(s)
+            logits = self.head(x)
+        elif fusion == "concat":
+            logits = self.head(torch.cat([z[:, 0] for z in streams.values()], -1))
+        elif fusion == "sum":
+            logits = sum(self.head[m](z[:, 0]) for m, z in streams.items())
+        elif fusion == "mbt":
+            fused = self.bottleneck(streams)
+            logits = self.head(torch.cat([z[:, 0] for z in fused.values()], -1))
+        else:
+            logits = self.head(streams[fusion][:, 0])
+        return ModelOutput(logits=logits, probe_logits=probes, fusion=stats)
+
+
+def _init_linear(module: nn.Module) -> None:
+    """Xavier-normal Linear weights and zero biases, as published."""
+    if isinstance(module, nn.Linear):
+        nn.init.xavier_normal_(module.weight)
+        nn.init.zeros_(module.bias)

@@ -1,0 +1,425 @@
+"""Training: ``fit(config, on_epoch_end) -> FitResult``, and the single-run CLI.
+
+One epoch, top to bottom:
+    1. shuffle the training split (seeded generator, saved in checkpoints)
+    2. per batch: forward, fusion CE + one CE per detached probe, backward, optimizer and lr step;
+       losses, accuracies and the RollingQ statistics accumulate on the device (no host sync)
+    3. epoch end: RollingQ (rolling.py) decides and maybe rotates the [cls] query
+    4. evaluate on val and test (deterministic), select on val, checkpoint, call back
+
+A run whose training loss turns NaN/inf stops with status ``diverged``.
+
+CLI:  python -m rollingq.train [--config FILE] [--set key=value ...] [--out DIR] [--resume]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from rollingq import diagnostics
+from rollingq.checkpoints import CHECKPOINT, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from rollingq.config import Config, ConfigError, build_config
+from rollingq.data import DataBundle, Split, load_data
+from rollingq.model import ModelOutput, MultimodalTransformer
+from rollingq.rolling import EpochStats, rotate_if_needed
+
+log = logging.getLogger(__name__)
+
+Metrics = dict[str, Any]
+
+
+@dataclass
+class FitResult:
+    """The outcome of ``fit``.
+
+    Attributes:
+        status: ``finished`` or ``diverged``.
+        history: One flat metrics dict per epoch.
+        summary: Headline numbers: test accuracy at the best validation epoch, the paper-style
+            best test accuracy (model selection on test, labelled as such), rotations, timing.
+        model: The trained model (on the training device).
+        data: The data set it was trained on (on the training device).
+    """
+
+    status: str
+    history: list[Metrics]
+    summary: Metrics
+    model: MultimodalTransformer
+    data: DataBundle
+    config: Config = field(repr=False, default=None)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("train.device='cuda' but no CUDA device is available; use auto or cpu")
+    return torch.device(name)
+
+
+def autocast_for(cfg: Config, device: torch.device):
+    """bf16 autocast on CUDA (``precision: auto|bf16``); fp32 elsewhere."""
+    bf16 = cfg.train.precision == "bf16" or (cfg.train.precision == "auto" and device.type == "cuda")
+    if bf16 and device.type == "cuda":
+        return lambda: torch.autocast("cuda", dtype=torch.bfloat16)
+    if bf16:
+        return lambda: torch.autocast("cpu", dtype=torch.bfloat16)
+    return nullcontext
+
+
+def lr_factor(step: int, warmup: float, total: int, floor: float) -> float:
+    """Linear warm-up over ``warmup`` steps, then cosine decay to ``floor`` at ``total``."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1.0, total - warmup))
+    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def make_optimizer(cfg: Config, model: torch.nn.Module, device: torch.device) -> torch.optim.Optimizer:
+    o = cfg.optim
+    params = [p for p in model.parameters() if p.requires_grad]
+    fused = {"fused": True} if device.type == "cuda" else {}
+    if o.name == "sgd":
+        return torch.optim.SGD(params, o.lr, momentum=o.momentum, weight_decay=o.weight_decay, **fused)
+    cls = torch.optim.Adam if o.name == "adam" else torch.optim.AdamW
+    return cls(params, o.lr, weight_decay=o.weight_decay, **fused)
+
+
+def batches(n: int, size: int, order: torch.Tensor | None = None):
+    index = order if order is not None else torch.arange(n)
+    for start in range(0, n, size):
+        yield index[start : start + size]
+
+
+def _losses(out: ModelOutput, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    fusion = F.cross_entropy(out.logits.float(), labels)
+    probes = sum(F.cross_entropy(p.float(), labels) for p in out.probe_logits.values())
+    return fusion, probes
+
+
+@torch.no_grad()
+def evaluate(model: MultimodalTransformer, split: Split, batch_size: int, autocast) -> Metrics:
+    """Loss, accuracy, probe accuracies, attention shares and cosines on one split (eval mode)."""
+    was_training = model.training
+    model.eval()
+    mods = model.modalities
+    n = len(split)
+    loss = torch.zeros((), device=split.labels.device)
+    correct = torch.zeros((), device=split.labels.device)
+    probe_correct = {m: torch.zeros((), device=split.labels.device) for m in mods}
+    share = {m: torch.zeros((), device=split.labels.device) for m in mods}
+    stats = EpochStats(mods, len(model.rotations)) if model.rotations else None
+    for idx in batches(n, batch_size):
+        b = split.take(idx)
+        with autocast():
+            out = model(b.inputs)
+        loss += F.cross_entropy(out.logits.float(), b.labels, reduction="sum")
+        correct += (out.logits.argmax(1) == b.labels).sum()
+        for m in mods:
+            probe_correct[m] += (out.probe_logits[m].argmax(1) == b.labels).sum()
+        if stats is not None:
+            stats.add(out.fusion)
+            for m in mods:
+                share[m] += out.share[m].sum()
+    model.train(was_training)
+    result = {"loss": loss / n, "acc": correct / n}
+    result.update({f"probe_acc_{m}": c / n for m, c in probe_correct.items()})
+    if stats is not None:
+        cos = stats.layers[-1].cosines("epoch")
+        result.update({f"share_{m}": share[m] / n for m in mods})
+        result.update({f"cos_{m}": cos[i] for i, m in enumerate(mods)})
+        if len(mods) == 2:
+            result["air"] = cos[0] - cos[1]
+    return {k: float(v) for k, v in result.items()}  # one host sync per split
+
+
+@torch.no_grad()
+def full_pass_stats(model: MultimodalTransformer, split: Split, batch_size: int, autocast) -> EpochStats:
+    """The published extra eval-mode pass over the training set for the anchor means."""
+    was_training = model.training
+    model.eval()
+    stats = EpochStats(model.modalities, len(model.rotations))
+    for idx in batches(len(split), batch_size):
+        with autocast():
+            stats.add(model(split.take(idx).inputs).fusion)
+    model.train(was_training)
+    return stats
+
+
+def _seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+
+
+def fit(
+    config: Config,
+    on_epoch_end: Callable[[Metrics], Any] | None = None,
+    checkpoint_dir: str | Path | None = None,
+    resume: bool = False,
+    data: DataBundle | None = None,
+) -> FitResult:
+    """Trains one model as configured.
+
+    Args:
+        config: A validated Config.
+        on_epoch_end: Called with each epoch's flat metrics dict (after the checkpoint is written).
+        checkpoint_dir: Where ``checkpoint.pt`` goes every ``train.checkpoint_every`` epochs.
+        resume: Continue from ``checkpoint_dir/checkpoint.pt`` when it exists.
+        data: An already loaded data set (otherwise ``load_data(config.data)``).
+
+    Returns:
+        A FitResult; ``status`` is ``diverged`` when the loss turned NaN/inf.
+    """
+    t = config.train
+    device = resolve_device(t.device)
+    autocast = autocast_for(config, device)
+    _seed_everything(t.seed)
+    bundle = data or load_data(config.data)
+    bundle = DataBundle(bundle.specs, bundle.num_classes, bundle.train.to(device),
+                        bundle.val.to(device), bundle.test.to(device), bundle.favoured)
+    model = MultimodalTransformer(bundle.specs, bundle.num_classes, config.model)
+    if config.model.pretrained:
+        from rollingq.pretrained import load_pretrained
+
+        log.info("pretrained: %s", load_pretrained(model, config.model.pretrained).summary())
+    model.to(device)
+    forward = model
+    if t.compile:
+        try:
+            forward = torch.compile(model)
+        except Exception as e:  # noqa: BLE001 - any compiler failure falls back to eager
+            log.warning("torch.compile failed (%s); training eagerly", e)
+    optimizer = make_optimizer(config, model, device)
+    n_train = len(bundle.train)
+    steps_per_epoch = math.ceil(n_train / t.batch_size)
+    total = steps_per_epoch * t.epochs
+    warmup = config.optim.warmup_epochs * steps_per_epoch
+    floor = config.optim.min_lr_ratio
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, warmup, total, floor)
+    )
+    shuffle = torch.Generator().manual_seed(t.seed)
+    history: list[Metrics] = []
+    best = {"val_acc": -1.0, "epoch": -1, "test_acc": float("nan"), "best_test_acc": -1.0}
+    start_epoch = 0
+    ckpt_path = Path(checkpoint_dir) / CHECKPOINT if checkpoint_dir else None
+    if resume and ckpt_path is not None and ckpt_path.exists():
+        state = load_checkpoint(ckpt_path)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        shuffle.set_state(state["shuffle"])
+        set_rng_state(state["rng"])
+        history, best, start_epoch = state["history"], state["best"], state["epoch"] + 1
+
+    mods = model.modalities
+    stats = EpochStats(mods, len(model.rotations)) if model.rotations else None
+    status = "finished"
+    if history and history[-1].get("status") == "diverged":
+        status, start_epoch = "diverged", t.epochs
+    for epoch in range(start_epoch, t.epochs):
+        began = time.perf_counter()
+        model.train()
+        order = torch.randperm(n_train, generator=shuffle).to(device)
+        sums = torch.zeros(3 + len(mods), device=device)  # loss, probe loss, correct, probe correct
+        if stats is not None:
+            stats.reset()
+        for idx in batches(n_train, t.batch_size, order):
+            b = bundle.train.take(idx)
+            with autocast():
+                out = forward(b.inputs)
+            loss, probe_loss = _losses(out, b.labels)
+            optimizer.zero_grad(set_to_none=True)
+            (loss + probe_loss).backward()
+            optimizer.step()
+            scheduler.step()
+            with torch.no_grad():
+                B = len(idx)
+                sums[0] += loss.detach() * B
+                sums[1] += probe_loss.detach() * B
+                sums[2] += (out.logits.argmax(1) == b.labels).sum()
+                for i, m in enumerate(mods):
+                    sums[3 + i] += (out.probe_logits[m].argmax(1) == b.labels).sum()
+                if stats is not None:
+                    stats.add(out.fusion)
+        s = (sums / n_train).tolist()  # the epoch's one host sync for training metrics
+        metrics: Metrics = {
+            "epoch": epoch,
+            "lr": optimizer.param_groups[0]["lr"],
+            "train_loss": s[0],
+            "train_probe_loss": s[1],
+            "train_acc": s[2],
+        }
+        metrics.update({f"train_probe_acc_{m}": s[3 + i] for i, m in enumerate(mods)})
+        if not math.isfinite(s[0] + s[1]):
+            status = "diverged"
+            metrics["status"] = status
+            history.append(metrics)
+            if on_epoch_end is not None:
+                on_epoch_end(dict(metrics))
+            log.warning("epoch %d: training loss is %s; stopping (diverged)", epoch, s[0])
+            break
+
+        if stats is not None:
+            events = rotate_if_needed(
+                config.rollingq, model.rotations, stats,
+                lambda: full_pass_stats(model, bundle.train, t.batch_size, autocast),
+            )
+            main = events[-1]
+            metrics.update({
+                "air": main.air, "alpha": main.alpha, "rotated": int(main.rotated),
+                "rotations": main.rotations, "rotation_residual": main.residual,
+                "rotation_angle": main.angle,
+            })
+            metrics.update({f"cos_{m}": c for m, c in zip(mods, main.cosines, strict=True)})
+            for ev in events[:-1]:
+                metrics.update({f"air_layer{ev.layer}": ev.air, f"rotations_layer{ev.layer}": ev.rotations})
+
+        val = evaluate(model, bundle.val, max(t.batch_size, 256), autocast)
+        test = evaluate(model, bundle.test, max(t.batch_size, 256), autocast)
+        metrics.update({f"val_{k}": v for k, v in val.items()})
+        metrics.update({f"test_{k}": v for k, v in test.items()})
+        if val["acc"] > best["val_acc"]:
+            best.update(val_acc=val["acc"], epoch=epoch, test_acc=test["acc"])
+        best["best_test_acc"] = max(best["best_test_acc"], test["acc"])
+        seconds = time.perf_counter() - began
+        metrics.update({
+            "best_val_acc": best["val_acc"],
+            "best_val_epoch": best["epoch"],
+            "test_acc_at_best_val": best["test_acc"],
+            "best_test_acc": best["best_test_acc"],
+            "epoch_seconds": seconds,
+            "samples_per_s": n_train / seconds,
+            "status": "running",
+        })
+        history.append(metrics)
+        if ckpt_path is not None and t.checkpoint_every and (
+            (epoch + 1) % t.checkpoint_every == 0 or epoch + 1 == t.epochs
+        ):
+            save_checkpoint(ckpt_path, {
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "shuffle": shuffle.get_state(),
+                "rng": rng_state(), "epoch": epoch, "history": history, "best": best,
+                "config": config.to_dict(),
+            })
+        if on_epoch_end is not None:
+            on_epoch_end(dict(metrics))
+
+    summary = summarize(status, history, model)
+    return FitResult(status, history, summary, model, bundle, config)
+
+
+def summarize(status: str, history: list[Metrics], model: MultimodalTransformer) -> Metrics:
+    """The headline numbers of a run."""
+    last = history[-1] if history else {}
+    summary = {
+        "status": status,
+        "epochs": len(history),
+        "test_acc_at_best_val": last.get("test_acc_at_best_val"),
+        "best_val_acc": last.get("best_val_acc"),
+        "best_val_epoch": last.get("best_val_epoch"),
+        "best_test_acc_paper_style": last.get("best_test_acc"),
+        "final_test_acc": last.get("test_acc"),
+        "rotations": [int(r.count) for r in model.rotations],
+        "rotation_epochs": [h["epoch"] for h in history if h.get("rotated")],
+        "wall_seconds": sum(h.get("epoch_seconds", 0.0) for h in history),
+    }
+    return summary
+
+
+def run_diagnostics(result: FitResult) -> Metrics:
+    """Noise robustness on each modality and the attention-noise correlation on the test split."""
+    cfg, model, test = result.config, result.model, result.data.test
+    levels = cfg.train.noise_levels
+    out: Metrics = {"noise_recipe": cfg.train.noise_recipe, "noise": {}}
+    for m in model.modalities:
+        acc = diagnostics.noise_robustness(model, test, m, levels, cfg.train.noise_recipe)
+        out["noise"][m] = {str(level): a for level, a in acc.items()}
+    out["attention_noise"] = diagnostics.attention_noise_correlation(model, test)
+    out["parameters"] = diagnostics.count_parameters(model)
+    out["favoured_modality"] = result.data.favoured
+    return out
+
+
+def _json_safe(x: Any) -> Any:
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _json_safe(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_json_safe(v) for v in x]
+    return x
+
+
+def write_json(path: Path, obj: Any) -> None:
+    path.write_text(json.dumps(_json_safe(obj), indent=2) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m rollingq.train", description=__doc__.split("\n")[0])
+    ap.add_argument("--config", help="YAML file nested by group (data, model, rollingq, optim, train)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="dotted override, e.g. rollingq.beta=0.1 (repeatable)")
+    ap.add_argument("--out", help="output folder (default runs/<time>)")
+    ap.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    ap.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = ap.parse_args(argv)
+    try:
+        cfg = build_config(args.config, args.set)
+        out = Path(args.out or f"runs/{time.strftime('%Y%m%d-%H%M%S')}")
+        if args.resume and not (out / CHECKPOINT).exists():
+            raise ConfigError(f"--resume: no {CHECKPOINT} in {out}; pass the --out of the run to resume")
+        out.mkdir(parents=True, exist_ok=True)
+        from tqdm import tqdm
+
+        bar = tqdm(total=cfg.train.epochs, disable=args.quiet, unit="epoch", file=sys.stderr)
+        metrics_file = out / "metrics.jsonl"
+
+        def on_epoch_end(m: Metrics) -> None:
+            with metrics_file.open("a") as f:
+                f.write(json.dumps(_json_safe(m)) + "\n")
+            bar.update(1)
+            shown = {k: m.get(k) for k in ("train_loss", "val_acc", "air", "rotations") if m.get(k) is not None}
+            bar.set_postfix({k: f"{v:.3f}" if isinstance(v, float) else v for k, v in shown.items()})
+
+        if not args.resume:
+            metrics_file.write_text("")
+        else:
+            done = load_checkpoint(out / CHECKPOINT)["history"]
+            metrics_file.write_text("".join(json.dumps(_json_safe(h)) + "\n" for h in done))
+            bar.update(len(done))
+        (out / "config.yaml").write_text(__import__("yaml").safe_dump(cfg.to_dict(), sort_keys=False))
+        result = fit(cfg, on_epoch_end, checkpoint_dir=out, resume=args.resume)
+        bar.close()
+        summary = dict(result.summary)
+        if result.status == "finished":
+            summary["diagnostics"] = run_diagnostics(result)
+        summary["config"] = cfg.to_dict()
+        write_json(out / "summary.json", summary)
+    except (ConfigError, ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(
+        f"{result.status}: test acc at best val epoch {summary['best_val_epoch']} = "
+        f"{summary['test_acc_at_best_val']:.4f} (paper-style best test {summary['best_test_acc_paper_style']:.4f}); "
+        f"rotations {summary['rotations']}; {summary['wall_seconds']:.1f} s; wrote {out}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
