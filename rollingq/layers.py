@@ -236,7 +236,7 @@ class FusionBlock(nn.Module):
         out_cls, weights = cls_row_attention(q_cls, k, v, self.heads, 0.0, self.training)
         stats = _split_stats(q_cls, k, weights, spans)
         if full:
-            split = lambda t: t.view(B, L, self.heads, D // self.heads).transpose(1, 2)  # noqa: E731
+            split = lambda t: t.reshape(B, t.shape[1], self.heads, D // self.heads).transpose(1, 2)
             rest = F.scaled_dot_product_attention(split(q[:, 1:]), split(k), split(v))
             attended = torch.cat([out_cls.unsqueeze(1).to(rest.dtype),
                                   rest.transpose(1, 2).reshape(B, L - 1, D)], 1)

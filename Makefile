@@ -1,0 +1,27 @@
+# Two commands on a fresh machine:  make study  (set up and run the main job),  make test.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: setup study run test lint clean
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+# The main job: until the study driver lands, one synthetic vanilla-vs-RollingQ run.
+study: setup
+	$(PY) -m rollingq.train --out runs/synthetic-rollingq
+
+test: setup
+	$(PY) -m pytest -q
+
+lint: setup
+	$(PY) -m ruff check .
+
+clean:
+	rm -rf runs .pytest_cache

@@ -1,0 +1,141 @@
+"""Training: the rotation at an epoch end, resume equals uninterrupted, divergence, selection."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from rollingq.config import RollingQConfig, build_config
+from rollingq.data import load_data
+from rollingq.data.base import stratified_split
+from rollingq.model import MultimodalTransformer
+from rollingq.rolling import EpochStats, rotate_if_needed
+from rollingq.train import fit, lr_factor
+
+TINY = {"data.train_size": 400, "data.test_size": 200, "train.epochs": 4, "train.batch_size": 64}
+
+
+def tiny(**kw):
+    return build_config(overrides={**TINY, **kw})
+
+
+def numpy_anchor(mu_keys, mu_q, rho, cos):
+    """q_b from METHOD.md §2 steps 3-4, written independently in numpy (two modalities)."""
+    air = cos[0] - cos[1]
+    alpha = 0.5 * (1 + math.tanh(-rho * air))
+    u = alpha * mu_keys[0] / np.linalg.norm(mu_keys[0]) + (1 - alpha) * mu_keys[1] / np.linalg.norm(mu_keys[1])
+    return u * np.linalg.norm(mu_q) / np.linalg.norm(u), alpha
+
+
+@pytest.mark.parametrize("method", ["svd", "plane"])
+def test_a_rotation_moves_the_cls_query_onto_the_anchor(method):
+    cfg = tiny()
+    data = load_data(cfg.data)
+    model = MultimodalTransformer(data.specs, data.num_classes, cfg.model).eval()
+    stats = EpochStats(model.modalities, 1)
+    with torch.no_grad():
+        out = model(data.train.inputs)
+    stats.add(out.fusion)
+    mu_q, mu_keys = (t.double().numpy() for t in stats.layers[0].means())
+    cos = stats.layers[0].cosines("epoch").double().numpy()
+    q_b, alpha = numpy_anchor(mu_keys, mu_q, 2.0, cos)
+
+    rq = RollingQConfig(beta=0.0, rho=2.0, max_rotations=1, rotation=method, anchor_stat="running")
+    (event,) = rotate_if_needed(rq, model.rotations, stats, full_pass=None)
+    assert event.rotated and event.rotations == 1 and event.residual < 1e-9
+    assert event.alpha == pytest.approx(alpha, abs=1e-9)
+    assert event.air == pytest.approx(cos[0] - cos[1], abs=1e-9)
+    with torch.no_grad():
+        q_new = model(data.test.take(torch.arange(5)).inputs).q_cls
+    # The fusion [cls] query is input-independent, so every sample's query is now q_b.
+    np.testing.assert_allclose(q_new.double().numpy(), np.broadcast_to(q_b, (5, len(q_b))), atol=1e-4)
+    # The trigger respects max_rotations.
+    (again,) = rotate_if_needed(rq, model.rotations, stats, full_pass=None)
+    assert not again.rotated and again.rotations == 1
+
+
+def test_trigger_respects_beta():
+    cfg = tiny()
+    data = load_data(cfg.data)
+    model = MultimodalTransformer(data.specs, data.num_classes, cfg.model)
+    stats = EpochStats(model.modalities, 1)
+    with torch.no_grad():
+        stats.add(model(data.train.inputs).fusion)
+    spread = abs(float(stats.layers[0].cosines("epoch").diff()))
+    high = RollingQConfig(beta=spread + 0.01, anchor_stat="running", air_stat="epoch")
+    assert not rotate_if_needed(high, model.rotations, stats, None)[0].rotated
+    low = RollingQConfig(beta=spread - 0.01, anchor_stat="running", air_stat="epoch")
+    assert rotate_if_needed(low, model.rotations, stats, None)[0].rotated
+
+
+def _strip(history):
+    return [{k: v for k, v in h.items() if k not in ("epoch_seconds", "samples_per_s")} for h in history]
+
+
+@pytest.mark.parametrize("anchor_stat", ["full_pass", "running"])
+def test_resume_equals_uninterrupted(tmp_path, anchor_stat):
+    over = {"rollingq.beta": 0.0, "rollingq.max_rotations": 3, "model.fusion_dropout": 0.2,
+            "rollingq.anchor_stat": anchor_stat}
+    whole = fit(tiny(**over), checkpoint_dir=tmp_path / "a")
+
+    class Stop(Exception):
+        pass
+
+    def crash(m):
+        if m["epoch"] == 1:
+            raise Stop
+
+    with pytest.raises(Stop):
+        fit(tiny(**over), on_epoch_end=crash, checkpoint_dir=tmp_path / "b")
+    resumed = fit(tiny(**over), checkpoint_dir=tmp_path / "b", resume=True)
+    assert _strip(resumed.history) == _strip(whole.history)
+    assert whole.summary["rotations"] == resumed.summary["rotations"] == [3]
+    a, b = whole.model.state_dict(), resumed.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)  # bit-exact on CPU
+
+
+def test_metrics_record_every_epoch():
+    seen = []
+    result = fit(tiny(**{"rollingq.beta": 0.0, "rollingq.max_rotations": 1}), on_epoch_end=seen.append)
+    assert [m["epoch"] for m in seen] == [0, 1, 2, 3] and result.status == "finished"
+    first = seen[0]
+    for key in ("train_loss", "val_acc", "test_acc", "val_probe_acc_audio", "test_probe_acc_visual",
+                "air", "alpha", "cos_audio", "cos_visual", "val_share_audio", "val_share_visual",
+                "rotations", "rotation_residual", "lr", "epoch_seconds", "samples_per_s",
+                "test_acc_at_best_val", "best_test_acc"):
+        assert key in first, key
+    assert first["rotated"] == 1 and first["rotation_residual"] < 1e-6
+    assert seen[1]["rotated"] == 0 and seen[1]["rotation_residual"] is None
+    best = max(range(4), key=lambda i: (seen[i]["val_acc"], -i))
+    assert result.summary["best_val_epoch"] == best
+    assert result.summary["test_acc_at_best_val"] == seen[best]["test_acc"]
+    assert result.summary["best_test_acc_paper_style"] == max(m["test_acc"] for m in seen)
+
+
+def test_a_nan_loss_stops_as_diverged():
+    result = fit(tiny(**{"optim.name": "sgd", "optim.lr": 1e30, "optim.warmup_epochs": 0.0}))
+    assert result.status == "diverged" and result.summary["status"] == "diverged"
+    assert result.history[-1]["status"] == "diverged" and len(result.history) < 4
+
+
+def test_baselines_train():
+    for fusion in ("concat", "sum", "mbt", "audio"):
+        r = fit(tiny(**{"model.fusion": fusion, "rollingq.enabled": False, "train.epochs": 1}))
+        assert r.status == "finished" and "air" not in r.history[-1]
+
+
+def test_validation_split_is_stratified_and_seeded():
+    labels = torch.arange(4).repeat_interleave(torch.tensor([50, 30, 15, 5]))
+    keep, held = stratified_split(labels, 0.2, seed=0)
+    assert torch.bincount(labels[held]).tolist() == [10, 6, 3, 1]
+    assert len(set(keep.tolist()) & set(held.tolist())) == 0 and len(keep) + len(held) == 100
+    assert torch.equal(held, stratified_split(labels, 0.2, seed=0)[1])
+    assert not torch.equal(held, stratified_split(labels, 0.2, seed=1)[1])
+
+
+def test_warmup_then_cosine():
+    assert lr_factor(0, 10, 100, 0.0) == pytest.approx(0.1)
+    assert lr_factor(9, 10, 100, 0.0) == pytest.approx(1.0)
+    assert lr_factor(100, 10, 100, 0.1) == pytest.approx(0.1)
+    assert lr_factor(55, 10, 100, 0.0) == pytest.approx(0.5)
