@@ -204,7 +204,9 @@ class FusionAttention(nn.Module):
             return F.dropout(self.o(out_cls), self.dropout, self.training), stats
         q = self.q(x[:, 1:])  # (B, L-1, D): the other rows, plain SDPA
         rest = F.scaled_dot_product_attention(
-            q.unsqueeze(1), k.unsqueeze(1), v.unsqueeze(1),
+            q.unsqueeze(1),
+            k.unsqueeze(1),
+            v.unsqueeze(1),
             dropout_p=self.dropout if self.training else 0.0,
         ).squeeze(1)
         out = torch.cat([out_cls.unsqueeze(1).to(rest.dtype), rest], 1)
@@ -227,9 +229,7 @@ class FusionBlock(nn.Module):
         self.mlp = Mlp(dim, mlp_ratio)
         self.rotation = Rotation(dim)
 
-    def forward(
-        self, x: Tensor, spans: dict[str, slice], full: bool
-    ) -> tuple[Tensor, FusionStats]:
+    def forward(self, x: Tensor, spans: dict[str, slice], full: bool) -> tuple[Tensor, FusionStats]:
         B, L, D = x.shape
         q, k, v = self.qkv(self.norm1(x)).chunk(3, dim=-1)  # (B, L, D) each
         q_cls = self.rotation(q[:, 0])
@@ -238,8 +238,9 @@ class FusionBlock(nn.Module):
         if full:
             split = lambda t: t.reshape(B, t.shape[1], self.heads, D // self.heads).transpose(1, 2)
             rest = F.scaled_dot_product_attention(split(q[:, 1:]), split(k), split(v))
-            attended = torch.cat([out_cls.unsqueeze(1).to(rest.dtype),
-                                  rest.transpose(1, 2).reshape(B, L - 1, D)], 1)
+            attended = torch.cat(
+                [out_cls.unsqueeze(1).to(rest.dtype), rest.transpose(1, 2).reshape(B, L - 1, D)], 1
+            )
             x = x + self.proj(attended)
             return x + self.mlp(self.norm2(x)), stats
         c = x[:, 0] + self.proj(out_cls.to(x.dtype))  # (B, D): only [cls] is needed for logits

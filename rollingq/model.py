@@ -85,7 +85,9 @@ class Encoder(nn.Module):
         self.cls = nn.Parameter(torch.randn(1, 1, cfg.dim) * 1e-6)
         self.pos = nn.Parameter(torch.zeros(1, n + 1, cfg.dim))
         nn.init.trunc_normal_(self.pos, std=0.02)
-        self.blocks = nn.ModuleList(Block(cfg.dim, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.depth))
+        self.blocks = nn.ModuleList(
+            Block(cfg.dim, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.depth)
+        )
         self.norm = nn.LayerNorm(cfg.dim, eps=LN_EPS)
         self.num_tokens = n + 1
 
@@ -101,7 +103,7 @@ class Encoder(nn.Module):
 
 
 class Bottleneck(nn.Module):
-    """MBT fusion layers: per-stream blocks over [tokens; shared bottleneck], bottleneck averaged."""
+    """MBT fusion layers: per-stream blocks over [tokens; bottleneck], bottleneck averaged."""
 
     def __init__(self, modalities: list[str], cfg: ModelConfig):
         super().__init__()
@@ -135,6 +137,7 @@ class MultimodalTransformer(nn.Module):
     def __init__(self, specs: dict[str, ModalitySpec], num_classes: int, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
+        self.specs = dict(specs)
         unimodal = cfg.fusion in ("audio", "visual", "text")
         if unimodal and cfg.fusion not in specs:
             raise ValueError(

@@ -132,8 +132,16 @@ def rotate_if_needed(
             residual = float(torch.linalg.vector_norm(R @ mu_q - q_b))
             cos_turn = torch.cosine_similarity(mu_q, q_b, dim=0).clamp(-1, 1)
             angle = float(torch.rad2deg(torch.arccos(cos_turn)))
-        events.append(RotationEvent(
-            layer=i, cosines=cos.tolist(), air=float(air), alpha=float(weights[0]),
-            rotated=fire, rotations=int(rotations[i].count), residual=residual, angle=angle,
-        ))
+        events.append(
+            RotationEvent(
+                layer=i,
+                cosines=cos.tolist(),
+                air=float(air),
+                alpha=float(weights[0]),
+                rotated=fire,
+                rotations=int(rotations[i].count),
+                residual=residual,
+                angle=angle,
+            )
+        )
     return events

@@ -30,7 +30,13 @@ import torch
 import torch.nn.functional as F
 
 from rollingq import diagnostics
-from rollingq.checkpoints import CHECKPOINT, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from rollingq.checkpoints import (
+    CHECKPOINT,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from rollingq.config import Config, ConfigError, build_config
 from rollingq.data import DataBundle, Split, load_data
 from rollingq.model import ModelOutput, MultimodalTransformer
@@ -72,7 +78,9 @@ def resolve_device(name: str) -> torch.device:
 
 def autocast_for(cfg: Config, device: torch.device):
     """bf16 autocast on CUDA (``precision: auto|bf16``); fp32 elsewhere."""
-    bf16 = cfg.train.precision == "bf16" or (cfg.train.precision == "auto" and device.type == "cuda")
+    bf16 = cfg.train.precision == "bf16" or (
+        cfg.train.precision == "auto" and device.type == "cuda"
+    )
     if bf16 and device.type == "cuda":
         return lambda: torch.autocast("cuda", dtype=torch.bfloat16)
     if bf16:
@@ -88,12 +96,16 @@ def lr_factor(step: int, warmup: float, total: int, floor: float) -> float:
     return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def make_optimizer(cfg: Config, model: torch.nn.Module, device: torch.device) -> torch.optim.Optimizer:
+def make_optimizer(
+    cfg: Config, model: torch.nn.Module, device: torch.device
+) -> torch.optim.Optimizer:
     o = cfg.optim
     params = [p for p in model.parameters() if p.requires_grad]
     fused = {"fused": True} if device.type == "cuda" else {}
     if o.name == "sgd":
-        return torch.optim.SGD(params, o.lr, momentum=o.momentum, weight_decay=o.weight_decay, **fused)
+        return torch.optim.SGD(
+            params, o.lr, momentum=o.momentum, weight_decay=o.weight_decay, **fused
+        )
     cls = torch.optim.Adam if o.name == "adam" else torch.optim.AdamW
     return cls(params, o.lr, weight_decay=o.weight_decay, **fused)
 
@@ -147,7 +159,9 @@ def evaluate(model: MultimodalTransformer, split: Split, batch_size: int, autoca
 
 
 @torch.no_grad()
-def full_pass_stats(model: MultimodalTransformer, split: Split, batch_size: int, autocast) -> EpochStats:
+def full_pass_stats(
+    model: MultimodalTransformer, split: Split, batch_size: int, autocast
+) -> EpochStats:
     """The published extra eval-mode pass over the training set for the anchor means."""
     was_training = model.training
     model.eval()
@@ -189,8 +203,14 @@ def fit(
     autocast = autocast_for(config, device)
     _seed_everything(t.seed)
     bundle = data or load_data(config.data)
-    bundle = DataBundle(bundle.specs, bundle.num_classes, bundle.train.to(device),
-                        bundle.val.to(device), bundle.test.to(device), bundle.favoured)
+    bundle = DataBundle(
+        bundle.specs,
+        bundle.num_classes,
+        bundle.train.to(device),
+        bundle.val.to(device),
+        bundle.test.to(device),
+        bundle.favoured,
+    )
     model = MultimodalTransformer(bundle.specs, bundle.num_classes, config.model)
     if config.model.pretrained:
         from rollingq.pretrained import load_pretrained
@@ -276,18 +296,27 @@ def fit(
 
         if stats is not None:
             events = rotate_if_needed(
-                config.rollingq, model.rotations, stats,
+                config.rollingq,
+                model.rotations,
+                stats,
                 lambda: full_pass_stats(model, bundle.train, t.batch_size, autocast),
             )
             main = events[-1]
-            metrics.update({
-                "air": main.air, "alpha": main.alpha, "rotated": int(main.rotated),
-                "rotations": main.rotations, "rotation_residual": main.residual,
-                "rotation_angle": main.angle,
-            })
+            metrics.update(
+                {
+                    "air": main.air,
+                    "alpha": main.alpha,
+                    "rotated": int(main.rotated),
+                    "rotations": main.rotations,
+                    "rotation_residual": main.residual,
+                    "rotation_angle": main.angle,
+                }
+            )
             metrics.update({f"cos_{m}": c for m, c in zip(mods, main.cosines, strict=True)})
             for ev in events[:-1]:
-                metrics.update({f"air_layer{ev.layer}": ev.air, f"rotations_layer{ev.layer}": ev.rotations})
+                metrics.update(
+                    {f"air_layer{ev.layer}": ev.air, f"rotations_layer{ev.layer}": ev.rotations}
+                )
 
         val = evaluate(model, bundle.val, max(t.batch_size, 256), autocast)
         test = evaluate(model, bundle.test, max(t.batch_size, 256), autocast)
@@ -297,25 +326,37 @@ def fit(
             best.update(val_acc=val["acc"], epoch=epoch, test_acc=test["acc"])
         best["best_test_acc"] = max(best["best_test_acc"], test["acc"])
         seconds = time.perf_counter() - began
-        metrics.update({
-            "best_val_acc": best["val_acc"],
-            "best_val_epoch": best["epoch"],
-            "test_acc_at_best_val": best["test_acc"],
-            "best_test_acc": best["best_test_acc"],
-            "epoch_seconds": seconds,
-            "samples_per_s": n_train / seconds,
-            "status": "running",
-        })
+        metrics.update(
+            {
+                "best_val_acc": best["val_acc"],
+                "best_val_epoch": best["epoch"],
+                "test_acc_at_best_val": best["test_acc"],
+                "best_test_acc": best["best_test_acc"],
+                "epoch_seconds": seconds,
+                "samples_per_s": n_train / seconds,
+                "status": "running",
+            }
+        )
         history.append(metrics)
-        if ckpt_path is not None and t.checkpoint_every and (
-            (epoch + 1) % t.checkpoint_every == 0 or epoch + 1 == t.epochs
+        if (
+            ckpt_path is not None
+            and t.checkpoint_every
+            and ((epoch + 1) % t.checkpoint_every == 0 or epoch + 1 == t.epochs)
         ):
-            save_checkpoint(ckpt_path, {
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "shuffle": shuffle.get_state(),
-                "rng": rng_state(), "epoch": epoch, "history": history, "best": best,
-                "config": config.to_dict(),
-            })
+            save_checkpoint(
+                ckpt_path,
+                {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "shuffle": shuffle.get_state(),
+                    "rng": rng_state(),
+                    "epoch": epoch,
+                    "history": history,
+                    "best": best,
+                    "config": config.to_dict(),
+                },
+            )
         if on_epoch_end is not None:
             on_epoch_end(dict(metrics))
 
@@ -370,10 +411,19 @@ def write_json(path: Path, obj: Any) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m rollingq.train", description=__doc__.split("\n")[0])
-    ap.add_argument("--config", help="YAML file nested by group (data, model, rollingq, optim, train)")
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="dotted override, e.g. rollingq.beta=0.1 (repeatable)")
+    ap = argparse.ArgumentParser(
+        prog="python -m rollingq.train", description=__doc__.split("\n")[0]
+    )
+    ap.add_argument(
+        "--config", help="YAML file nested by group (data, model, rollingq, optim, train)"
+    )
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="dotted override, e.g. rollingq.beta=0.1 (repeatable)",
+    )
     ap.add_argument("--out", help="output folder (default runs/<time>)")
     ap.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -382,7 +432,9 @@ def main(argv: list[str] | None = None) -> int:
         cfg = build_config(args.config, args.set)
         out = Path(args.out or f"runs/{time.strftime('%Y%m%d-%H%M%S')}")
         if args.resume and not (out / CHECKPOINT).exists():
-            raise ConfigError(f"--resume: no {CHECKPOINT} in {out}; pass the --out of the run to resume")
+            raise ConfigError(
+                f"--resume: no {CHECKPOINT} in {out}; pass the --out of the run to resume"
+            )
         out.mkdir(parents=True, exist_ok=True)
         from tqdm import tqdm
 
@@ -393,8 +445,14 @@ def main(argv: list[str] | None = None) -> int:
             with metrics_file.open("a") as f:
                 f.write(json.dumps(_json_safe(m)) + "\n")
             bar.update(1)
-            shown = {k: m.get(k) for k in ("train_loss", "val_acc", "air", "rotations") if m.get(k) is not None}
-            bar.set_postfix({k: f"{v:.3f}" if isinstance(v, float) else v for k, v in shown.items()})
+            shown = {
+                k: m.get(k)
+                for k in ("train_loss", "val_acc", "air", "rotations")
+                if m.get(k) is not None
+            }
+            bar.set_postfix(
+                {k: f"{v:.3f}" if isinstance(v, float) else v for k, v in shown.items()}
+            )
 
         if not args.resume:
             metrics_file.write_text("")
@@ -402,7 +460,9 @@ def main(argv: list[str] | None = None) -> int:
             done = load_checkpoint(out / CHECKPOINT)["history"]
             metrics_file.write_text("".join(json.dumps(_json_safe(h)) + "\n" for h in done))
             bar.update(len(done))
-        (out / "config.yaml").write_text(__import__("yaml").safe_dump(cfg.to_dict(), sort_keys=False))
+        (out / "config.yaml").write_text(
+            __import__("yaml").safe_dump(cfg.to_dict(), sort_keys=False)
+        )
         result = fit(cfg, on_epoch_end, checkpoint_dir=out, resume=args.resume)
         bar.close()
         summary = dict(result.summary)
@@ -413,10 +473,16 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    head = summary["test_acc_at_best_val"]
+    line = (
+        f"test acc at best val epoch {summary['best_val_epoch']} = {head:.4f} "
+        f"(paper-style best test {summary['best_test_acc_paper_style']:.4f}); "
+        if head is not None
+        else "no completed epoch; "
+    )
     print(
-        f"{result.status}: test acc at best val epoch {summary['best_val_epoch']} = "
-        f"{summary['test_acc_at_best_val']:.4f} (paper-style best test {summary['best_test_acc_paper_style']:.4f}); "
-        f"rotations {summary['rotations']}; {summary['wall_seconds']:.1f} s; wrote {out}"
+        f"{result.status}: {line}rotations {summary['rotations']}; "
+        f"{summary['wall_seconds']:.1f} s; wrote {out}"
     )
     return 0
 

@@ -23,7 +23,9 @@ def _read(path: Path) -> dict[str, np.ndarray]:
         with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
-        raise ValueError(f"cannot read {path}: {e}; it must be an .npz written by numpy.savez") from None
+        raise ValueError(
+            f"cannot read {path}: {e}; it must be an .npz written by numpy.savez"
+        ) from None
 
 
 def _split(path: Path) -> Split:
@@ -32,15 +34,21 @@ def _split(path: Path) -> Split:
         raise ValueError(f"{path} has no 'label' array; it has: {', '.join(arrays) or 'nothing'}")
     labels = arrays.pop("label")
     if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(f"{path}: 'label' must be a 1-D integer array, got shape {labels.shape} "
-                         f"dtype {labels.dtype}")
+        raise ValueError(
+            f"{path}: 'label' must be a 1-D integer array, got shape {labels.shape} "
+            f"dtype {labels.dtype}"
+        )
     if not arrays:
-        raise ValueError(f"{path} holds only 'label'; add one array per modality, e.g. audio, visual")
+        raise ValueError(
+            f"{path} holds only 'label'; add one array per modality, e.g. audio, visual"
+        )
     inputs = {}
     for name, x in arrays.items():
         if x.ndim not in (2, 3) or len(x) != len(labels):
-            raise ValueError(f"{path}: modality {name!r} must be (N, L, D) or (N, D) with "
-                             f"N={len(labels)} (the labels), got shape {x.shape}")
+            raise ValueError(
+                f"{path}: modality {name!r} must be (N, L, D) or (N, D) with "
+                f"N={len(labels)} (the labels), got shape {x.shape}"
+            )
         if not np.issubdtype(x.dtype, np.number):
             raise ValueError(f"{path}: modality {name!r} must be numeric, got dtype {x.dtype}")
         inputs[name] = torch.from_numpy(np.nan_to_num(x.astype(np.float32), posinf=0.0, neginf=0.0))
@@ -52,8 +60,10 @@ def load_features(cfg: DataConfig) -> DataBundle:
     root = Path(cfg.root)
     missing = [p.name for p in (root / "train.npz", root / "test.npz") if not p.is_file()]
     if missing:
-        raise ValueError(f"data.root={str(root)!r} lacks {', '.join(missing)}; the features data "
-                         f"set needs train.npz and test.npz (val.npz optional)")
+        raise ValueError(
+            f"data.root={str(root)!r} lacks {', '.join(missing)}; the features data "
+            f"set needs train.npz and test.npz (val.npz optional)"
+        )
     train, test = _split(root / "train.npz"), _split(root / "test.npz")
     if (root / "val.npz").is_file():
         val = _split(root / "val.npz")
@@ -63,11 +73,14 @@ def load_features(cfg: DataConfig) -> DataBundle:
     for name, split in (("val", val), ("test", test)):
         shapes = {m: ModalitySpec("sequence", tuple(x.shape[1:])) for m, x in split.inputs.items()}
         if shapes != specs:
-            raise ValueError(f"{name} modalities/shapes {shapes} differ from train's {specs} "
-                             f"under {root}")
+            raise ValueError(
+                f"{name} modalities/shapes {shapes} differ from train's {specs} under {root}"
+            )
     num_classes = int(max(s.labels.max() for s in (train, val, test))) + 1
     lowest = int(min(s.labels.min() for s in (train, val, test)))
     if lowest < 0 or num_classes < 2:
-        raise ValueError(f"labels under {root} must be integers in [0, C) with C >= 2, "
-                         f"got min {lowest}, max {num_classes - 1}")
+        raise ValueError(
+            f"labels under {root} must be integers in [0, C) with C >= 2, "
+            f"got min {lowest}, max {num_classes - 1}"
+        )
     return DataBundle(specs=specs, num_classes=num_classes, train=train, val=val, test=test)

@@ -15,12 +15,28 @@ from rollingq.config import (
 
 def test_defaults_follow_the_published_settings():
     m, o = ModelConfig(), OptimConfig()
-    assert (m.dim, m.depth, m.heads, m.patch_size, m.fusion, m.fusion_layers) == (768, 4, 12, 16, "attn", 1)
-    assert (o.name, o.lr, o.weight_decay, o.momentum, o.warmup_epochs) == ("sgd", 1e-3, 1e-4, 0.9, 2.5)
+    assert (m.dim, m.depth, m.heads, m.patch_size, m.fusion, m.fusion_layers) == (
+        768,
+        4,
+        12,
+        16,
+        "attn",
+        1,
+    )
+    assert (o.name, o.lr, o.weight_decay, o.momentum, o.warmup_epochs) == (
+        "sgd",
+        1e-3,
+        1e-4,
+        0.9,
+        2.5,
+    )
     cfg = Config()
     assert (cfg.train.batch_size, cfg.train.epochs, cfg.train.seed) == (64, 30, 0)
     assert (cfg.rollingq.air_stat, cfg.rollingq.anchor_stat, cfg.rollingq.rotation) == (
-        "last_batch", "full_pass", "svd")
+        "last_batch",
+        "full_pass",
+        "svd",
+    )
 
 
 def test_synthetic_preset_is_small_and_user_values_win():
@@ -32,7 +48,9 @@ def test_synthetic_preset_is_small_and_user_values_win():
 
 def test_file_then_overrides(tmp_path):
     f = tmp_path / "run.yaml"
-    f.write_text("data: {name: synthetic}\nrollingq: {beta: 0.3, rotation: plane}\ntrain: {epochs: 3}\n")
+    f.write_text(
+        "data: {name: synthetic}\nrollingq: {beta: 0.3, rotation: plane}\ntrain: {epochs: 3}\n"
+    )
     cfg = build_config(f, ["rollingq.beta=0.05", "train.noise_levels=[0, 0.5]"])
     assert cfg.rollingq.beta == 0.05 and cfg.rollingq.rotation == "plane" and cfg.train.epochs == 3
     assert cfg.train.noise_levels == [0.0, 0.5]

@@ -46,16 +46,38 @@ def test_uses_val_npz_when_present_and_trains(tmp_path):
     "setup, message",
     [
         (lambda d: write(d / "train.npz", 10), "lacks test.npz"),
-        (lambda d: [write(d / "train.npz", 10), np.savez(d / "test.npz", audio=np.zeros((3, 6, 10)))],
-         "test.npz has no 'label' array; it has: audio"),
-        (lambda d: [write(d / "train.npz", 10), (d / "test.npz").write_bytes(b"not a zip")],
-         "cannot read"),
-        (lambda d: [write(d / "train.npz", 10), write(d / "test.npz", 4, audio=np.zeros((5, 6, 10)))],
-         "modality 'audio' must be (N, L, D) or (N, D) with N=4"),
-        (lambda d: [write(d / "train.npz", 10), write(d / "test.npz", 4, audio=np.zeros((4, 2, 10)))],
-         "differ from train's"),
-        (lambda d: [write(d / "train.npz", 10), write(d / "test.npz", 4, label=np.array([0.5] * 4))],
-         "'label' must be a 1-D integer array"),
+        (
+            lambda d: [
+                write(d / "train.npz", 10),
+                np.savez(d / "test.npz", audio=np.zeros((3, 6, 10))),
+            ],
+            "test.npz has no 'label' array; it has: audio",
+        ),
+        (
+            lambda d: [write(d / "train.npz", 10), (d / "test.npz").write_bytes(b"not a zip")],
+            "cannot read",
+        ),
+        (
+            lambda d: [
+                write(d / "train.npz", 10),
+                write(d / "test.npz", 4, audio=np.zeros((5, 6, 10))),
+            ],
+            "modality 'audio' must be (N, L, D) or (N, D) with N=4",
+        ),
+        (
+            lambda d: [
+                write(d / "train.npz", 10),
+                write(d / "test.npz", 4, audio=np.zeros((4, 2, 10))),
+            ],
+            "differ from train's",
+        ),
+        (
+            lambda d: [
+                write(d / "train.npz", 10),
+                write(d / "test.npz", 4, label=np.array([0.5] * 4)),
+            ],
+            "'label' must be a 1-D integer array",
+        ),
     ],
 )
 def test_errors_name_the_file_and_the_problem(tmp_path, setup, message):

@@ -89,5 +89,7 @@ def test_gradients_flow_through_the_rotation_into_the_query():
     q, _ = torch.linalg.qr(torch.randn(32, 32))
     model.rotations[-1].compose(q * torch.sign(torch.det(q)))
     model(inputs()).logits.sum().backward()
-    assert model.fusion[0].q.weight.grad.abs().sum() > 0 and model.fusion[0].cls.grad.abs().sum() > 0
+    assert (
+        model.fusion[0].q.weight.grad.abs().sum() > 0 and model.fusion[0].cls.grad.abs().sum() > 0
+    )
     assert int(model.rotations[-1].count) == 1

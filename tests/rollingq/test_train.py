@@ -24,7 +24,9 @@ def numpy_anchor(mu_keys, mu_q, rho, cos):
     """q_b from METHOD.md §2 steps 3-4, written independently in numpy (two modalities)."""
     air = cos[0] - cos[1]
     alpha = 0.5 * (1 + math.tanh(-rho * air))
-    u = alpha * mu_keys[0] / np.linalg.norm(mu_keys[0]) + (1 - alpha) * mu_keys[1] / np.linalg.norm(mu_keys[1])
+    u = alpha * mu_keys[0] / np.linalg.norm(mu_keys[0]) + (1 - alpha) * mu_keys[1] / np.linalg.norm(
+        mu_keys[1]
+    )
     return u * np.linalg.norm(mu_q) / np.linalg.norm(u), alpha
 
 
@@ -49,7 +51,9 @@ def test_a_rotation_moves_the_cls_query_onto_the_anchor(method):
     with torch.no_grad():
         q_new = model(data.test.take(torch.arange(5)).inputs).q_cls
     # The fusion [cls] query is input-independent, so every sample's query is now q_b.
-    np.testing.assert_allclose(q_new.double().numpy(), np.broadcast_to(q_b, (5, len(q_b))), atol=1e-4)
+    np.testing.assert_allclose(
+        q_new.double().numpy(), np.broadcast_to(q_b, (5, len(q_b))), atol=1e-4
+    )
     # The trigger respects max_rotations.
     (again,) = rotate_if_needed(rq, model.rotations, stats, full_pass=None)
     assert not again.rotated and again.rotations == 1
@@ -70,13 +74,19 @@ def test_trigger_respects_beta():
 
 
 def _strip(history):
-    return [{k: v for k, v in h.items() if k not in ("epoch_seconds", "samples_per_s")} for h in history]
+    return [
+        {k: v for k, v in h.items() if k not in ("epoch_seconds", "samples_per_s")} for h in history
+    ]
 
 
 @pytest.mark.parametrize("anchor_stat", ["full_pass", "running"])
 def test_resume_equals_uninterrupted(tmp_path, anchor_stat):
-    over = {"rollingq.beta": 0.0, "rollingq.max_rotations": 3, "model.fusion_dropout": 0.2,
-            "rollingq.anchor_stat": anchor_stat}
+    over = {
+        "rollingq.beta": 0.0,
+        "rollingq.max_rotations": 3,
+        "model.fusion_dropout": 0.2,
+        "rollingq.anchor_stat": anchor_stat,
+    }
     whole = fit(tiny(**over), checkpoint_dir=tmp_path / "a")
 
     class Stop(Exception):
@@ -97,13 +107,31 @@ def test_resume_equals_uninterrupted(tmp_path, anchor_stat):
 
 def test_metrics_record_every_epoch():
     seen = []
-    result = fit(tiny(**{"rollingq.beta": 0.0, "rollingq.max_rotations": 1}), on_epoch_end=seen.append)
+    result = fit(
+        tiny(**{"rollingq.beta": 0.0, "rollingq.max_rotations": 1}), on_epoch_end=seen.append
+    )
     assert [m["epoch"] for m in seen] == [0, 1, 2, 3] and result.status == "finished"
     first = seen[0]
-    for key in ("train_loss", "val_acc", "test_acc", "val_probe_acc_audio", "test_probe_acc_visual",
-                "air", "alpha", "cos_audio", "cos_visual", "val_share_audio", "val_share_visual",
-                "rotations", "rotation_residual", "lr", "epoch_seconds", "samples_per_s",
-                "test_acc_at_best_val", "best_test_acc"):
+    for key in (
+        "train_loss",
+        "val_acc",
+        "test_acc",
+        "val_probe_acc_audio",
+        "test_probe_acc_visual",
+        "air",
+        "alpha",
+        "cos_audio",
+        "cos_visual",
+        "val_share_audio",
+        "val_share_visual",
+        "rotations",
+        "rotation_residual",
+        "lr",
+        "epoch_seconds",
+        "samples_per_s",
+        "test_acc_at_best_val",
+        "best_test_acc",
+    ):
         assert key in first, key
     assert first["rotated"] == 1 and first["rotation_residual"] < 1e-6
     assert seen[1]["rotated"] == 0 and seen[1]["rotation_residual"] is None

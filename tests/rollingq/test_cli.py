@@ -1,0 +1,59 @@
+"""The single-run CLI, as a user runs it: files written, resume, one-line errors with code 2."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+FAST = ["--set", "data.train_size=300", "--set", "data.test_size=100", "--quiet"]
+
+
+def run(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "rollingq.train", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_a_run_writes_metrics_summary_and_checkpoint(tmp_path):
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(yaml.safe_dump({"train": {"epochs": 2}, "rollingq": {"beta": 0.0}}))
+    p = run("--config", str(cfg), "--out", str(tmp_path / "out"), *FAST)
+    assert p.returncode == 0, p.stderr
+    out = tmp_path / "out"
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [m["epoch"] for m in lines] == [0, 1] and lines[0]["rotated"] == 1
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["epochs"] == 2
+    assert summary["config"]["rollingq"]["beta"] == 0.0
+    diag = summary["diagnostics"]
+    assert set(diag["noise"]) == {"audio", "visual"} and len(diag["noise"]["audio"]) == 5
+    assert diag["attention_noise"]["pairs"] == 200
+    assert (out / "checkpoint.pt").is_file() and (out / "config.yaml").is_file()
+    assert "finished: test acc at best val epoch" in p.stdout
+
+    # --resume of a finished run trains nothing more and keeps the history.
+    again = run("--config", str(cfg), "--out", str(out), "--resume", *FAST)
+    assert again.returncode == 0, again.stderr
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
+
+
+def test_bad_input_exits_2_with_one_line(tmp_path):
+    cases = [
+        (["--set", "rollingq.rotation=qr"], "valid: svd, plane"),
+        (["--set", "rollingq.bta=1"], "unknown config key 'rollingq.bta'"),
+        (["--config", str(tmp_path / "nope.yaml")], "does not exist"),
+        (["--set", "model.pretrained=/nonexistent/vit.pth"], "model.pretrained"),
+        (["--resume", "--out", str(tmp_path / "empty")], "no checkpoint.pt"),
+    ]
+    for args, message in cases:
+        p = run(*args, *FAST)
+        assert p.returncode == 2, (args, p.stderr)
+        lines = p.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], p.stderr
