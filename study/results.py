@@ -1,0 +1,164 @@
+"""Ray's experiment folder -> the study's result files.
+
+    trials.csv   one row a trial: trial id, status (finished | diverged | errored | stopped |
+                 incomplete), error, the searched parameters and the seed under their dotted
+                 names, the headline and final metrics, the diagnostics, retries, time
+    curves.csv   one row a trial x epoch (de-duplicated after retries: the last report wins)
+    meta.json    provenance: git commit, versions, command line, cluster resources, hours
+
+Everything is read back from the experiment folder on disk (``tune.ExperimentAnalysis``), so
+the files can be rebuilt for any study, finished, interrupted or resumed.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from ray import tune
+from ray.tune.experiment import Trial
+
+from study.space import ROOT, Spec
+
+STATUS_ORDER = ("finished", "diverged", "stopped", "errored", "incomplete")
+DIAGNOSTIC_PREFIXES = ("noise_", "attn_noise", "params_")
+RAY_COLUMNS = {"timestamp", "checkpoint_dir_name", "should_checkpoint", "done", "time_this_iter_s",
+               "time_since_restore", "iterations_since_restore", "pid", "hostname", "node_ip",
+               "date", "config", "experiment_tag", "time_total_s", "training_iteration", "final",
+               "trial_id", "logdir"}
+
+
+def _status(trial: Trial, last: dict[str, Any], early_stopping: bool) -> str:
+    if trial.status == Trial.ERROR:
+        return "errored"
+    if last.get("final") and last.get("status") in ("finished", "diverged"):
+        return last["status"]
+    if trial.status == Trial.TERMINATED and early_stopping and last:
+        return "stopped"  # ended by the ASHA scheduler before the last epoch
+    return "incomplete"
+
+
+def _error(trial: Trial) -> str:
+    if trial.status != Trial.ERROR:
+        return ""
+    try:
+        text = trial.get_error()
+    except Exception:  # noqa: BLE001 - an unreadable error file must not lose the row
+        return "errored (error file unreadable)"
+    lines = [ln.strip() for ln in str(text).strip().splitlines() if ln.strip()]
+    return lines[-1] if lines else "errored"
+
+
+def trial_params(spec: Spec, config: dict[str, Any]) -> dict[str, Any]:
+    """The searched parameters and the seed of a trial, by dotted name."""
+    row = {p.key: config.get(p.key) for p in spec.search}
+    if "__trial_index__" in config and "_seeds" in config:
+        row["train.seed"] = config["_seeds"][config["__trial_index__"]]
+    else:
+        row["train.seed"] = config.get("train.seed", spec.fixed.get("train.seed", 0))
+    return row
+
+
+def collect(exp_path: str, spec: Spec) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Reads Ray's experiment folder into (trials, curves) tables."""
+    analysis = tune.ExperimentAnalysis(exp_path)
+    frames = analysis.trial_dataframes
+    early = spec.tune["scheduler"] == "asha"
+    rows, curves = [], []
+    for trial in sorted(analysis.trials, key=lambda t: t.trial_id):
+        history = frames.get(trial.trial_id, pd.DataFrame())
+        if "epoch" in history:
+            history = history.dropna(subset=["epoch"]).drop_duplicates("epoch", keep="last")
+            history = history.sort_values("epoch")
+        last = history.iloc[-1].to_dict() if len(history) else {}
+        last = {k: v for k, v in last.items() if not (isinstance(v, float) and pd.isna(v))}
+        params = trial_params(spec, trial.config)
+        status = _status(trial, last, early)
+        row = {"trial_id": trial.trial_id, "status": status, "error": _error(trial), **params}
+        for key in ("test_acc_at_best_val", "best_val_acc", "best_val_epoch", "best_test_acc"):
+            row[key] = last.get(key)
+        row["epochs"] = int(last["epoch"]) + 1 if "epoch" in last else 0
+        for key in ("val_acc", "test_acc", "train_loss", "air", "rotations"):
+            row[f"final_{key}"] = last.get(key)
+        row.update({k: v for k, v in last.items() if k.startswith("val_share_")})
+        row.update({k: v for k, v in last.items() if k.startswith(DIAGNOSTIC_PREFIXES)})
+        row["retries"] = max(int(last.get("restarts", 0) or 0), trial.num_failures)
+        row["time_total_s"] = float(history["time_total_s"].max()) if "time_total_s" in history else 0.0
+        row["gpu"] = spec.tune["resources"]["gpu"]
+        row["trial_dir"] = trial.path
+        rows.append(row)
+        if len(history):
+            keep = [c for c in history.columns if c not in RAY_COLUMNS
+                    and not c.startswith(DIAGNOSTIC_PREFIXES) and not c.startswith("config/")]
+            curve = history[keep].copy()
+            curve.insert(0, "trial_id", trial.trial_id)
+            for i, (k, v) in enumerate(params.items()):
+                curve.insert(1 + i, k, v)
+            curves.append(curve)
+    trials = pd.DataFrame(rows)
+    curve_df = pd.concat(curves, ignore_index=True) if curves else pd.DataFrame()
+    return trials, curve_df
+
+
+def counts(trials: pd.DataFrame) -> dict[str, int]:
+    """Trials by status, plus how many were retried."""
+    out = {s: int((trials.get("status", pd.Series(dtype=str)) == s).sum()) for s in STATUS_ORDER}
+    out["retried"] = int((trials.get("retries", pd.Series(dtype=int)) > 0).sum())
+    return out
+
+
+def _git() -> dict[str, Any]:
+    def run(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True,
+                                  timeout=10).stdout.strip()
+        except (OSError, subprocess.TimeoutExpired):
+            return ""
+
+    return {"commit": run("rev-parse", "HEAD") or None, "dirty": bool(run("status", "--porcelain"))}
+
+
+def _versions() -> dict[str, str]:
+    import numpy
+    import optuna
+    import ray
+    import torch
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "ray": ray.__version__,
+            "optuna": optuna.__version__, "pandas": pd.__version__, "numpy": numpy.__version__}
+
+
+def meta(spec: Spec, trials: pd.DataFrame, *, argv: list[str], resources: dict[str, float],
+         nodes: int, wall_seconds: float, started: str, finished: str) -> dict[str, Any]:
+    """The provenance record of a study (``meta.json``)."""
+    trial_hours = float(trials["time_total_s"].sum()) / 3600 if len(trials) else 0.0
+    gpu_hours = float((trials["time_total_s"] * trials["gpu"]).sum()) / 3600 if len(trials) else 0.0
+    return {
+        "space": spec.name,
+        "question": spec.question,
+        "source": spec.source,
+        "command": " ".join([Path(sys.executable).name, *argv]),
+        "git": _git(),
+        "versions": _versions(),
+        "platform": platform.platform(),
+        "cluster": {"nodes": nodes, "resources": resources},
+        "started": started,
+        "finished": finished,
+        "wall_hours": wall_seconds / 3600,
+        "trial_hours": trial_hours,
+        "gpu_hours": gpu_hours,
+        "expected_trials": spec.expected_trials(),
+        "trials": counts(trials),
+    }
+
+
+def write(study_dir: Path, trials: pd.DataFrame, curves: pd.DataFrame, info: dict[str, Any]) -> None:
+    """Writes trials.csv, curves.csv and meta.json into the study folder."""
+    trials.to_csv(study_dir / "trials.csv", index=False)
+    curves.to_csv(study_dir / "curves.csv", index=False)
+    (study_dir / "meta.json").write_text(json.dumps(info, indent=2, default=str) + "\n")

@@ -1,0 +1,288 @@
+"""Runs a study: a search space from ``searchspaces/`` as Ray Tune trials, then its results.
+
+    python study/run.py --space rotation_ablation            # local Ray, synthetic data, CPU
+    python study/run.py --list                                # the spaces and their questions
+    python study/run.py --space hpo --dataset features --data-root /data/feats --gpus-per-trial 0.25
+    python study/run.py --space rotation_ablation --address auto --storage s3://bucket/studies
+    python study/run.py --space rotation_ablation --resume [STUDY_DIR]
+
+Flow: validate the spec (exit 2 with one line on any problem, before Ray starts) -> Ray Tune
+(grid: full factorial x seeds, never early-stopped; optuna: TPE with seeds as repeats, ASHA
+optional, an Optuna journal file) -> trials.csv, curves.csv, space.yaml, meta.json in
+``results/<space>/<timestamp>/`` beside Ray's experiment folder (``ray/``) -> completeness
+check (exit 3 with the exact resume command when trials are missing) -> the analysis report
+when the ``analysis`` package is present.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # `python study/run.py` puts study/ first, not the project root
+    sys.path.insert(0, str(ROOT))
+
+import yaml  # noqa: E402
+
+from study.space import (  # noqa: E402
+    Spec,
+    SpecError,
+    available_spaces,
+    load_spec,
+    parse_spec,
+)
+
+EXIT_BAD_INPUT, EXIT_INCOMPLETE = 2, 3
+RAY_DIR = "ray"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="python study/run.py", description=__doc__.split("\n")[0])
+    ap.add_argument("--space", help="a file in searchspaces/ (without .yaml) or a path to a YAML file")
+    ap.add_argument("--list", action="store_true", help="list the spaces and their questions")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a config value (rollingq.beta=0.1) or a spec field "
+                         "(tune.num_samples=8, seeds=[0,1]); repeatable")
+    ap.add_argument("--dataset", help="shortcut for --set data.name=NAME")
+    ap.add_argument("--data-root", help="shortcut for --set data.root=PATH")
+    ap.add_argument("--address", help="Ray address: none = a local instance; auto on a cluster head")
+    ap.add_argument("--storage", default=str(ROOT / "results"),
+                    help="results root: a local folder, NFS or s3:// (default: results/)")
+    ap.add_argument("--resume", nargs="?", const="latest", metavar="STUDY_DIR",
+                    help="resume an interrupted study (default: the latest of this space)")
+    ap.add_argument("--smoke-test", action="store_true", help="tiny budget: 2 epochs, 2 trials")
+    ap.add_argument("--gpus-per-trial", type=float, help="GPU share of each trial, in [0, 1]")
+    ap.add_argument("--max-concurrent", type=int, help="at most this many trials at once")
+    ap.add_argument("--name", help="study folder name (default: a timestamp)")
+    return ap.parse_args(argv)
+
+
+def cli_overrides(args: argparse.Namespace) -> list[str]:
+    """The --set list with the shortcut flags folded in."""
+    sets = list(args.set)
+    if args.dataset:
+        sets.append(f"data.name={args.dataset}")
+    if args.data_root:
+        sets.append(f"data.root={Path(args.data_root).resolve()}")
+    if args.gpus_per_trial is not None:
+        if not 0 <= args.gpus_per_trial <= 1:
+            raise SpecError(f"`0 <= --gpus-per-trial <= 1` must hold, but got {args.gpus_per_trial}; "
+                            f"a trial shares at most one GPU (use 0.25 for four trials per GPU)")
+        sets.append(f"tune.resources.gpu={args.gpus_per_trial}")
+    if args.max_concurrent is not None:
+        if args.max_concurrent < 1:
+            raise SpecError(f"`--max-concurrent >= 1` must hold, but got {args.max_concurrent}")
+        sets.append(f"tune.max_concurrent={args.max_concurrent}")
+    return sets
+
+
+def smoke(spec: Spec) -> Spec:
+    """The tiny budget of --smoke-test: at most 2 epochs, 2 trials, 1 seed."""
+    spec.fixed["train.epochs"] = min(2, int(spec.fixed.get("train.epochs", 2)))
+    spec.seeds = spec.seeds[:1]
+    if spec.grid:
+        budget = 2
+        for p in spec.search:
+            keep = max(1, min(budget, len(p.grid_values())))
+            p.type, p.values, p.step = "choice", p.grid_values()[:keep], None
+            budget = max(1, budget // keep)
+    else:
+        spec.tune["num_samples"] = 2
+        spec.tune["grace_period"] = 1
+    return spec
+
+
+def absolute_paths(spec: Spec) -> None:
+    """Trials run in their own working directory: make file paths absolute."""
+    for key in ("data.root", "model.pretrained"):
+        if spec.fixed.get(key):
+            spec.fixed[key] = str(Path(spec.fixed[key]).expanduser().resolve())
+
+
+def study_folder(args: argparse.Namespace, space: str) -> tuple[Path, str]:
+    """(local study folder, Ray storage path) for a new study or the one to resume."""
+    local_root = Path(args.storage) if "://" not in args.storage else ROOT / "results"
+    if args.resume:
+        if args.resume == "latest":
+            candidates = sorted(p for p in (local_root / space).glob("*") if (p / "space.yaml").exists())
+            if not candidates:
+                raise SpecError(f"--resume: no study of space {space!r} under {local_root / space}; "
+                                f"pass the study folder: --resume results/{space}/<timestamp>")
+            folder = candidates[-1]
+        else:
+            folder = Path(args.resume)
+            if not (folder / "space.yaml").exists():
+                raise SpecError(f"--resume {folder}: not a study folder (no space.yaml)")
+    else:
+        folder = local_root / space / (args.name or time.strftime("%Y%m%d-%H%M%S"))
+        if folder.exists() and any(folder.iterdir()):
+            raise SpecError(f"study folder {folder} exists; pick another --name or --resume it")
+    folder = folder.resolve()
+    storage = str(folder) if "://" not in args.storage else f"{args.storage.rstrip('/')}/{space}/{folder.name}"
+    return folder, storage
+
+
+def build_tuner(spec: Spec, storage: str, folder: Path):
+    """The Tuner for a new study (grid or Optuna mode)."""
+    import optuna
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search import Repeater
+    from ray.tune.search.optuna import OptunaSearch
+
+    from study.progress import TrialLines
+    from study.space import OptunaSpace
+    from study.trainable import train_trial
+
+    t = spec.tune
+    trainable = tune.with_resources(train_trial, {"cpu": t["resources"]["cpu"], "gpu": t["resources"]["gpu"]})
+    param_space: dict[str, Any] = {**spec.fixed, "_metric": t["metric"], "_metric_mode": t["metric_mode"]}
+    tune_kw: dict[str, Any] = {"metric": t["metric"], "mode": t["metric_mode"],
+                               "max_concurrent_trials": t["max_concurrent"] or None}
+    if spec.grid:
+        param_space.update({p.key: tune.grid_search(p.grid_values()) for p in spec.search})
+        param_space["train.seed"] = tune.grid_search(spec.seeds)
+        tune_kw["num_samples"] = 1
+    else:
+        storage_file = optuna.storages.journal.JournalFileBackend(str(folder / "optuna.journal"))
+        searcher = OptunaSearch(
+            OptunaSpace(spec.search, spec.fixed), metric=t["metric"], mode=t["metric_mode"],
+            sampler=optuna.samplers.TPESampler(seed=t["sampler_seed"], multivariate=True),
+            storage=optuna.storages.JournalStorage(storage_file), study_name=spec.name,
+        )
+        if len(spec.seeds) > 1:
+            searcher = Repeater(searcher, repeat=len(spec.seeds), set_index=True)
+            param_space["_seeds"] = list(spec.seeds)
+        else:
+            param_space["train.seed"] = spec.seeds[0]
+        tune_kw.update(search_alg=searcher, num_samples=spec.expected_trials())
+        if t["scheduler"] == "asha":
+            epochs = build_config_epochs(spec)
+            tune_kw["scheduler"] = ASHAScheduler(
+                time_attr="training_iteration", max_t=epochs,
+                grace_period=min(t["grace_period"], epochs), reduction_factor=t["reduction_factor"],
+            )
+    run_config = tune.RunConfig(
+        name=RAY_DIR, storage_path=storage,
+        failure_config=tune.FailureConfig(max_failures=t["max_failures"]),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+        callbacks=[TrialLines(spec.expected_trials(), t["metric"])], verbose=0,
+    )
+    return tune.Tuner(trainable, param_space=param_space,
+                      tune_config=tune.TuneConfig(**tune_kw), run_config=run_config)
+
+
+def build_config_epochs(spec: Spec) -> int:
+    from rollingq.config import build_config
+
+    return build_config(overrides={**spec.fixed, "train.seed": spec.seeds[0]}).train.epochs
+
+
+def resume_command(spec: Spec, folder: Path, args: argparse.Namespace) -> str:
+    parts = ["python", "study/run.py", "--space", spec.source if spec.name != Path(spec.source).stem
+             else spec.name, "--resume", str(folder)]
+    if args.address:
+        parts += ["--address", args.address]
+    if "://" in args.storage:
+        parts += ["--storage", args.storage]
+    return " ".join(parts)
+
+
+def run_report(folder: Path) -> Path | None:
+    """Generates the analysis report when the analysis package is present."""
+    try:
+        from analysis.report import generate
+    except ImportError:
+        return None
+    return generate([folder])
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        if args.list:
+            for name, question in available_spaces().items():
+                print(f"{name:24s} {question}")
+            return 0
+        if not args.space:
+            raise SpecError("--space NAME is required; available: " + ", ".join(available_spaces()))
+        folder, storage = study_folder(args, Path(args.space).stem)
+        if args.resume:
+            tree = yaml.safe_load((folder / "space.yaml").read_text())
+            spec = parse_spec(tree, tree.get("name") or Path(args.space).stem,
+                              str(folder / "space.yaml"), tree.get("question", ""))
+        else:
+            spec = load_spec(args.space, cli_overrides(args))
+            if args.smoke_test:
+                spec = smoke(spec)
+            absolute_paths(spec)
+    except SpecError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    return run_study(spec, folder, storage, args, argv if argv is not None else sys.argv[1:])
+
+
+def run_study(spec: Spec, folder: Path, storage: str, args: argparse.Namespace, argv: list[str]) -> int:
+    import ray
+    from ray import tune
+
+    from study import results
+    from study.trainable import train_trial
+
+    folder.mkdir(parents=True, exist_ok=True)
+    if not args.resume:
+        header = f"# {spec.question}\n# Merged spec of this study; resume with --resume {folder}\n"
+        (folder / "space.yaml").write_text(header + yaml.safe_dump(spec.to_dict(), sort_keys=False))
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")  # keep the resume state fresh
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    t0 = time.perf_counter()
+    if args.address is None:  # local workers inherit the environment: let them import the project
+        paths = [str(ROOT), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+        os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+    ray.init(address=args.address, include_dashboard=False, ignore_reinit_error=True,
+             log_to_driver=False)
+    try:
+        exp = f"{storage.rstrip('/')}/{RAY_DIR}"
+        print(f"study {spec.name}: {spec.expected_trials()} trials -> {folder}", flush=True)
+        if args.resume and tune.Tuner.can_restore(exp):
+            t = spec.tune
+            trainable = tune.with_resources(
+                train_trial, {"cpu": t["resources"]["cpu"], "gpu": t["resources"]["gpu"]})
+            tuner = tune.Tuner.restore(exp, trainable=trainable, resume_unfinished=True,
+                                       resume_errored=True)
+        else:
+            tuner = build_tuner(spec, storage, folder)
+        tuner.fit()
+        resources = {k: float(v) for k, v in ray.cluster_resources().items()
+                     if not k.startswith("node:") and k != "object_store_memory" and k != "memory"}
+        nodes = len([n for n in ray.nodes() if n.get("Alive")])
+    finally:
+        ray.shutdown()
+    trials, curves = results.collect(exp, spec)
+    info = results.meta(spec, trials, argv=["study/run.py", *argv], resources=resources, nodes=nodes,
+                        wall_seconds=time.perf_counter() - t0, started=started,
+                        finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    results.write(folder, trials, curves, info)
+    c = info["trials"]
+    done = c["finished"] + c["diverged"] + c["errored"] + c["stopped"]
+    summary = ", ".join(f"{v} {k}" for k, v in c.items() if v)
+    print(f"trials: {summary or 'none'} (expected {spec.expected_trials()})")
+    if done < spec.expected_trials():
+        print(f"study incomplete: {done} of {spec.expected_trials()} trials ended. Resume with:\n"
+              f"  {resume_command(spec, folder, args)}", file=sys.stderr)
+        return EXIT_INCOMPLETE
+    report = run_report(folder)
+    print(f"results: {folder}/trials.csv, curves.csv, meta.json, space.yaml; Ray: {exp}")
+    if report is not None:
+        print(f"report: {report}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,387 @@
+"""Search-space files (``searchspaces/*.yaml``) -> a validated study spec, before Ray starts.
+
+A spec file has the sections ``fixed`` (config values), ``search`` (one entry per parameter:
+``role`` scientific | nuisance, ``type`` choice | int | float, with ``values`` or
+``low``/``high``/``log``/``step``, and optionally ``when: {key: value}`` for a conditional
+parameter), ``seeds`` and ``tune`` (mode, metric, num_samples, scheduler, resources,
+max_failures, ...). Every name is a dotted config key (``rollingq.beta``); every value is
+checked against the config (``rollingq.config``) before any trial runs.
+
+Errors are ``SpecError`` with one line: the rule, the value received, the file and key, and the
+fix or the valid options.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from rollingq.config import ConfigError, build_config, parse_override, valid_keys
+
+ROOT = Path(__file__).resolve().parents[1]
+SPACES_DIR = ROOT / "searchspaces"
+SECTIONS = ("fixed", "search", "seeds", "tune")
+ROLES = ("scientific", "nuisance")
+TYPES = ("choice", "int", "float")
+MODES = ("grid", "optuna")
+SCHEDULERS = ("fifo", "asha")
+METRIC_MODES = ("max", "min")
+TUNE_DEFAULTS: dict[str, Any] = {
+    "mode": "grid",
+    "metric": "val_acc",
+    "metric_mode": "max",
+    "num_samples": 1,
+    "scheduler": "fifo",
+    "grace_period": 2,
+    "reduction_factor": 3,
+    "resources": {"cpu": 1, "gpu": 0},
+    "max_failures": 2,
+    "max_concurrent": 0,
+    "sampler_seed": 0,
+}
+PARAM_FIELDS = {"role", "type", "values", "low", "high", "log", "step", "when"}
+METRICS = ("val_acc", "val_loss", "test_acc_at_best_val", "best_val_acc", "train_loss")
+
+
+class SpecError(ValueError):
+    """A search-space file or override breaks a rule; the message is one readable line."""
+
+
+@dataclass
+class Param:
+    """One searched parameter.
+
+    Attributes:
+        key: Dotted config key.
+        role: ``scientific`` (the question) or ``nuisance`` (tuned away).
+        type: ``choice``, ``int`` or ``float``.
+        values: The choices (``choice``) or, in grid mode, the enumerated range.
+        when: Conditions ``{key: value}`` under which the parameter exists (define-by-run).
+    """
+
+    key: str
+    role: str
+    type: str
+    values: list[Any] = field(default_factory=list)
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = None
+    when: dict[str, Any] = field(default_factory=dict)
+
+    def grid_values(self) -> list[Any]:
+        """The values a grid enumerates: the choices, or the stepped range."""
+        if self.type == "choice":
+            return list(self.values)
+        n = int(math.floor((self.high - self.low) / self.step + 1e-9)) + 1
+        vals = [self.low + i * self.step for i in range(n)]
+        return [int(round(v)) for v in vals] if self.type == "int" else [round(v, 12) for v in vals]
+
+    def as_dict(self) -> dict[str, Any]:
+        d = {"role": self.role, "type": self.type}
+        if self.type == "choice":
+            d["values"] = list(self.values)
+        else:
+            d.update(low=self.low, high=self.high, log=self.log)
+            if self.step is not None:
+                d["step"] = self.step
+        if self.when:
+            d["when"] = dict(self.when)
+        return d
+
+
+@dataclass
+class Spec:
+    """A validated study spec.
+
+    Attributes:
+        name: The space's name (file stem).
+        question: The first comment line of the file: the question the study asks.
+        source: Where it was read from.
+        fixed: Dotted config values shared by every trial.
+        search: The searched parameters, in file order.
+        seeds: Trial seeds (``train.seed``), one replicate per seed.
+        tune: The tune section with defaults filled in.
+    """
+
+    name: str
+    question: str
+    source: str
+    fixed: dict[str, Any]
+    search: list[Param]
+    seeds: list[int]
+    tune: dict[str, Any]
+
+    @property
+    def grid(self) -> bool:
+        return self.tune["mode"] == "grid"
+
+    def expected_trials(self) -> int:
+        """How many trials a complete study has."""
+        if self.grid:
+            return math.prod(len(p.grid_values()) for p in self.search) * len(self.seeds)
+        return self.tune["num_samples"] * len(self.seeds)
+
+    def grid_configs(self) -> list[dict[str, Any]]:
+        """Every trial's searched values and seed in grid mode (full factorial x seeds)."""
+        axes = [[(p.key, v) for v in p.grid_values()] for p in self.search]
+        combos = [dict(c) for c in itertools.product(*axes)] if axes else [{}]
+        return [{**c, "train.seed": s} for c in combos for s in self.seeds]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The merged spec, as written to the results folder (``space.yaml``)."""
+        return {
+            "name": self.name,
+            "question": self.question,
+            "fixed": dict(self.fixed),
+            "search": {p.key: p.as_dict() for p in self.search},
+            "seeds": list(self.seeds),
+            "tune": copy.deepcopy(self.tune),
+        }
+
+
+def available_spaces() -> dict[str, str]:
+    """Space name -> its one-line question, for every file in ``searchspaces/``."""
+    return {p.stem: _question(p.read_text()) for p in sorted(SPACES_DIR.glob("*.yaml"))}
+
+
+def _question(text: str) -> str:
+    for line in text.splitlines():
+        if line.startswith("#"):
+            return line.lstrip("#").strip()
+    return ""
+
+
+def resolve(name: str) -> Path:
+    """A space name (``rotation_ablation``) or a path to a YAML file -> the file."""
+    path = Path(name)
+    if path.suffix in (".yaml", ".yml") and path.is_file():
+        return path
+    candidate = SPACES_DIR / f"{name}.yaml"
+    if candidate.is_file():
+        return candidate
+    names = ", ".join(available_spaces()) or "none"
+    raise SpecError(f"unknown space {name!r}: no searchspaces/{name}.yaml and no such file; "
+                    f"available: {names}")
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        tree = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise SpecError(f"{path}{where}: malformed YAML: {problem}") from None
+    if tree is None:
+        tree = {}
+    if not isinstance(tree, dict):
+        raise SpecError(f"{path}: a space file must be a mapping with sections {', '.join(SECTIONS)}")
+    return tree
+
+
+def _set_path(tree: dict[str, Any], dotted: list[str], value: Any) -> None:
+    node = tree
+    for part in dotted[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise SpecError(f"cannot set {'.'.join(dotted)}: {part} is not a mapping")
+    node[dotted[-1]] = value
+
+
+def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """``--set`` values: a config key goes to ``fixed`` (and leaves ``search``); a spec field
+    (``tune.num_samples=8``, ``seeds=[0, 1]``, ``search.rollingq.beta.values=[0, 0.1]``) is set
+    in place."""
+    tree = copy.deepcopy(tree)
+    config_keys = set(valid_keys())
+    for text in overrides:
+        try:
+            key, value = parse_override(text)
+        except ConfigError as e:
+            raise SpecError(str(e)) from None
+        if key in config_keys:
+            tree.setdefault("fixed", {})
+            tree["fixed"] = dict(tree["fixed"] or {})
+            tree["fixed"][key] = value
+            search = tree.get("search") or {}
+            search.pop(key, None)
+        elif key == "seeds" or key.startswith("tune."):
+            _set_path(tree, key.split("."), value)
+        elif key.startswith("search."):
+            rest = key[len("search."):]
+            param, _, attr = rest.rpartition(".")
+            if param not in config_keys or attr not in PARAM_FIELDS:
+                raise SpecError(f"--set {key}: expected search.<config key>.<field> with field one "
+                                f"of {', '.join(sorted(PARAM_FIELDS))}")
+            tree.setdefault("search", {}).setdefault(param, {})[attr] = value
+        else:
+            raise SpecError(f"--set {key}: not a config key nor a spec field (tune.*, seeds, "
+                            f"search.<key>.<field>); config keys: {', '.join(sorted(config_keys))}")
+    return tree
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def _parse_param(key: str, raw: Any, where: str, mode: str) -> Param:
+    at = f"({where}: search.{key})"
+    if not isinstance(raw, dict):
+        raise SpecError(f"search.{key} must be a mapping like {{role: scientific, type: choice, "
+                        f"values: [...]}}, got {raw!r} {at}")
+    unknown = set(raw) - PARAM_FIELDS
+    if unknown:
+        raise SpecError(f"unknown field {sorted(unknown)[0]!r} {at}; valid: {', '.join(sorted(PARAM_FIELDS))}")
+    role, kind = raw.get("role"), raw.get("type")
+    if role not in ROLES:
+        raise SpecError(f"role={role!r} is not valid {at}; valid: {', '.join(ROLES)}")
+    if kind not in TYPES:
+        raise SpecError(f"type={kind!r} is not valid {at}; valid: {', '.join(TYPES)}")
+    when = raw.get("when") or {}
+    if not isinstance(when, dict) or any(k not in valid_keys() for k in when):
+        raise SpecError(f"when={when!r} must map config keys to values {at}")
+    if kind == "choice":
+        values = raw.get("values")
+        if not isinstance(values, list) or not values:
+            raise SpecError(f"`values` must be a non-empty list, but got values={values!r} {at}")
+        return Param(key, role, kind, values=values, when=when)
+    low, high, log, step = raw.get("low"), raw.get("high"), bool(raw.get("log", False)), raw.get("step")
+    if not _number(low) or not _number(high):
+        raise SpecError(f"`low` and `high` must be numbers, but got low={low!r}, high={high!r} {at}")
+    if low > high:
+        raise SpecError(f"`low <= high` must hold, but got low={low}, high={high} {at}")
+    if log and low <= 0:
+        raise SpecError(f"`low > 0` must hold with log: true, but got low={low} {at}")
+    if step is not None and (not _number(step) or step <= 0):
+        raise SpecError(f"`step > 0` must hold, but got step={step!r} {at}")
+    if log and step is not None:
+        raise SpecError(f"`step` and `log: true` cannot be combined {at}; drop one")
+    if kind == "int":
+        if not (float(low).is_integer() and float(high).is_integer()):
+            raise SpecError(f"type int needs integer bounds, but got low={low}, high={high} {at}")
+        low, high = int(low), int(high)
+        step = int(step) if step is not None else (None if log else 1)
+    if mode == "grid" and step is None:
+        raise SpecError(f"grid mode cannot enumerate a continuous range {at}; give `step`, use "
+                        f"type: choice, or tune.mode: optuna")
+    return Param(key, role, kind, low=low, high=high, log=log, step=step, when=when)
+
+
+def _validate_values(spec: Spec, where: str) -> None:
+    """Builds a config with every searched value (one at a time) on top of ``fixed``."""
+    def check(overrides: dict[str, Any], key: str) -> None:
+        try:
+            build_config(overrides=overrides)
+        except ConfigError as e:
+            raise SpecError(f"{e} [{where}: {key}]") from None
+
+    base = {**spec.fixed, "train.seed": spec.seeds[0]}
+    for key in spec.fixed:
+        check(base, f"fixed.{key}")
+    for p in spec.search:
+        values = p.values if p.type == "choice" else [p.low, p.high]
+        for v in values:
+            check({**base, **p.when, p.key: v}, f"search.{p.key}")
+
+
+def parse_spec(tree: dict[str, Any], name: str, source: str, question: str = "") -> Spec:
+    """Validates a spec tree (as read from YAML, after overrides).
+
+    Raises:
+        SpecError: Naming the file, the key, the value and the rule.
+    """
+    unknown = set(tree) - set(SECTIONS) - {"name", "question"}
+    if unknown:
+        raise SpecError(f"unknown section {sorted(unknown)[0]!r} in {source}; valid: {', '.join(SECTIONS)}")
+    fixed = dict(tree.get("fixed") or {})
+    keys = set(valid_keys())
+    for key in list(fixed) + list(tree.get("search") or {}):
+        if key not in keys:
+            close = [k for k in sorted(keys) if k.split(".")[-1] == key.split(".")[-1]]
+            hint = f"did you mean {', '.join(close)}?" if close else f"valid keys: {', '.join(sorted(keys))}"
+            raise SpecError(f"unknown config key {key!r} ({source}); {hint}")
+    tune = {**TUNE_DEFAULTS, **(tree.get("tune") or {})}
+    unknown = set(tune) - set(TUNE_DEFAULTS)
+    if unknown:
+        raise SpecError(f"unknown tune field {sorted(unknown)[0]!r} ({source}); valid: "
+                        f"{', '.join(TUNE_DEFAULTS)}")
+    tune["resources"] = {**TUNE_DEFAULTS["resources"], **(tune["resources"] or {})}
+    checks = [
+        (tune["mode"] in MODES, "tune.mode", f"valid: {', '.join(MODES)}"),
+        (tune["scheduler"] in SCHEDULERS, "tune.scheduler", f"valid: {', '.join(SCHEDULERS)}"),
+        (tune["metric"] in METRICS, "tune.metric", f"valid: {', '.join(METRICS)}"),
+        (tune["metric_mode"] in METRIC_MODES, "tune.metric_mode", "valid: max, min"),
+    ]
+    for ok, key, valid in checks:
+        if not ok:
+            value = tune[key.split(".")[1]]
+            raise SpecError(f"{key}={value!r} is not valid ({source}); {valid}")
+    res = tune["resources"]
+    if set(res) - {"cpu", "gpu"}:
+        raise SpecError(f"tune.resources takes cpu and gpu, got {sorted(res)} ({source})")
+    if not _number(res["cpu"]) or res["cpu"] <= 0:
+        raise SpecError(f"`resources.cpu > 0` must hold, but got cpu={res['cpu']!r} ({source})")
+    gpu = res["gpu"]
+    if not _number(gpu) or gpu < 0 or (gpu > 1 and not float(gpu).is_integer()):
+        raise SpecError(f"`resources.gpu` must be a fraction in [0, 1] or a whole number, "
+                        f"but got gpu={gpu!r} ({source})")
+    for key in ("num_samples", "max_failures", "max_concurrent", "grace_period", "reduction_factor"):
+        if not isinstance(tune[key], int) or isinstance(tune[key], bool) or tune[key] < 0:
+            raise SpecError(f"`tune.{key}` must be an integer >= 0, but got {tune[key]!r} ({source})")
+    if tune["num_samples"] < 1:
+        raise SpecError(f"`tune.num_samples >= 1` must hold, but got {tune['num_samples']} ({source})")
+    if tune["mode"] == "grid" and tune["scheduler"] == "asha":
+        raise SpecError(f"tune.scheduler='asha' with tune.mode='grid' ({source}): ablation cells "
+                        f"must be compared at equal budget; use scheduler: fifo or mode: optuna")
+    seeds = tree.get("seeds", [0])
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
+        raise SpecError(f"`seeds` must be a non-empty list of integers, but got {seeds!r} ({source})")
+    if tune["mode"] == "optuna" and tune["scheduler"] == "asha" and len(seeds) > 1:
+        raise SpecError(f"optuna + asha with {len(seeds)} seeds ({source}): Ray's Repeater must "
+                        f"not be combined with early stopping; use one seed or scheduler: fifo")
+    search = [_parse_param(k, v, source, tune["mode"]) for k, v in (tree.get("search") or {}).items()]
+    if tune["mode"] == "grid" and any(p.when for p in search):
+        raise SpecError(f"`when` (conditional parameters) needs tune.mode: optuna ({source})")
+    spec = Spec(name, question, source, fixed, search, seeds, tune)
+    _validate_values(spec, source)
+    return spec
+
+
+def load_spec(name: str, overrides: list[str] | None = None) -> Spec:
+    """Reads, overrides and validates a space by name or path."""
+    path = resolve(name)
+    text = path.read_text()
+    tree = apply_overrides(_read_yaml(path), overrides or [])
+    rel = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+    return parse_spec(tree, tree.get("name") or path.stem, str(rel), tree.get("question") or _question(text))
+
+
+class OptunaSpace:
+    """Define-by-run Optuna space (picklable: Ray saves it with the searcher).
+
+    Conditional parameters are suggested only when their ``when`` conditions hold on the
+    values already drawn or fixed, so Optuna's TPE sees them as conditional.
+    """
+
+    def __init__(self, params: list[Param], fixed: dict[str, Any]):
+        self.params = params
+        self.fixed = dict(fixed)
+
+    def __call__(self, trial: Any) -> None:
+        drawn: dict[str, Any] = dict(self.fixed)
+        for p in self.params:
+            if any(drawn.get(k) != v for k, v in p.when.items()):
+                continue
+            if p.type == "choice":
+                drawn[p.key] = trial.suggest_categorical(p.key, p.values)
+            elif p.type == "int":
+                drawn[p.key] = trial.suggest_int(p.key, p.low, p.high, step=p.step or 1, log=p.log)
+            else:
+                drawn[p.key] = trial.suggest_float(p.key, p.low, p.high, step=p.step, log=p.log)

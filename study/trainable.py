@@ -1,0 +1,102 @@
+"""One trial: a Ray Tune config dict -> ``rollingq.train.fit`` -> ``tune.report`` per epoch.
+
+The config holds dotted config keys (``rollingq.beta``), plus, in Optuna mode, Ray's
+``__trial_index__`` (the repeat of a sampled point) and ``_seeds`` (the seeds it indexes).
+
+Every epoch is reported with the checkpoint ``fit`` wrote, so a retried trial (``FailureConfig``)
+or a restored study resumes from its last epoch. The last epoch's report also carries the
+diagnostics on the test split (noise robustness per modality, attention-noise correlation) and
+``final: True``. A diverged run is reported with ``status: diverged`` and the worst value of the
+study metric (never NaN, which Optuna cannot record), and the trial ends normally.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from ray import tune
+
+from rollingq.checkpoints import CHECKPOINT
+from rollingq.config import build_config
+from rollingq.train import fit, run_diagnostics
+
+STATE = "trial.json"  # restarts so far, saved beside the checkpoint
+
+
+def trial_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The dotted config overrides of one trial (seed resolved in Optuna mode)."""
+    over = {k: v for k, v in config.items() if not k.startswith("_")}
+    if "__trial_index__" in config and "_seeds" in config:
+        over["train.seed"] = config["_seeds"][config["__trial_index__"]]
+    return over
+
+
+def flatten_diagnostics(diag: dict[str, Any]) -> dict[str, Any]:
+    """Diagnostics as flat metrics: ``noise_<modality>_<level>``, ``attn_noise_r``, params."""
+    flat: dict[str, Any] = {"noise_recipe": diag["noise_recipe"]}
+    for m, accs in diag["noise"].items():
+        flat.update({f"noise_{m}_{level}": acc for level, acc in accs.items()})
+    corr = diag.get("attention_noise") or {}
+    flat["attn_noise_r"] = corr.get("r")
+    flat["attn_noise_adaptivity"] = corr.get("adaptivity")
+    flat["params_paper"] = diag["parameters"]["paper"]
+    flat["params_all"] = diag["parameters"]["all_tensors"]
+    return flat
+
+
+def _limit_resources() -> None:
+    """Threads to the trial's CPUs; a fractional GPU also caps the trial's GPU memory."""
+    resources = tune.get_context().get_trial_resources().required_resources
+    torch.set_num_threads(max(1, int(resources.get("CPU", 1))))
+    gpu = resources.get("GPU", 0)
+    if 0 < gpu < 1 and torch.cuda.is_available():
+        torch.cuda.set_per_process_memory_fraction(gpu * 0.95)
+
+
+def train_trial(config: dict[str, Any]) -> None:
+    """The Ray Tune function trainable."""
+    _limit_resources()
+    cfg = build_config(overrides=trial_config(config))
+    metric = config.get("_metric", "val_acc")
+    worst = 0.0 if config.get("_metric_mode", "max") == "max" else 1e9
+    work = Path(tempfile.mkdtemp(prefix="rollingq-trial-"))
+    restarts = 0
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as d:
+            if (Path(d) / CHECKPOINT).exists():
+                shutil.copy(Path(d) / CHECKPOINT, work / CHECKPOINT)
+            if (Path(d) / STATE).exists():
+                restarts = json.loads((Path(d) / STATE).read_text())["restarts"] + 1
+    (work / STATE).write_text(json.dumps({"restarts": restarts}))
+    every, last_epoch = cfg.train.checkpoint_every, cfg.train.epochs - 1
+    held: list[dict[str, Any]] = []
+
+    def on_epoch_end(m: dict[str, Any]) -> None:
+        m = {k: v for k, v in m.items() if v is not None}
+        m["restarts"] = restarts
+        if m.get("status") == "diverged":
+            m[metric] = worst
+            held.append(m)  # reported after fit returns, with final: True
+            return
+        if m["epoch"] == last_epoch:
+            held.append(m)  # reported with the diagnostics
+            return
+        saved = every and (m["epoch"] + 1) % every == 0
+        tune.report(m, checkpoint=tune.Checkpoint.from_directory(str(work)) if saved else None)
+
+    try:
+        result = fit(cfg, on_epoch_end, checkpoint_dir=work, resume=checkpoint is not None)
+        final = held[-1] if held else dict(result.history[-1]) if result.history else {metric: worst}
+        final.update(final=True, status=result.status)
+        if result.status == "finished":
+            final.update(flatten_diagnostics(run_diagnostics(result)))
+        final = {k: v for k, v in final.items() if v is not None}
+        tune.report(final, checkpoint=tune.Checkpoint.from_directory(str(work)))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
