@@ -110,6 +110,27 @@ def make_optimizer(
     return cls(params, o.lr, weight_decay=o.weight_decay, **fused)
 
 
+def compiled_or_eager(model: torch.nn.Module) -> Callable:
+    """``torch.compile(model)``, falling back to eager (with a warning) if compiling fails.
+
+    Compilation happens lazily at the first call, so the fallback wraps the call, not
+    ``torch.compile`` itself.
+    """
+    state = {"fn": torch.compile(model)}
+
+    def forward(*args: Any) -> Any:
+        if state["fn"] is model:
+            return model(*args)
+        try:
+            return state["fn"](*args)
+        except Exception as e:  # noqa: BLE001 - any compiler failure falls back to eager
+            log.warning("torch.compile failed (%s: %s); training eagerly", type(e).__name__, e)
+            state["fn"] = model
+            return model(*args)
+
+    return forward
+
+
 def batches(n: int, size: int, order: torch.Tensor | None = None):
     index = order if order is not None else torch.arange(n)
     for start in range(0, n, size):
@@ -217,12 +238,7 @@ def fit(
 
         log.info("pretrained: %s", load_pretrained(model, config.model.pretrained).summary())
     model.to(device)
-    forward = model
-    if t.compile:
-        try:
-            forward = torch.compile(model)
-        except Exception as e:  # noqa: BLE001 - any compiler failure falls back to eager
-            log.warning("torch.compile failed (%s); training eagerly", e)
+    forward = compiled_or_eager(model) if t.compile else model
     optimizer = make_optimizer(config, model, device)
     n_train = len(bundle.train)
     steps_per_epoch = math.ceil(n_train / t.batch_size)

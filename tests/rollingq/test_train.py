@@ -167,3 +167,22 @@ def test_warmup_then_cosine():
     assert lr_factor(9, 10, 100, 0.0) == pytest.approx(1.0)
     assert lr_factor(100, 10, 100, 0.1) == pytest.approx(0.1)
     assert lr_factor(55, 10, 100, 0.0) == pytest.approx(0.5)
+
+
+def test_every_fusion_layer_can_rotate():
+    r = fit(tiny(**{"model.fusion_layers": 2, "rollingq.layers": "all", "rollingq.beta": 0.0,
+                    "rollingq.max_rotations": 1, "train.epochs": 2}))
+    assert r.summary["rotations"] == [1, 1]
+    assert r.history[0]["rotations_layer0"] == 1 and r.history[0]["rotations"] == 1
+    last = fit(tiny(**{"model.fusion_layers": 2, "rollingq.beta": 0.0, "train.epochs": 2,
+                       "rollingq.max_rotations": 1}))
+    assert last.summary["rotations"] == [0, 1]
+
+
+@pytest.mark.slow  # inductor compiles fwd + bwd on CPU for a minute or more
+def test_compiled_training_matches_the_eager_path_or_falls_back():
+    over = {"train.epochs": 1, "data.train_size": 200}
+    eager = fit(tiny(**over))
+    compiled = fit(tiny(**over, **{"train.compile": True}))
+    assert compiled.status == "finished"
+    assert compiled.history[-1]["train_loss"] == pytest.approx(eager.history[-1]["train_loss"], rel=1e-3)
