@@ -3,9 +3,12 @@
 A spec file has the sections ``fixed`` (config values), ``search`` (one entry per parameter:
 ``role`` scientific | nuisance, ``type`` choice | int | float, with ``values`` or
 ``low``/``high``/``log``/``step``, and optionally ``when: {key: value}`` for a conditional
-parameter), ``seeds`` and ``tune`` (mode, metric, num_samples, scheduler, resources,
-max_failures, ...). Every name is a dotted config key (``rollingq.beta``); every value is
-checked against the config (``rollingq.config``) before any trial runs.
+parameter), ``variants`` (optional: ``role`` and ``values``, named sets of config values that
+form one more axis, the parameter ``variant``, for comparisons a factorial grid cannot express,
+such as the fusions of a table where only one of them may enable RollingQ), ``seeds`` and
+``tune`` (mode, metric, num_samples, scheduler, resources, max_failures, ...). Every name is a
+dotted config key (``rollingq.beta``); every value is checked against the config
+(``rollingq.config``) before any trial runs.
 
 Errors are ``SpecError`` with one line: the rule, the value received, the file and key, and the
 fix or the valid options.
@@ -26,7 +29,7 @@ from rollingq.config import ConfigError, build_config, parse_override, valid_key
 
 ROOT = Path(__file__).resolve().parents[1]
 SPACES_DIR = ROOT / "searchspaces"
-SECTIONS = ("fixed", "search", "seeds", "tune")
+SECTIONS = ("fixed", "variants", "search", "seeds", "tune")
 ROLES = ("scientific", "nuisance")
 TYPES = ("choice", "int", "float")
 MODES = ("grid", "optuna")
@@ -46,6 +49,8 @@ TUNE_DEFAULTS: dict[str, Any] = {
     "sampler_seed": 0,
 }
 PARAM_FIELDS = {"role", "type", "values", "low", "high", "log", "step", "when"}
+VARIANT = "variant"  # the parameter (and trials.csv column) that names a trial's variant
+VARIANT_FIELDS = ("role", "values")
 METRICS = ("val_acc", "val_loss", "test_acc_at_best_val", "best_val_acc", "train_loss")
 
 
@@ -63,6 +68,7 @@ class Param:
         type: ``choice``, ``int`` or ``float``.
         values: The choices (``choice``) or, in grid mode, the enumerated range.
         when: Conditions ``{key: value}`` under which the parameter exists (define-by-run).
+        table: For the ``variant`` parameter only: variant name -> its config values.
     """
 
     key: str
@@ -74,6 +80,7 @@ class Param:
     log: bool = False
     step: float | None = None
     when: dict[str, Any] = field(default_factory=dict)
+    table: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def grid_values(self) -> list[Any]:
         """The values a grid enumerates: the choices, or the stepped range."""
@@ -105,7 +112,8 @@ class Spec:
         question: The first comment line of the file: the question the study asks.
         source: Where it was read from.
         fixed: Dotted config values shared by every trial.
-        search: The searched parameters, in file order.
+        search: The searched parameters, in file order; the ``variant`` parameter first when
+            the file has ``variants``.
         seeds: Trial seeds (``train.seed``), one replicate per seed.
         tune: The tune section with defaults filled in.
     """
@@ -122,6 +130,12 @@ class Spec:
     def grid(self) -> bool:
         return self.tune["mode"] == "grid"
 
+    @property
+    def variants(self) -> dict[str, dict[str, Any]]:
+        """Variant name -> its config values, for the variants in use ({} without variants)."""
+        p = next((p for p in self.search if p.key == VARIANT), None)
+        return {name: dict(p.table[name]) for name in p.values} if p else {}
+
     def expected_trials(self) -> int:
         """How many trials a complete study has."""
         if self.grid:
@@ -129,21 +143,43 @@ class Spec:
         return self.tune["num_samples"] * len(self.seeds)
 
     def grid_configs(self) -> list[dict[str, Any]]:
-        """Every trial's searched values and seed in grid mode (full factorial x seeds)."""
+        """Every trial's searched values and seed in grid mode (full factorial x seeds).
+
+        A variant appears by name (``variant``); ``apply_variant`` gives its config values.
+        """
         axes = [[(p.key, v) for v in p.grid_values()] for p in self.search]
         combos = [dict(c) for c in itertools.product(*axes)] if axes else [{}]
         return [{**c, "train.seed": s} for c in combos for s in self.seeds]
 
     def to_dict(self) -> dict[str, Any]:
         """The merged spec, as written to the results folder (``space.yaml``)."""
-        return {
+        tree: dict[str, Any] = {
             "name": self.name,
             "question": self.question,
             "fixed": dict(self.fixed),
-            "search": {p.key: p.as_dict() for p in self.search},
+        }
+        variant = next((p for p in self.search if p.key == VARIANT), None)
+        if variant is not None:
+            tree["variants"] = {"role": variant.role, "values": self.variants}
+        return {
+            **tree,
+            "search": {p.key: p.as_dict() for p in self.search if p.key != VARIANT},
             "seeds": list(self.seeds),
             "tune": copy.deepcopy(self.tune),
         }
+
+
+def apply_variant(values: dict[str, Any], variants: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """A trial's dotted config values with its variant's values in place of its name.
+
+    Args:
+        values: The trial's values; ``variant`` (if present) names a key of ``variants``.
+        variants: Variant name -> config values (``Spec.variants``).
+    """
+    out = {k: v for k, v in values.items() if k != VARIANT}
+    if VARIANT in values:
+        out.update(variants[values[VARIANT]])
+    return out
 
 
 def available_spaces() -> dict[str, str]:
@@ -182,7 +218,8 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     if tree is None:
         tree = {}
     if not isinstance(tree, dict):
-        raise SpecError(f"{path}: a space file must be a mapping with sections {', '.join(SECTIONS)}")
+        raise SpecError(f"{path}: a space file must be a mapping with sections "
+                        f"{', '.join(SECTIONS)}")
     return tree
 
 
@@ -227,6 +264,47 @@ def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return tree
 
 
+def _check_key(key: str, source: str) -> None:
+    keys = set(valid_keys())
+    if key not in keys:
+        close = [k for k in sorted(keys) if k.split(".")[-1] == key.split(".")[-1]]
+        hint = (f"did you mean {', '.join(close)}?" if close
+                else f"valid keys: {', '.join(sorted(keys))}")
+        raise SpecError(f"unknown config key {key!r} ({source}); {hint}")
+
+
+def _parse_variants(raw: Any, fixed: dict[str, Any], searched: set[str], where: str) -> Param:
+    """The ``variants`` section -> the ``variant`` parameter (a choice over the names)."""
+    at = f"({where}: variants)"
+    shape = "{role: scientific, values: {NAME: {config.key: value, ...}, ...}}"
+    if not isinstance(raw, dict):
+        raise SpecError(f"variants must be a mapping like {shape}, got {raw!r} {at}")
+    unknown = set(raw) - set(VARIANT_FIELDS)
+    if unknown:
+        raise SpecError(f"unknown field {sorted(unknown)[0]!r} {at}; "
+                        f"valid: {', '.join(VARIANT_FIELDS)}")
+    role, values = raw.get("role"), raw.get("values")
+    if role not in ROLES:
+        raise SpecError(f"role={role!r} is not valid {at}; valid: {', '.join(ROLES)}")
+    if not isinstance(values, dict) or not values:
+        raise SpecError(f"`values` must be a non-empty mapping of variant names to config values, "
+                        f"but got values={values!r} {at}")
+    table: dict[str, dict[str, Any]] = {}
+    for name, sets in values.items():
+        if not isinstance(name, str) or not name:
+            raise SpecError(f"variant names must be non-empty strings, but got {name!r} {at}")
+        if not isinstance(sets, dict) or not sets:
+            raise SpecError(f"variant {name!r} must map config keys to values, got {sets!r} {at}")
+        for key in sets:
+            _check_key(key, f"{where}: variants.{name}")
+            if key in fixed or key in searched:
+                section = "fixed" if key in fixed else "search"
+                raise SpecError(f"{key} is set both in {section} and by variant {name!r} {at}; "
+                                f"a key belongs to one section (a --set of it conflicts too)")
+        table[name] = dict(sets)
+    return Param(VARIANT, role, "choice", values=list(table), table=table)
+
+
 def _number(v: Any) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool)
 
@@ -238,7 +316,8 @@ def _parse_param(key: str, raw: Any, where: str, mode: str) -> Param:
                         f"values: [...]}}, got {raw!r} {at}")
     unknown = set(raw) - PARAM_FIELDS
     if unknown:
-        raise SpecError(f"unknown field {sorted(unknown)[0]!r} {at}; valid: {', '.join(sorted(PARAM_FIELDS))}")
+        raise SpecError(f"unknown field {sorted(unknown)[0]!r} {at}; "
+                        f"valid: {', '.join(sorted(PARAM_FIELDS))}")
     role, kind = raw.get("role"), raw.get("type")
     if role not in ROLES:
         raise SpecError(f"role={role!r} is not valid {at}; valid: {', '.join(ROLES)}")
@@ -252,9 +331,11 @@ def _parse_param(key: str, raw: Any, where: str, mode: str) -> Param:
         if not isinstance(values, list) or not values:
             raise SpecError(f"`values` must be a non-empty list, but got values={values!r} {at}")
         return Param(key, role, kind, values=values, when=when)
-    low, high, log, step = raw.get("low"), raw.get("high"), bool(raw.get("log", False)), raw.get("step")
+    low, high, step = raw.get("low"), raw.get("high"), raw.get("step")
+    log = bool(raw.get("log", False))
     if not _number(low) or not _number(high):
-        raise SpecError(f"`low` and `high` must be numbers, but got low={low!r}, high={high!r} {at}")
+        raise SpecError(f"`low` and `high` must be numbers, but got low={low!r}, "
+                        f"high={high!r} {at}")
     if low > high:
         raise SpecError(f"`low <= high` must hold, but got low={low}, high={high} {at}")
     if log and low <= 0:
@@ -285,10 +366,18 @@ def _validate_values(spec: Spec, where: str) -> None:
     base = {**spec.fixed, "train.seed": spec.seeds[0]}
     for key in spec.fixed:
         check(base, f"fixed.{key}")
+    variants = spec.variants
+    for name, sets in variants.items():
+        check({**base, **sets}, f"variants.{name}")
     for p in spec.search:
+        if p.key == VARIANT:
+            continue
         values = p.values if p.type == "choice" else [p.low, p.high]
-        for v in values:
-            check({**base, **p.when, p.key: v}, f"search.{p.key}")
+        for sets in variants.values() or [{}]:  # the grid crosses each value with each variant
+            if any(k in sets and sets[k] != v for k, v in p.when.items()):
+                continue  # the parameter does not exist with this variant
+            for v in values:
+                check({**base, **sets, **p.when, p.key: v}, f"search.{p.key}")
 
 
 def parse_spec(tree: dict[str, Any], name: str, source: str, question: str = "") -> Spec:
@@ -299,14 +388,11 @@ def parse_spec(tree: dict[str, Any], name: str, source: str, question: str = "")
     """
     unknown = set(tree) - set(SECTIONS) - {"name", "question"}
     if unknown:
-        raise SpecError(f"unknown section {sorted(unknown)[0]!r} in {source}; valid: {', '.join(SECTIONS)}")
+        raise SpecError(f"unknown section {sorted(unknown)[0]!r} in {source}; "
+                        f"valid: {', '.join(SECTIONS)}")
     fixed = dict(tree.get("fixed") or {})
-    keys = set(valid_keys())
     for key in list(fixed) + list(tree.get("search") or {}):
-        if key not in keys:
-            close = [k for k in sorted(keys) if k.split(".")[-1] == key.split(".")[-1]]
-            hint = f"did you mean {', '.join(close)}?" if close else f"valid keys: {', '.join(sorted(keys))}"
-            raise SpecError(f"unknown config key {key!r} ({source}); {hint}")
+        _check_key(key, source)
     tune = {**TUNE_DEFAULTS, **(tree.get("tune") or {})}
     unknown = set(tune) - set(TUNE_DEFAULTS)
     if unknown:
@@ -332,21 +418,28 @@ def parse_spec(tree: dict[str, Any], name: str, source: str, question: str = "")
     if not _number(gpu) or gpu < 0 or (gpu > 1 and not float(gpu).is_integer()):
         raise SpecError(f"`resources.gpu` must be a fraction in [0, 1] or a whole number, "
                         f"but got gpu={gpu!r} ({source})")
-    for key in ("num_samples", "max_failures", "max_concurrent", "grace_period", "reduction_factor"):
+    counts = ("num_samples", "max_failures", "max_concurrent", "grace_period", "reduction_factor")
+    for key in counts:
         if not isinstance(tune[key], int) or isinstance(tune[key], bool) or tune[key] < 0:
-            raise SpecError(f"`tune.{key}` must be an integer >= 0, but got {tune[key]!r} ({source})")
+            raise SpecError(f"`tune.{key}` must be an integer >= 0, but got {tune[key]!r} "
+                            f"({source})")
     if tune["num_samples"] < 1:
-        raise SpecError(f"`tune.num_samples >= 1` must hold, but got {tune['num_samples']} ({source})")
+        raise SpecError(f"`tune.num_samples >= 1` must hold, but got {tune['num_samples']} "
+                        f"({source})")
     if tune["mode"] == "grid" and tune["scheduler"] == "asha":
         raise SpecError(f"tune.scheduler='asha' with tune.mode='grid' ({source}): ablation cells "
                         f"must be compared at equal budget; use scheduler: fifo or mode: optuna")
     seeds = tree.get("seeds", [0])
     if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
-        raise SpecError(f"`seeds` must be a non-empty list of integers, but got {seeds!r} ({source})")
+        raise SpecError(f"`seeds` must be a non-empty list of integers, but got {seeds!r} "
+                        f"({source})")
     if tune["mode"] == "optuna" and tune["scheduler"] == "asha" and len(seeds) > 1:
         raise SpecError(f"optuna + asha with {len(seeds)} seeds ({source}): Ray's Repeater must "
                         f"not be combined with early stopping; use one seed or scheduler: fifo")
-    search = [_parse_param(k, v, source, tune["mode"]) for k, v in (tree.get("search") or {}).items()]
+    search = [_parse_param(k, v, source, tune["mode"])
+              for k, v in (tree.get("search") or {}).items()]
+    if tree.get("variants") is not None:
+        search.insert(0, _parse_variants(tree["variants"], fixed, {p.key for p in search}, source))
     if tune["mode"] == "grid" and any(p.when for p in search):
         raise SpecError(f"`when` (conditional parameters) needs tune.mode: optuna ({source})")
     spec = Spec(name, question, source, fixed, search, seeds, tune)
@@ -360,14 +453,16 @@ def load_spec(name: str, overrides: list[str] | None = None) -> Spec:
     text = path.read_text()
     tree = apply_overrides(_read_yaml(path), overrides or [])
     rel = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
-    return parse_spec(tree, tree.get("name") or path.stem, str(rel), tree.get("question") or _question(text))
+    question = tree.get("question") or _question(text)
+    return parse_spec(tree, tree.get("name") or path.stem, str(rel), question)
 
 
 class OptunaSpace:
     """Define-by-run Optuna space (picklable: Ray saves it with the searcher).
 
     Conditional parameters are suggested only when their ``when`` conditions hold on the
-    values already drawn or fixed, so Optuna's TPE sees them as conditional.
+    values already drawn or fixed (a drawn variant counts with its config values), so Optuna's
+    TPE sees them as conditional.
     """
 
     def __init__(self, params: list[Param], fixed: dict[str, Any]):
@@ -381,6 +476,8 @@ class OptunaSpace:
                 continue
             if p.type == "choice":
                 drawn[p.key] = trial.suggest_categorical(p.key, p.values)
+                if p.table:  # a variant: its config values decide later `when` conditions
+                    drawn.update(p.table[drawn[p.key]])
             elif p.type == "int":
                 drawn[p.key] = trial.suggest_int(p.key, p.low, p.high, step=p.step or 1, log=p.log)
             else:
