@@ -136,6 +136,8 @@ def predict(
             end = min(start + batch_size, len(split))
             inputs = {m: split.inputs[m][start:end].to(device, non_blocking=True)
                       for m in modalities}
+            if split.transform is not None:
+                inputs = split.transform(inputs)
             if transform is not None:
                 inputs = transform(inputs, torch.arange(start, end, device=device))
             with autocast:

@@ -158,7 +158,7 @@ def evaluate(model: MultimodalTransformer, split: Split, batch_size: int, autoca
     for idx in batches(n, batch_size):
         b = split.take(idx)
         with autocast():
-            out = model(b.inputs)
+            out = model(b.batch())
         loss += F.cross_entropy(out.logits.float(), b.labels, reduction="sum")
         correct += (out.logits.argmax(1) == b.labels).sum()
         for m in mods:
@@ -189,7 +189,7 @@ def full_pass_stats(
     stats = EpochStats(model.modalities, len(model.rotations))
     for idx in batches(len(split), batch_size):
         with autocast():
-            stats.add(model(split.take(idx).inputs).fusion)
+            stats.add(model(split.take(idx).batch()).fusion)
     model.train(was_training)
     return stats
 
@@ -277,7 +277,7 @@ def fit(
         for idx in batches(n_train, t.batch_size, order):
             b = bundle.train.take(idx)
             with autocast():
-                out = forward(b.inputs)
+                out = forward(b.batch())
             loss, probe_loss = _losses(out, b.labels)
             optimizer.zero_grad(set_to_none=True)
             (loss + probe_loss).backward()

@@ -6,10 +6,13 @@ device once and slices batches from it, so no loader sits in the hot path.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+
+Transform = Callable[[dict[str, Tensor]], dict[str, Tensor]]
 
 
 @dataclass(frozen=True)
@@ -27,19 +30,30 @@ class ModalitySpec:
 
 @dataclass
 class Split:
-    """One split: ``inputs[modality]`` is (N, ...) and ``labels`` is (N,) int64."""
+    """One split: ``inputs[modality]`` is (N, ...) and ``labels`` is (N,) int64.
+
+    ``transform`` turns a batch of stored inputs into model inputs on the training device
+    (e.g. uint8 frames -> augmented, normalised floats); None means they are model inputs.
+    """
 
     inputs: dict[str, Tensor]
     labels: Tensor
+    transform: Transform | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def take(self, index: Tensor) -> Split:
-        return Split({m: x[index] for m, x in self.inputs.items()}, self.labels[index])
+        return Split({m: x[index] for m, x in self.inputs.items()}, self.labels[index],
+                     self.transform)
 
     def to(self, device: torch.device | str) -> Split:
-        return Split({m: x.to(device) for m, x in self.inputs.items()}, self.labels.to(device))
+        return Split({m: x.to(device) for m, x in self.inputs.items()}, self.labels.to(device),
+                     self.transform)
+
+    def batch(self) -> dict[str, Tensor]:
+        """The model inputs of this (batch-sized) split."""
+        return self.transform(self.inputs) if self.transform is not None else self.inputs
 
 
 @dataclass
