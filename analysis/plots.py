@@ -1,0 +1,293 @@
+"""Figures of a study: each function takes the loaded results and returns a matplotlib Figure
+(or None when the study has nothing to show), so tests can inspect axes and series directly.
+
+    air_curves          AIR over epochs per variant, 95 % t-bands over seeds, rotation events ▼
+    attention_shares    validation attention share per modality over epochs, per variant
+    noise_curves        test accuracy vs noise level per variant, one panel per noised modality
+    beta_rho_heatmaps   mean and seed sd of the headline over β × ρ
+    factor_points       one factor's levels as a point plot with 95 % t-intervals
+    importance_bars     PED-ANOVA importance of an Optuna study
+    optimization_history the Optuna study's trials and running best
+
+Every figure is faceted by data set when there are several (columns, or rows where the columns
+are already modalities). Figures are built on ``matplotlib.figure.Figure`` without pyplot, so
+nothing global is left open; ``save`` writes a PNG of exactly ``figsize × dpi`` pixels.
+Bands and error bars are t-intervals over seeds, the same as in the tables.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+from analysis.results import Results, level_str
+from analysis.sensitivity import Importance
+from analysis.tables import noise_long, noise_recipe, t_interval
+
+DPI = 100
+PANEL = (4.6, 3.3)  # inches per panel
+LEGEND_WIDTH = 2.6
+HEADLINE_LABEL = "test_acc_at_best_val (%)"
+MAX_SERIES = 10  # lines per panel before curves are grouped by one factor
+PREFERRED_SERIES = ("rollingq.enabled", "rollingq.max_rotations", "rollingq.rotation",
+                    "model.fusion_layers", "rollingq.beta", "rollingq.rho")
+sns.set_theme(style="whitegrid", context="notebook", font_scale=0.85)
+
+
+def save(fig: Figure, path: Path, dpi: int = DPI) -> Path:
+    """Writes the figure as a PNG of ``figsize × dpi`` pixels and returns the path."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi, format="png")
+    return path
+
+
+def _figure(nrows: int, ncols: int, legend: int = 0) -> tuple[Figure, np.ndarray]:
+    """A figure of panels; ``legend`` entries get a column on the right and enough height."""
+    width = PANEL[0] * ncols + (LEGEND_WIDTH if legend else 0)
+    height = max(PANEL[1] * nrows, 0.24 * legend + 0.9)
+    fig = Figure(figsize=(width, height), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    return fig, axes
+
+
+def series(res: Results, df: pd.DataFrame) -> tuple[str, list[str], str]:
+    """What one line of a curve plot is: ``(column, levels, legend title)``.
+
+    A line per variant; with more than ``MAX_SERIES`` variants, a line per level of the most
+    telling factor (the method switch, then the rotation count, ...), other factors pooled.
+    """
+    order = [v for v in res.variants if (df["variant"].astype(str) == v).any()]
+    if len(order) <= MAX_SERIES or not res.factors:
+        return "variant", order, res.variant_title
+    keys = [f.key for f in res.factors if f.key in df and 2 <= df[f.key].nunique() <= MAX_SERIES]
+    if not keys:
+        return "variant", order, res.variant_title
+    key = next((k for k in PREFERRED_SERIES if k in keys), keys[0])
+    seen = set(df[key].map(level_str))
+    levels = [lv for lv in res.factor(key).levels if lv in seen]
+    return key, levels, f"{key} (other parameters pooled)"
+
+
+def _palette(labels: list[str]) -> dict[str, Any]:
+    colours = sns.color_palette("tab10" if len(labels) <= 10 else "husl", len(labels))
+    return dict(zip(labels, colours, strict=True))
+
+
+def _t_ci(values: Any) -> tuple[float, float]:
+    """seaborn ``errorbar`` callable: the 95 % t-interval (the point itself when n < 2)."""
+    mean, _, lo, hi, _ = t_interval(values)
+    return (mean, mean) if np.isnan(lo) else (lo, hi)
+
+
+def _bands(ax: Any, df: pd.DataFrame, x: str, y: str, hue: str, order: list[str],
+           palette: dict[str, Any]) -> None:
+    """One line per hue level (mean over seeds) with its 95 % t-band."""
+    labels = df[hue].map(level_str)
+    for level in order:
+        d = df[labels == level]
+        if not len(d):
+            continue
+        g = d.groupby(x)[y].apply(lambda s: pd.Series(t_interval(s)[:4],
+                                                      index=["mean", "sd", "lo", "hi"]))
+        g = g.unstack().sort_index()
+        ax.plot(g.index, g["mean"], color=palette[level], label=level, lw=1.6)
+        if g["lo"].notna().any():
+            ax.fill_between(g.index, g["lo"], g["hi"], color=palette[level], alpha=0.18,
+                            lw=0, label=f"_band {level}")
+
+
+def _legend(fig: Figure, palette: dict[str, Any], title: str, extra: list[Any] = ()) -> None:
+    handles = [Line2D([], [], color=c, lw=2, label=lv) for lv, c in palette.items()]
+    handles += list(extra)
+    fig.legend(handles=handles, loc="outside right upper", title=title, fontsize="small",
+               title_fontsize="small", frameon=False)
+
+
+def _finished_curves(res: Results, column: str) -> pd.DataFrame:
+    c = res.curves
+    if not len(c) or column not in c or "epoch" not in c:
+        return pd.DataFrame()
+    c = c[(c["trial_status"] == "finished") & c[column].notna()].copy()
+    c["variant"] = c["variant"].astype(str)
+    return c
+
+
+def air_curves(res: Results) -> Figure | None:
+    """AIR over epochs, a line per variant with its 95 % band; ▼ marks each rotation event."""
+    c = _finished_curves(res, "air")
+    if not len(c):
+        return None
+    datasets = [d for d in res.datasets if (c["dataset"] == d).any()]
+    hue, order, title = series(res, c)
+    palette = _palette(order)
+    fig, axes = _figure(1, len(datasets), legend=len(order) + 2)
+    for ax, ds in zip(axes[0], datasets, strict=True):
+        d = c[c["dataset"] == ds]
+        ax.axhline(0, color="0.6", lw=0.8, label="_zero")
+        _bands(ax, d, "epoch", "air", hue, order, palette)
+        if "rotated" in d:
+            events = d[pd.to_numeric(d["rotated"], errors="coerce") > 0]
+            for v, e in events.groupby(events[hue].map(level_str)):
+                ax.scatter(e["epoch"], e["air"], marker="v", s=36, color=palette[v],
+                           edgecolor="black", linewidth=0.5, zorder=3, label=f"_rotation {v}")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("air")
+        ax.set_title(ds)
+    marker = Line2D([], [], marker="v", color="0.3", ls="", markeredgecolor="black",
+                    label="rotation event")
+    _legend(fig, palette, title, [marker])
+    return fig
+
+
+def attention_shares(res: Results) -> Figure | None:
+    """Validation attention share of each modality over epochs (rows: data sets)."""
+    cols = sorted(c for c in res.curves.columns if c.startswith("val_share_"))
+    if not cols:
+        return None
+    c = _finished_curves(res, cols[0])
+    if not len(c):
+        return None
+    datasets = [d for d in res.datasets if (c["dataset"] == d).any()]
+    hue, order, title = series(res, c)
+    palette = _palette(order)
+    fig, axes = _figure(len(datasets), len(cols), legend=len(order) + 1)
+    for r, ds in enumerate(datasets):
+        d = c[c["dataset"] == ds]
+        for k, col in enumerate(cols):
+            ax = axes[r, k]
+            _bands(ax, d.dropna(subset=[col]), "epoch", col, hue, order, palette)
+            ax.set_xlabel("epoch")
+            ax.set_ylabel(col)
+            modality = col.removeprefix("val_share_")
+            ax.set_title(modality if len(datasets) == 1 else f"{ds}: {modality}")
+    _legend(fig, palette, title)
+    return fig
+
+
+def noise_curves(res: Results) -> Figure | None:
+    """Test accuracy vs Gaussian noise level on one modality at a time (rows: data sets)."""
+    long = noise_long(res)
+    if not len(long):
+        return None
+    datasets = [d for d in res.datasets if (long["dataset"] == d).any()]
+    modalities = sorted(long["modality"].unique())
+    hue, order, title = series(res, long)
+    palette = _palette(order)
+    fig, axes = _figure(len(datasets), len(modalities), legend=len(order) + 1)
+    recipe = noise_recipe(res)
+    for r, ds in enumerate(datasets):
+        for k, m in enumerate(modalities):
+            ax = axes[r, k]
+            d = long[(long["dataset"] == ds) & (long["modality"] == m)]
+            _bands(ax, d, "level", "acc", hue, order, palette)
+            for line in ax.get_lines():
+                line.set_marker("o")
+                line.set_markersize(3.5)
+            ax.set_xlabel(f"noise level λ on {m} ({recipe})")
+            ax.set_ylabel("test accuracy (%)")
+            ax.set_title(f"noise on {m}" if len(datasets) == 1 else f"{ds}: noise on {m}")
+    _legend(fig, palette, title)
+    return fig
+
+
+def beta_rho_heatmaps(res: Results, beta: str = "rollingq.beta",
+                      rho: str = "rollingq.rho") -> Figure | None:
+    """Mean and seed sd of the headline over β × ρ, averaged over the other factors."""
+    fb, fr = res.factor(beta), res.factor(rho)
+    if fb is None or fr is None:
+        return None
+    df = res.frame()
+    if not len(df) or not all(2 <= df[k].nunique() <= MAX_SERIES for k in (beta, rho)):
+        return None  # one level, or a continuous Optuna range: no grid to show
+    datasets = [d for d in res.datasets if (df["dataset"] == d).any()]
+    fig, axes = _figure(len(datasets), 2)
+    for r, ds in enumerate(datasets):
+        d = df[df["dataset"] == ds]
+        mean = d.pivot_table(index=beta, columns=rho, values="acc", aggfunc="mean",
+                             observed=True)
+        # sd over seeds within each variant, then averaged over the other factors
+        sd_cell = d.groupby(["variant", beta, rho], observed=True)["acc"].std(ddof=1)
+        sd = sd_cell.groupby(level=[1, 2], observed=True).mean().unstack(rho)
+        for k, (table, what, cmap) in enumerate(((mean, "mean", "viridis"),
+                                                 (sd, "seed sd", "magma_r"))):
+            ax = axes[r, k]
+            table = table.reindex(index=[lv for lv in fb.levels if lv in table.index],
+                                  columns=[lv for lv in fr.levels if lv in table.columns])
+            sns.heatmap(table.astype(float), annot=True, fmt=".2f", cmap=cmap, ax=ax,
+                        cbar_kws={"label": f"{what} (%)"})
+            ax.set_xlabel(rho)
+            ax.set_ylabel(beta)
+            name = f"{what} of {HEADLINE_LABEL}"
+            ax.set_title(name if len(datasets) == 1 else f"{ds}: {name}")
+    fig.suptitle(f"{beta} × {rho} (other factors averaged)")
+    return fig
+
+
+def factor_points(res: Results, key: str, hue: str | None = None) -> Figure | None:
+    """The headline per level of ``key`` with 95 % t-intervals; one series per ``hue`` level."""
+    f = res.factor(key)
+    df = res.frame()
+    if f is None or not len(df) or df[key].nunique() < 2:
+        return None
+    datasets = [d for d in res.datasets if (df["dataset"] == d).any()]
+    order = [lv for lv in f.levels if (df[key] == lv).any()]
+    hue_order = None
+    palette = None
+    if hue is not None:
+        hue_order = [lv for lv in res.factor(hue).levels if (df[hue] == lv).any()]
+        palette = _palette(hue_order)
+    fig, axes = _figure(1, len(datasets), legend=len(hue_order) + 1 if hue_order else 0)
+    for ax, ds in zip(axes[0], datasets, strict=True):
+        d = df[df["dataset"] == ds].copy()
+        d[key] = d[key].astype(str)
+        if hue is not None:
+            d[hue] = d[hue].astype(str)
+        sns.pointplot(data=d, x=key, y="acc", hue=hue, order=order, hue_order=hue_order,
+                      palette=palette, errorbar=_t_ci, dodge=0.3 if hue else False,
+                      capsize=0.08, linewidth=1.4, markersize=5, ax=ax, legend=False,
+                      color=None if hue else "C0")
+        ax.set_xlabel(key)
+        ax.set_ylabel(HEADLINE_LABEL)
+        ax.set_title(ds)
+    if palette is not None:
+        _legend(fig, palette, hue)
+    return fig
+
+
+def importance_bars(importances: list[Importance]) -> Figure | None:
+    """PED-ANOVA importance per data set, most important on top."""
+    if not importances:
+        return None
+    fig, axes = _figure(1, len(importances))
+    for ax, imp in zip(axes[0], importances, strict=True):
+        names = list(imp.values)[::-1]
+        ax.barh(names, [imp.values[n] for n in names], color="C0")
+        ax.set_xlabel("importance (PED-ANOVA)")
+        ax.set_ylabel("parameter")
+        ax.set_title(imp.dataset)
+    return fig
+
+
+def optimization_history(res: Results) -> Figure | None:
+    """Validation accuracy of each finished trial in order, with the running best."""
+    df = res.finished
+    if not len(df):
+        return None
+    datasets = [d for d in res.datasets if (df["dataset"] == d).any()]
+    fig, axes = _figure(1, len(datasets))
+    for ax, ds in zip(axes[0], datasets, strict=True):
+        d = df[df["dataset"] == ds].sort_values(["study", "trial_id"])
+        x = np.arange(1, len(d) + 1)
+        ax.scatter(x, d["acc_val"], s=14, color="C0", label="trial")
+        ax.plot(x, d["acc_val"].cummax(), color="C3", lw=1.6, label="running best")
+        ax.set_xlabel("finished trial (in trial-id order)")
+        ax.set_ylabel("best_val_acc (%)")
+        ax.set_title(ds)
+        ax.legend(loc="lower right", fontsize="small")
+    return fig

@@ -1,0 +1,554 @@
+"""The study report: results folder(s) -> report.md, a self-contained report.html and PNG figures.
+
+    python -m analysis.report results/rotation_ablation/20261125-153537/
+    python -m analysis.report results/hpo/cremad-run/ results/hpo/ks-run/ --out reports/hpo
+
+The study driver calls ``generate([folder])`` at the end of every study; any study can be
+re-reported from its files alone. The report is a list of blocks (headings, paragraphs, tables,
+figures) rendered twice: Markdown with the figures as files under ``figures/``, and HTML with
+the same figures embedded as base64 PNG, so the HTML opens anywhere on its own.
+
+Sections: what the study says (summary), provenance, trials (excluded ones counted), the main
+table, sensitivity statistics (ANOVA or PED-ANOVA importance), figures, the paper comparison,
+artifacts. Each section is built on its own: one that fails says so in the report and the rest
+is still written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import html
+import logging
+import re
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from analysis import plots, sensitivity, tables
+from analysis.results import STATUSES, Results, ResultsError, load
+
+log = logging.getLogger(__name__)
+EXIT_BAD_INPUT = 2
+MAX_POINT_PLOTS = 6
+PAPER_DATASETS = "CREMA-D (`cremad`), Kinetics-Sounds (`kinetics_sounds`), MOSEI (`mosei`)"
+
+
+# -- blocks ----------------------------------------------------------------------------------
+
+@dataclass
+class Heading:
+    level: int
+    text: str
+
+
+@dataclass
+class Para:
+    text: str
+
+
+@dataclass
+class Bullets:
+    items: list[str]
+
+
+@dataclass
+class Code:
+    text: str
+    lang: str = ""
+    summary: str = ""  # HTML: folded under this line
+
+
+@dataclass
+class Table:
+    frame: pd.DataFrame
+    caption: str = ""
+
+
+@dataclass
+class Figure:
+    path: Path  # the saved PNG
+    caption: str
+
+
+Block = Heading | Para | Bullets | Code | Table | Figure
+
+
+# -- formatting ------------------------------------------------------------------------------
+
+def _p(p: float) -> str:
+    if pd.isna(p):
+        return ""
+    return "< 0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def _num(x: float, digits: int = 2) -> str:
+    return "" if pd.isna(x) else f"{x:.{digits}f}"
+
+
+def _anova_strings(a: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    for r in a.to_dict("records"):
+        sig = "" if pd.isna(r["p"]) else ("yes" if r["p"] < sensitivity.ALPHA else "no")
+        rows.append({"term": r["term"], "df": f"{r['df']:.0f}", "sum of squares": _num(r["sum_sq"]),
+                     "F": _num(r["F"]), "p": _p(r["p"]), "η²": _num(r["eta_sq"], 3),
+                     "partial η²": _num(r["partial_eta_sq"], 3),
+                     f"p < {sensitivity.ALPHA}": sig})
+    return pd.DataFrame(rows)
+
+
+def _effects_strings(e: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    for r in e.to_dict("records"):
+        if r["reference"]:
+            delta = "reference (baseline level)"
+        elif pd.isna(r["delta"]):
+            delta = "-"
+        else:
+            delta = f"{r['delta']:+.2f} [{r['low']:.2f}, {r['high']:.2f}]"
+        rows.append({"parameter": r["factor"], "level": r["level"], "n": str(r["n"]),
+                     "adjusted mean (%)": _num(r["mean"]),
+                     "Δ vs baseline level [95% CI]": delta, "p": _p(r["p"])})
+    return pd.DataFrame(rows)
+
+
+def _tukey_strings(t: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    for r in t.to_dict("records"):
+        rows.append({"parameter": r["factor"], "group1": r["group1"], "group2": r["group2"],
+                     "mean diff (2 − 1)": f"{r['meandiff']:+.2f}",
+                     "95% CI": f"[{r['low']:.2f}, {r['high']:.2f}]", "p-adj": _p(r["p_adj"]),
+                     "different": "**yes**" if r["reject"] else "no"})
+    return pd.DataFrame(rows)
+
+
+# -- sections --------------------------------------------------------------------------------
+
+class Builder:
+    """Builds the report's blocks for one set of results, saving figures under ``out``."""
+
+    def __init__(self, res: Results, out: Path):
+        self.res = res
+        self.out = out
+        self.figdir = out / "figures"
+        self.blocks: list[Block] = []
+        self.summary: list[str] = []
+        self.table = pd.DataFrame()
+
+    def add(self, *blocks: Block) -> None:
+        self.blocks.extend(blocks)
+
+    def figure(self, name: str, fig: object | None, caption: str) -> bool:
+        if fig is None:
+            return False
+        path = plots.save(fig, self.figdir / f"{name}.png")
+        self.add(Figure(path, caption))
+        return True
+
+    def section(self, title: str, build: Callable[[], None]) -> None:
+        """A heading and its content; a failure is reported in place of the content."""
+        self.add(Heading(2, title))
+        try:
+            build()
+        except Exception as e:  # noqa: BLE001 - one broken section must not lose the report
+            log.exception("report section %r failed", title)
+            self.add(Para(f"This section could not be generated ({type(e).__name__}: {e})."))
+
+    # 1. provenance
+    def provenance(self) -> None:
+        res = self.res
+        for i, d in enumerate(res.dirs):
+            if len(res.dirs) > 1:
+                self.add(Heading(3, f"{i}: `{d.name}`"))
+            self.add(Table(pd.DataFrame(tables.provenance(res, i), columns=["field", "value"])))
+            spec = d / "space.yaml"
+            if spec.is_file():
+                self.add(Para("The merged spec (`space.yaml`), verbatim:"),
+                         Code(spec.read_text().rstrip(), "yaml", "space.yaml"))
+        for note in res.notes:
+            self.add(Para(note))
+
+    # 2. trials
+    def trials(self) -> None:
+        res = self.res
+        counts = tables.status_counts(res)
+        self.add(Table(counts, "Trials by status (retried: trials restarted after a failure)."))
+        n_fin = len(res.finished)
+        total = len(res.trials)
+        excluded = {s: int((res.trials["status"] == s).sum()) for s in STATUSES[1:]}
+        no_metric = int(((res.trials["status"] == "finished") & res.trials["acc"].isna()).sum())
+        parts = [f"{n} {s}" for s, n in excluded.items() if n]
+        if no_metric:
+            parts.append(f"{no_metric} finished without a headline accuracy")
+        if n_fin:
+            text = f"The statistics use the {n_fin} finished trials of {total}"
+            text += f"; excluded: {', '.join(parts)}." if parts else "; none is excluded."
+        else:
+            text = f"No trial of {total} has finished" + (f" ({', '.join(parts)})."
+                                                        if parts else ".")
+        if excluded.get("stopped"):
+            text += (f" The {excluded['stopped']} trials stopped early by ASHA ran a shorter "
+                     f"budget and are not comparable, so they are excluded and counted.")
+        self.add(Para(text))
+        self.summary.append(text)
+        ex = tables.excluded_trials(res)
+        if len(ex):
+            self.add(Table(ex, "Trials left out of the statistics (first 30)."))
+
+    # 3. main table
+    def main_table(self) -> None:
+        res = self.res
+        self.table = tables.main_table(res)
+        if not len(self.table):
+            self.add(Para("No finished trial has a headline accuracy, so there is no table."))
+            return
+        t = tables.format_main(self.table, res)
+        if res.mode == "optuna":
+            caption = (f"Top {tables.TOP_CONFIGS} configurations per data set by mean validation "
+                       f"accuracy (the search's selection; the best in bold). An Optuna study "
+                       f"has no baseline cell, so there is no Δ.")
+        else:
+            bases = " and ".join(f"`{b}`" for b in dict.fromkeys(
+                self.table.loc[self.table["baseline"], "variant"]))
+            caption = (f"Per data set × variant ({res.variant_title}); mean ± sd over seeds "
+                       f"(n seeds), 95 % t-interval, the difference to the baseline {bases} "
+                       f"with its 95 % interval (paired by seed where the seeds match, else "
+                       f"Welch). Bold: the best mean per data set.")
+            if any(b != res.baseline for b in self.table.loc[self.table["baseline"], "variant"]):
+                caption += (f" The vanilla cell `{res.baseline}` has no finished trial, so the "
+                            f"first variant stands in as the baseline.")
+        self.add(Para("Headline: **test accuracy at the best validation epoch** "
+                      "(`test_acc_at_best_val`). Beside it, labelled, the paper-style number: "
+                      "the best test epoch (`best_test_acc`, model selection on the test set "
+                      "as the paper reports it). All accuracies in percent."),
+                 Table(t, caption))
+        if (self.table["n"] < 2).any():
+            self.add(Para("Variants with a single finished seed have no sd and no interval; "
+                          "run more seeds (`seeds: [0, 1, 2]`) to compare them."))
+        if res.nuisance and res.mode != "optuna":
+            self.add(Para("Each variant uses the nuisance setting with the best mean "
+                          "validation accuracy (column `nuisance setting`)."))
+        for ds, d in self.table.groupby("dataset", sort=False):
+            best = d[d["best"]].iloc[0]
+            line = (f"{ds}: best {res.variant_title} = `{best['variant']}` "
+                    f"({tables.mean_sd(best['mean'], best['sd'])} %")
+            if res.mode != "optuna" and not best["baseline"] and not pd.isna(best["delta"]):
+                line += f", Δ vs baseline {best['delta']:+.2f}"
+                if not pd.isna(best["delta_low"]):
+                    line += f" [{best['delta_low']:.2f}, {best['delta_high']:.2f}]"
+            elif best["baseline"]:
+                line += ", the baseline itself"
+            self.summary.append(line + ").")
+
+    # 4. sensitivity
+    def sensitivity(self) -> None:
+        res = self.res
+        if res.mode == "optuna":
+            self.importance()
+            if not all(f.type == "choice" for f in res.factors):
+                self.add(Para("No ANOVA: the Optuna study samples continuous parameters "
+                              "adaptively, so its cells are neither balanced nor replicated; "
+                              "read the importance above instead."))
+                return
+            self.add(Heading(3, "ANOVA"),
+                     Para("The Optuna study's categorical parameters also get an ANOVA; its "
+                          "sample is adaptive and unbalanced, so read it with care."))
+        s = sensitivity.analyse(res)
+        if s.formula:
+            self.add(Para(f"OLS on the {s.n} finished trials (seeds are replicates): "
+                          f"`{s.formula}`, with every parameter a categorical factor. Type II "
+                          f"ANOVA; η² = SS / SS_total, partial η² = SS / (SS + SS_residual)."),
+                     Table(_anova_strings(s.anova), "Type II ANOVA of the headline accuracy."))
+            sig = sensitivity.significant_terms(s)
+            self.summary.append(
+                "ANOVA: " + (", ".join(f"`{t}`" for t in sig) + " significant at p < 0.05"
+                             if sig else "no term significant at p < 0.05") + ".")
+        for note in s.notes:
+            self.add(Para(note))
+        if len(s.effects):
+            self.add(Table(_effects_strings(s.effects),
+                           "Estimated marginal means (the model's prediction averaged over a "
+                           "balanced grid of the other parameters) and each level's difference "
+                           "to the parameter's baseline level with its 95 % interval: the sign "
+                           "says which way the level moves the accuracy. Each p is uncorrected "
+                           "for multiple comparisons; Tukey HSD below controls the family-wise "
+                           "error."))
+        if len(s.tukey):
+            self.add(Table(_tukey_strings(s.tukey),
+                           "Tukey HSD on the estimated marginal means for parameters with more "
+                           "than two levels (Tukey–Kramer, family-wise 5 %); mean diff = "
+                           "group2 − group1."))
+
+    def importance(self) -> None:
+        res = self.res
+        imps = sensitivity.importance(res)
+        self.add(Heading(3, "Parameter importance"))
+        if not imps:
+            self.add(Para("Fewer than two finished configurations: no importance."))
+        for imp in imps:
+            frame = pd.DataFrame({"parameter": list(imp.values),
+                                  "importance": [f"{v:.3f}" for v in imp.values.values()]})
+            self.add(Para(f"{imp.dataset}: evaluator {imp.evaluator}. The study is rebuilt "
+                          f"offline from trials.csv on {imp.target}: {imp.configurations} "
+                          f"configurations from {imp.trials} finished trials (seeds averaged); "
+                          f"excluded: {imp.stopped} stopped early by ASHA, "
+                          f"{imp.other_excluded} errored, diverged or incomplete."),
+                     Table(frame, f"Importance ({imp.dataset})."))
+            for note in imp.notes:
+                self.add(Para(note))
+            top = next(iter(imp.values), None)
+            if top:
+                self.summary.append(f"{imp.dataset}: the most important parameter is `{top}` "
+                                    f"({imp.values[top]:.2f}, PED-ANOVA).")
+        for sentence in sensitivity.journal_summary(res):
+            self.add(Para(sentence))
+        self.figure("importance", plots.importance_bars(imps), "PED-ANOVA parameter importance.")
+        self.figure("history", plots.optimization_history(res),
+                    "Optimization history: each finished trial's validation accuracy and the "
+                    "running best.")
+
+    # 5. figures
+    def figures(self) -> None:
+        res = self.res
+        _, _, lines = plots.series(res, res.finished)
+        per = f"one line per {lines}, mean and 95 % t-band over seeds"
+        if not self.figure("air", plots.air_curves(res),
+                           f"AIR over epochs ({per}); ▼ marks a rotation event of a trial."):
+            self.add(Para("No AIR was recorded (no attention fusion, or no curves.csv)."))
+        self.figure("attention_shares", plots.attention_shares(res),
+                    f"Attention share of each modality over epochs, validation split ({per}).")
+        if self.figure("noise", plots.noise_curves(res),
+                       f"Test accuracy under Gaussian noise on one modality at a time ({per})."):
+            self.add(Table(tables.noise_table(res),
+                           f"Accuracy (%) under noise, the paper's Table 3 layout; recipe: "
+                           f"{tables.noise_recipe(res)}."))
+        else:
+            self.add(Para("No noise-robustness diagnostics in trials.csv."))
+        self.figure("beta_rho", plots.beta_rho_heatmaps(res),
+                    "β × ρ: mean of the headline and its seed sd (other parameters averaged).")
+        for key, hue in self._point_plots():
+            name = "points_" + re.sub(r"[^A-Za-z0-9]+", "_", key)
+            self.figure(name, plots.factor_points(res, key, hue),
+                        f"Effect of `{key}`" + (f" per `{hue}`" if hue else "")
+                        + ": mean and 95 % t-interval over seeds.")
+
+    def _point_plots(self) -> list[tuple[str, str | None]]:
+        res = self.res
+        df = res.finished
+        active = [f for f in res.factors
+                  if 2 <= df[f.key].nunique() <= 12]
+        first = ("rollingq.max_rotations", "model.fusion_layers")
+        active.sort(key=lambda f: (f.key not in first, res.factors.index(f)))
+        out = []
+        for f in active[:MAX_POINT_PLOTS]:
+            hues = [g for g in active if g.key != f.key and df[g.key].nunique() <= 4]
+            hue = min(hues, key=lambda g: df[g.key].nunique()).key if hues else None
+            out.append((f.key, hue))
+        return out
+
+    # 6. the paper
+    def paper(self) -> None:
+        res = self.res
+        ours = [d for d in res.datasets if d in tables.PAPER_TABLE1]
+        if not ours:
+            self.add(Para(f"The data set ({', '.join(res.datasets)}) is not one of the paper's "
+                          f"({PAPER_DATASETS}), so there is nothing to compare with."))
+            return
+        self.add(Para(tables.PROTOCOL))
+        comp = tables.paper_comparison(res, self.table)
+        if len(comp):
+            self.add(Table(comp, "Table 1 of the paper beside ours (percent)."))
+        else:
+            self.add(Para("None of the variants corresponds to a row of the paper's Table 1."))
+        noise = tables.paper_noise_comparison(res)
+        if len(noise):
+            self.add(Table(noise, f"Table 3 (Kinetics-Sounds, noise on audio) beside ours; the "
+                                  f"paper's recipe is unpublished, ours: "
+                                  f"{tables.noise_recipe(res)}."))
+        attn = tables.paper_attention_comparison(res)
+        if len(attn):
+            self.add(Table(attn, "Table 2: Pearson r between attention share and \"input is "
+                                 "noise\"."))
+
+    # 7. artifacts
+    def artifacts(self) -> None:
+        res = self.res
+        items = []
+        for i, d in enumerate(res.dirs):
+            files = ", ".join(f"`{p.name}`" for p in sorted(d.iterdir()) if p.is_file())
+            items.append(f"`{d}`: {files}")
+            command = res.metas[i].get("command")
+            if command:
+                items.append(f"reproduce: `{command}`")
+        if self.figdir.is_dir():
+            items.append(f"figures: `{self.figdir}`")
+        items.append("re-render this report: `python -m analysis.report "
+                     + " ".join(str(d) for d in res.dirs) + "`")
+        self.add(Bullets(items))
+
+    def build(self) -> list[Block]:
+        res = self.res
+        space = (res.metas[0].get("space") or res.specs[0].get("name") or res.dirs[0].name)
+        question = res.specs[0].get("question") or res.metas[0].get("question") or ""
+        self.add(Heading(1, f"Study report: {space}"))
+        if question:
+            self.add(Para(f"**Question:** {question}"))
+        self.add(Para(f"Generated {time.strftime('%Y-%m-%d %H:%M:%S %Z')} from "
+                      + ", ".join(f"`{d}`" for d in res.dirs) + "."))
+        head = len(self.blocks)
+        self.section("Provenance", self.provenance)
+        self.section("Trials", self.trials)
+        if not len(res.finished):
+            self.add(Heading(2, "Results"),
+                     Para(f"There is nothing to analyse: none of the {len(res.trials)} trials "
+                          f"finished with a headline accuracy."))
+            self.summary.append("There is nothing to analyse yet.")
+        else:
+            self.section("Main table", self.main_table)
+            self.section("Sensitivity", self.sensitivity)
+            self.section("Figures", self.figures)
+            self.section("Comparison with the paper", self.paper)
+        self.section("Artifacts", self.artifacts)
+        self.blocks[head:head] = [Heading(2, "What the study says"), Bullets(self.summary)]
+        return self.blocks
+
+
+# -- rendering -------------------------------------------------------------------------------
+
+def _md_cell(x: object) -> str:
+    return str(x).replace("|", "\\|").replace("\n", " ")
+
+
+def render_markdown(blocks: list[Block], out: Path) -> str:
+    lines: list[str] = []
+    for b in blocks:
+        if isinstance(b, Heading):
+            lines += ["#" * b.level + " " + b.text, ""]
+        elif isinstance(b, Para):
+            lines += [b.text, ""]
+        elif isinstance(b, Bullets):
+            lines += [f"- {item}" for item in b.items] + [""]
+        elif isinstance(b, Code):
+            lines += [f"```{b.lang}", b.text, "```", ""]
+        elif isinstance(b, Table):
+            cols = [str(c) for c in b.frame.columns]
+            lines += ["| " + " | ".join(_md_cell(c) for c in cols) + " |",
+                      "|" + "|".join("---" for _ in cols) + "|"]
+            lines += ["| " + " | ".join(_md_cell(v) for v in row) + " |"
+                      for row in b.frame.itertuples(index=False)]
+            if b.caption:
+                lines += ["", f"*{b.caption}*"]
+            lines.append("")
+        elif isinstance(b, Figure):
+            rel = b.path.relative_to(out) if b.path.is_relative_to(out) else b.path
+            lines += [f"![{b.caption}]({rel.as_posix()})", "", f"*{b.caption}*", ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _inline(text: str) -> str:
+    """Escaped HTML with ``**bold**`` and ```code``` spans."""
+    out = html.escape(str(text), quote=False)
+    out = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", out)
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", out)
+
+
+CSS = """
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2rem auto;
+       max-width: 1200px; padding: 0 1rem; color: #222; line-height: 1.45; }
+h1 { border-bottom: 2px solid #444; } h2 { border-bottom: 1px solid #bbb; margin-top: 2rem; }
+table { border-collapse: collapse; margin: 0.6rem 0 1.2rem; font-size: 0.85rem; }
+th, td { border: 1px solid #ccc; padding: 0.2rem 0.5rem; text-align: left; vertical-align: top; }
+th { background: #f0f0f0; } tr:nth-child(even) td { background: #fafafa; }
+caption { caption-side: bottom; text-align: left; font-style: italic; color: #555;
+          padding-top: 0.3rem; }
+code, pre { background: #f4f4f4; font-size: 0.85rem; } pre { padding: 0.6rem; overflow-x: auto; }
+figure { margin: 1rem 0; } figure img { max-width: 100%; height: auto; border: 1px solid #ddd; }
+figcaption { font-style: italic; color: #555; } summary { cursor: pointer; color: #225; }
+"""
+
+
+def render_html(blocks: list[Block], title: str) -> str:
+    parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+             '<meta name="viewport" content="width=device-width, initial-scale=1">',
+             f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>"]
+    for b in blocks:
+        if isinstance(b, Heading):
+            parts.append(f"<h{b.level}>{_inline(b.text)}</h{b.level}>")
+        elif isinstance(b, Para):
+            parts.append(f"<p>{_inline(b.text)}</p>")
+        elif isinstance(b, Bullets):
+            parts.append("<ul>" + "".join(f"<li>{_inline(i)}</li>" for i in b.items) + "</ul>")
+        elif isinstance(b, Code):
+            pre = f"<pre><code>{html.escape(b.text)}</code></pre>"
+            if b.summary:
+                pre = f"<details><summary>{html.escape(b.summary)}</summary>{pre}</details>"
+            parts.append(pre)
+        elif isinstance(b, Table):
+            head = "".join(f"<th>{_inline(c)}</th>" for c in b.frame.columns)
+            body = "".join("<tr>" + "".join(f"<td>{_inline(v)}</td>" for v in row) + "</tr>"
+                           for row in b.frame.itertuples(index=False))
+            caption = f"<caption>{_inline(b.caption)}</caption>" if b.caption else ""
+            parts.append(f"<table>{caption}<thead><tr>{head}</tr></thead>"
+                         f"<tbody>{body}</tbody></table>")
+        elif isinstance(b, Figure):
+            data = base64.b64encode(b.path.read_bytes()).decode("ascii")
+            parts.append(f'<figure><img src="data:image/png;base64,{data}" '
+                         f'alt="{html.escape(b.caption)}"><figcaption>{_inline(b.caption)}'
+                         f"</figcaption></figure>")
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
+
+
+# -- entry points ----------------------------------------------------------------------------
+
+def generate(dirs: list[Path], out: Path | None = None) -> Path:
+    """Writes report.md, report.html and figures/*.png; returns the report.html path.
+
+    Args:
+        dirs: Results folders (``results/<space>/<timestamp>/``); several are analysed together
+            (e.g. the same study on several data sets).
+        out: Where to write (default: the first results folder).
+
+    Raises:
+        ResultsError: A folder is missing or has no trials.csv, or a file is malformed.
+    """
+    res = load([Path(d) for d in dirs])
+    out = Path(out) if out is not None else res.dirs[0]
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in (out / "figures").glob("*.png"):  # from an earlier report of this folder
+        stale.unlink()
+    with np.errstate(all="ignore"):
+        blocks = Builder(res, out).build()
+    title = blocks[0].text if blocks and isinstance(blocks[0], Heading) else "Study report"
+    (out / "report.md").write_text(render_markdown(blocks, out))
+    path = out / "report.html"
+    path.write_text(render_html(blocks, title))
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m analysis.report",
+                                 description="Writes the report of one or more study results "
+                                             "folders: report.md, report.html, figures/*.png.")
+    ap.add_argument("dirs", nargs="+", type=Path, metavar="RESULTS_DIR",
+                    help="results/<space>/<timestamp>/ folder(s) written by study/run.py")
+    ap.add_argument("--out", type=Path, help="output folder (default: the first RESULTS_DIR)")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        path = generate(args.dirs, args.out)
+    except ResultsError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(f"report: {path}")
+    print(f"        {path.with_suffix('.md')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,337 @@
+"""A study's results folder(s) -> one in-memory record: trials, curves, factors and data sets.
+
+The study driver writes ``results/<space>/<timestamp>/`` with ``trials.csv`` (one row a trial),
+``curves.csv`` (trial × epoch), ``space.yaml`` (the merged spec), ``meta.json`` (provenance)
+and, for Optuna studies, ``optuna.journal``. Only ``trials.csv`` is required: an interrupted
+study may lack the rest, and the report says so instead of failing.
+
+Vocabulary used by the rest of the package:
+    factor    a searched parameter (``rollingq.max_rotations``); scientific factors define the
+              variants, nuisance factors are tuned away
+    level     one value of a factor, as a string (``"0"``, ``"svd"``, ``"False"``), ordered as
+              in the space file
+    variant   one combination of scientific levels, labelled ``"0 / svd"``
+    baseline  the vanilla variant: ``rollingq.enabled = false`` or ``rollingq.max_rotations =
+              0`` where searched, else each factor's first level
+    data set  ``data.name`` (searched, fixed, or "synthetic" when absent)
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+HEADLINE = "test_acc_at_best_val"  # test accuracy at the best validation epoch
+PAPER_STYLE = "best_test_acc"  # best test epoch (model selection on test, as the paper does)
+VALIDATION = "best_val_acc"
+SEED = "train.seed"
+DATASET_KEY = "data.name"
+DEFAULT_DATASET = "synthetic"
+STATUSES = ("finished", "diverged", "stopped", "errored", "incomplete")
+# Levels that switch the method off; a factor not listed here has its first level as baseline.
+VANILLA: dict[str, Any] = {"rollingq.enabled": False, "rollingq.max_rotations": 0}
+
+
+class ResultsError(ValueError):
+    """A results folder cannot be read; the message is one readable line."""
+
+
+def level_str(value: Any) -> str:
+    """One factor level as a string that is the same whether it came from YAML or a CSV.
+
+    ``False`` and ``"False"`` -> ``"False"``; ``0``, ``0.0`` and ``"0"`` -> ``"0"``;
+    ``0.25`` -> ``"0.25"``; missing -> ``"NA"``.
+    """
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "NA"
+    if isinstance(value, bool | np.bool_):
+        return str(bool(value))
+    if isinstance(value, int | np.integer):
+        return str(int(value))
+    if isinstance(value, float | np.floating):
+        v = float(value)
+        return str(int(v)) if v.is_integer() else f"{v:g}"
+    return str(value)
+
+
+@dataclass
+class Factor:
+    """A searched parameter.
+
+    Attributes:
+        key: Dotted config key, the column name in ``trials.csv``.
+        role: ``scientific`` or ``nuisance``.
+        type: ``choice``, ``int`` or ``float``.
+        levels: Level strings in the space file's order, then any other observed level.
+        baseline: The vanilla level.
+        numeric: Whether the levels are numbers (heatmap and axis order).
+    """
+
+    key: str
+    role: str
+    type: str
+    levels: list[str]
+    baseline: str
+    numeric: bool
+
+
+@dataclass
+class Results:
+    """One or more results folders read into tables.
+
+    Attributes:
+        dirs: The folders, in the order given.
+        specs: Each folder's ``space.yaml`` (``{}`` where missing).
+        metas: Each folder's ``meta.json`` (``{}`` where missing).
+        trials: Every trial row, with ``study`` (folder index), ``dataset``, ``variant`` and the
+            accuracies in percent (``acc`` = headline, ``acc_paper``, ``acc_val``).
+        curves: Every trial × epoch row, with ``study``, ``dataset``, ``variant`` and the trial's
+            ``trial_status``.
+        factors: Scientific factors, in file order (``data.name`` is the data set, not a factor).
+        nuisance: Nuisance factors.
+        datasets: Data set names in order of appearance.
+        mode: ``grid`` or ``optuna`` (the first folder's).
+        scheduler: ``fifo`` or ``asha``.
+        metric: The tune metric (``val_acc`` ...).
+        journals: ``optuna.journal`` files found.
+        scale: 100 when the files hold fractions (accuracies are reported in percent).
+        notes: Sentences about what was missing while reading.
+    """
+
+    dirs: list[Path]
+    specs: list[dict[str, Any]]
+    metas: list[dict[str, Any]]
+    trials: pd.DataFrame
+    curves: pd.DataFrame
+    factors: list[Factor]
+    nuisance: list[Factor]
+    datasets: list[str]
+    mode: str = "grid"
+    scheduler: str = "fifo"
+    metric: str = "val_acc"
+    journals: list[Path] = field(default_factory=list)
+    scale: float = 100.0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def finished(self) -> pd.DataFrame:
+        """Trials the statistics use: status ``finished`` with a headline accuracy."""
+        t = self.trials
+        return t[(t["status"] == "finished") & t["acc"].notna()].copy()
+
+    @property
+    def variants(self) -> list[str]:
+        """Variant labels in factor-level order, those present in the trials only."""
+        present = set(self.trials["variant"])
+        return [v for v in self.trials["variant"].cat.categories if v in present]
+
+    @property
+    def baseline(self) -> str:
+        """The vanilla variant's label."""
+        return variant_label([f.baseline for f in self.factors])
+
+    @property
+    def variant_title(self) -> str:
+        """What a variant label lists, e.g. ``rollingq.max_rotations / rollingq.rotation``."""
+        return " / ".join(f.key for f in self.factors) or "variant"
+
+    def factor(self, key: str) -> Factor | None:
+        return next((f for f in self.factors + self.nuisance if f.key == key), None)
+
+    def frame(self) -> pd.DataFrame:
+        """The finished trials with every factor as an ordered categorical of level strings."""
+        df = self.finished
+        for f in self.factors + self.nuisance:
+            df[f.key] = pd.Categorical(df[f.key].map(level_str), categories=f.levels,
+                                       ordered=True)
+        return df
+
+
+def variant_label(levels: list[str]) -> str:
+    return " / ".join(levels) if levels else "all"
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    if not path.is_file():
+        return pd.DataFrame()
+    try:
+        return pd.read_csv(path)
+    except pd.errors.EmptyDataError:  # an interrupted study writes an empty table
+        return pd.DataFrame()
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    try:
+        tree = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ResultsError(f"{path}: malformed YAML ({str(e).splitlines()[0]})") from None
+    return tree if isinstance(tree, dict) else {}
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    try:
+        tree = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ResultsError(f"{path}: malformed JSON ({e})") from None
+    return tree if isinstance(tree, dict) else {}
+
+
+def _spec_levels(raw: dict[str, Any]) -> list[str]:
+    """The levels a search entry enumerates: its values, or its stepped range."""
+    if raw.get("type", "choice") == "choice":
+        return [level_str(v) for v in raw.get("values") or []]
+    low, high, step = raw.get("low"), raw.get("high"), raw.get("step")
+    if low is None or high is None or not step:
+        return []  # a continuous Optuna range: the observed values are the levels
+    n = int(math.floor((high - low) / step + 1e-9)) + 1
+    return [level_str(round(low + i * step, 12)) for i in range(n)]
+
+
+def _is_number(s: str) -> bool:
+    if s in ("True", "False", "NA"):
+        return False
+    try:
+        float(s)
+    except ValueError:
+        return False
+    return True
+
+
+def _factor(key: str, raw: dict[str, Any], observed: pd.Series) -> Factor:
+    levels = _spec_levels(raw)
+    seen = [level_str(v) for v in observed.dropna().unique()]
+    extra = [s for s in seen if s not in levels]
+    if extra and all(_is_number(s) for s in extra):
+        extra.sort(key=float)
+    levels = levels + extra
+    if observed.isna().any() and "NA" not in levels:
+        levels.append("NA")  # an inactive conditional parameter
+    vanilla = level_str(VANILLA[key]) if key in VANILLA else None
+    baseline = vanilla if vanilla in levels else (levels[0] if levels else "NA")
+    numeric = bool(levels) and all(_is_number(s) for s in levels if s != "NA")
+    return Factor(key, raw.get("role", "scientific"), raw.get("type", "choice"), levels,
+                  baseline, numeric)
+
+
+def check_dir(path: Path) -> Path:
+    """A results folder that exists and holds ``trials.csv``.
+
+    Raises:
+        ResultsError: Naming the folder and what is missing.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise ResultsError(f"results folder {str(path)!r} does not exist; pass a folder like "
+                           f"results/<space>/<timestamp>/")
+    if not (path / "trials.csv").is_file():
+        raise ResultsError(f"no trials.csv in {str(path)!r}; is it a study's results folder "
+                           f"(results/<space>/<timestamp>/, written by study/run.py)?")
+    return path
+
+
+def load(dirs: list[Path]) -> Results:
+    """Reads one or more results folders (of one study, or of the same study on several data sets).
+
+    Raises:
+        ResultsError: A folder is missing or has no ``trials.csv``, or a file is malformed.
+    """
+    if not dirs:
+        raise ResultsError("no results folder given; pass at least one results/<space>/<time>/")
+    dirs = [check_dir(Path(d)) for d in dirs]
+    specs = [_read_yaml(d / "space.yaml") for d in dirs]
+    metas = [_read_json(d / "meta.json") for d in dirs]
+    notes = [f"`{d}` has no {name}." for d, s, m in zip(dirs, specs, metas, strict=True)
+             for name, tree in (("space.yaml", s), ("meta.json", m)) if not tree]
+
+    tables, curve_tables = [], []
+    for i, (d, spec) in enumerate(zip(dirs, specs, strict=True)):
+        t = _read_csv(d / "trials.csv")
+        for col, default in (("trial_id", ""), ("status", "incomplete"), ("error", "")):
+            if col not in t:
+                t[col] = default
+        fixed = spec.get("fixed") or {}
+        if DATASET_KEY not in t:
+            t[DATASET_KEY] = fixed.get(DATASET_KEY, DEFAULT_DATASET)
+        for key in _search(specs):  # a parameter searched elsewhere but fixed here
+            if key not in t:
+                t[key] = fixed.get(key, "default")
+        t.insert(0, "study", i)
+        tables.append(t)
+        c = _read_csv(d / "curves.csv")
+        if len(c):
+            c.insert(0, "study", i)
+            curve_tables.append(c)
+    trials = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
+    trials["status"] = trials["status"].astype(object).fillna("incomplete").astype(str)
+    trials["error"] = trials["error"].astype(object).fillna("").astype(str)
+    trials["dataset"] = trials[DATASET_KEY].fillna(DEFAULT_DATASET).astype(str)
+    if SEED not in trials:
+        trials[SEED] = 0
+
+    search = _search(specs)
+    factors = [_factor(k, raw, trials[k]) for k, raw in search.items()
+               if raw.get("role", "scientific") == "scientific" and k != DATASET_KEY]
+    nuisance = [_factor(k, raw, trials[k]) for k, raw in search.items()
+                if raw.get("role") == "nuisance" and k != DATASET_KEY]
+
+    for col in (HEADLINE, PAPER_STYLE, VALIDATION):
+        if col not in trials:
+            trials[col] = np.nan
+        trials[col] = pd.to_numeric(trials[col], errors="coerce")
+    top = trials[[HEADLINE, PAPER_STYLE, VALIDATION]].abs().max().max()
+    scale = 100.0 if not (top > 1.0 + 1e-9) else 1.0  # fractions -> percent
+    trials["acc"] = trials[HEADLINE] * scale
+    trials["acc_paper"] = trials[PAPER_STYLE] * scale
+    trials["acc_val"] = trials[VALIDATION] * scale
+
+    labels = [variant_label([level_str(v) for v in row])
+              for row in trials[[f.key for f in factors]].itertuples(index=False)]
+    order = _variant_order(factors, labels)
+    trials["variant"] = pd.Categorical(labels, categories=order, ordered=True)
+    datasets = list(dict.fromkeys(trials["dataset"]))
+
+    curves = pd.concat(curve_tables, ignore_index=True) if curve_tables else pd.DataFrame()
+    if len(curves) and "trial_id" in curves:
+        keep = trials[["study", "trial_id", "dataset", "variant", "status", SEED]].rename(
+            columns={"status": "trial_status", SEED: "seed"})
+        drop = [c for c in ("dataset", "variant", "trial_status", "seed") if c in curves]
+        curves = curves.drop(columns=drop).merge(keep, on=["study", "trial_id"], how="inner")
+
+    tune = (specs[0].get("tune") if specs else None) or {}
+    return Results(
+        dirs=dirs, specs=specs, metas=metas, trials=trials, curves=curves, factors=factors,
+        nuisance=nuisance, datasets=datasets, mode=tune.get("mode", "grid"),
+        scheduler=tune.get("scheduler", "fifo"), metric=tune.get("metric", "val_acc"),
+        journals=[d / "optuna.journal" for d in dirs if (d / "optuna.journal").is_file()],
+        scale=scale, notes=notes,
+    )
+
+
+def _search(specs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The union of the folders' search sections, in order (the first folder's entry wins)."""
+    out: dict[str, dict[str, Any]] = {}
+    for spec in specs:
+        for key, raw in (spec.get("search") or {}).items():
+            out.setdefault(key, raw if isinstance(raw, dict) else {})
+    return out
+
+
+def _variant_order(factors: list[Factor], labels: list[str]) -> list[str]:
+    """Variant labels ordered by the factors' level order (then any unexpected label)."""
+    grid: list[str] = []
+    if math.prod(len(f.levels) for f in factors) <= 10_000:  # else a continuous Optuna space
+        grid = [variant_label(list(c)) for c in itertools.product(*(f.levels for f in factors))]
+    seen = set(grid)
+    return grid + [x for x in dict.fromkeys(labels) if x not in seen]

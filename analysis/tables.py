@@ -1,0 +1,460 @@
+"""Tables of a study: provenance, trial counts, the main table, noise robustness, the paper's.
+
+Every accuracy is in percent. The headline is the test accuracy at the best validation epoch
+(``test_acc_at_best_val``); the paper-style number (``best_test_acc``: the best test epoch, i.e.
+model selection on the test set, as the paper reports it) is shown beside it, labelled.
+
+Intervals are 95 % t-intervals over seeds: ``mean ± t(.975, n-1) · sd / √n``. A variant's
+difference to the baseline is paired by seed when both have at least two seeds in common
+(the seeds are the same data order and initialisation), else Welch's interval.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from analysis.results import SEED, STATUSES, Results, level_str
+
+NOISE_COLUMN = re.compile(r"^noise_(?P<modality>[A-Za-z]+)_(?P<level>\d+(?:\.\d+)?(?:e-?\d+)?)$")
+TOP_CONFIGS = 10  # rows of the main table of an Optuna study
+
+# ../shared/METHOD.md §5. Table 1: top-1 accuracy (%), the best test epoch of one seed.
+PAPER_TABLE1: dict[str, dict[str, float]] = {
+    "cremad": {"Concat": 49.3, "Vanilla MT": 48.8, "Vanilla MT*": 51.5, "MBT": 51.5,
+               "Vanilla MT + RollingQ": 51.9, "Vanilla MT* + RollingQ": 52.2},
+    "kinetics_sounds": {"Concat": 68.0, "Vanilla MT": 67.0, "Vanilla MT*": 69.1, "MBT": 72.2,
+                        "Vanilla MT + RollingQ": 69.3, "Vanilla MT* + RollingQ": 70.1},
+    "mosei": {"Concat": 62.8, "Vanilla MT": 62.7, "Vanilla MT*": 62.2, "MBT": 63.0,
+              "Vanilla MT + RollingQ": 63.2, "Vanilla MT* + RollingQ": 62.9},
+}
+# Table 2: Pearson r between attention share and "input is noise" (vanilla, RollingQ).
+PAPER_TABLE2: dict[str, tuple[float, float]] = {"cremad": (0.52, 0.76),
+                                                "kinetics_sounds": (0.44, 0.78)}
+# Table 3: Kinetics-Sounds, Gaussian noise on the audio modality at test time (recipe unpublished).
+PAPER_TABLE3_LEVELS = (0.0, 0.25, 0.5, 0.75, 1.0)
+PAPER_TABLE3: dict[str, tuple[float, ...]] = {
+    "Vanilla MT": (67.0, 62.7, 52.9, 43.2, 34.7),
+    "Vanilla MT + RollingQ": (69.3, 67.2, 58.2, 47.5, 40.6),
+}
+PROTOCOL = (
+    "The paper reports the best epoch's test accuracy of a single seed (the epoch is chosen on "
+    "the test set); our headline picks the epoch on a validation split carved from the training "
+    "set and averages over seeds, and our paper-style column repeats the paper's selection. The "
+    "paper's β, ρ, rotation count, learning rate and epochs are unpublished, so its numbers are "
+    "a reference point, not a reproduction target."
+)
+
+
+# -- statistics of one cell ------------------------------------------------------------------
+
+def t_interval(values: Any, level: float = 0.95) -> tuple[float, float, float, float, int]:
+    """Mean, sd, and the t-interval of a sample: ``(mean, sd, low, high, n)``; NaN where n < 2."""
+    x = np.asarray(pd.Series(values).dropna(), dtype=float)
+    n = len(x)
+    if n == 0:
+        return (np.nan, np.nan, np.nan, np.nan, 0)
+    mean = float(x.mean())
+    if n < 2:
+        return (mean, np.nan, np.nan, np.nan, 1)
+    sd = float(x.std(ddof=1))
+    half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * sd / np.sqrt(n)
+    return (mean, sd, mean - half, mean + half, n)
+
+
+def difference(a: pd.Series, b: pd.Series, level: float = 0.95) -> tuple[float, float, float, str]:
+    """``mean(a) - mean(b)`` with its interval; a and b are indexed by seed.
+
+    Returns:
+        ``(delta, low, high, method)``, method ``paired`` (by seed, over the seeds both have),
+        ``Welch`` or ``-`` (too few seeds for an interval).
+    """
+    a, b = a.dropna(), b.dropna()
+    if not len(a) or not len(b):
+        return (np.nan, np.nan, np.nan, "-")
+    common = a.index.intersection(b.index)
+    if a.index.is_unique and b.index.is_unique and len(common) >= 2:
+        d = a.loc[common].to_numpy() - b.loc[common].to_numpy()
+        mean, _, lo, hi, n = t_interval(d, level)
+        return (mean, lo, hi, "paired" if n == max(len(a), len(b)) else f"paired, {n} seeds")
+    delta = float(a.mean() - b.mean())
+    if len(a) < 2 or len(b) < 2:
+        return (delta, np.nan, np.nan, "-")
+    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+    se = np.sqrt(va + vb)
+    if se == 0:
+        return (delta, delta, delta, "Welch")
+    dof = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
+    half = float(stats.t.ppf(0.5 + level / 2, dof)) * se
+    return (delta, delta - half, delta + half, "Welch")
+
+
+# -- counts and provenance -------------------------------------------------------------------
+
+def status_counts(res: Results) -> pd.DataFrame:
+    """Trials by status per results folder (and in total when there are several)."""
+    rows = []
+    for i, d in enumerate(res.dirs):
+        t = res.trials[res.trials["study"] == i]
+        meta = res.metas[i]
+        row: dict[str, Any] = {"study": d.name if len(res.dirs) == 1 else f"{i}: {d.name}"}
+        row.update({s: int((t["status"] == s).sum()) for s in STATUSES})
+        retries = pd.to_numeric(t.get("retries", pd.Series(dtype=float)), errors="coerce")
+        row["retried"] = int((retries > 0).sum())
+        row["trials"] = len(t)
+        row["expected"] = meta.get("expected_trials", "?")
+        rows.append(row)
+    out = pd.DataFrame(rows)
+    if len(rows) > 1:
+        total = {c: out[c].sum() for c in [*STATUSES, "retried", "trials"]}
+        expected = out["expected"]
+        total["expected"] = expected.sum() if all(isinstance(e, int) for e in expected) else "?"
+        out = pd.concat([out, pd.DataFrame([{"study": "total", **total}])], ignore_index=True)
+    return out
+
+
+def excluded_trials(res: Results, limit: int = 30) -> pd.DataFrame:
+    """The trials the statistics leave out, with their status and error line."""
+    t = res.trials[~res.trials.index.isin(res.finished.index)]
+    cols = ["trial_id", "dataset", "variant", SEED, "status", "epochs", "error"]
+    out = t[[c for c in cols if c in t]].head(limit).copy()
+    out["variant"] = out["variant"].astype(str)
+    if "epochs" in out:
+        out["epochs"] = out["epochs"].map(lambda v: level_str(v))
+    out["error"] = out["error"].map(lambda e: e if len(e) <= 160 else e[:157] + "...")
+    return out.rename(columns={SEED: "seed"})
+
+
+def provenance(res: Results, i: int) -> list[tuple[str, str]]:
+    """(field, value) rows describing how one results folder was produced."""
+    spec, meta = res.specs[i], res.metas[i]
+    git = meta.get("git") or {}
+    commit = git.get("commit") or "unknown"
+    if git.get("dirty"):
+        commit += " (uncommitted changes)"
+    versions = ", ".join(f"{k} {v}" for k, v in (meta.get("versions") or {}).items())
+    cluster = meta.get("cluster") or {}
+    resources = {k: v for k, v in (cluster.get("resources") or {}).items() if "_group_" not in k
+                 and not k.startswith("bundle_group")}
+    hardware = ", ".join(f"{k} {level_str(v)}" for k, v in resources.items())
+    tune = spec.get("tune") or {}
+    rows = [
+        ("folder", str(res.dirs[i])),
+        ("space", str(meta.get("space") or spec.get("name") or "?")),
+        ("question", str(spec.get("question") or meta.get("question") or "-")),
+        ("source", str(meta.get("source") or "-")),
+        ("command", str(meta.get("command") or "-")),
+        ("git commit", commit),
+        ("versions", versions or "-"),
+        ("platform", str(meta.get("platform") or "-")),
+        ("hardware", f"{cluster.get('nodes', '?')} node(s); {hardware or '-'}"),
+        ("tuning", ", ".join(f"{k} {tune[k]}" for k in ("mode", "metric", "scheduler",
+                                                         "num_samples") if k in tune) or "-"),
+        ("seeds", ", ".join(str(s) for s in spec.get("seeds") or []) or "-"),
+        ("data set", ", ".join(dict.fromkeys(res.trials.loc[res.trials["study"] == i,
+                                                             "dataset"]))),
+        ("started / finished", f"{meta.get('started', '?')} / {meta.get('finished', '?')}"
+                               + (" (resumed)" if meta.get("resumed") else "")),
+        ("hours", _hours(meta)),
+    ]
+    return rows
+
+
+def _hours(meta: dict[str, Any]) -> str:
+    parts = []
+    for key, name in (("wall_hours", "wall"), ("trial_hours", "trial"), ("gpu_hours", "GPU")):
+        if meta.get(key) is not None:
+            parts.append(f"{name} {float(meta[key]):.3f} h")
+    return ", ".join(parts) or "-"
+
+
+# -- the main table --------------------------------------------------------------------------
+
+def main_table(res: Results) -> pd.DataFrame:
+    """Per data set × variant: n, mean, sd, t-interval, Δ to the baseline, paper-style, best.
+
+    Grid studies have one row per variant (the combination of scientific levels). With
+    nuisance factors, each variant keeps the nuisance setting with the best mean validation
+    accuracy (the setting is in column ``setting``). Optuna studies list their top
+    configurations by mean validation accuracy instead; they have no baseline.
+
+    Returns:
+        Numeric columns ``dataset, variant, <factor keys>, n, seeds, mean, sd, low, high,
+        delta, delta_low, delta_high, delta_method, paper_mean, paper_sd, val_mean, setting,
+        baseline, best``.
+    """
+    df = res.finished
+    if not len(df):
+        return pd.DataFrame()
+    if res.mode == "optuna":
+        return _optuna_table(res, df)
+    rows = []
+    for ds in res.datasets:
+        d = df[df["dataset"] == ds]
+        cells: dict[str, pd.DataFrame] = {}
+        settings: dict[str, str] = {}
+        for v in res.variants:
+            cell = d[d["variant"] == v]
+            if not len(cell):
+                continue
+            cell, settings[v] = _best_nuisance(res, cell)
+            cells[v] = cell.set_index(SEED)
+        if not cells:
+            continue
+        base = res.baseline if res.baseline in cells else next(iter(cells))
+        for v, cell in cells.items():
+            mean, sd, lo, hi, n = t_interval(cell["acc"])
+            pm, psd, *_ = t_interval(cell["acc_paper"])
+            delta = difference(cell["acc"], cells[base]["acc"]) if v != base else (
+                np.nan, np.nan, np.nan, "")
+            levels = v.split(" / ") if res.factors else []
+            rows.append({
+                "dataset": ds, "variant": v,
+                **{f.key: lv for f, lv in zip(res.factors, levels, strict=True)},
+                "n": n, "seeds": ",".join(level_str(s) for s in cell.index),
+                "mean": mean, "sd": sd, "low": lo, "high": hi,
+                "delta": delta[0], "delta_low": delta[1], "delta_high": delta[2],
+                "delta_method": delta[3], "paper_mean": pm, "paper_sd": psd,
+                "val_mean": cell["acc_val"].mean(), "setting": settings[v],
+                "baseline": v == base,
+            })
+    out = pd.DataFrame(rows)
+    out["best"] = out["mean"] == out.groupby("dataset")["mean"].transform("max")
+    return out
+
+
+def _best_nuisance(res: Results, cell: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    if not res.nuisance:
+        return cell, ""
+    keys = [f.key for f in res.nuisance]
+    key = cell[keys].map(level_str).apply(tuple, axis=1)
+    best = cell.groupby(key)["acc_val"].mean().idxmax()
+    chosen = cell[key == best]
+    return chosen, ", ".join(f"{k}={v}" for k, v in zip(keys, best, strict=True))
+
+
+def _optuna_table(res: Results, df: pd.DataFrame) -> pd.DataFrame:
+    keys = [f.key for f in res.factors + res.nuisance]
+    rows = []
+    for ds in res.datasets:
+        d = df[df["dataset"] == ds]
+        if not len(d):
+            continue
+        config = (d[keys].map(level_str).apply(lambda r: " / ".join(r), axis=1) if keys
+                  else pd.Series("all", index=d.index))
+        block = []
+        for label, cell in d.groupby(config, sort=False):
+            mean, sd, lo, hi, n = t_interval(cell["acc"])
+            pm, psd, *_ = t_interval(cell["acc_paper"])
+            block.append({
+                "dataset": ds, "variant": label,
+                **{k: level_str(cell[k].iloc[0]) for k in keys},
+                "n": n, "seeds": ",".join(level_str(s) for s in cell[SEED]),
+                "mean": mean, "sd": sd, "low": lo, "high": hi, "delta": np.nan,
+                "delta_low": np.nan, "delta_high": np.nan, "delta_method": "",
+                "paper_mean": pm, "paper_sd": psd, "val_mean": cell["acc_val"].mean(),
+                "setting": "", "baseline": False,
+            })
+        block.sort(key=lambda r: -r["val_mean"])
+        rows += block[:TOP_CONFIGS]
+    out = pd.DataFrame(rows)
+    out["best"] = out["val_mean"] == out.groupby("dataset")["val_mean"].transform("max")
+    return out
+
+
+def mean_sd(mean: float, sd: float, digits: int = 2) -> str:
+    """``"51.90 ± 0.40"``; the mean alone without an sd; ``"-"`` without a mean."""
+    if pd.isna(mean):
+        return "-"
+    return f"{mean:.{digits}f}" if pd.isna(sd) else f"{mean:.{digits}f} ± {sd:.{digits}f}"
+
+
+def _ci(lo: float, hi: float, digits: int = 2) -> str:
+    return "-" if pd.isna(lo) else f"[{lo:.{digits}f}, {hi:.{digits}f}]"
+
+
+def format_main(table: pd.DataFrame, res: Results) -> pd.DataFrame:
+    """The main table as strings for the report; the best row per data set in bold."""
+    keys = [f.key for f in res.factors] + ([f.key for f in res.nuisance]
+                                           if res.mode == "optuna" else [])
+    rows = []
+    for r in table.to_dict("records"):
+        head = mean_sd(r["mean"], r["sd"])
+        if r["best"]:
+            head = f"**{head}**"
+        if r["baseline"]:
+            delta = "baseline"
+        elif pd.isna(r["delta"]):
+            delta = "-"
+        elif pd.isna(r["delta_low"]):
+            delta = f"{r['delta']:+.2f} (no interval: one seed)"
+        else:
+            ci = _ci(r["delta_low"], r["delta_high"])
+            delta = f"{r['delta']:+.2f} {ci} ({r['delta_method']})"
+        row = {"data set": r["dataset"]} if len(res.datasets) > 1 else {}
+        row.update({k: r.get(k, "") for k in keys} if keys else {"variant": r["variant"]})
+        if res.nuisance and res.mode != "optuna":
+            row["nuisance setting (best val)"] = r["setting"]
+        row.update({
+            "n": str(r["n"]),
+            "test acc at best val (%)": head,
+            "95% CI": _ci(r["low"], r["high"]),
+            "Δ vs baseline [95% CI]": delta,
+            "best test epoch, paper-style (%)": mean_sd(r["paper_mean"], r["paper_sd"]),
+        })
+        if res.mode == "optuna":
+            row["val acc (%)"] = f"{r['val_mean']:.2f}"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+# -- noise robustness ------------------------------------------------------------------------
+
+def noise_long(res: Results) -> pd.DataFrame:
+    """Accuracy under noise, one row a finished trial × noised modality × level (percent),
+    with the trial's data set, variant, seed and factor levels."""
+    df = res.finished
+    cols = {c: NOISE_COLUMN.match(c) for c in df.columns}
+    cols = {c: m for c, m in cols.items() if m}
+    if not cols or not len(df):
+        return pd.DataFrame(columns=["dataset", "variant", SEED, "modality", "level", "acc"])
+    keys = [f.key for f in res.factors if f.key in df]
+    long = df.melt(id_vars=["dataset", "variant", SEED, *keys], value_vars=list(cols),
+                   var_name="column", value_name="value")
+    long["modality"] = long["column"].map(lambda c: cols[c]["modality"])
+    long["level"] = long["column"].map(lambda c: float(cols[c]["level"]))
+    long["acc"] = pd.to_numeric(long.pop("value"), errors="coerce") * res.scale
+    long["variant"] = long["variant"].astype(str)
+    return long.dropna(subset=["acc"]).drop(columns="column")
+
+
+def noise_recipe(res: Results) -> str:
+    """The noise recipe(s) the trials used, as one phrase."""
+    if "noise_recipe" not in res.finished:
+        return "unknown"
+    recipes = [str(r) for r in res.finished["noise_recipe"].dropna().unique()]
+    return ", ".join(recipes) or "unknown"
+
+
+def noise_table(res: Results) -> pd.DataFrame:
+    """The paper's Table 3 layout: a row per data set × variant × noised modality, a column a
+    noise level, cells ``mean ± sd`` over seeds (percent)."""
+    long = noise_long(res)
+    if not len(long):
+        return pd.DataFrame()
+    levels = sorted(long["level"].unique())
+    rows = []
+    order = {v: i for i, v in enumerate(res.variants)}
+    groups = long.groupby(["dataset", "variant", "modality"], sort=False)
+    for (ds, v, m), g in sorted(groups, key=lambda kv: (res.datasets.index(kv[0][0]),
+                                                        order.get(kv[0][1], 0), kv[0][2])):
+        row = {"data set": ds} if len(res.datasets) > 1 else {}
+        row.update({res.variant_title: v, "noised modality": m})
+        for lv in levels:
+            mean, sd, *_ = t_interval(g.loc[g["level"] == lv, "acc"])
+            row[f"λ={level_str(lv)}"] = mean_sd(mean, sd, 1)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+# -- the paper -------------------------------------------------------------------------------
+
+def paper_name(values: dict[str, Any]) -> str | None:
+    """The paper's Table 1 row a configuration corresponds to (``Vanilla MT + RollingQ``)."""
+    fusion = str(values.get("model.fusion", "attn"))
+    try:
+        layers = int(float(values.get("model.fusion_layers", 1)))
+    except (TypeError, ValueError):
+        layers = 1
+    enabled = level_str(values.get("rollingq.enabled", True)) == "True"
+    rotates = level_str(values.get("rollingq.max_rotations", 1)) != "0"
+    on = enabled and rotates
+    if fusion == "concat":  # no attention: RollingQ does not apply
+        return "Concat"
+    if fusion == "mbt":
+        return None if on else "MBT"
+    if fusion != "attn" or layers not in (1, 2):
+        return None
+    name = "Vanilla MT" if layers == 1 else "Vanilla MT*"
+    return f"{name} + RollingQ" if on else name
+
+
+def variant_values(res: Results, study: int, variant: str) -> dict[str, Any]:
+    """A variant's configuration: the folder's fixed values overridden by the variant's levels."""
+    values = dict(res.specs[study].get("fixed") or {})
+    if res.factors:
+        values.update(dict(zip([f.key for f in res.factors], variant.split(" / "), strict=True)))
+    return values
+
+
+def paper_comparison(res: Results, table: pd.DataFrame) -> pd.DataFrame:
+    """Our variants beside the paper's Table 1 row they correspond to, on the paper's data sets."""
+    rows = []
+    if not len(table):
+        return pd.DataFrame()
+    for r in table.to_dict("records"):
+        paper = PAPER_TABLE1.get(r["dataset"])
+        if paper is None:
+            continue
+        study = int(res.trials.loc[res.trials["dataset"] == r["dataset"], "study"].iloc[0])
+        name = paper_name(variant_values(res, study, r["variant"]))
+        if name is None or name not in paper:
+            continue
+        rows.append({
+            "data set": r["dataset"], res.variant_title: r["variant"], "paper's row": name,
+            "paper (%, 1 seed, best test epoch)": f"{paper[name]:.1f}",
+            "ours, paper-style (%)": mean_sd(r["paper_mean"], r["paper_sd"]),
+            "ours − paper": "-" if pd.isna(r["paper_mean"])
+            else f"{r['paper_mean'] - paper[name]:+.1f}",
+            "ours, test at best val (%)": mean_sd(r["mean"], r["sd"]),
+            "n": str(r["n"]),
+        })
+    return pd.DataFrame(rows)
+
+
+def paper_noise_comparison(res: Results) -> pd.DataFrame:
+    """Table 3 (Kinetics-Sounds, audio noise) beside ours at the same levels."""
+    long = noise_long(res)
+    long = long[(long["dataset"] == "kinetics_sounds") & (long["modality"] == "audio")]
+    if not len(long):
+        return pd.DataFrame()
+    study = int(res.trials.loc[res.trials["dataset"] == "kinetics_sounds", "study"].iloc[0])
+    rows = []
+    for name, accs in PAPER_TABLE3.items():
+        rows.append({"source": f"paper: {name}",
+                     **{f"λ={level_str(lv)}": f"{a:.1f}" for lv, a in
+                        zip(PAPER_TABLE3_LEVELS, accs, strict=True)}})
+    for v, g in long.groupby("variant", sort=False):
+        if paper_name(variant_values(res, study, v)) not in PAPER_TABLE3:
+            continue
+        row = {"source": f"ours: {v}"}
+        for lv in PAPER_TABLE3_LEVELS:
+            mean, sd, *_ = t_interval(g.loc[np.isclose(g["level"], lv), "acc"])
+            row[f"λ={level_str(lv)}"] = mean_sd(mean, sd, 1)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def paper_attention_comparison(res: Results) -> pd.DataFrame:
+    """Table 2 (attention share vs "input is noise" Pearson r) beside ours."""
+    if "attn_noise_r" not in res.finished:
+        return pd.DataFrame()
+    rows = []
+    for ds, (vanilla, rolling) in PAPER_TABLE2.items():
+        d = res.finished[res.finished["dataset"] == ds]
+        if not len(d):
+            continue
+        study = int(d["study"].iloc[0])
+        for v, g in d.groupby("variant", sort=False, observed=True):
+            name = paper_name(variant_values(res, study, str(v)))
+            if name not in ("Vanilla MT", "Vanilla MT + RollingQ"):
+                continue
+            mean, sd, *_ = t_interval(pd.to_numeric(g["attn_noise_r"], errors="coerce"))
+            rows.append({"data set": ds, res.variant_title: str(v), "paper's row": name,
+                         "paper r": f"{vanilla if name == 'Vanilla MT' else rolling:.2f}",
+                         "ours r": mean_sd(mean, sd)})
+    return pd.DataFrame(rows)

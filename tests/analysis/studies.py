@@ -1,0 +1,169 @@
+"""Synthetic results folders with planted effects, in the exact format study/run.py writes.
+
+``write_study`` writes ``trials.csv``, ``curves.csv``, ``space.yaml`` and ``meta.json`` (and,
+for Optuna studies, a real ``optuna.journal``) into ``<root>/<name>/<timestamp>/``. Accuracies
+are fractions, as the driver writes them; ``effect(params)`` gives a configuration's expected
+headline accuracy and each seed adds Gaussian noise.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+MODALITIES = ("audio", "visual")
+NOISE_LEVELS = ("0.0", "0.25", "0.5", "0.75", "1.0")
+
+
+def grid(search: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every combination of the search's ``values``."""
+    keys = list(search)
+    return [dict(zip(keys, combo, strict=True))
+            for combo in itertools.product(*(search[k]["values"] for k in keys))]
+
+
+def rotating(params: dict[str, Any]) -> bool:
+    return bool(params.get("rollingq.enabled", True)) and params.get(
+        "rollingq.max_rotations", 1) != 0
+
+
+def write_study(
+    root: Path,
+    *,
+    name: str = "planted",
+    search: dict[str, dict[str, Any]],
+    effect: Callable[[dict[str, Any]], float],
+    seeds: tuple[int, ...] = (0, 1, 2),
+    fixed: dict[str, Any] | None = None,
+    mode: str = "grid",
+    scheduler: str = "fifo",
+    configs: list[dict[str, Any]] | None = None,
+    statuses: dict[int, str] | None = None,
+    noise_sd: float = 0.004,
+    epochs: int = 4,
+    timestamp: str = "20260101-000000",
+    rng_seed: int = 0,
+    journal: bool = False,
+) -> Path:
+    """Writes one results folder and returns it.
+
+    Args:
+        search: The space's search section (``{key: {role, type, values | low/high}}``).
+        effect: Expected headline accuracy (a fraction) of a configuration.
+        configs: The searched configurations (default: the grid of ``search``).
+        statuses: Row index -> status other than ``finished`` (errored, diverged, stopped,
+            incomplete), to build partial studies.
+        journal: Also write an ``optuna.journal`` with the finished configurations.
+    """
+    rng = np.random.default_rng(rng_seed)
+    fixed = dict(fixed or {"model.fusion": "attn"})
+    statuses = statuses or {}
+    folder = root / name / timestamp
+    folder.mkdir(parents=True)
+    configs = configs if configs is not None else grid(search)
+    rows, curves = [], []
+    for i, (params, seed) in enumerate((c, s) for c in configs for s in seeds):
+        tid = f"abcde_{i:05d}"
+        status = statuses.get(i, "finished")
+        acc = float(np.clip(effect(params) + rng.normal(0, noise_sd), 0, 1))
+        n_epochs = epochs if status in ("finished", "diverged") else max(1, epochs // 2)
+        if status == "incomplete":
+            n_epochs = 0 if i % 2 else 1
+        row: dict[str, Any] = {"trial_id": tid, "status": status,
+                               "error": "RuntimeError: CUDA error: out of memory"
+                               if status == "errored" else "",
+                               **params, "train.seed": seed}
+        metrics_known = status in ("finished", "stopped")
+        rot = rotating(params)
+        row.update({
+            "test_acc_at_best_val": acc if metrics_known else np.nan,
+            "best_val_acc": acc + 0.01 if metrics_known else np.nan,
+            "best_val_epoch": n_epochs - 1 if metrics_known else np.nan,
+            "best_test_acc": acc + 0.005 if metrics_known else np.nan,
+            "epochs": n_epochs,
+            "final_val_acc": acc + 0.01 if metrics_known else np.nan,
+            "final_test_acc": acc if metrics_known else np.nan,
+            "final_train_loss": 0.3 if status != "diverged" else np.inf,
+            "final_air": 0.05 if rot else 0.4,
+            "final_rotations": min(int(params.get("rollingq.max_rotations", 1)), 2) if rot else 0,
+            "val_share_audio": 0.5 if rot else 0.7,
+            "val_share_visual": 0.45 if rot else 0.25,
+        })
+        if status == "finished":
+            row["noise_recipe"] = "additive"
+            for m in MODALITIES:
+                slope = (0.3 if m == "audio" else 0.1) * (0.7 if rot else 1.0)
+                for lv in NOISE_LEVELS:
+                    row[f"noise_{m}_{lv}"] = acc - slope * float(lv)
+            row.update(attn_noise_r=0.7 if rot else 0.5, attn_noise_adaptivity=0.2,
+                       params_paper=119820.0, params_all=125261.0)
+        row.update(retries=1 if i == 1 else 0, time_total_s=30.0, gpu=0,
+                   trial_dir=str(folder / "ray" / f"train_trial_{tid}"))
+        rows.append(row)
+        for e in range(n_epochs):
+            air = (0.4 * np.exp(-e / 2) if rot else 0.4) + rng.normal(0, 0.02)
+            rotated = int(rot and e == 1)
+            curves.append({
+                "trial_id": tid, **params, "train.seed": seed, "epoch": e, "lr": 1e-3,
+                "train_loss": 1.0 / (e + 1), "train_acc": 0.5 + 0.1 * e, "air": air,
+                "alpha": 0.5 - 0.2 * air, "rotated": rotated, "rotations": int(rot and e >= 1),
+                "cos_audio": 0.2 + air / 2, "cos_visual": 0.2 - air / 2, "val_acc": acc,
+                "val_share_audio": 0.5 + air / 2, "val_share_visual": 0.45 - air / 2,
+                "test_acc": acc, "test_share_audio": 0.5 + air / 2,
+                "test_share_visual": 0.45 - air / 2, "rotation_residual": 0.0 if rotated
+                else np.nan, "status": "finished" if e == n_epochs - 1 else "running",
+            })
+    trials = pd.DataFrame(rows)
+    trials.to_csv(folder / "trials.csv", index=False)
+    pd.DataFrame(curves).to_csv(folder / "curves.csv", index=False)
+    counts = {s: int((trials["status"] == s).sum())
+              for s in ("finished", "diverged", "stopped", "errored", "incomplete")}
+    counts["retried"] = int((trials["retries"] > 0).sum())
+    spec = {"name": name, "question": f"Planted effects for {name}?", "fixed": fixed,
+            "search": search, "seeds": list(seeds),
+            "tune": {"mode": mode, "metric": "val_acc", "metric_mode": "max", "num_samples": 1,
+                     "scheduler": scheduler, "resources": {"cpu": 1, "gpu": 0}}}
+    header = f"# {spec['question']}\n# Merged spec of this study; resume with --resume {folder}\n"
+    (folder / "space.yaml").write_text(header + yaml.safe_dump(spec, sort_keys=False))
+    meta = {"space": name, "question": spec["question"], "source": f"searchspaces/{name}.yaml",
+            "command": f"python study/run.py --space {name}",
+            "git": {"commit": "0123456789abcdef0123456789abcdef01234567", "dirty": False},
+            "versions": {"python": "3.11.7", "ray": "2.60.0", "optuna": "5.0.0"},
+            "platform": "Linux-test", "cluster": {"nodes": 1, "resources": {"CPU": 2.0}},
+            "started": "2026-01-01T00:00:00+0000", "finished": "2026-01-01T01:00:00+0000",
+            "wall_hours": 1.0, "trial_hours": len(rows) * 30 / 3600, "gpu_hours": 0.0,
+            "expected_trials": len(rows), "trials": counts}
+    (folder / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    if journal:
+        _write_journal(folder, name, search, trials)
+    return folder
+
+
+def _write_journal(folder: Path, name: str, search: dict[str, dict[str, Any]],
+                   trials: pd.DataFrame) -> None:
+    """A real Optuna journal, as OptunaSearch writes it (stopped trials recorded as COMPLETE)."""
+    import optuna
+
+    dists = {}
+    for k, raw in search.items():
+        if raw["type"] == "choice":
+            dists[k] = optuna.distributions.CategoricalDistribution(raw["values"])
+        else:
+            dists[k] = optuna.distributions.FloatDistribution(raw["low"], raw["high"],
+                                                              log=raw.get("log", False))
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(folder / "optuna.journal")))
+    study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
+    for r in trials.to_dict("records"):
+        if r["status"] not in ("finished", "stopped"):
+            continue
+        params = {k: (r[k].item() if hasattr(r[k], "item") else r[k]) for k in dists}
+        study.add_trial(optuna.trial.create_trial(value=float(r["best_val_acc"]), params=params,
+                                                  distributions=dists))

@@ -1,0 +1,160 @@
+"""The report end to end: files written, sections present, partial and empty studies, the
+paper comparison, Optuna importance, the CLI and the import boundary."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from analysis import plots
+from analysis.report import generate, main
+from tests.analysis.studies import write_study
+
+ROOT = Path(__file__).resolve().parents[2]
+DATA = Path(__file__).parent / "data"
+SECTIONS = ["## What the study says", "## Provenance", "## Trials", "## Main table",
+            "## Sensitivity", "## Figures", "## Comparison with the paper", "## Artifacts"]
+
+
+def cli(*args):
+    return subprocess.run([sys.executable, "-m", "analysis.report", *map(str, args)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def ablation_report(ablation, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ablation_report")
+    return generate([ablation], out=out)
+
+
+def test_report_files_sections_and_figures(ablation_report):
+    out = ablation_report.parent
+    md = (out / "report.md").read_text()
+    assert [s for s in SECTIONS if s not in md] == []
+    assert md.index("## Provenance") < md.index("## Main table") < md.index("## Sensitivity")
+    assert "could not be generated" not in md
+    figures = re.findall(r"!\[[^\]]*\]\((figures/[^)]+\.png)\)", md)
+    assert figures == ["figures/air.png", "figures/attention_shares.png", "figures/noise.png",
+                       "figures/points_rollingq_max_rotations.png",
+                       "figures/points_rollingq_rotation.png"]
+    assert all((out / f).is_file() for f in figures)
+    html = ablation_report.read_text()
+    assert html.count('<img src="data:image/png;base64,') == len(figures)
+    assert "figures/" not in html.split("<body>")[1].split("Artifacts")[0]  # self-contained
+    assert html.count("<table>") >= 6
+
+
+def test_report_main_table_and_anova_rows(ablation_report):
+    md = ablation_report.with_suffix(".md").read_text()
+    assert ("| rollingq.max_rotations | rollingq.rotation | n | test acc at best val (%) | "
+            "95% CI | Δ vs baseline [95% CI] | best test epoch, paper-style (%) |") in md
+    assert re.search(r"\| 0 \| svd \| 3 \| \d+\.\d\d ± \d\.\d\d \| \[.*\] \| baseline \|", md)
+    assert "| term | df | sum of squares | F | p | η² | partial η² | p < 0.05 |" in md
+    assert re.search(r"\| rollingq\.max_rotations \| 2 \| [\d.]+ \| [\d.]+ \| < 0\.001 \|", md)
+    assert "| rollingq.max_rotations × rollingq.rotation | 2 |" in md
+    assert "ANOVA: `rollingq.max_rotations` significant at p < 0.05." in md
+    assert "Tukey HSD" in md and "test_acc_at_best_val" in md and "paper-style" in md
+    assert "is not one of the paper's" in md  # synthetic
+
+
+def test_partial_study_reports_and_counts_exclusions(planted, tmp_path):
+    md = generate([planted], out=tmp_path).with_suffix(".md").read_text()
+    assert "The statistics use the 78 finished trials of 81; excluded: 1 diverged, 1 errored, " \
+           "1 incomplete." in md
+    assert "| 20260101-000000 | 78 | 1 | 0 | 1 | 1 | 1 | 81 | 81 |" in md
+    assert "| abcde_00000 | synthetic | 0 / 0.5 / 0 | 0 | errored | 2 | RuntimeError: CUDA " \
+           "error: out of memory |" in md
+    assert "figures/beta_rho.png" in md and "could not be generated" not in md
+
+
+def test_interrupted_study_has_nothing_to_analyse(tmp_path):
+    """The driver's real output of an interrupted smoke study: two incomplete trials and an
+    empty curves.csv."""
+    md = generate([DATA / "smoke_interrupted"], out=tmp_path).with_suffix(".md").read_text()
+    assert "There is nothing to analyse: none of the 2 trials finished" in md
+    assert "No trial of 2 has finished (2 incomplete)." in md
+    assert "## Main table" not in md and "## Provenance" in md
+
+
+def test_real_smoke_study_with_one_seed(tmp_path):
+    """The driver's real output of a finished two-trial smoke study."""
+    md = generate([DATA / "smoke_finished"], out=tmp_path).with_suffix(".md").read_text()
+    assert "| False | 1 | 94.50 | - | baseline | 94.50 |" in md
+    assert "| True | 1 | **95.00** | - | +0.50 (no interval: one seed) | 95.00 |" in md
+    assert "no residual degrees of freedom" in md
+    assert "figures/air.png" in md and "could not be generated" not in md
+
+
+def test_single_level_factor_sentence_in_report(tmp_path):
+    search = {"rollingq.beta": {"role": "scientific", "type": "choice", "values": [0.0, 0.2]},
+              "rollingq.rotation": {"role": "scientific", "type": "choice", "values": ["svd"]}}
+    d = write_study(tmp_path, search=search, effect=lambda p: 0.6 + 0.1 * p["rollingq.beta"])
+    md = generate([d]).with_suffix(".md").read_text()
+    assert "`rollingq.rotation` has a single level (svd) among the finished trials, so it is " \
+           "not a factor here and is skipped." in md
+    assert "could not be generated" not in md
+
+
+def test_paper_comparison_on_the_papers_data_sets(paper_report):
+    md = paper_report.with_suffix(".md").read_text()
+    assert "| data set | rollingq.enabled / model.fusion_layers | paper's row |" in md
+    assert re.search(r"\| cremad \| True / 1 \| Vanilla MT \+ RollingQ \| 51\.9 \|", md)
+    assert re.search(r"\| kinetics_sounds \| False / 2 \| Vanilla MT\* \| 69\.1 \|", md)
+    assert "| paper: Vanilla MT | 67.0 | 62.7 | 52.9 | 43.2 | 34.7 |" in md  # Table 3
+    assert re.search(r"\| ours: True / 1 \|", md)
+    assert re.search(r"\| cremad \| False / 1 \| Vanilla MT \| 0\.52 \|", md)  # Table 2
+    assert "single seed" in md  # the protocol difference is stated
+    assert "The data set enters as an additive fixed factor." in md
+    assert "| data set | rollingq.enabled | model.fusion_layers | n |" in md
+
+
+def test_optuna_study_reports_importance_and_asha(optuna_study, tmp_path):
+    md = generate([optuna_study], out=tmp_path).with_suffix(".md").read_text()
+    assert "evaluator PED-ANOVA (optuna.importance.PedAnovaImportanceEvaluator" in md
+    assert "excluded: 6 stopped early by ASHA, 1 errored, diverged or incomplete" in md
+    assert "The 6 trials stopped early by ASHA ran a shorter budget" in md
+    assert "the most important parameter is `rollingq.beta`" in md
+    assert "`optuna.journal` (study `hpo`) holds 47 complete" in md
+    assert "figures/importance.png" in md and "figures/history.png" in md
+    assert "No ANOVA: the Optuna study samples continuous parameters" in md
+
+
+def test_a_failing_section_does_not_lose_the_report(ablation, tmp_path, monkeypatch):
+    def broken(res):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(plots, "air_curves", broken)
+    md = generate([ablation], out=tmp_path).with_suffix(".md").read_text()
+    assert "This section could not be generated (RuntimeError: boom)." in md
+    assert "## Comparison with the paper" in md and "## Artifacts" in md
+
+
+def test_cli_writes_the_report(tmp_path):
+    p = cli(DATA / "smoke_finished", "--out", tmp_path / "out")
+    assert p.returncode == 0, p.stderr
+    assert (tmp_path / "out" / "report.html").is_file() and "report:" in p.stdout
+
+
+def test_cli_errors_exit_2_with_one_line(tmp_path, capsys):
+    assert main([str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: results folder") and "does not exist" in err
+    assert err.count("\n") == 1
+    (tmp_path / "empty").mkdir()
+    assert main([str(tmp_path / "empty")]) == 2
+    err = capsys.readouterr().err
+    assert "no trials.csv" in err and err.count("\n") == 1
+
+
+def test_analysis_never_imports_ray_torch_or_the_training_core():
+    code = ("import sys, analysis.report, analysis.plots, analysis.sensitivity; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & "
+            "{'ray', 'torch', 'rollingq', 'study'}))")
+    p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() == "[]"
