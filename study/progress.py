@@ -7,18 +7,28 @@ from typing import Any
 
 from ray import tune
 
+ENDED = ("TERMINATED", "ERROR")
+
 
 class TrialLines(tune.Callback):
     """Prints ``[k/N] trial <id> <status>: <metric> ... air ... rotations ...`` as trials end.
 
     Module-level and holding only plain values, so Ray can pickle it into the experiment state.
+    ``k`` counts the trials that have ended so far, those of an earlier run of a resumed study
+    included.
     """
 
     def __init__(self, expected: int, metric: str):
         self.expected = expected
         self.metric = metric
-        self.ended = 0
+        self.ended: set[str] = set()
         self.last_status = time.monotonic()
+
+    def _count(self, trials: list, trial: Any | None = None) -> int:
+        self.ended |= {t.trial_id for t in trials if t.status in ENDED}
+        if trial is not None:
+            self.ended.add(trial.trial_id)
+        return len(self.ended)
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
         """A status line every 30 s: how many trials run, wait and ended."""
@@ -27,12 +37,13 @@ class TrialLines(tune.Callback):
         self.last_status = time.monotonic()
         states = [t.status for t in trials]
         running, pending = states.count("RUNNING"), states.count("PENDING")
-        print(f"... {running} running, {pending} pending, {self.ended}/{self.expected} ended", flush=True)
+        ended = self._count(trials)
+        print(f"... {running} running, {pending} pending, {ended}/{self.expected} ended",
+              flush=True)
 
-    def _line(self, trial: Any, status: str) -> None:
-        self.ended += 1
+    def _line(self, trials: list, trial: Any, status: str) -> None:
         r = trial.last_result or {}
-        parts = [f"[{self.ended}/{self.expected}] trial {trial.trial_id} {status}"]
+        parts = [f"[{self._count(trials, trial)}/{self.expected}] trial {trial.trial_id} {status}"]
         for key in (self.metric, "test_acc_at_best_val", "air", "rotations"):
             value = r.get(key)
             if value is not None:
@@ -40,7 +51,11 @@ class TrialLines(tune.Callback):
         print(" ".join(parts), flush=True)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._line(trial, (trial.last_result or {}).get("status", "ended"))
+        self._line(trials, trial, (trial.last_result or {}).get("status", "ended"))
+
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        print(f"trial {trial.trial_id} failed ({trial.num_failures} so far); retrying from its "
+              f"last checkpoint", flush=True)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._line(trial, "errored")
+        self._line(trials, trial, "errored")

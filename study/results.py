@@ -30,7 +30,7 @@ DIAGNOSTIC_PREFIXES = ("noise_", "attn_noise", "params_")
 RAY_COLUMNS = {"timestamp", "checkpoint_dir_name", "should_checkpoint", "done", "time_this_iter_s",
                "time_since_restore", "iterations_since_restore", "pid", "hostname", "node_ip",
                "date", "config", "experiment_tag", "time_total_s", "training_iteration", "final",
-               "trial_id", "logdir"}
+               "trial_id", "logdir", "replayed"}
 
 
 def _status(trial: Trial, last: dict[str, Any], early_stopping: bool) -> str:
@@ -87,8 +87,12 @@ def collect(exp_path: str, spec: Spec) -> tuple[pd.DataFrame, pd.DataFrame]:
             row[f"final_{key}"] = last.get(key)
         row.update({k: v for k, v in last.items() if k.startswith("val_share_")})
         row.update({k: v for k, v in last.items() if k.startswith(DIAGNOSTIC_PREFIXES)})
-        row["retries"] = max(int(last.get("restarts", 0) or 0), trial.num_failures)
-        row["time_total_s"] = float(history["time_total_s"].max()) if "time_total_s" in history else 0.0
+        # restarts: restores from a checkpoint (after a failure or a resumed study); the
+        # failure that ended an errored trial was not retried
+        retried_failures = trial.num_failures - (status == "errored")
+        row["retries"] = max(int(last.get("restarts", 0) or 0), retried_failures)
+        row["time_total_s"] = (float(history["time_total_s"].max())
+                               if "time_total_s" in history else 0.0)
         row["gpu"] = spec.tune["resources"]["gpu"]
         row["trial_dir"] = trial.path
         rows.append(row)
@@ -134,7 +138,8 @@ def _versions() -> dict[str, str]:
 
 
 def meta(spec: Spec, trials: pd.DataFrame, *, argv: list[str], resources: dict[str, float],
-         nodes: int, wall_seconds: float, started: str, finished: str) -> dict[str, Any]:
+         nodes: int, wall_seconds: float, started: str, finished: str,
+         resumed: bool = False) -> dict[str, Any]:
     """The provenance record of a study (``meta.json``)."""
     trial_hours = float(trials["time_total_s"].sum()) / 3600 if len(trials) else 0.0
     gpu_hours = float((trials["time_total_s"] * trials["gpu"]).sum()) / 3600 if len(trials) else 0.0
@@ -148,6 +153,7 @@ def meta(spec: Spec, trials: pd.DataFrame, *, argv: list[str], resources: dict[s
         "platform": platform.platform(),
         "cluster": {"nodes": nodes, "resources": resources},
         "started": started,
+        "resumed": resumed,
         "finished": finished,
         "wall_hours": wall_seconds / 3600,
         "trial_hours": trial_hours,
@@ -157,7 +163,8 @@ def meta(spec: Spec, trials: pd.DataFrame, *, argv: list[str], resources: dict[s
     }
 
 
-def write(study_dir: Path, trials: pd.DataFrame, curves: pd.DataFrame, info: dict[str, Any]) -> None:
+def write(study_dir: Path, trials: pd.DataFrame, curves: pd.DataFrame,
+          info: dict[str, Any]) -> None:
     """Writes trials.csv, curves.csv and meta.json into the study folder."""
     trials.to_csv(study_dir / "trials.csv", index=False)
     curves.to_csv(study_dir / "curves.csv", index=False)

@@ -1,13 +1,20 @@
 """One trial: a Ray Tune config dict -> ``rollingq.train.fit`` -> ``tune.report`` per epoch.
 
 The config holds dotted config keys (``rollingq.beta``), plus, in Optuna mode, Ray's
-``__trial_index__`` (the repeat of a sampled point) and ``_seeds`` (the seeds it indexes).
+``__trial_index__`` (the repeat of a sampled point) and ``_seeds`` (the seeds it indexes), and,
+when the space has variants, ``variant`` (a name) and ``_variants`` (name -> config values).
 
 Every epoch is reported with the checkpoint ``fit`` wrote, so a retried trial (``FailureConfig``)
 or a restored study resumes from its last epoch. The last epoch's report also carries the
 diagnostics on the test split (noise robustness per modality, attention-noise correlation) and
 ``final: True``. A diverged run is reported with ``status: diverged`` and the worst value of the
 study metric (never NaN, which Optuna cannot record), and the trial ends normally.
+
+A trial never trains twice once it has ended: just before its final report it writes that
+report to ``final.json`` in its folder of the study storage (the ledger). Ray's experiment
+snapshot can lag behind (it is written every few seconds), so a study resumed after its driver
+was killed can start again a trial that had in fact ended; such a trial finds its ledger and
+re-reports it (``replayed: True``) without training.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import pyarrow.fs
 import torch
 from ray import tune
 
@@ -26,13 +34,17 @@ from rollingq.config import build_config
 from rollingq.train import fit, run_diagnostics
 
 STATE = "trial.json"  # restarts so far, saved beside the checkpoint
+LEDGER = "final.json"  # the final report of an ended trial, in its folder of the study storage
 
 
 def trial_config(config: dict[str, Any]) -> dict[str, Any]:
-    """The dotted config overrides of one trial (seed resolved in Optuna mode)."""
+    """The dotted config overrides of one trial (seed resolved in Optuna mode; a ``variant``
+    name replaced by its config values from ``_variants``)."""
     over = {k: v for k, v in config.items() if not k.startswith("_")}
     if "__trial_index__" in config and "_seeds" in config:
         over["train.seed"] = config["_seeds"][config["__trial_index__"]]
+    if "variant" in over:
+        over.update((config.get("_variants") or {})[over.pop("variant")])
     return over
 
 
@@ -58,8 +70,45 @@ def _limit_resources() -> None:
         torch.cuda.set_per_process_memory_fraction(gpu * 0.95)
 
 
+def _trial_storage() -> tuple[pyarrow.fs.FileSystem, str]:
+    """(filesystem, folder) of this trial in the study storage: local, NFS or s3://.
+
+    Not ``tune.get_context().get_trial_dir()``: that is the trial's working directory under the
+    Ray session's temporary folder, which a resumed study (a new Ray session) does not see. Ray
+    2.60 exposes the storage folder only through the session's StorageContext (private API;
+    ``ray`` is pinned to 2.60.*, and tests/study/test_study_ray.py exercises it).
+    """
+    from ray.train._internal.session import get_session
+
+    storage = get_session().storage
+    return storage.storage_filesystem, storage.trial_fs_path
+
+
+def read_ledger(fs: pyarrow.fs.FileSystem, folder: str) -> dict[str, Any] | None:
+    """The final report of this trial if it has ended before, else None."""
+    path = f"{folder}/{LEDGER}"
+    if fs.get_file_info(path).type == pyarrow.fs.FileType.NotFound:
+        return None
+    with fs.open_input_stream(path) as f:
+        return json.loads(f.read().decode())
+
+
+def write_ledger(fs: pyarrow.fs.FileSystem, folder: str, final: dict[str, Any]) -> None:
+    """Writes the final report through a temporary file and a move (never half-written)."""
+    fs.create_dir(folder, recursive=True)
+    tmp = f"{folder}/.{LEDGER}.tmp"
+    with fs.open_output_stream(tmp) as f:
+        f.write(json.dumps(final).encode())
+    fs.move(tmp, f"{folder}/{LEDGER}")
+
+
 def train_trial(config: dict[str, Any]) -> None:
     """The Ray Tune function trainable."""
+    fs, folder = _trial_storage()
+    ended = read_ledger(fs, folder)
+    if ended is not None:  # started again from a stale experiment snapshot: do not train
+        tune.report({**ended, "replayed": True})
+        return
     _limit_resources()
     cfg = build_config(overrides=trial_config(config))
     metric = config.get("_metric", "val_acc")
@@ -92,11 +141,15 @@ def train_trial(config: dict[str, Any]) -> None:
 
     try:
         result = fit(cfg, on_epoch_end, checkpoint_dir=work, resume=checkpoint is not None)
-        final = held[-1] if held else dict(result.history[-1]) if result.history else {metric: worst}
+        if held:
+            final = held[-1]
+        else:
+            final = dict(result.history[-1]) if result.history else {metric: worst}
         final.update(final=True, status=result.status)
         if result.status == "finished":
             final.update(flatten_diagnostics(run_diagnostics(result)))
         final = {k: v for k, v in final.items() if v is not None}
+        write_ledger(fs, folder, final)
         tune.report(final, checkpoint=tune.Checkpoint.from_directory(str(work)))
     finally:
         shutil.rmtree(work, ignore_errors=True)
