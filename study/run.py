@@ -225,7 +225,12 @@ def run_report(folder: Path) -> Path | None:
         from analysis.report import generate
     except ImportError:
         return None
-    return generate([folder])
+    try:
+        return generate([folder])
+    except Exception as e:  # noqa: BLE001 - a report failure must not fail a finished study
+        print(f"warning: the report failed ({type(e).__name__}: {e}); rerun it with "
+              f"python -m analysis.report {folder}", file=sys.stderr)
+        return None
 
 
 def main(argv: list[str] | None = None, callbacks: Sequence[Any] = ()) -> int:
@@ -302,10 +307,15 @@ def run_study(spec: Spec, folder: Path, storage: str, args: argparse.Namespace, 
     summary = ", ".join(f"{v} {k}" for k, v in c.items() if v)
     print(f"trials: {summary or 'none'} (expected {spec.expected_trials()})", flush=True)
     if done < spec.expected_trials():
+        if "://" in storage:
+            results.publish(folder, storage)
         print(f"study incomplete: {done} of {spec.expected_trials()} trials ended. Resume with:\n"
               f"  {resume_command(spec, folder, args)}", file=sys.stderr)
         return EXIT_INCOMPLETE
     report = run_report(folder)
+    if "://" in storage:
+        results.publish(folder, storage)
+        print(f"copied the results folder to {storage}")
     print(f"results: {folder}/trials.csv, curves.csv, meta.json, space.yaml; Ray: {exp}")
     if report is not None:
         print(f"report: {report}")
