@@ -41,7 +41,7 @@ def test_defaults_follow_the_published_settings():
 
 def test_synthetic_preset_is_small_and_user_values_win():
     cfg = build_config()
-    assert cfg.data.name == "synthetic" and cfg.model.dim < 768 and cfg.optim.name == "adamw"
+    assert cfg.data.name == "synthetic" and cfg.model.dim < 768 and cfg.optim.name == "sgd"
     cfg = build_config(overrides={"model.dim": 32, "model.heads": 2})
     assert cfg.model.dim == 32 and cfg.model.heads == 2
 
