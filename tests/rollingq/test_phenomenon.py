@@ -30,6 +30,7 @@ SEEDS = (0, 1, 2)
 LEVELS = [0.0, 0.25, 0.5, 0.75, 1.0]
 RECIPE = "additive"
 ARMS = {"vanilla": False, "rollingq": True}
+TRAJECTORIES: dict[bool, list[list[float]]] = {}  # val_air per epoch, per seed, per arm
 LARGE_AIR = 0.3  # "large": AIR ranges over [-2, 2]; the synthetic preset rotates above 0.2
 
 
@@ -43,6 +44,7 @@ def _run(enabled: bool, seed: int) -> dict:
     last = result.history[-1]
     noise = noise_robustness(result.model, result.data.test, "audio", LEVELS, RECIPE)
     corr = attention_noise_correlation(result.model, result.data.test)
+    TRAJECTORIES.setdefault(enabled, []).append([h["val_air"] for h in result.history])
     return {
         "air": last["air"],
         "val_air": last["val_air"],
@@ -80,6 +82,9 @@ def _print_table(runs: dict[str, list[dict]]) -> None:
             f"mean |air| {arm}: {_mean(runs[arm], 'air', abs):.3f}, "
             f"mean |val_air|: {_mean(runs[arm], 'val_air', abs):.3f}"
         )
+    for arm, enabled in ARMS.items():
+        per_epoch = [sum(abs(v) for v in vs) / len(vs) for vs in zip(*TRAJECTORIES[enabled])]
+        print(f"mean |val_air| by epoch, {arm}: " + " ".join(f"{v:.2f}" for v in per_epoch))
 
 
 @pytest.fixture(scope="module")
