@@ -83,7 +83,8 @@ def _print_table(runs: dict[str, list[dict]]) -> None:
             f"mean |val_air|: {_mean(runs[arm], 'val_air', abs):.3f}"
         )
     for arm, enabled in ARMS.items():
-        per_epoch = [sum(abs(v) for v in vs) / len(vs) for vs in zip(*TRAJECTORIES[enabled])]
+        seeds = zip(*TRAJECTORIES[enabled], strict=True)
+        per_epoch = [sum(abs(v) for v in vs) / len(vs) for vs in seeds]
         print(f"mean |val_air| by epoch, {arm}: " + " ".join(f"{v:.2f}" for v in per_epoch))
 
 
