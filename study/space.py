@@ -277,15 +277,8 @@ def _parse_variants(raw: Any, fixed: dict[str, Any], searched: set[str], where: 
     """The ``variants`` section -> the ``variant`` parameter (a choice over the names)."""
     at = f"({where}: variants)"
     shape = "{role: scientific, values: {NAME: {config.key: value, ...}, ...}}"
-    if not isinstance(raw, dict):
-        raise SpecError(f"variants must be a mapping like {shape}, got {raw!r} {at}")
-    unknown = set(raw) - set(VARIANT_FIELDS)
-    if unknown:
-        raise SpecError(f"unknown field {sorted(unknown)[0]!r} {at}; "
-                        f"valid: {', '.join(VARIANT_FIELDS)}")
-    role, values = raw.get("role"), raw.get("values")
-    if role not in ROLES:
-        raise SpecError(f"role={role!r} is not valid {at}; valid: {', '.join(ROLES)}")
+    role = _role(raw, VARIANT_FIELDS, at, f"variants must be a mapping like {shape}")
+    values = raw.get("values")
     if not isinstance(values, dict) or not values:
         raise SpecError(f"`values` must be a non-empty mapping of variant names to config values, "
                         f"but got values={values!r} {at}")
@@ -305,22 +298,29 @@ def _parse_variants(raw: Any, fixed: dict[str, Any], searched: set[str], where: 
     return Param(VARIANT, role, "choice", values=list(table), table=table)
 
 
+def _role(raw: Any, fields: Any, at: str, shape: str) -> str:
+    """Checks a parameter or variants mapping's fields and returns its role."""
+    if not isinstance(raw, dict):
+        raise SpecError(f"{shape}, got {raw!r} {at}")
+    unknown = set(raw) - set(fields)
+    if unknown:
+        raise SpecError(f"unknown field {sorted(unknown)[0]!r} {at}; "
+                        f"valid: {', '.join(sorted(fields))}")
+    role = raw.get("role")
+    if role not in ROLES:
+        raise SpecError(f"role={role!r} is not valid {at}; valid: {', '.join(ROLES)}")
+    return role
+
+
 def _number(v: Any) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool)
 
 
 def _parse_param(key: str, raw: Any, where: str, mode: str) -> Param:
     at = f"({where}: search.{key})"
-    if not isinstance(raw, dict):
-        raise SpecError(f"search.{key} must be a mapping like {{role: scientific, type: choice, "
-                        f"values: [...]}}, got {raw!r} {at}")
-    unknown = set(raw) - PARAM_FIELDS
-    if unknown:
-        raise SpecError(f"unknown field {sorted(unknown)[0]!r} {at}; "
-                        f"valid: {', '.join(sorted(PARAM_FIELDS))}")
-    role, kind = raw.get("role"), raw.get("type")
-    if role not in ROLES:
-        raise SpecError(f"role={role!r} is not valid {at}; valid: {', '.join(ROLES)}")
+    role = _role(raw, PARAM_FIELDS, at, f"search.{key} must be a mapping like "
+                 "{role: scientific, type: choice, values: [...]}")
+    kind = raw.get("type")
     if kind not in TYPES:
         raise SpecError(f"type={kind!r} is not valid {at}; valid: {', '.join(TYPES)}")
     when = raw.get("when") or {}
