@@ -123,6 +123,7 @@ class TrainConfig:
     device: str = "auto"
     precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
     compile: bool = False
+    cpu_threads: int = 0  # torch threads when training on CPU; 0 = torch's default
     checkpoint_every: int = 1  # epochs; 0 = never
     noise_levels: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0])
     noise_recipe: str = "additive"
@@ -154,6 +155,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "optim.weight_decay": 1e-4,
         "optim.warmup_epochs": 1.0,
         "train.epochs": 12,
+        "train.cpu_threads": 1,  # a tiny model: more threads only wait on each other
         # Rotate whenever |AIR| > 0.2, up to 4 times, with a sharp anchor (alpha ~ 0.05 at
         # AIR = 0.5): the query drifts back toward audio after each rotation.
         "rollingq.beta": 0.2,
@@ -262,6 +264,7 @@ class Config:
         need(0 <= o.min_lr_ratio <= 1, "optim.min_lr_ratio", "0 <= min_lr_ratio <= 1")
         need(t.epochs >= 1, "train.epochs", "epochs >= 1")
         need(t.batch_size >= 1, "train.batch_size", "batch_size >= 1")
+        need(t.cpu_threads >= 0, "train.cpu_threads", "cpu_threads >= 0", "0 = torch's default")
         need(t.checkpoint_every >= 0, "train.checkpoint_every", "checkpoint_every >= 0")
         need(all(0 <= x for x in t.noise_levels), "train.noise_levels", "every noise level >= 0")
         return self

@@ -221,6 +221,8 @@ def fit(
     """
     t = config.train
     device = resolve_device(t.device)
+    if device.type == "cpu" and t.cpu_threads:
+        torch.set_num_threads(t.cpu_threads)  # process-wide, as torch's setting is
     autocast = autocast_for(config, device)
     _seed_everything(t.seed)
     bundle = data or load_data(config.data)
