@@ -255,7 +255,8 @@ class Config:
         need(r.beta >= 0, "rollingq.beta", "beta >= 0")
         need(r.rho >= 0, "rollingq.rho", "rho >= 0")
         need(r.max_rotations >= 0, "rollingq.max_rotations", "max_rotations >= 0")
-        need(not r.enabled or m.fusion == "attn", "model.fusion", "fusion == 'attn' when rollingq.enabled",
+        need(not r.enabled or m.fusion == "attn", "model.fusion",
+             "fusion == 'attn' when rollingq.enabled",
              "RollingQ rotates the attention fusion's [cls] query; set rollingq.enabled=false")
         need(o.lr > 0, "optim.lr", "lr > 0")
         need(o.weight_decay >= 0, "optim.weight_decay", "weight_decay >= 0")
@@ -283,7 +284,8 @@ def _coerce(key: str, value: Any, source: str) -> Any:
     """Converts a YAML/CLI value to the field's declared type, or raises ConfigError."""
     group, name = key.split(".", 1)
     kind = _field_types(group)[name]
-    bad = ConfigError(f"{key}={value!r} must be of type {getattr(kind, '__name__', kind)} ({source})")
+    name_of = getattr(kind, "__name__", kind)
+    bad = ConfigError(f"{key}={value!r} must be of type {name_of} ({source})")
     if kind is bool:
         if isinstance(value, bool):
             return value
@@ -372,7 +374,8 @@ def build_config(
     for key, (_, source) in user.items():
         if key not in keys:
             close = [k for k in sorted(keys) if k.split(".")[-1] == key.split(".")[-1]]
-            hint = f"did you mean {', '.join(close)}?" if close else f"valid keys: {', '.join(sorted(keys))}"
+            hint = (f"did you mean {', '.join(close)}?" if close
+                    else f"valid keys: {', '.join(sorted(keys))}")
             raise ConfigError(f"unknown config key {key!r} ({source}); {hint}")
 
     name = user.get("data.name", (DataConfig.name, ""))[0]

@@ -42,14 +42,17 @@ def _prototypes(n: int, dim: int, g: torch.Generator) -> torch.Tensor:
     return p / p.norm(dim=1, keepdim=True) * dim**0.5  # unit-variance per channel
 
 
-def _make_split(n: int, cfg: DataConfig, protos: dict[str, torch.Tensor], g: torch.Generator) -> Split:
+def _make_split(
+    n: int, cfg: DataConfig, protos: dict[str, torch.Tensor], g: torch.Generator
+) -> Split:
     L, F, C = cfg.tokens, cfg.features, cfg.num_classes
     labels = torch.randint(0, C, (n,), generator=g)
     signal = F - cfg.distractor_channels
 
     audio = torch.randn(n, L, F, generator=g)
     informative = torch.rand(n, generator=g) < cfg.easy_informative
-    audio[:, :, :signal] += (cfg.easy_snr * protos["audio"][labels] * informative[:, None]).unsqueeze(1)
+    easy = cfg.easy_snr * protos["audio"][labels] * informative[:, None]  # (n, signal)
+    audio[:, :, :signal] += easy.unsqueeze(1)
     audio[:, :, signal:] *= cfg.distractor_std
 
     visual = torch.randn(n, L, F, generator=g)
