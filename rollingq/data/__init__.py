@@ -6,12 +6,18 @@ from collections.abc import Callable
 
 from rollingq.config import DataConfig
 from rollingq.data.base import DataBundle, ModalitySpec, Split
+from rollingq.data.cremad import load_cremad
 from rollingq.data.features import load_features
+from rollingq.data.kinetics_sounds import load_kinetics_sounds
+from rollingq.data.mosei import load_mosei
 from rollingq.data.synthetic import load_synthetic
 
 LOADERS: dict[str, Callable[[DataConfig], DataBundle]] = {
     "synthetic": load_synthetic,
     "features": load_features,
+    "cremad": load_cremad,
+    "kinetics_sounds": load_kinetics_sounds,
+    "mosei": load_mosei,
 }
 
 

@@ -185,4 +185,5 @@ def test_compiled_training_matches_the_eager_path_or_falls_back():
     eager = fit(tiny(**over))
     compiled = fit(tiny(**over, **{"train.compile": True}))
     assert compiled.status == "finished"
-    assert compiled.history[-1]["train_loss"] == pytest.approx(eager.history[-1]["train_loss"], rel=1e-3)
+    expected = eager.history[-1]["train_loss"]
+    assert compiled.history[-1]["train_loss"] == pytest.approx(expected, rel=1e-3)

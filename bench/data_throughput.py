@@ -1,0 +1,175 @@
+"""Data throughput: per-sample decoding as published vs the decode-once cache + batched transform.
+
+Builds a CREMA-D-shaped data set on disk (real 16 kHz mono WAV files of 2-3 s and three
+480x360 JPEG frames a clip, the published tree), then measures samples/s of
+
+(a) the published data path, one sample at a time on one core: WAV read + resample to
+    22,050 Hz + log-STFT, and 3 JPEG decodes + RandomResizedCrop(224) + flip + normalise
+    (PIL + torchvision transforms as published; soundfile + torchaudio stand in for librosa);
+(b) ours: batches of 64 drawn at random from the memory-mapped cache through the training
+    transform (frame choice, RandomResizedCrop + flip + normalisation, fp16 -> fp32 audio),
+    on ``--device`` (default: this machine's CPUs, every core).
+
+It also reports the one-off cost of building the cache. Example:
+
+    python bench/data_throughput.py --clips 300
+    python bench/data_throughput.py --clips 2000 --device cuda   # on a GPU node
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from rollingq.config import build_config  # noqa: E402
+from rollingq.data import cremad, load_data  # noqa: E402
+
+EMOTIONS = ["NEU", "HAP", "SAD", "FEA", "DIS", "ANG"]
+
+
+def write_dataset(root: Path, clips: int, seed: int = 0) -> None:
+    """``clips`` CREMA-D-shaped clips under ``root``: 90 % in train.csv, 10 % in test.csv."""
+    from torchvision.io import write_jpeg
+
+    rng = np.random.default_rng(seed)
+    (root / "AudioWAV").mkdir(parents=True)
+    (root / "Image-01-FPS").mkdir()
+    ids = [f"{1001 + i // 60}_{['DFA', 'IEO', 'ITH'][i % 3]}_{EMOTIONS[i % 6]}_{i:04d}"
+           for i in range(clips)]
+    n_test = max(6, clips // 10)
+    for name, part in (("train", ids[n_test:]), ("test", ids[:n_test])):
+        (root / f"{name}.csv").write_text("".join(f"{c},{c.split('_')[2]}\n" for c in part))
+    for clip in ids:
+        rate, seconds = 16_000, rng.uniform(2.0, 3.0)
+        t = np.arange(int(rate * seconds)) / rate
+        wave = 0.2 * np.sin(2 * np.pi * rng.uniform(100, 400) * t) + 0.05 * rng.normal(size=t.size)
+        soundfile.write(root / "AudioWAV" / f"{clip}.wav", wave.astype(np.float32), rate,
+                        subtype="PCM_16")
+        folder = root / "Image-01-FPS" / clip
+        folder.mkdir()
+        base = torch.from_numpy(rng.integers(0, 256, (3, 45, 60), dtype=np.uint8))
+        for k in range(3):  # a smooth image (realistic JPEG size), 480x360 like CREMA-D
+            img = torch.nn.functional.interpolate(base[None].float(), size=(360, 480),
+                                                  mode="bilinear")[0].clamp(0, 255)
+            write_jpeg((img + 8 * k).clamp(0, 255).to(torch.uint8), str(folder / f"{k:04d}.jpg"),
+                       quality=90)
+
+
+def published_sample(audio: Path, frames: list[Path], transform) -> tuple[torch.Tensor, ...]:
+    """One training sample the published way (METHOD.md §4), decoded from the files."""
+    from PIL import Image
+
+    spec = torch.from_numpy(cremad.wav_spectrogram(audio))  # soundfile + resample + log-STFT
+    pick = sorted(random.choices(range(len(frames)), k=3))  # with replacement, sorted
+    images = [transform(Image.open(frames[i]).convert("RGB")) for i in pick]
+    return spec, torch.stack(images)
+
+
+def bench_published(root: Path, n: int) -> float:
+    from torchvision import transforms
+
+    transform = transforms.Compose([
+        transforms.RandomResizedCrop(224),
+        transforms.RandomHorizontalFlip(),
+        transforms.ToTensor(),
+        transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
+    ])
+    rows = cremad.read_list(root / "train.csv")[:n]
+    work = [(root / "AudioWAV" / f"{c}.wav", sorted((root / "Image-01-FPS" / c).iterdir()))
+            for c, _ in rows]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one core, as PERF.md measured it
+    try:
+        published_sample(*work[0], transform)  # warm-up
+        began = time.perf_counter()
+        for audio, frames in work:
+            published_sample(audio, frames, transform)
+        return len(work) / (time.perf_counter() - began)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def bench_cached(cfg, device: str, batch: int, seconds: float) -> tuple[float, int]:
+    data = load_data(cfg.data)
+    split = data.train.to(device)  # on CPU a no-op: the arrays stay memory-mapped
+    n = len(split)
+    g = torch.Generator().manual_seed(0)
+
+    def step() -> None:
+        idx = torch.randint(0, n, (batch,), generator=g).to(device)
+        out = split.take(idx).batch()
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        assert out["visual"].shape == (batch, 3, 3, 224, 224)
+
+    step()  # warm-up
+    done, began = 0, time.perf_counter()
+    while time.perf_counter() - began < seconds or done < 5 * batch:
+        step()
+        done += batch
+    return done / (time.perf_counter() - began), n
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--clips", type=int, default=2000, help="clips to write (default 2000)")
+    ap.add_argument("--dir", help="where to write the data set (default: a temporary folder)")
+    ap.add_argument("--published-samples", type=int, default=100,
+                    help="samples timed for (a) (default 100)")
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--seconds", type=float, default=10.0, help="time spent measuring (b)")
+    ap.add_argument("--device", default="cpu", help="where (b)'s transform runs: cpu or cuda")
+    args = ap.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="rollingq-bench-") as tmp:
+        root = Path(args.dir) if args.dir else Path(tmp) / "CREMA-D"
+        cache_dir = Path(tmp) / "cache"
+        print(f"load average before: {os.getloadavg()}; {os.cpu_count()} CPUs; "
+              f"torch threads {torch.get_num_threads()}")
+        began = time.perf_counter()
+        if not (root / "train.csv").exists():
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)  # many small ops: threads only contend
+            write_dataset(root, args.clips)
+            torch.set_num_threads(threads)
+        print(f"data set: {args.clips} clips in {root} ({time.perf_counter() - began:.1f} s)")
+
+        a = bench_published(root, min(args.published_samples, args.clips - 10))
+        print(f"(a) published per-sample decoding, 1 core: {a:.1f} samples/s "
+              f"({1000 / a:.1f} ms a sample)")
+
+        cfg = build_config(overrides={"data.name": "cremad", "data.root": str(root),
+                                      "data.cache_dir": str(cache_dir), "data.val_fraction": 0})
+        began = time.perf_counter()
+        cremad.prepare(cfg.data, progress=False)
+        built = time.perf_counter() - began
+        b, n = bench_cached(cfg, args.device, args.batch, args.seconds)
+        print(f"    decode once into the cache: {built:.1f} s for {args.clips} clips "
+              f"({args.clips / built:.0f} clips/s, every core)")
+        print(f"(b) cached + batched train transform on {args.device}, batch {args.batch}: "
+              f"{b:.0f} samples/s ({n} training clips, torch threads {torch.get_num_threads()})")
+        if args.device == "cpu" and torch.get_num_threads() > 1:
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)
+            b1, _ = bench_cached(cfg, args.device, args.batch, args.seconds)
+            torch.set_num_threads(threads)
+            print(f"    the same on 1 core: {b1:.0f} samples/s; per-core ratio to (a): "
+                  f"{b1 / a:.1f}x")
+        print(f"ratio (b) / (a): {b / a:.1f}x; (a) would need {b / a:.0f} cores to match (b)")
+        print(f"load average after: {os.getloadavg()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
