@@ -13,8 +13,12 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-# The main job: until the study driver lands, one synthetic vanilla-vs-RollingQ run.
+# The main job: the rotation ablation study on local Ray, synthetic data, CPU, and its report.
 study: setup
+	$(PY) study/run.py --space rotation_ablation
+
+# One synthetic RollingQ training run.
+run: setup
 	$(PY) -m rollingq.train --out runs/synthetic-rollingq
 
 test: setup
