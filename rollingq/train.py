@@ -76,15 +76,16 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def uses_bf16(cfg: Config, device: torch.device) -> bool:
+    """bf16 autocast with ``precision: bf16``, or ``auto`` on CUDA; fp32 otherwise."""
+    p = cfg.train.precision
+    return p == "bf16" or (p == "auto" and device.type == "cuda")
+
+
 def autocast_for(cfg: Config, device: torch.device):
-    """bf16 autocast on CUDA (``precision: auto|bf16``); fp32 elsewhere."""
-    bf16 = cfg.train.precision == "bf16" or (
-        cfg.train.precision == "auto" and device.type == "cuda"
-    )
-    if bf16 and device.type == "cuda":
-        return lambda: torch.autocast("cuda", dtype=torch.bfloat16)
-    if bf16:
-        return lambda: torch.autocast("cpu", dtype=torch.bfloat16)
+    """A context factory: bf16 autocast where ``uses_bf16``, else nothing (fp32)."""
+    if uses_bf16(cfg, device):
+        return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
     return nullcontext
 
 
@@ -141,6 +142,24 @@ def _losses(out: ModelOutput, labels: torch.Tensor) -> tuple[torch.Tensor, torch
     fusion = F.cross_entropy(out.logits.float(), labels)
     probes = sum(F.cross_entropy(p.float(), labels) for p in out.probe_logits.values())
     return fusion, probes
+
+
+def train_step(
+    forward: Callable, optimizer: torch.optim.Optimizer, inputs: dict[str, torch.Tensor],
+    labels: torch.Tensor, autocast: Callable,
+) -> tuple[ModelOutput, torch.Tensor, torch.Tensor]:
+    """One optimisation step: forward, fusion CE + the probes' CEs, backward, optimizer step.
+
+    Returns:
+        The forward's output record and the two losses (on the device; no host sync).
+    """
+    with autocast():
+        out = forward(inputs)
+    loss, probe_loss = _losses(out, labels)
+    optimizer.zero_grad(set_to_none=True)
+    (loss + probe_loss).backward()
+    optimizer.step()
+    return out, loss, probe_loss
 
 
 @torch.no_grad()
@@ -278,12 +297,7 @@ def fit(
             stats.reset()
         for idx in batches(n_train, t.batch_size, order):
             b = bundle.train.take(idx)
-            with autocast():
-                out = forward(b.batch())
-            loss, probe_loss = _losses(out, b.labels)
-            optimizer.zero_grad(set_to_none=True)
-            (loss + probe_loss).backward()
-            optimizer.step()
+            out, loss, probe_loss = train_step(forward, optimizer, b.batch(), b.labels, autocast)
             scheduler.step()
             with torch.no_grad():
                 B = len(idx)
