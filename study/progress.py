@@ -51,7 +51,9 @@ class TrialLines(tune.Callback):
         print(" ".join(parts), flush=True)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._line(trials, trial, (trial.last_result or {}).get("status", "ended"))
+        last = trial.last_result or {}
+        # Without its final report a trial that completes was stopped by the scheduler (ASHA).
+        self._line(trials, trial, last.get("status", "ended") if last.get("final") else "stopped")
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         print(f"trial {trial.trial_id} failed ({trial.num_failures} so far); retrying from its "
