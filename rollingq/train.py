@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+import yaml
 
 from rollingq import diagnostics
 from rollingq.checkpoints import (
@@ -40,6 +41,7 @@ from rollingq.checkpoints import (
 from rollingq.config import Config, ConfigError, build_config
 from rollingq.data import DataBundle, Split, load_data
 from rollingq.model import ModelOutput, MultimodalTransformer
+from rollingq.pretrained import load_pretrained
 from rollingq.rolling import EpochStats, rotate_if_needed
 
 log = logging.getLogger(__name__)
@@ -65,7 +67,7 @@ class FitResult:
     summary: Metrics
     model: MultimodalTransformer
     data: DataBundle
-    config: Config = field(repr=False, default=None)
+    config: Config = field(repr=False)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -255,8 +257,6 @@ def fit(
     )
     model = MultimodalTransformer(bundle.specs, bundle.num_classes, config.model)
     if config.model.pretrained:
-        from rollingq.pretrained import load_pretrained
-
         log.info("pretrained: %s", load_pretrained(model, config.model.pretrained).summary())
     model.to(device)
     forward = compiled_or_eager(model) if t.compile else model
@@ -493,7 +493,7 @@ def main(argv: list[str] | None = None) -> int:
             metrics_file.write_text("".join(json.dumps(_json_safe(h)) + "\n" for h in done))
             bar.update(len(done))
         (out / "config.yaml").write_text(
-            __import__("yaml").safe_dump(cfg.to_dict(), sort_keys=False)
+            yaml.safe_dump(cfg.to_dict(), sort_keys=False)
         )
         result = fit(cfg, on_epoch_end, checkpoint_dir=out, resume=args.resume)
         bar.close()

@@ -142,6 +142,16 @@ def study_folder(args: argparse.Namespace, space: str) -> tuple[Path, str]:
     return folder, storage
 
 
+def make_trainable(spec: Spec):
+    """The trial function with the spec's resources per trial (new and restored studies)."""
+    from ray import tune
+
+    from study.trainable import train_trial
+
+    res = spec.tune["resources"]
+    return tune.with_resources(train_trial, {"cpu": res["cpu"], "gpu": res["gpu"]})
+
+
 def build_tuner(spec: Spec, storage: str, folder: Path, callbacks: Sequence[Any] = ()):
     """The Tuner for a new study (grid or Optuna mode).
 
@@ -157,16 +167,13 @@ def build_tuner(spec: Spec, storage: str, folder: Path, callbacks: Sequence[Any]
 
     from study.progress import TrialLines
     from study.space import OptunaSpace
-    from study.trainable import train_trial
 
     t = spec.tune
-    trainable = tune.with_resources(
-        train_trial, {"cpu": t["resources"]["cpu"], "gpu": t["resources"]["gpu"]})
+    trainable = make_trainable(spec)
     param_space: dict[str, Any] = {**spec.fixed, "_metric": t["metric"],
                                    "_metric_mode": t["metric_mode"]}
-    variants = getattr(spec, "variants", None)
-    if variants:  # a trial's `variant` names one of these sets of config values
-        param_space["_variants"] = variants
+    if spec.variants:  # a trial's `variant` names one of these sets of config values
+        param_space["_variants"] = spec.variants
     tune_kw: dict[str, Any] = {"metric": t["metric"], "mode": t["metric_mode"],
                                "max_concurrent_trials": t["max_concurrent"] or None,
                                "reuse_actors": True}
@@ -267,7 +274,6 @@ def run_study(spec: Spec, folder: Path, storage: str, args: argparse.Namespace, 
     from ray import tune
 
     from study import results
-    from study.trainable import train_trial
 
     folder.mkdir(parents=True, exist_ok=True)
     if not args.resume:
@@ -287,11 +293,8 @@ def run_study(spec: Spec, folder: Path, storage: str, args: argparse.Namespace, 
         exp = f"{storage.rstrip('/')}/{RAY_DIR}"
         print(f"study {spec.name}: {spec.expected_trials()} trials -> {folder}", flush=True)
         if args.resume and tune.Tuner.can_restore(exp):
-            t = spec.tune
-            trainable = tune.with_resources(
-                train_trial, {"cpu": t["resources"]["cpu"], "gpu": t["resources"]["gpu"]})
-            tuner = tune.Tuner.restore(exp, trainable=trainable, resume_unfinished=True,
-                                       resume_errored=True)
+            tuner = tune.Tuner.restore(exp, trainable=make_trainable(spec),
+                                       resume_unfinished=True, resume_errored=True)
         else:
             tuner = build_tuner(spec, storage, folder, callbacks)
         tuner.fit()
