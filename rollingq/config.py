@@ -31,6 +31,7 @@ ROTATE_LAYERS = ("last", "all")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16")
+DATA_ON_DEVICE = ("auto", "always", "never")
 NOISE_RECIPES = ("additive", "mixing")
 DATASETS = ("synthetic", "features", "cremad", "kinetics_sounds", "mosei")
 REAL_DATASETS = ("cremad", "kinetics_sounds", "mosei")  # read from data.root, decoded once
@@ -123,6 +124,9 @@ class TrainConfig:
     device: str = "auto"
     precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
     compile: bool = False
+    # the data on the training device (sliced there) or streamed from the host a batch at a
+    # time: always | never | auto (resident when it takes <= 1/4 of the device memory allowed)
+    data_on_device: str = "auto"
     cpu_threads: int = 0  # torch threads when training on CPU; 0 = torch's default
     checkpoint_every: int = 1  # epochs; 0 = never
     noise_levels: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0])
@@ -221,6 +225,7 @@ class Config:
         choice("optim.name", OPTIMIZERS)
         choice("train.device", DEVICES)
         choice("train.precision", PRECISIONS)
+        choice("train.data_on_device", DATA_ON_DEVICE)
         choice("train.noise_recipe", NOISE_RECIPES)
         need(d.name != "features" or bool(d.root), "data.root", "data.root != ''",
              "the features data set reads train.npz/test.npz from data.root")

@@ -132,12 +132,12 @@ def predict(
     model.eval()
     logits, shares = [], []
     try:
-        for start in range(0, len(split), batch_size):
-            end = min(start + batch_size, len(split))
-            inputs = {m: split.inputs[m][start:end].to(device, non_blocking=True)
-                      for m in modalities}
-            if split.transform is not None:
-                inputs = split.transform(inputs)
+        start = 0
+        for b in split.batches(batch_size):
+            end = start + len(b)
+            stored = {m: x.to(device, non_blocking=True) for m, x in b.inputs.items()}
+            inputs = split.transform(stored) if split.transform is not None else stored
+            inputs = {m: inputs[m] for m in modalities}
             if transform is not None:
                 inputs = transform(inputs, torch.arange(start, end, device=device))
             with autocast:
@@ -145,6 +145,7 @@ def predict(
             logits.append(out.logits.float())  # kept on the device: one transfer at the end
             if out.share is not None:
                 shares.append({m: s.float() for m, s in out.share.items()})
+            start = end
     finally:
         model.train(was_training)
     share = {m: torch.cat([s[m] for s in shares]).cpu() for m in shares[0]} if shares else None

@@ -46,6 +46,8 @@ from rollingq.rolling import EpochStats, rotate_if_needed
 
 log = logging.getLogger(__name__)
 
+DEVICE_DATA_SHARE = 0.25  # train.data_on_device=auto: resident when the data fit in this share
+
 Metrics = dict[str, Any]
 
 
@@ -134,12 +136,6 @@ def compiled_or_eager(model: torch.nn.Module) -> Callable:
     return forward
 
 
-def batches(n: int, size: int, order: torch.Tensor | None = None):
-    index = order if order is not None else torch.arange(n)
-    for start in range(0, n, size):
-        yield index[start : start + size]
-
-
 def _losses(out: ModelOutput, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     fusion = F.cross_entropy(out.logits.float(), labels)
     probes = sum(F.cross_entropy(p.float(), labels) for p in out.probe_logits.values())
@@ -176,8 +172,7 @@ def evaluate(model: MultimodalTransformer, split: Split, batch_size: int, autoca
     probe_correct = {m: torch.zeros((), device=split.labels.device) for m in mods}
     share = {m: torch.zeros((), device=split.labels.device) for m in mods}
     stats = EpochStats(mods, len(model.rotations)) if model.rotations else None
-    for idx in batches(n, batch_size):
-        b = split.take(idx)
+    for b in split.batches(batch_size):
         with autocast():
             out = model(b.batch())
         loss += F.cross_entropy(out.logits.float(), b.labels, reduction="sum")
@@ -208,11 +203,41 @@ def full_pass_stats(
     was_training = model.training
     model.eval()
     stats = EpochStats(model.modalities, len(model.rotations))
-    for idx in batches(len(split), batch_size):
+    for b in split.batches(batch_size):
         with autocast():
-            stats.add(model(split.take(idx).batch()).fusion)
+            stats.add(model(b.batch()).fusion)
     model.train(was_training)
     return stats
+
+
+def device_memory_budget(device: torch.device) -> int:
+    """Bytes of ``device`` memory this process may use: the card's total times the process's
+    memory fraction (a fractional-GPU trial's cap, see study/trainable.py)."""
+    total = torch.cuda.get_device_properties(device).total_memory
+    fraction = torch.cuda.get_per_process_memory_fraction(device)
+    return int(total * fraction)
+
+
+def place(bundle: DataBundle, device: torch.device, on_device: str) -> DataBundle:
+    """The bundle with its splits resident on ``device`` or streamed to it from the host.
+
+    ``on_device``: ``always``, ``never``, or ``auto``: resident when the three splits take at most
+    ``DEVICE_DATA_SHARE`` of the device memory the process may use (CREMA-D's ~4 GB on a whole or
+    a quarter H100), otherwise streamed (Kinetics-Sounds' ~22 GB; several trials sharing a GPU).
+    On CPU ``auto`` keeps the host arrays as they are (memory-mapped), which is resident.
+    """
+    if on_device == "auto":
+        if device.type == "cpu":
+            on_device = "always"
+        else:
+            budget = device_memory_budget(device)
+            on_device = "always" if bundle.nbytes <= DEVICE_DATA_SHARE * budget else "never"
+            log.info("data: %.2f GB, device budget %.2f GB -> %s", bundle.nbytes / 1e9,
+                     budget / 1e9, "resident on the device" if on_device == "always"
+                     else "streamed from the host, a batch at a time")
+    move = (lambda s: s.to(device)) if on_device == "always" else (lambda s: s.stream_to(device))
+    return DataBundle(bundle.specs, bundle.num_classes, move(bundle.train), move(bundle.val),
+                      move(bundle.test), bundle.favoured)
 
 
 def _seed_everything(seed: int) -> None:
@@ -246,15 +271,7 @@ def fit(
         torch.set_num_threads(t.cpu_threads)  # process-wide, as torch's setting is
     autocast = autocast_for(config, device)
     _seed_everything(t.seed)
-    bundle = data or load_data(config.data)
-    bundle = DataBundle(
-        bundle.specs,
-        bundle.num_classes,
-        bundle.train.to(device),
-        bundle.val.to(device),
-        bundle.test.to(device),
-        bundle.favoured,
-    )
+    bundle = place(data or load_data(config.data), device, t.data_on_device)
     model = MultimodalTransformer(bundle.specs, bundle.num_classes, config.model)
     if config.model.pretrained:
         log.info("pretrained: %s", load_pretrained(model, config.model.pretrained).summary())
@@ -295,12 +312,11 @@ def fit(
         sums = torch.zeros(3 + len(mods), device=device)  # loss, probe loss, correct, probe correct
         if stats is not None:
             stats.reset()
-        for idx in batches(n_train, t.batch_size, order):
-            b = bundle.train.take(idx)
+        for b in bundle.train.batches(t.batch_size, order):
             out, loss, probe_loss = train_step(forward, optimizer, b.batch(), b.labels, autocast)
             scheduler.step()
             with torch.no_grad():
-                B = len(idx)
+                B = len(b)
                 sums[0] += loss.detach() * B
                 sums[1] += probe_loss.detach() * B
                 sums[2] += (out.logits.argmax(1) == b.labels).sum()

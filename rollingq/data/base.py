@@ -1,18 +1,27 @@
-"""What every data set hands the trainer: modality specs and three in-memory splits.
+"""What every data set hands the trainer: modality specs and three splits.
 
-A split holds one tensor per modality plus the labels; the trainer moves it to the training
-device once and slices batches from it, so no loader sits in the hot path.
+A split holds one tensor per modality plus the labels. The trainer either moves a split to the
+training device once and slices batches there (no loader in the hot path), or, when the data
+would take too much of the device's memory, leaves the inputs on the host (memory-mapped cache
+arrays, shared by every trial on the node through the page cache) and streams each batch: a
+background thread gathers the next batches' rows into pinned memory while the device trains
+on the current one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 Transform = Callable[[dict[str, Tensor]], dict[str, Tensor]]
+
+PREFETCH = 3  # batches gathered ahead of the one training, when streaming from the host
+COPY_ROWS = 1024  # rows a chunk when materialising a split on the device (bounds host memory)
 
 
 @dataclass(frozen=True)
@@ -30,26 +39,106 @@ class ModalitySpec:
 
 @dataclass
 class Split:
-    """One split: ``inputs[modality]`` is (N, ...) and ``labels`` is (N,) int64.
+    """One split: sample ``i`` is ``inputs[modality][rows[i]]`` with label ``labels[i]``.
 
-    ``transform`` turns a batch of stored inputs into model inputs on the training device
-    (e.g. uint8 frames -> augmented, normalised floats); None means they are model inputs.
+    Attributes:
+        inputs: Modality (or ``*_meta``) -> (R, ...) stored rows, e.g. a memory-mapped cache array.
+        labels: (N,) int64, on the device batches are delivered to.
+        transform: Turns a batch of stored inputs into model inputs on the training device
+            (e.g. uint8 frames -> augmented, normalised floats); None means they are model inputs.
+        rows: (N,) int64 on the inputs' device, the stored row of each sample, so a subset (a
+            carved validation split's complement) stays lazy; None means row ``i`` is sample ``i``.
+        device: Set when the inputs stay on the host and each batch is copied to this device.
     """
 
     inputs: dict[str, Tensor]
     labels: Tensor
     transform: Transform | None = None
+    rows: Tensor | None = None
+    device: torch.device | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the inputs this split's samples use (what moving it to a device costs)."""
+        return sum(x[0].nbytes * len(self) for x in self.inputs.values() if len(x))
+
+    def subset(self, index: Tensor) -> Split:
+        """The samples at ``index`` as a lazy Split: no input row is read or copied."""
+        index = index.to(self.labels.device)
+        rows = index.cpu() if self.rows is None else self.rows[index.to(self.rows.device)]
+        first = next(iter(self.inputs.values()))
+        return Split(self.inputs, self.labels[index], self.transform, rows.to(first.device),
+                     self.device)
+
     def take(self, index: Tensor) -> Split:
-        return Split({m: x[index] for m, x in self.inputs.items()}, self.labels[index],
+        """The samples at ``index`` (on the labels' device) as a batch-sized, resident Split."""
+        if self.device is not None:
+            return self._deliver(index, self._gather(index.cpu()))
+        rows = index if self.rows is None else self.rows[index.to(self.rows.device)]
+        return Split({m: x[rows] for m, x in self.inputs.items()}, self.labels[index],
                      self.transform)
 
+    def batches(self, size: int, order: Tensor | None = None) -> Iterator[Split]:
+        """The split in batches of ``size`` in ``order`` (default: stored order), prefetched when
+        the inputs are streamed from the host."""
+        index = order if order is not None else torch.arange(len(self), device=self.labels.device)
+        chunks = index.split(size)
+        if self.device is None:
+            yield from (self.take(c) for c in chunks)
+            return
+        host = index.cpu().split(size)
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="rollingq-gather") as pool:
+            pending = deque()
+            for i, c in enumerate(host):
+                pending.append((chunks[i], pool.submit(self._gather, c)))
+                if len(pending) > PREFETCH:
+                    chunk, gathered = pending.popleft()
+                    yield self._deliver(chunk, gathered.result())
+            while pending:
+                chunk, gathered = pending.popleft()
+                yield self._deliver(chunk, gathered.result())
+
+    def _gather(self, index: Tensor) -> dict[str, Tensor]:
+        """Host rows of the samples at ``index`` (CPU), in pinned memory when bound for CUDA."""
+        rows = index if self.rows is None else self.rows[index]
+        pin = self.device is not None and self.device.type == "cuda"
+        out = {}
+        for m, x in self.inputs.items():
+            buf = torch.empty((len(rows), *x.shape[1:]), dtype=x.dtype, pin_memory=pin)
+            out[m] = torch.index_select(x, 0, rows, out=buf)
+        return out
+
+    def _deliver(self, index: Tensor, host: dict[str, Tensor]) -> Split:
+        inputs = {m: x.to(self.device, non_blocking=True) for m, x in host.items()}
+        return Split(inputs, self.labels[index], self.transform)
+
     def to(self, device: torch.device | str) -> Split:
-        return Split({m: x.to(device) for m, x in self.inputs.items()}, self.labels.to(device),
-                     self.transform)
+        """The split resident on ``device``: rows gathered there once, in bounded chunks.
+
+        On the inputs' own device this is the split itself (a memory-mapped array stays so).
+        """
+        device = torch.device(device)
+        first = next(iter(self.inputs.values()))
+        if first.device.type == device.type and self.device is None:
+            return self
+        n, inputs = len(self), {}
+        order = self.rows if self.rows is not None else torch.arange(n)
+        for m, x in self.inputs.items():
+            dst = torch.empty((n, *x.shape[1:]), dtype=x.dtype, device=device)
+            for start in range(0, n, COPY_ROWS):
+                dst[start : start + COPY_ROWS] = x[order[start : start + COPY_ROWS].to(x.device)]
+            inputs[m] = dst
+        return Split(inputs, self.labels.to(device), self.transform)
+
+    def stream_to(self, device: torch.device | str) -> Split:
+        """The split with its inputs left on the host and each batch copied to ``device``."""
+        if self.device is not None:
+            raise ValueError(f"the split already streams to {self.device}")
+        return Split(self.inputs, self.labels.to(device), self.transform,
+                     None if self.rows is None else self.rows.cpu(), torch.device(device))
 
     def batch(self) -> dict[str, Tensor]:
         """The model inputs of this (batch-sized) split."""
@@ -74,6 +163,10 @@ class DataBundle:
     test: Split
     favoured: str | None = None
 
+    @property
+    def nbytes(self) -> int:
+        return sum(s.nbytes for s in (self.train, self.val, self.test))
+
 
 def stratified_split(labels: Tensor, fraction: float, seed: int) -> tuple[Tensor, Tensor]:
     """Seeded stratified split of indices: (keep, held_out), ``fraction`` of each class held out.
@@ -97,5 +190,5 @@ def carve_val(train: Split, fraction: float, seed: int = 0) -> tuple[Split, Spli
     """Splits a validation set off ``train``; with fraction 0, val is the train split itself."""
     if fraction == 0:
         return train, train
-    keep, held = stratified_split(train.labels, fraction, seed)
-    return train.take(keep), train.take(held)
+    keep, held = stratified_split(train.labels.cpu(), fraction, seed)
+    return train.subset(keep), train.subset(held)

@@ -344,8 +344,8 @@ def av_bundle(
                 f"{len(labels)} training clips (a class needs 2 clips to give one); raise it, "
                 "or set 0 to validate on the training clips with eval frames"
             )
-        train_inputs = {k: v[keep] for k, v in pick(store).items()}  # reads these rows
-        train = Split(train_inputs, labels[keep], AVTransform(True, size, rule))
+        # lazy: the training rows stay memory-mapped, read a batch at a time
+        train = Split(pick(store), labels[keep], AVTransform(True, size, rule), rows=keep)
     else:  # validation = the training clips with eval frames; train stays memory-mapped
         held = torch.arange(len(labels))
         train = Split(pick(store), labels, AVTransform(True, size, rule))
