@@ -95,3 +95,22 @@ def test_streamed_training_is_bit_identical_to_resident():
 def test_data_on_device_is_validated():
     with pytest.raises(ConfigError, match=r"data_on_device='gpu'.*valid: auto, always, never"):
         build_config(overrides={"train.data_on_device": "gpu"})
+
+
+@pytest.mark.gpu
+def test_on_cuda_auto_decides_by_budget_and_streamed_batches_match(monkeypatch):
+    from rollingq import train
+
+    device = torch.device("cuda")
+    data = load_data(build_config(overrides={"data.train_size": 300}).data)
+    assert place(data, device, "auto").train.device is None  # tiny: resident
+    monkeypatch.setattr(train, "DEVICE_DATA_SHARE", 1e-12)
+    streamed = place(data, device, "auto")
+    assert streamed.train.device == device
+    resident = place(data, device, "always")
+    order = torch.randperm(len(data.train), device=device)
+    for a, b in zip(resident.train.batches(64, order), streamed.train.batches(64, order),
+                    strict=True):
+        assert all(x.is_cuda for x in b.inputs.values())
+        assert all(torch.equal(a.inputs[m], b.inputs[m]) for m in a.inputs)
+        assert torch.equal(a.labels, b.labels)
