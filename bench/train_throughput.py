@@ -12,10 +12,15 @@ the shapes of a data set, attention fusion with RollingQ. The figure is the medi
 
 MFU = samples/s x training FLOPs a sample (``torch.utils.flop_counter``) / peak FLOP/s, with the
 peak of PERF.md (790 TFLOP/s dense bf16 on the H100) on CUDA; on CPU no peak is known and MFU
-is not printed. Examples:
+is not printed. ``--rollingq-cost`` also times the step without RollingQ's running statistics
+and the published extra full pass (an eval forward a batch); ``--end-to-end CLIPS`` trains from a
+CREMA-D-shaped data set on disk through the cache and the train transform, as ``fit`` does, and
+gives its rate as a share of the model-only rate. Examples:
 
-    python bench/train_throughput.py --shapes small                  # CPU, seconds
-    python bench/train_throughput.py --shapes cremad kinetics_sounds --device cuda
+    python bench/train_throughput.py --shapes small --rollingq-cost    # CPU, seconds
+    python bench/train_throughput.py --shapes cremad kinetics_sounds --device cuda --compile \
+        --rollingq-cost
+    python bench/train_throughput.py --shapes cremad --device cuda --compile --end-to-end 2000
 """
 
 from __future__ import annotations
@@ -24,14 +29,16 @@ import argparse
 import resource
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+for path in (ROOT, ROOT / "bench"):
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
 
 from rollingq.config import Config, ModelConfig, TrainConfig  # noqa: E402
 from rollingq.data.base import ModalitySpec  # noqa: E402
@@ -40,6 +47,7 @@ from rollingq.model import MultimodalTransformer  # noqa: E402
 from rollingq.rolling import EpochStats  # noqa: E402
 from rollingq.train import (  # noqa: E402
     autocast_for,
+    compiled_or_eager,
     make_optimizer,
     resolve_device,
     train_step,
@@ -69,7 +77,44 @@ def peak_memory_gib(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB, whole process
 
 
-def measure(name: str, args: argparse.Namespace) -> str:
+def end_to_end_batches(args: argparse.Namespace, device: torch.device, batch: int):
+    """Training batches from a CREMA-D-shaped data set on disk, decoded once into the cache and
+    placed as ``fit`` places it (``train.data_on_device=auto``), through the train transform."""
+    from data_throughput import write_dataset
+
+    from rollingq.config import build_config
+    from rollingq.data import cremad, load_data
+    from rollingq.train import place
+
+    root = Path(args.work) / "CREMA-D"
+    if not (root / "train.csv").exists():
+        write_dataset(root, args.end_to_end)
+    cfg = build_config(overrides={"data.name": "cremad", "data.root": str(root),
+                                  "data.cache_dir": str(Path(args.work) / "cache")})
+    cremad.prepare(cfg.data, progress=False)
+    split = place(load_data(cfg.data), device, "auto").train
+    g = torch.Generator().manual_seed(0)
+    while True:
+        order = torch.randperm(len(split), generator=g).to(split.labels.device)
+        for b in split.batches(batch, order):
+            if len(b) == batch:
+                yield b.batch(), b.labels
+
+
+def timed(fn, steps: int, warmup: int, device: torch.device) -> float:
+    """Median seconds of ``fn()`` over ``steps`` calls after ``warmup`` calls."""
+    times = []
+    for i in range(warmup + steps):
+        began = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        if i >= warmup:
+            times.append(time.perf_counter() - began)
+    return statistics.median(times)
+
+
+def measure(name: str, args: argparse.Namespace) -> list[str]:
     specs, classes, model_cfg = SHAPES[name]
     cfg = Config(model=model_cfg, train=TrainConfig(device=args.device, precision=args.precision,
                                                     compile=args.compile))
@@ -78,31 +123,61 @@ def measure(name: str, args: argparse.Namespace) -> str:
     model = MultimodalTransformer(specs, classes, model_cfg).to(device).train()
     optimizer = make_optimizer(cfg, model, device)
     autocast = autocast_for(cfg, device)
-    forward = torch.compile(model) if args.compile else model
+    forward = compiled_or_eager(model) if args.compile else model
     B = args.batch
     inputs = {m: torch.randn(B, *s.shape, device=device) for m, s in specs.items()}
     labels = torch.randint(0, classes, (B,), device=device)
     stats = EpochStats(model.modalities, len(model.rotations))
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    times = []
-    for i in range(args.warmup + args.steps):
-        began = time.perf_counter()
+
+    def step() -> None:  # what fit runs a batch with RollingQ's running statistics
         out, _, _ = train_step(forward, optimizer, inputs, labels, autocast)
         stats.add(out.fusion)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        if i >= args.warmup:
-            times.append(time.perf_counter() - began)
-    rate = B / statistics.median(times)
+
+    seconds = timed(step, args.steps, args.warmup, device)
+    rate = B / seconds
     flops = flops_per_sample(model, {m: x[:2] for m, x in inputs.items()}, train_step=True)
     peak = PEAK_FLOPS.get(device.type)
     mfu = f"MFU {rate * flops / peak:.1%}" if peak else "MFU n/a on CPU"
     precision = "bf16" if uses_bf16(cfg, device) else "fp32"
     refs = ", ".join(f"x{rate / v:.2f} of {k} ({v:,})" for k, v in REFERENCES.get(name, {}).items())
-    return (f"{name} {device.type} {precision}{' compiled' if args.compile else ''} batch {B}: "
-            f"{rate:,.1f} samples/s, {flops / 1e9:.2f} GFLOP a sample, {mfu}, "
-            f"peak memory {peak_memory_gib(device):.2f} GiB; {refs or 'no reference figure'}")
+    label = f"{name} {device.type} {precision}{' compiled' if args.compile else ''} batch {B}"
+    lines = [f"{label}: {rate:,.1f} samples/s, {flops / 1e9:.2f} GFLOP a sample, {mfu}, "
+             f"peak memory {peak_memory_gib(device):.2f} GiB; {refs or 'no reference figure'}"]
+    if args.rollingq_cost:
+        plain = timed(lambda: train_step(forward, optimizer, inputs, labels, autocast),
+                      args.steps, args.warmup, device)
+        again = timed(step, args.steps, args.warmup, device)  # interleaved: drift shows up
+
+        @torch.no_grad()
+        def full_pass_batch() -> None:  # the published extra pass: an eval forward a batch
+            model.eval()
+            with autocast():
+                stats.add(model(inputs).fusion)
+            model.train()
+
+        extra = timed(full_pass_batch, args.steps, args.warmup, device)
+        with_stats = (seconds + again) / 2
+        lines.append(
+            f"{label} RollingQ cost: running statistics {100 * (with_stats / plain - 1):+.2f} % "
+            f"of a step ({1e3 * with_stats:.2f} vs {1e3 * plain:.2f} ms without); the published "
+            f"full pass adds {100 * extra / with_stats:.1f} % of an epoch at each epoch end it "
+            f"runs ({1e3 * extra:.2f} ms a batch)")
+    if args.end_to_end:
+        if name != "cremad":
+            raise SystemExit(f"--end-to-end reads a CREMA-D-shaped data set; got --shapes {name}")
+        batches = end_to_end_batches(args, device, B)
+
+        def real_step() -> None:
+            x, y = next(batches)
+            out, _, _ = train_step(forward, optimizer, x, y, autocast)
+            stats.add(out.fusion)
+
+        e2e = B / timed(real_step, args.steps, args.warmup, device)
+        lines.append(f"{label} end to end (cache + transform + step, {args.end_to_end} clips): "
+                     f"{e2e:,.1f} samples/s, {100 * e2e / rate:.1f} % of the model-only rate")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -113,10 +188,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
-    ap.add_argument("--compile", action="store_true")
+    ap.add_argument("--compile", action="store_true",
+                    help="torch.compile with the eager fallback fit uses")
+    ap.add_argument("--rollingq-cost", action="store_true",
+                    help="also time the step without RollingQ's statistics and the full pass")
+    ap.add_argument("--end-to-end", type=int, default=0, metavar="CLIPS",
+                    help="also train from a CREMA-D-shaped data set of CLIPS clips on disk "
+                         "(cremad shapes)")
+    ap.add_argument("--work", help="where --end-to-end writes its data set and cache "
+                                   "(default: a temporary folder)")
     args = ap.parse_args(argv)
-    for name in args.shapes:
-        print(measure(name, args), flush=True)
+    with tempfile.TemporaryDirectory(prefix="rollingq-bench-") as tmp:
+        args.work = args.work or tmp
+        for name in args.shapes:
+            for line in measure(name, args):
+                print(line, flush=True)
     return 0
 
 
