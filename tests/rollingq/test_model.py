@@ -93,3 +93,21 @@ def test_gradients_flow_through_the_rotation_into_the_query():
         model.fusion[0].q.weight.grad.abs().sum() > 0 and model.fusion[0].cls.grad.abs().sum() > 0
     )
     assert int(model.rotations[-1].count) == 1
+
+
+def test_patch_embeddings_equal_their_strided_convolutions():
+    from rollingq.layers import PatchEmbed2d, TubeletEmbed
+
+    torch.manual_seed(0)
+    spec = PatchEmbed2d(24, 16)
+    x = torch.randn(3, 257, 188)  # not multiples of 16: the convolution drops the remainder
+    want = spec.proj(x.unsqueeze(1)).flatten(2).transpose(1, 2)
+    assert want.shape == (3, 16 * 11, 24)
+    torch.testing.assert_close(spec(x), want, rtol=1e-5, atol=1e-5)
+    tube = TubeletEmbed(24, 16)
+    frames = torch.randn(2, 3, 3, 40, 50)
+    want = tube.proj(frames.transpose(1, 2)).flatten(2).transpose(1, 2)
+    assert want.shape == (2, 3 * 2 * 3, 24)
+    torch.testing.assert_close(tube(frames), want, rtol=1e-5, atol=1e-5)
+    (tube(frames).square().sum()).backward()
+    assert tube.proj.weight.grad is not None and tube.proj.weight.grad.abs().sum() > 0
