@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Every GPU measurement of issues 5 and 6 and the opt-in GPU tests, each output kept in a file.
+#   bash bench/gpu.sh OUTDIR [model|data|packing|tests]...   (default: all four parts)
+# Each part fits in one 10-minute call on an H100; run from the repository root with Ray and
+# Optuna importable (packing only), e.g. after `source .gpu/activate`.
+set -u
+out=${1:?usage: bash bench/gpu.sh OUTDIR [model|data|packing|tests]...}
+shift
+parts=${*:-tests model data packing}
+mkdir -p "$out"
+run() {  # run NAME COMMAND...: the output to OUTDIR/NAME.txt and the terminal
+    echo "== $name: $*" | tee -a "$out/$name.txt"
+    "$@" 2>&1 | tee -a "$out/$name.txt"
+}
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$out/gpu.txt" 2>&1
+for part in $parts; do
+    name=$part
+    case $part in
+    tests) run python -m pytest -q -m gpu -p no:cacheprovider ;;
+    model)
+        run python bench/train_throughput.py --shapes cremad kinetics_sounds --device cuda \
+            --precision fp32
+        run python bench/train_throughput.py --shapes cremad kinetics_sounds --device cuda \
+            --rollingq-cost
+        run python bench/train_throughput.py --shapes cremad kinetics_sounds --device cuda \
+            --compile --rollingq-cost
+        run python bench/train_throughput.py --shapes cremad --device cuda --compile --batch 128
+        run python bench/train_throughput.py --shapes cremad --device cuda --compile \
+            --end-to-end 2000 ;;
+    data) run python bench/data_throughput.py --clips 2000 --device cuda ;;
+    packing) run python bench/packing.py ;;
+    *) echo "unknown part $part; valid: tests model data packing" >&2; exit 2 ;;
+    esac
+done
