@@ -135,8 +135,6 @@ class Split:
 
     def stream_to(self, device: torch.device | str) -> Split:
         """The split with its inputs left on the host and each batch copied to ``device``."""
-        if self.device is not None:
-            raise ValueError(f"the split already streams to {self.device}")
         return Split(self.inputs, self.labels.to(device), self.transform,
                      None if self.rows is None else self.rows.cpu(), torch.device(device))
 
