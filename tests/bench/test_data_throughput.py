@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_tiny_data_set_prints_every_figure(tmp_path):
     p = subprocess.run([sys.executable, "bench/data_throughput.py", "--clips", "40",
                         "--published-samples", "5", "--seconds", "0.2", "--batch", "8",
-                        "--dir", str(tmp_path / "CREMA-D")],
+                        "--ks-rows", "24", "--dir", str(tmp_path / "CREMA-D")],
                        cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr
     out = p.stdout
@@ -22,6 +22,8 @@ def test_tiny_data_set_prints_every_figure(tmp_path):
                   r"\(34 training clips",
         "streamed": r"streamed from the host .*: (\d+) samples/s",
         "ratio": r"ratio \(b\) / \(a\): ([\d.]+)x",
+        "ks gather": r"\(c\) streamed host gather, Kinetics-Sounds-shaped rows \(24\): (\d+) "
+                     r"samples/s \(([\d.]+) GB/s\)",
     }
     for name, pattern in figures.items():
         m = re.search(pattern, out)
