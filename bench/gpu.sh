@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Every GPU measurement of issues 5 and 6 and the opt-in GPU tests, each output kept in a file.
 #   bash bench/gpu.sh OUTDIR [model|data|packing|tests]...   (default: all four parts)
-# Each part fits in one 10-minute call on an H100; run from the repository root with Ray and
-# Optuna importable (packing only), e.g. after `source .gpu/activate`.
+# Each part fits in one 10-minute call on an H100. Run from the repository root; Ray and Optuna
+# (packing only) come from .gpu/ when ../shared/tools/gpu-bundle.sh wrote it.
 set -u
+if [ -f .gpu/activate ]; then source .gpu/activate; fi
 out=${1:?usage: bash bench/gpu.sh OUTDIR [model|data|packing|tests]...}
 shift
 parts=${*:-tests model data packing}
