@@ -92,8 +92,8 @@ class Split:
         host = index.cpu().split(size)
         with ThreadPoolExecutor(max_workers=2, thread_name_prefix="rollingq-gather") as pool:
             pending = deque()
-            for i, c in enumerate(host):
-                pending.append((chunks[i], pool.submit(self._gather, c)))
+            for chunk, on_host in zip(chunks, host, strict=True):
+                pending.append((chunk, pool.submit(self._gather, on_host)))
                 if len(pending) > PREFETCH:
                     chunk, gathered = pending.popleft()
                     yield self._deliver(chunk, gathered.result())
