@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Every GPU measurement of issues 5 and 6 and the opt-in GPU tests, each output kept in a file.
-#   bash bench/gpu.sh OUTDIR [model|data|packing|tests]...   (default: all four parts)
-# Each part fits in one 10-minute call on an H100. Run from the repository root; Ray and Optuna
-# (packing only) come from .gpu/ when ../shared/tools/gpu-bundle.sh wrote it.
+#   bash bench/gpu.sh OUTDIR [tests|model|compile|e2e|data|packing]...   (default: all six)
+# Each part should fit one 10-minute device call (not yet timed on the GPU machine). Run from
+# the repository root; Ray and Optuna (packing only) come from .gpu/ when
+# ../shared/tools/gpu-bundle.sh wrote it.
 set -u
 if [ -f .gpu/activate ]; then source .gpu/activate; fi
-out=${1:?usage: bash bench/gpu.sh OUTDIR [model|data|packing|tests]...}
+out=${1:?usage: bash bench/gpu.sh OUTDIR [tests|model|compile|e2e|data|packing]...}
 shift
-parts=${*:-tests model data packing}
+parts=${*:-tests model compile e2e data packing}
 mkdir -p "$out"
 run() {  # run NAME COMMAND...: the output to OUTDIR/NAME.txt and the terminal
     echo "== $name: $*" | tee -a "$out/$name.txt"
@@ -22,14 +23,16 @@ for part in $parts; do
         run python bench/train_throughput.py --shapes cremad kinetics_sounds --device cuda \
             --precision fp32
         run python bench/train_throughput.py --shapes cremad kinetics_sounds --device cuda \
-            --rollingq-cost
+            --rollingq-cost ;;
+    compile)
         run python bench/train_throughput.py --shapes cremad kinetics_sounds --device cuda \
             --compile --rollingq-cost
-        run python bench/train_throughput.py --shapes cremad --device cuda --compile --batch 128
+        run python bench/train_throughput.py --shapes cremad --device cuda --compile --batch 128 ;;
+    e2e)
         run python bench/train_throughput.py --shapes cremad --device cuda --compile \
             --end-to-end 2000 ;;
     data) run python bench/data_throughput.py --clips 2000 --device cuda ;;
     packing) run python bench/packing.py ;;
-    *) echo "unknown part $part; valid: tests model data packing" >&2; exit 2 ;;
+    *) echo "unknown part $part; valid: tests model compile e2e data packing" >&2; exit 2 ;;
     esac
 done
