@@ -93,13 +93,14 @@ def main(argv: list[str] | None = None) -> int:
     import ray
     import torch
 
+    from study.run import export_project_path
+
     device = args.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
         ap.error("--device cuda but torch sees no CUDA device; use --device cpu")
-    paths = [str(ROOT), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
-    os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))  # workers import the project
+    export_project_path()
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     ray.init(include_dashboard=False, log_to_driver=False)
     try:

@@ -142,6 +142,12 @@ def study_folder(args: argparse.Namespace, space: str) -> tuple[Path, str]:
     return folder, storage
 
 
+def export_project_path() -> None:
+    """Puts the project root first on PYTHONPATH, so workers of a local Ray import the project."""
+    paths = [str(ROOT), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+
+
 def make_trainable(spec: Spec):
     """The trial function with the spec's resources per trial (new and restored studies)."""
     from ray import tune
@@ -284,8 +290,7 @@ def run_study(spec: Spec, folder: Path, storage: str, args: argparse.Namespace, 
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     t0 = time.perf_counter()
     if args.address is None:  # local workers inherit the environment: let them import the project
-        paths = [str(ROOT), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
-        os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+        export_project_path()
     ray.init(address=args.address, include_dashboard=False, ignore_reinit_error=True,
              log_to_driver=False)
     try:
