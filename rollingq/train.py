@@ -73,11 +73,15 @@ class FitResult:
 
 
 def resolve_device(name: str) -> torch.device:
+    """``train.device`` as a device; CUDA with its index (the current device), which
+    ``torch.cuda``'s per-device queries such as the memory fraction require."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cpu":
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
         raise ConfigError("train.device='cuda' but no CUDA device is available; use auto or cpu")
-    return torch.device(name)
+    return torch.device("cuda", torch.cuda.current_device())
 
 
 def uses_bf16(cfg: Config, device: torch.device) -> bool:
@@ -213,8 +217,9 @@ def full_pass_stats(
 def device_memory_budget(device: torch.device) -> int:
     """Bytes of ``device`` memory this process may use: the card's total times the process's
     memory fraction (a fractional-GPU trial's cap, see study/trainable.py)."""
-    total = torch.cuda.get_device_properties(device).total_memory
-    fraction = torch.cuda.get_per_process_memory_fraction(device)
+    index = torch.cuda.current_device() if device.index is None else device.index
+    total = torch.cuda.get_device_properties(index).total_memory
+    fraction = torch.cuda.get_per_process_memory_fraction(index)  # needs an index
     return int(total * fraction)
 
 

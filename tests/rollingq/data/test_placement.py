@@ -105,7 +105,7 @@ def test_data_on_device_is_validated():
 def test_on_cuda_auto_decides_by_budget_and_streamed_batches_match(monkeypatch):
     from rollingq import train
 
-    device = torch.device("cuda")
+    device = torch.device("cuda")  # no index, as users write it: the budget must cope
     data = load_data(build_config(overrides={"data.train_size": 300}).data)
     assert place(data, device, "auto").train.device is None  # tiny: resident
     monkeypatch.setattr(train, "DEVICE_DATA_SHARE", 1e-12)
