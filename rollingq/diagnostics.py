@@ -28,6 +28,7 @@ from rollingq.data.base import ModalitySpec, Split
 from rollingq.layers import Rotation
 
 Transform = Callable[[dict[str, Tensor], Tensor], dict[str, Tensor]]
+Autocast = Callable[[], contextlib.AbstractContextManager]
 
 # The modules whose weights and biases the paper's parameter count covers (METHOD.md §5,
 # Table 4): tokens, positional embeddings and buffers are left out.
@@ -100,12 +101,12 @@ def _device(model: nn.Module) -> torch.device:
 
 @torch.no_grad()
 def predict(
-    model: nn.Module, split: Split, batch_size: int, transform: Transform | None = None
+    model: nn.Module, split: Split, batch_size: int, transform: Transform | None = None,
+    autocast: Autocast = contextlib.nullcontext,
 ) -> tuple[Tensor, dict[str, Tensor] | None]:
     """Runs a ``MultimodalTransformer`` over a split in eval mode.
 
-    The model's training flag is restored afterwards. Batches are moved to the model's device;
-    on CUDA the forward runs under bf16 autocast.
+    The model's training flag is restored afterwards. Batches are moved to the model's device.
 
     Args:
         model: A ``rollingq.model.MultimodalTransformer``.
@@ -114,6 +115,8 @@ def predict(
         transform: Optional ``transform(inputs, index) -> inputs`` applied to each batch before
             the forward; ``inputs`` holds the model's modalities on the model's device and
             ``index`` (on the same device) the batch's sample positions in the split.
+        autocast: A factory of the context each forward runs in: the training run's precision
+            (``rollingq.train.autocast_for``); fp32 by default.
 
     Returns:
         Logits (N, C) as CPU float32, and the last fusion layer's per-modality attention share
@@ -123,11 +126,6 @@ def predict(
     assert len(split) > 0, "the split is empty"
     device = _device(model)
     modalities = list(getattr(model, "modalities", split.inputs))
-    autocast = (
-        torch.autocast("cuda", dtype=torch.bfloat16)
-        if device.type == "cuda"
-        else contextlib.nullcontext()
-    )
     was_training = model.training
     model.eval()
     logits, shares = [], []
@@ -140,7 +138,7 @@ def predict(
             inputs = {m: inputs[m] for m in modalities}
             if transform is not None:
                 inputs = transform(inputs, torch.arange(start, end, device=device))
-            with autocast:
+            with autocast():
                 out = model(inputs)
             logits.append(out.logits.float())  # kept on the device: one transfer at the end
             if out.share is not None:
@@ -164,6 +162,7 @@ def noise_robustness(
     recipe: str = "additive",
     batch_size: int = 256,
     seed: int = 0,
+    autocast: Autocast = contextlib.nullcontext,
 ) -> dict[float, float]:
     """Accuracy with Gaussian noise on one modality at each noise level (Table 3).
 
@@ -179,6 +178,7 @@ def noise_robustness(
         recipe: ``additive`` or ``mixing``, see `add_noise`.
         batch_size: Samples a forward pass.
         seed: Seed of the noise.
+        autocast: The forward's precision context, see `predict`.
 
     Returns:
         Level -> accuracy in [0, 1].
@@ -203,7 +203,7 @@ def noise_robustness(
                 inputs = {**inputs, modality: add_noise(inputs[modality], level, recipe, generator)}
             return inputs
 
-        logits, _ = predict(model, split, batch_size, transform)
+        logits, _ = predict(model, split, batch_size, transform, autocast)
         result[float(level)] = _accuracy(logits, split.labels)
     return result
 
@@ -215,6 +215,7 @@ def attention_noise_correlation(
     recipe: str = "mixing",
     batch_size: int = 256,
     seed: int = 0,
+    autocast: Autocast = contextlib.nullcontext,
 ) -> dict | None:
     """Pearson r between a modality's attention share and "this modality was noised" (Table 2).
 
@@ -236,6 +237,7 @@ def attention_noise_correlation(
         recipe: ``additive`` or ``mixing``; ``mixing`` at λ = 1 replaces the input by noise.
         batch_size: Samples a forward pass.
         seed: Seeds both the choice of modality and the noise.
+        autocast: The forward's precision context, see `predict`.
 
     Returns:
         ``{"r", "adaptivity", "level", "recipe", "pairs"}``, or None when the model's fusion
@@ -261,7 +263,7 @@ def attention_noise_correlation(
             out[m] = torch.where(mask, add_noise(x, level, recipe, generator), x)
         return out
 
-    _, shares = predict(model, split, batch_size, transform)
+    _, shares = predict(model, split, batch_size, transform, autocast)
     if shares is None:
         return None
     share = torch.cat([shares[m] for m in modalities]).double()  # (M * N,)

@@ -119,19 +119,22 @@ def make_optimizer(
     return cls(params, o.lr, weight_decay=o.weight_decay, **fused)
 
 
-def compiled_or_eager(model: torch.nn.Module) -> Callable:
+def compiled_or_eager(model: torch.nn.Module, backend: str | Callable = "inductor") -> Callable:
     """``torch.compile(model)``, falling back to eager (with a warning) if compiling fails.
 
-    Compilation happens lazily at the first call, so the fallback wraps the call, not
-    ``torch.compile`` itself.
+    Compilation happens lazily at the first call (and again for a new input shape), so the
+    fallback wraps the call, not ``torch.compile`` itself. The backward graph is compiled within
+    that call too (by default AOTAutograd compiles it at the first ``backward()``, where a
+    failure would escape the fallback).
     """
-    state = {"fn": torch.compile(model)}
+    state = {"fn": torch.compile(model, backend=backend)}
 
     def forward(*args: Any) -> Any:
         if state["fn"] is model:
             return model(*args)
         try:
-            return state["fn"](*args)
+            with torch._functorch.config.patch(force_non_lazy_backward_lowering=True):
+                return state["fn"](*args)
         except Exception as e:  # noqa: BLE001 - any compiler failure falls back to eager
             log.warning("torch.compile failed (%s: %s); training eagerly", type(e).__name__, e)
             state["fn"] = model
@@ -439,11 +442,14 @@ def run_diagnostics(result: FitResult) -> Metrics:
     """Noise robustness on each modality and the attention-noise correlation on the test split."""
     cfg, model, test = result.config, result.model, result.data.test
     levels = cfg.train.noise_levels
+    autocast = autocast_for(cfg, next(model.parameters()).device)  # as the run trained
     out: Metrics = {"noise_recipe": cfg.train.noise_recipe, "noise": {}}
     for m in model.modalities:
-        acc = diagnostics.noise_robustness(model, test, m, levels, cfg.train.noise_recipe)
+        acc = diagnostics.noise_robustness(model, test, m, levels, cfg.train.noise_recipe,
+                                           autocast=autocast)
         out["noise"][m] = {str(level): a for level, a in acc.items()}
-    out["attention_noise"] = diagnostics.attention_noise_correlation(model, test)
+    out["attention_noise"] = diagnostics.attention_noise_correlation(model, test,
+                                                                     autocast=autocast)
     out["parameters"] = diagnostics.count_parameters(model)
     out["favoured_modality"] = result.data.favoured
     return out

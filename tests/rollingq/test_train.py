@@ -11,7 +11,7 @@ from rollingq.data import load_data
 from rollingq.data.base import stratified_split
 from rollingq.model import MultimodalTransformer
 from rollingq.rolling import EpochStats, rotate_if_needed
-from rollingq.train import fit, lr_factor
+from rollingq.train import compiled_or_eager, fit, lr_factor, run_diagnostics
 
 TINY = {"data.train_size": 400, "data.test_size": 200, "train.epochs": 4, "train.batch_size": 64}
 
@@ -179,6 +179,42 @@ def test_every_fusion_layer_can_rotate():
     assert last.summary["rotations"] == [0, 1]
 
 
+def _grads_of(forward, model, x):
+    model.zero_grad()
+    forward(x).square().sum().backward()
+    return [p.grad.clone() for p in model.parameters()]
+
+
+@pytest.mark.parametrize("fails", [None, "forward", "backward"])
+def test_the_compile_fallback_catches_a_failure_in_either_graph(fails, caplog):
+    """A compiler failure, even in the backward graph (which AOTAutograd compiles lazily, at
+    ``backward()``, unless told otherwise), trains on eagerly with a warning."""
+    from functorch.compile import make_boxed_func
+    from torch._dynamo.backends.common import aot_autograd
+
+    def compiler(graph):
+        def compile_graph(gm, example_inputs):
+            if graph == fails:
+                raise RuntimeError(f"{graph} lowering failed")
+            return make_boxed_func(gm.forward)
+        return compile_graph
+
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.GELU(), torch.nn.Linear(8, 2))
+    x = torch.randn(5, 4)
+    expected = _grads_of(model, model, x)
+    forward = compiled_or_eager(model, aot_autograd(fw_compiler=compiler("forward"),
+                                                   bw_compiler=compiler("backward")))
+    for _ in range(2):  # the second step runs the compiled graph, or eager after a fallback
+        got = _grads_of(forward, model, x)
+        assert all(torch.allclose(g, e, atol=1e-6) for g, e in zip(got, expected, strict=True))
+    warned = [r.getMessage() for r in caplog.records if "torch.compile failed" in r.getMessage()]
+    assert len(warned) == (fails is not None)
+    if fails:
+        assert f"{fails} lowering failed" in warned[0]
+
+
 @pytest.mark.slow  # inductor compiles fwd + bwd on CPU for a minute or more
 def test_compiled_training_matches_the_eager_path_or_falls_back():
     over = {"train.epochs": 1, "data.train_size": 200}
@@ -187,3 +223,12 @@ def test_compiled_training_matches_the_eager_path_or_falls_back():
     assert compiled.status == "finished"
     expected = eager.history[-1]["train_loss"]
     assert compiled.history[-1]["train_loss"] == pytest.approx(expected, rel=1e-3)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_diagnostics_evaluate_in_the_runs_precision(precision):
+    """Noise level 0 is the clean test set: its accuracy is the last epoch's test accuracy,
+    also when the run trains (and evaluates) under bf16 autocast."""
+    r = fit(tiny(**{"train.epochs": 2, "data.test_size": 400, "train.precision": precision}))
+    clean = {m: acc["0.0"] for m, acc in run_diagnostics(r)["noise"].items()}
+    assert clean == {m: r.history[-1]["test_acc"] for m in r.model.modalities}
