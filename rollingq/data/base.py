@@ -90,16 +90,19 @@ class Split:
             yield from (self.take(c) for c in chunks)
             return
         host = index.cpu().split(size)
+        # on CUDA the copies run on a stream of their own, so a batch's copy overlaps the
+        # previous step's kernels (queued behind them on the compute stream, it would not)
+        copy = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
         with ThreadPoolExecutor(max_workers=2, thread_name_prefix="rollingq-gather") as pool:
             pending = deque()
             for chunk, on_host in zip(chunks, host, strict=True):
                 pending.append((chunk, pool.submit(self._gather, on_host)))
                 if len(pending) > PREFETCH:
                     chunk, gathered = pending.popleft()
-                    yield self._deliver(chunk, gathered.result())
+                    yield self._deliver(chunk, gathered.result(), copy)
             while pending:
                 chunk, gathered = pending.popleft()
-                yield self._deliver(chunk, gathered.result())
+                yield self._deliver(chunk, gathered.result(), copy)
 
     def _gather(self, index: Tensor) -> dict[str, Tensor]:
         """Host rows of the samples at ``index`` (CPU), in pinned memory when bound for CUDA."""
@@ -111,8 +114,19 @@ class Split:
             out[m] = torch.index_select(x, 0, rows, out=buf)
         return out
 
-    def _deliver(self, index: Tensor, host: dict[str, Tensor]) -> Split:
-        inputs = {m: x.to(self.device, non_blocking=True) for m, x in host.items()}
+    def _deliver(self, index: Tensor, host: dict[str, Tensor],
+                 copy: torch.cuda.Stream | None = None) -> Split:
+        """The batch on the device; with ``copy``, copied on that stream, which the current
+        (compute) stream waits for before it uses the batch."""
+        if copy is None:
+            inputs = {m: x.to(self.device, non_blocking=True) for m, x in host.items()}
+            return Split(inputs, self.labels[index], self.transform)
+        with torch.cuda.stream(copy):
+            inputs = {m: x.to(self.device, non_blocking=True) for m, x in host.items()}
+        compute = torch.cuda.current_stream(self.device)
+        compute.wait_stream(copy)
+        for x in inputs.values():  # allocated on the copy stream, freed after compute uses it
+            x.record_stream(compute)
         return Split(inputs, self.labels[index], self.transform)
 
     def to(self, device: torch.device | str) -> Split:
