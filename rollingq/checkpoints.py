@@ -47,9 +47,10 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 
 
 def rng_state() -> dict[str, Any]:
-    """Every global RNG state a run draws from (torch CPU and CUDA)."""
+    """Every global RNG state a run draws from (torch CPU, and CUDA once the process uses it:
+    asking earlier would start a CUDA context, GPU memory included, in a CPU run)."""
     state = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
+    if torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
