@@ -2,8 +2,9 @@
 
 A step is the one ``fit`` runs (``rollingq.train.train_step``: forward, fusion CE + the probes'
 CEs, backward, optimizer step) plus the RollingQ statistics it accumulates, on random inputs at
-the shapes of a data set, attention fusion with RollingQ. The figure is the median over
-``--steps`` steps after ``--warmup`` steps, compared with ../shared/PERF.md (one H100):
+the shapes of a data set, attention fusion with RollingQ. The figure is the median of 3 runs
+of ``--steps`` steps (no host sync between steps, as in ``fit``) after ``--warmup`` steps,
+compared with ../shared/PERF.md (one H100):
 
     shapes            reference (samples/s)
     cremad            published fp32 243; published bf16 + compile 1,102; lean sketch 1,985
@@ -101,16 +102,25 @@ def end_to_end_batches(args: argparse.Namespace, device: torch.device, batch: in
                 yield b.batch(), b.labels
 
 
-def timed(fn, steps: int, warmup: int, device: torch.device) -> float:
-    """Median seconds of ``fn()`` over ``steps`` calls after ``warmup`` calls."""
-    times = []
-    for i in range(warmup + steps):
-        began = time.perf_counter()
-        fn()
+def timed(fn, steps: int, warmup: int, device: torch.device, rounds: int = 3) -> float:
+    """Seconds a call of ``fn()``: the median over ``rounds`` runs of ``steps`` calls, after
+    ``warmup`` calls. As in ``fit``, nothing waits for the device between calls (a CUDA step's
+    launches overlap the previous step's kernels); each run ends by waiting for it."""
+
+    def wait() -> None:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
-        if i >= warmup:
-            times.append(time.perf_counter() - began)
+
+    for _ in range(warmup):
+        fn()
+    wait()
+    times = []
+    for _ in range(rounds):
+        began = time.perf_counter()
+        for _ in range(steps):
+            fn()
+        wait()
+        times.append((time.perf_counter() - began) / steps)
     return statistics.median(times)
 
 
@@ -139,7 +149,8 @@ def measure(name: str, args: argparse.Namespace) -> list[str]:
     rate = B / seconds
     flops = flops_per_sample(model, {m: x[:2] for m, x in inputs.items()}, train_step=True)
     peak = PEAK_FLOPS.get(device.type)
-    mfu = f"MFU {rate * flops / peak:.1%}" if peak else "MFU n/a on CPU"
+    mfu = (f"MFU {rate * flops / peak:.1%} (of PERF.md's measured {peak / 1e12:.0f} TFLOP/s bf16 "
+           "matmul rate, not the datasheet's)" if peak else "MFU n/a on CPU")
     precision = "bf16" if uses_bf16(cfg, device) else "fp32"
     refs = ", ".join(f"x{rate / v:.2f} of {k} ({v:,})" for k, v in REFERENCES.get(name, {}).items())
     label = f"{name} {device.type} {precision}{' compiled' if args.compile else ''} batch {B}"
