@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -118,15 +119,13 @@ class Split:
                  copy: torch.cuda.Stream | None = None) -> Split:
         """The batch on the device; with ``copy``, copied on that stream, which the current
         (compute) stream waits for before it uses the batch."""
-        if copy is None:
+        with torch.cuda.stream(copy) if copy is not None else nullcontext():
             inputs = {m: x.to(self.device, non_blocking=True) for m, x in host.items()}
-            return Split(inputs, self.labels[index], self.transform)
-        with torch.cuda.stream(copy):
-            inputs = {m: x.to(self.device, non_blocking=True) for m, x in host.items()}
-        compute = torch.cuda.current_stream(self.device)
-        compute.wait_stream(copy)
-        for x in inputs.values():  # allocated on the copy stream, freed after compute uses it
-            x.record_stream(compute)
+        if copy is not None:
+            compute = torch.cuda.current_stream(self.device)
+            compute.wait_stream(copy)
+            for x in inputs.values():  # allocated on the copy stream, freed after compute uses it
+                x.record_stream(compute)
         return Split(inputs, self.labels[index], self.transform)
 
     def to(self, device: torch.device | str) -> Split:
