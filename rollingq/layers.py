@@ -22,11 +22,15 @@ LN_EPS = 1e-6
 
 
 class PatchEmbed2d(nn.Module):
-    """A (B, H, W) spectrogram -> (B, H/p * W/p, D) tokens: Conv2d(1 -> D, p x p, stride p).
+    """A (B, H, W) spectrogram -> (B, W/p * H/p, D) tokens: transpose, Conv2d(1 -> D, p x p).
 
-    The parameters are the Conv2d's (as published, and as pretrained weights name them); the
-    forward is the same map written as one matrix product over the non-overlapping patches
-    (rows and columns past the last whole patch dropped, as the strided convolution does).
+    As published, the spectrogram is transposed to (W, H) before the patches are cut, so the
+    tokens run along W first: CREMA-D's (257 frequency, 188 time) spectrogram gives an 11 x 16
+    grid in time-major order (token = t * 16 + f); Kinetics-Sounds' (1024 time, 128 mel) fbank
+    gives 8 x 64 in mel-major order. The parameters are the Conv2d's (as published, and as
+    pretrained weights name them); the forward is the same map written as one matrix product
+    over the non-overlapping patches (rows and columns past the last whole patch dropped, as the
+    strided convolution does).
     """
 
     def __init__(self, dim: int, patch: int):
@@ -34,7 +38,14 @@ class PatchEmbed2d(nn.Module):
         self.patch = patch
         self.proj = nn.Conv2d(1, dim, patch, stride=patch)
 
+    @staticmethod
+    def grid(shape: tuple[int, int], patch: int) -> tuple[int, int]:
+        """The (rows, columns) patch grid of an (H, W) spectrogram: (W/p, H/p)."""
+        h, w = shape
+        return w // patch, h // patch
+
     def forward(self, x: Tensor) -> Tensor:
+        x = x.transpose(1, 2)  # (B, W, H): the published orientation
         B, H, W = x.shape
         p, h, w = self.patch, H // self.patch, W // self.patch
         patches = x[:, : h * p, : w * p].reshape(B, h, p, w, p).transpose(2, 3)
@@ -178,27 +189,56 @@ class Rotation(nn.Module):
         self.count += 1
 
 
-def _split_stats(q: Tensor, k: Tensor, weights: Tensor, spans: dict[str, slice]) -> FusionStats:
-    with torch.no_grad():
-        return FusionStats(
-            q_cls=q.detach().float(),
-            mean_keys={m: k[:, s].float().mean(1) for m, s in spans.items()},
-            attention=weights.detach(),
-            share={m: weights[:, s].sum(1) for m, s in spans.items()},
-        )
+def _linear_fp32(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+    """x W^T + b in fp32, whatever the autocast around it."""
+    with torch.autocast(x.device.type, enabled=False):
+        return F.linear(x.float(), weight.float(), bias.float())
+
+
+@torch.no_grad()
+def _stats(
+    q_in: Tensor, x: Tensor, wq: tuple[Tensor, Tensor], wk: tuple[Tensor, Tensor],
+    rotation: Rotation, weights: Tensor, spans: dict[str, slice],
+) -> FusionStats:
+    """The RollingQ statistics of a layer, in fp32 whatever the autocast.
+
+    Under bf16 autocast the layer attends with bf16 queries and keys; the statistics are
+    recomputed in fp32 from the layer's fp32 inputs instead: q = R (W_q q_in + b_q), and each
+    modality's mean key from its mean input token, W_k mean_t(x_t) + b_k (= mean_t k_t, as the
+    key map is affine), which costs one (B, D) x (D, D) product a modality.
+
+    Args:
+        q_in: The [cls] row the query is projected from, (B, D) or (1, D).
+        x: The layer's input sequence (B, L, D) that keys are projected from.
+        wq, wk: (weight, bias) of the query and key maps.
+    """
+    q = _linear_fp32(q_in, *wq)
+    with torch.autocast(q.device.type, enabled=False):
+        q = (q @ rotation.matrix.T).expand(x.shape[0], -1)  # (B, D)
+    return FusionStats(
+        q_cls=q,
+        mean_keys={m: _linear_fp32(x[:, s].float().mean(1), *wk) for m, s in spans.items()},
+        attention=weights.detach(),
+        share={m: weights[:, s].sum(1) for m, s in spans.items()},
+    )
 
 
 class FusionAttention(nn.Module):
-    """The published fusion layer ("Vanilla MT"): one single-head attention with its own [cls].
+    """The published fusion layer ("Vanilla MT"): one single-head attention.
 
     Separate W_q/W_k/W_v/W_o with bias, scale sqrt(d), attention and output dropout, no
-    residual, no FFN, no LayerNorm. The [cls] query q = W_q(cls) does not depend on the input.
+    residual, no FFN, no LayerNorm. The first fusion layer has its own learned [cls]
+    (``own_cls``), prepended to the tokens, so its query q = W_q(cls) does not depend on the
+    input. A published layer stacked above another (``model.fusion_block: published``) takes the
+    previous layer's whole output sequence and queries from its [cls] row, which does.
     """
 
-    def __init__(self, dim: int, dropout: float):
+    def __init__(self, dim: int, dropout: float, own_cls: bool = True):
         super().__init__()
-        self.cls = nn.Parameter(torch.empty(1, 1, dim))
-        nn.init.trunc_normal_(self.cls, std=0.02)
+        if own_cls:
+            self.cls = nn.Parameter(torch.empty(1, 1, dim))
+            nn.init.trunc_normal_(self.cls, std=0.02)
+        self.own_cls = own_cls
         self.q, self.k, self.v, self.o = (nn.Linear(dim, dim) for _ in range(4))
         self.dropout = dropout
         self.rotation = Rotation(dim)
@@ -209,18 +249,24 @@ class FusionAttention(nn.Module):
         """Attends from [cls] (and, when ``full``, from every token) over [cls; tokens].
 
         Args:
-            tokens: (B, L-1, D) modality tokens; spans index them in the fused sequence.
+            tokens: (B, L-1, D) modality tokens with ``own_cls``, else the whole fused sequence
+                (B, L, D) whose row 0 is [cls]; spans index the modalities in the sequence.
             full: Also compute every token's output (needed when more fusion layers follow).
 
         Returns:
             The fused sequence (B, L, D) if ``full`` else the [cls] output (B, D), and the stats.
         """
         B = tokens.shape[0]
-        x = torch.cat([self.cls.expand(B, -1, -1), tokens], 1)  # (B, L, D)
+        if self.own_cls:
+            x = torch.cat([self.cls.expand(B, -1, -1), tokens], 1)  # (B, L, D)
+            q_in = self.cls[:, 0]  # (1, D): the same query for every input
+        else:
+            x, q_in = tokens, tokens[:, 0]
         k, v = self.k(x), self.v(x)
-        q_cls = self.rotation(self.q(self.cls[:, 0])).expand(B, -1)  # (B, D), same for all inputs
+        q_cls = self.rotation(self.q(q_in)).expand(B, -1)  # (B, D)
         out_cls, weights = cls_row_attention(q_cls, k, v, 1, self.dropout, self.training)
-        stats = _split_stats(q_cls, k, weights, spans)
+        stats = _stats(q_in, x, (self.q.weight, self.q.bias), (self.k.weight, self.k.bias),
+                       self.rotation, weights, spans)
         if not full:
             return F.dropout(self.o(out_cls), self.dropout, self.training), stats
         q = self.q(x[:, 1:])  # (B, L-1, D): the other rows, plain SDPA
@@ -237,7 +283,10 @@ class FusionAttention(nn.Module):
 class FusionBlock(nn.Module):
     """A pre-norm Transformer block over the fused sequence, stacked above ``FusionAttention``.
 
-    Its [cls] row is computed explicitly (rotatable, with stats); the other rows use SDPA.
+    Its [cls] row is computed explicitly (rotatable, with stats); the other rows use SDPA. With
+    several heads the rotation acts on the whole (concatenated) query, so it mixes the heads'
+    query subspaces, and AIR is the cosine of the concatenated query with the concatenated mean
+    key.
     """
 
     def __init__(self, dim: int, heads: int, mlp_ratio: float):
@@ -252,10 +301,13 @@ class FusionBlock(nn.Module):
 
     def forward(self, x: Tensor, spans: dict[str, slice], full: bool) -> tuple[Tensor, FusionStats]:
         B, L, D = x.shape
-        q, k, v = self.qkv(self.norm1(x)).chunk(3, dim=-1)  # (B, L, D) each
+        h = self.norm1(x)
+        q, k, v = self.qkv(h).chunk(3, dim=-1)  # (B, L, D) each
         q_cls = self.rotation(q[:, 0])
         out_cls, weights = cls_row_attention(q_cls, k, v, self.heads, 0.0, self.training)
-        stats = _split_stats(q_cls, k, weights, spans)
+        w, b = self.qkv.weight, self.qkv.bias
+        stats = _stats(h[:, 0], h, (w[:D], b[:D]), (w[D : 2 * D], b[D : 2 * D]),
+                       self.rotation, weights, spans)
         if full:
             split = lambda t: t.reshape(B, t.shape[1], self.heads, D // self.heads).transpose(1, 2)
             rest = F.scaled_dot_product_attention(split(q[:, 1:]), split(k), split(v))

@@ -1,8 +1,9 @@
 """The multimodal Transformer: one encoder per modality, a fusion, detached probes.
 
     inputs {modality: tensor} -> Encoder per modality -> tokens (B, 1 + L_m, D) each
-        -> fusion: attn (the published single-head layer + optional pre-norm blocks, RollingQ
-           acts on its [cls] query) | concat | sum | mbt (bottleneck) | one modality alone
+        -> fusion: attn (the published single-head layer + optional further layers, pre-norm
+           blocks or published layers; RollingQ acts on a [cls] query) | concat | sum
+           | mbt (bottleneck) | one modality alone
         -> ModelOutput(logits, probe logits, [cls] query, mean keys, attention row, shares)
 
 Shapes follow METHOD.md §3: an encoder is a ViT-B-style stream with its own [cls] and learned
@@ -64,9 +65,9 @@ class ModelOutput:
 def _embed(spec: ModalitySpec, dim: int, patch: int) -> tuple[nn.Module, int]:
     """The token embedding of a modality and the number of tokens it makes."""
     if spec.kind == "spectrogram":
-        h, w = spec.shape
-        assert h >= patch and w >= patch, f"spectrogram {spec.shape} smaller than patch {patch}"
-        return PatchEmbed2d(dim, patch), (h // patch) * (w // patch)
+        rows, cols = PatchEmbed2d.grid(spec.shape, patch)
+        assert rows and cols, f"spectrogram {spec.shape} smaller than patch {patch}"
+        return PatchEmbed2d(dim, patch), rows * cols
     if spec.kind == "frames":
         t, c, h, w = spec.shape
         return TubeletEmbed(dim, patch, c), t * (h // patch) * (w // patch)
@@ -154,9 +155,14 @@ class MultimodalTransformer(nn.Module):
             self.spans[m], start = slice(start, start + n), start + n
         d = cfg.dim
         if cfg.fusion == "attn":
+            def above() -> nn.Module:  # a fusion layer above the first (MT*)
+                if cfg.fusion_block == "published":
+                    return FusionAttention(d, cfg.fusion_dropout, own_cls=False)
+                return FusionBlock(d, cfg.heads, cfg.mlp_ratio)
+
             self.fusion = nn.ModuleList(
                 [FusionAttention(d, cfg.fusion_dropout)]
-                + [FusionBlock(d, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.fusion_layers - 1)]
+                + [above() for _ in range(cfg.fusion_layers - 1)]
             )
             self.head = nn.Linear(d, num_classes)
         elif cfg.fusion == "concat":
@@ -168,7 +174,7 @@ class MultimodalTransformer(nn.Module):
             self.head = nn.Linear(d * len(self.modalities), num_classes)
         else:
             self.head = nn.Linear(d, num_classes)
-        self.apply(_init_linear)
+        self.apply(_init_weights)
 
     @property
     def rotations(self) -> list[nn.Module]:
@@ -199,8 +205,13 @@ class MultimodalTransformer(nn.Module):
         return ModelOutput(logits=logits, probe_logits=probes, fusion=stats)
 
 
-def _init_linear(module: nn.Module) -> None:
-    """Xavier-normal Linear weights and zero biases, as published."""
+def _init_weights(module: nn.Module) -> None:
+    """The published ``weight_init``, applied to every module: xavier-normal Linear weights and
+    zero biases; Conv2d (the spectrogram patch embedding) kaiming-normal weights (fan-out, ReLU
+    gain: std sqrt(2 / (D p^2)) = 0.0032 at D = 768, p = 16) with PyTorch's default bias. The
+    frames' Conv3d and the LayerNorms keep PyTorch's defaults, as published."""
     if isinstance(module, nn.Linear):
         nn.init.xavier_normal_(module.weight)
         nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.Conv2d):
+        nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")

@@ -1,8 +1,9 @@
 """RollingQ on one screen: imbalance rate, anchor weight, rebalance anchor, rotation matrix.
 
-RollingQ (Liu et al., "Rollin' Query", arXiv 2506.11465, ICML 2025) measures how unevenly the
-fusion [cls] query attends to the modalities and, when the imbalance is large, rotates the query
-toward a rebalanced anchor. This file holds the maths only (METHOD.md §2): pure functions on
+RollingQ (Ni, Wei, Liu, Chen, Peng, Lin, Hu, "RollingQ: Reviving the Cooperation Dynamics in
+Multimodal Transformer", ICML 2025, arXiv 2506.11465) measures how unevenly the fusion [cls]
+query attends to the modalities and, when the imbalance is large, rotates the query toward a
+rebalanced anchor. This file holds the maths only (METHOD.md §2): pure functions on
 tensors, no modules, no I/O. `rolling.py` gathers the statistics and installs the matrix.
 
 Steps, with the paper's symbols (two modalities a, b; N modalities in the `*_multi` functions):

@@ -101,8 +101,9 @@ def test_patch_embeddings_equal_their_strided_convolutions():
     torch.manual_seed(0)
     spec = PatchEmbed2d(24, 16)
     x = torch.randn(3, 257, 188)  # not multiples of 16: the convolution drops the remainder
-    want = spec.proj(x.unsqueeze(1)).flatten(2).transpose(1, 2)
-    assert want.shape == (3, 16 * 11, 24)
+    # published: the (frequency, time) spectrogram transposed to (time, frequency) first
+    want = spec.proj(x.unsqueeze(1).transpose(2, 3)).flatten(2).transpose(1, 2)
+    assert want.shape == (3, 11 * 16, 24)
     torch.testing.assert_close(spec(x), want, rtol=1e-5, atol=1e-5)
     tube = TubeletEmbed(24, 16)
     frames = torch.randn(2, 3, 3, 40, 50)
@@ -111,3 +112,103 @@ def test_patch_embeddings_equal_their_strided_convolutions():
     torch.testing.assert_close(tube(frames), want, rtol=1e-5, atol=1e-5)
     (tube(frames).square().sum()).backward()
     assert tube.proj.weight.grad is not None and tube.proj.weight.grad.abs().sum() > 0
+
+
+def test_spectrogram_tokens_are_time_major_as_published():
+    from rollingq.layers import PatchEmbed2d
+
+    embed = PatchEmbed2d(1, 16)
+    with torch.no_grad():
+        embed.proj.weight.fill_(1 / 256)  # each token = the mean of its patch
+        embed.proj.bias.zero_()
+    f = torch.arange(257.0)[:, None].expand(257, 188)  # CREMA-D: (frequency, time)
+    t = torch.arange(188.0)[None, :].expand(257, 188)
+    freq, time = embed(f[None])[0, :, 0], embed(t[None])[0, :, 0]  # (176,) each
+    # token i = 16 * (time patch) + (frequency patch): time runs slowest
+    i = torch.arange(176)
+    torch.testing.assert_close(time, (i // 16) * 16 + 7.5)
+    torch.testing.assert_close(freq, (i % 16) * 16 + 7.5)
+
+
+def test_initialisation_is_the_published_weight_init():
+    D, p = 768, 16
+    specs = {
+        "audio": ModalitySpec("spectrogram", (257, 188)),
+        "visual": ModalitySpec("frames", (1, 3, 32, 32)),
+    }
+    torch.manual_seed(0)
+    model = MultimodalTransformer(specs, 6, ModelConfig(dim=D, depth=0, patch_size=p))
+    conv2d = model.encoders["audio"].embed.proj.weight  # kaiming-normal, fan-out, ReLU gain
+    expected = (2 / (D * p * p)) ** 0.5  # 0.0032
+    assert abs(conv2d.std().item() / expected - 1) < 0.02
+    assert abs(conv2d.mean().item()) < 0.05 * expected
+    bias = model.encoders["audio"].embed.proj.bias  # PyTorch's default: U(+-1/sqrt(fan_in))
+    assert bias.abs().max() <= 1 / p and bias.abs().max() > 0.9 / p
+    conv3d = model.encoders["visual"].embed.proj.weight  # PyTorch's default: U(+-1/sqrt(3 p^2))
+    bound = 1 / (3 * p * p) ** 0.5
+    assert conv3d.abs().max() <= bound and abs(conv3d.std().item() / (bound / 3**0.5) - 1) < 0.02
+    for name, layer in [("head", model.head), ("q", model.fusion[0].q),
+                        ("probe", model.probes["audio"])]:
+        fan_in, fan_out = layer.weight.shape[1], layer.weight.shape[0]
+        xavier = (2 / (fan_in + fan_out)) ** 0.5
+        assert abs(layer.weight.std().item() / xavier - 1) < 0.05, name
+        assert torch.equal(layer.bias, torch.zeros_like(layer.bias)), name
+
+
+@pytest.mark.parametrize("block", ["prenorm", "published"])
+def test_stacked_fusion_layers(block):
+    from rollingq.layers import FusionAttention, FusionBlock
+
+    model = MultimodalTransformer(SPECS, C, small(fusion_layers=3, fusion_block=block))
+    kinds = [type(layer) for layer in model.fusion]
+    above = FusionBlock if block == "prenorm" else FusionAttention
+    assert kinds == [FusionAttention, above, above]
+    if block == "published":  # only the first layer has a [cls] of its own
+        assert [hasattr(layer, "cls") for layer in model.fusion] == [True, False, False]
+    out = model(inputs())
+    assert out.logits.shape == (B, C) and len(out.fusion) == 3
+    # the second layer's query comes from the first layer's [cls] output: it depends on the input
+    assert not torch.allclose(out.fusion[1].q_cls[0], out.fusion[1].q_cls[1])
+    assert torch.equal(out.fusion[0].q_cls[0], out.fusion[0].q_cls[1])
+    out.logits.sum().backward()
+    assert model.fusion[0].cls.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("layer_kind", ["published", "prenorm"])
+def test_rollingq_statistics_are_fp32_under_bf16_autocast(layer_kind):
+    """Under bf16 autocast a fusion layer attends with bf16 queries and keys; its statistics
+    equal the fp32 layer's on the same inputs to fp32 precision, far closer than bf16 allows."""
+    from rollingq.layers import FusionAttention, FusionBlock
+
+    torch.manual_seed(0)
+    D, L = 64, 21
+    spans = {"audio": slice(1, 9), "visual": slice(9, L)}
+    if layer_kind == "published":
+        layer, x = FusionAttention(D, 0.0), torch.randn(B, L - 1, D)
+    else:
+        layer, x = FusionBlock(D, 4, 4.0), torch.randn(B, L, D)
+    q, _ = torch.linalg.qr(torch.randn(D, D, dtype=torch.float64))
+    layer.rotation.compose(q.float())
+    layer.eval()
+    with torch.no_grad():
+        _, fp32 = layer(x, spans, full=False)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            _, bf16 = layer(x, spans, full=False)
+    # the layer itself did attend in bf16: its attention row differs at bf16's precision
+    assert (bf16.attention - fp32.attention).abs().max() > 1e-6
+    assert bf16.q_cls.dtype == torch.float32
+    torch.testing.assert_close(bf16.q_cls, fp32.q_cls, rtol=1e-6, atol=1e-6)
+    for m in spans:
+        assert bf16.mean_keys[m].dtype == torch.float32
+        torch.testing.assert_close(bf16.mean_keys[m], fp32.mean_keys[m], rtol=1e-6, atol=1e-6)
+    # and they are the mean keys of the fp32 layer, up to the order of summation
+    with torch.no_grad():
+        if layer_kind == "published":
+            keys = layer.k(torch.cat([layer.cls.expand(B, -1, -1), x], 1))
+        else:
+            keys = layer.qkv(layer.norm1(x))[..., D : 2 * D]
+    for m, s in spans.items():
+        torch.testing.assert_close(fp32.mean_keys[m], keys[:, s].mean(1), rtol=1e-5, atol=1e-5)
+        # what bf16 keys would have given: off by far more than the tolerance above
+        bf16_mean = keys[:, s].bfloat16().float().mean(1)
+        assert (bf16_mean - fp32.mean_keys[m]).abs().max() > 1e-4
