@@ -24,11 +24,13 @@ from typing import Any
 import yaml
 
 FUSIONS = ("attn", "concat", "sum", "mbt", "audio", "visual", "text")
+FUSION_BLOCKS = ("prenorm", "published")
 ROTATIONS = ("svd", "plane")
 AIR_STATS = ("last_batch", "epoch")
 ANCHOR_STATS = ("full_pass", "running")
 ROTATE_LAYERS = ("last", "all")
 OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("published", "plain")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16")
 DATA_ON_DEVICE = ("auto", "always", "never")
@@ -84,6 +86,9 @@ class DataConfig:
 class ModelConfig:
     fusion: str = "attn"
     fusion_layers: int = 1
+    # the layers above the first (MT*): prenorm = 12-head pre-norm Transformer blocks (ours; the
+    # paper gives no code), published = more published single-head fusion layers
+    fusion_block: str = "prenorm"
     dim: int = 768
     depth: int = 4
     heads: int = 12
@@ -114,6 +119,9 @@ class OptimConfig:
     momentum: float = 0.9  # sgd only
     warmup_epochs: float = 2.5
     min_lr_ratio: float = 0.0  # cosine floor as a fraction of lr
+    # published: warm-up over int(warmup_epochs * steps) steps from lr 0, and one extra
+    # scheduler step at every epoch end; plain: from lr/warmup, fractional, one step a batch
+    schedule: str = "published"
 
 
 @dataclass
@@ -218,11 +226,13 @@ class Config:
 
         choice("data.name", DATASETS)
         choice("model.fusion", FUSIONS)
+        choice("model.fusion_block", FUSION_BLOCKS)
         choice("rollingq.rotation", ROTATIONS)
         choice("rollingq.air_stat", AIR_STATS)
         choice("rollingq.anchor_stat", ANCHOR_STATS)
         choice("rollingq.layers", ROTATE_LAYERS)
         choice("optim.name", OPTIMIZERS)
+        choice("optim.schedule", SCHEDULES)
         choice("train.device", DEVICES)
         choice("train.precision", PRECISIONS)
         choice("train.data_on_device", DATA_ON_DEVICE)

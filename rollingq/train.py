@@ -3,7 +3,8 @@
 One epoch, top to bottom:
     1. shuffle the training split (seeded generator, saved in checkpoints)
     2. per batch: forward, fusion CE + one CE per detached probe, backward, optimizer and lr step;
-       losses, accuracies and the RollingQ statistics accumulate on the device (no host sync)
+       losses, accuracies and the RollingQ statistics accumulate on the device (no host sync);
+       with the published schedule one more lr step after the last batch
     3. epoch end: RollingQ (rolling.py) decides and maybe rotates the [cls] query
     4. evaluate on val and test (deterministic), select on val, checkpoint, call back
 
@@ -97,12 +98,33 @@ def autocast_for(cfg: Config, device: torch.device):
     return nullcontext
 
 
-def lr_factor(step: int, warmup: float, total: int, floor: float) -> float:
-    """Linear warm-up over ``warmup`` steps, then cosine decay to ``floor`` at ``total``."""
+def lr_factor(step: int, warmup: float, total: int, floor: float,
+              schedule: str = "published") -> float:
+    """The learning rate at scheduler step ``step`` as a fraction of ``optim.lr``.
+
+    ``published`` (transformers' ``get_cosine_schedule_with_warmup``, as the published code
+    uses it): linear warm-up ``step / warmup`` over ``warmup`` whole steps (the first step runs
+    at lr 0), then ``0.5 (1 + cos(pi progress))`` with progress = (step - warmup) / (total -
+    warmup), not clamped at 1 (past ``total`` the rate rises again slightly, as published).
+    ``plain``: warm-up ``(step + 1) / warmup`` (fractional ``warmup`` allowed), then cosine
+    decay clamped at ``total``. Both end at ``floor`` (``optim.min_lr_ratio``; published: 0).
+    """
+    if schedule == "published":
+        warmup = int(warmup)
+        if step < warmup:
+            return step / max(1, warmup)
+        progress = (step - warmup) / max(1, total - warmup)
+        return floor + (1 - floor) * max(0.0, 0.5 * (1 + math.cos(math.pi * progress)))
     if step < warmup:
         return (step + 1) / warmup
     progress = min(1.0, (step - warmup) / max(1.0, total - warmup))
     return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def scheduler_steps(epoch: int, steps_per_epoch: int, schedule: str) -> int:
+    """Scheduler steps taken before epoch ``epoch`` starts: one a batch, and with
+    ``published`` one more at every epoch end (so by epoch e the schedule is e steps ahead)."""
+    return epoch * (steps_per_epoch + (schedule == "published"))
 
 
 def make_optimizer(
@@ -290,9 +312,9 @@ def fit(
     steps_per_epoch = math.ceil(n_train / t.batch_size)
     total = steps_per_epoch * t.epochs
     warmup = config.optim.warmup_epochs * steps_per_epoch
-    floor = config.optim.min_lr_ratio
+    floor, schedule = config.optim.min_lr_ratio, config.optim.schedule
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_factor(s, warmup, total, floor)
+        optimizer, lambda s: lr_factor(s, warmup, total, floor, schedule)
     )
     shuffle = torch.Generator().manual_seed(t.seed)
     history: list[Metrics] = []
@@ -332,10 +354,13 @@ def fit(
                     sums[3 + i] += (out.probe_logits[m].argmax(1) == b.labels).sum()
                 if stats is not None:
                     stats.add(out.fusion)
+        lr = optimizer.param_groups[0]["lr"]
+        if schedule == "published":
+            scheduler.step()  # the published loop steps once more at every epoch end
         s = (sums / n_train).tolist()  # the epoch's one host sync for training metrics
         metrics: Metrics = {
             "epoch": epoch,
-            "lr": optimizer.param_groups[0]["lr"],
+            "lr": lr,
             "train_loss": s[0],
             "train_probe_loss": s[1],
             "train_acc": s[2],

@@ -112,7 +112,7 @@ def smoke(spec: Spec) -> Spec:
 def absolute_paths(spec: Spec) -> None:
     """Trials run in their own working directory: make file paths absolute."""
     for key in ("data.root", "model.pretrained"):
-        if spec.fixed.get(key):
+        if spec.fixed.get(key) and not str(spec.fixed[key]).startswith("timm:"):
             spec.fixed[key] = str(Path(spec.fixed[key]).expanduser().resolve())
 
 

@@ -1,9 +1,14 @@
-"""rollingq.pretrained: a fake timm-style ViT written to disk and mapped onto two streams.
+"""rollingq.pretrained: fake checkpoints written to disk and mapped onto two streams.
 
-The fake checkpoint has the timm key layout of ViT-B/16 (14 x 14 patch grid) at a small width:
-D = 32, patch 4, 2 blocks. The model has a spectrogram stream (56 x 40 -> a 14 x 10 grid) and
-a frames stream (2 frames of 56 x 56 -> 14 x 14 a frame).
+The fake timm checkpoint has the timm key layout of ViT-B/16 (14 x 14 patch grid) at a small
+width: D = 32, patch 4, 2 blocks. The model has a spectrogram stream (56 x 40, transposed as
+published -> a 10 x 14 grid) and a frames stream (2 frames of 56 x 56 -> 14 x 14 a frame). The
+fake published checkpoint has the published code's key names at the model's own shapes.
 """
+
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -94,18 +99,18 @@ def test_patch_embeddings(tmp_path):
 
 def test_positional_embeddings_are_resized_and_tiled(tmp_path):
     state = fake_vit()
-    # A grid whose value is the column index w (the same in every channel): bilinear resizing
-    # (align_corners=False) of a linear function from 14 to 10 columns samples it at
-    # (w' + 0.5) * 14 / 10 - 0.5.
-    cols = torch.arange(GRID, dtype=torch.float32).repeat(GRID)  # row-major (h, w) -> w
-    state["pos_embed"][0, 1:] = cols[:, None].expand(-1, D)
+    # A grid whose value is the row index h (the same in every channel): bilinear resizing
+    # (align_corners=False) of a linear function from 14 to 10 rows samples it at
+    # (h' + 0.5) * 14 / 10 - 0.5; the 14 columns are copied.
+    rows = torch.arange(GRID, dtype=torch.float32).repeat_interleave(GRID)  # row-major -> h
+    state["pos_embed"][0, 1:] = rows[:, None].expand(-1, D)
     m = model()
     load_pretrained(m, save(state, tmp_path))
     audio, visual = m.encoders["audio"].pos, m.encoders["visual"].pos
-    assert audio.shape == (1, 1 + 14 * 10, D) and visual.shape == (1, 1 + 2 * 14 * 14, D)
+    assert audio.shape == (1, 1 + 10 * 14, D) and visual.shape == (1, 1 + 2 * 14 * 14, D)
     assert torch.equal(audio[0, 0], state["pos_embed"][0, 0])
     assert torch.equal(visual[0, 0], state["pos_embed"][0, 0])
-    expected = ((torch.arange(10) + 0.5) * GRID / 10 - 0.5).repeat(14)  # (140,)
+    expected = ((torch.arange(10) + 0.5) * GRID / 10 - 0.5).repeat_interleave(14)  # (140,)
     torch.testing.assert_close(audio[0, 1:], expected[:, None].expand(-1, D))
     grid = state["pos_embed"][0, 1:]  # 14 x 14 -> 14 x 14 is a plain copy, once per frame
     assert torch.equal(visual[0, 1:197], grid) and torch.equal(visual[0, 197:], grid)
@@ -173,3 +178,143 @@ def test_not_a_state_dict(tmp_path):
     path.write_bytes(b"not a pickle")
     with pytest.raises(ValueError, match="junk.pth"):
         load_pretrained(model(), path)
+
+
+# --- the published layout -------------------------------------------------------------------
+
+
+def fake_published(depth=2, seed=0, prefix=""):
+    """A state dict in the published code's names, at the shapes of ``model()``'s streams."""
+    g = torch.Generator().manual_seed(seed)
+    n_audio, n_video = 10 * 14, 2 * 14 * 14
+    shapes = {
+        "cls_token_audio": (1, 1, D),
+        "pos_embed_audio": (1, 1 + n_audio, D),
+        "patch_embed_audio.proj.weight": (D, 1, P, P),
+        "patch_embed_audio.proj.bias": (D,),
+        "norm_audio.weight": (D,),
+        "norm_audio.bias": (D,),
+        "cls_token_video": (1, 1, D),
+        "pos_embed_video": (1, 1 + n_video, D),
+        "patch_embed_video.proj.weight": (D, 3, 1, P, P),
+        "patch_embed_video.proj.bias": (D,),
+        "norm_video.weight": (D,),
+        "norm_video.bias": (D,),
+        "bot_token": (1, 4, D),
+    }
+    for stream in ("audio", "video"):
+        shapes.update(
+            {f"{stream}_blocks.{i}.{k}": v for i in range(depth) for k, v in BLOCK.items()}
+        )
+    return {prefix + k: torch.randn(v, generator=g) for k, v in shapes.items()}
+
+
+def published_tokens(state, stream, x):
+    """The published construction of a stream's input tokens, written out independently:
+    audio (B, H, W) -> unsqueeze(1).transpose(2, 3) -> Conv2d -> flatten(2).transpose(1, 2);
+    frames (B, T, 3, H, W) -> (B, 3, T, H, W) -> Conv3d -> flatten(2).transpose(1, 2); then
+    [cls; patches] + pos."""
+    w, b = state[f"patch_embed_{stream}.proj.weight"], state[f"patch_embed_{stream}.proj.bias"]
+    if stream == "audio":
+        z = torch.nn.functional.conv2d(x.unsqueeze(1).transpose(2, 3), w, b, stride=P)
+    else:
+        z = torch.nn.functional.conv3d(x.transpose(1, 2), w, b, stride=(1, P, P))
+    z = z.flatten(2).transpose(1, 2)
+    cls = state[f"cls_token_{stream}"].expand(x.shape[0], -1, -1)
+    return torch.cat([cls, z], 1) + state[f"pos_embed_{stream}"]
+
+
+def test_published_layout_loads_and_gives_the_published_patch_tokens(tmp_path):
+    state = fake_published()
+    m = model()
+    report = load_pretrained(m, save(state, tmp_path, "vit_pretrain.pth"))
+    assert report.layout == "published" and "published layout" in report.summary()
+    assert report.missing == [] and report.mismatched == []
+    assert report.unexpected == ["bot_token"]  # the published code drops it too
+    assert len(report.loaded) == len(state) - 1
+    torch.manual_seed(1)
+    audio, frames = torch.randn(2, 56, 40), torch.randn(2, 2, 3, 56, 56)
+    with torch.no_grad():
+        torch.testing.assert_close(m.encoders["audio"].tokens(audio),
+                                   published_tokens(state, "audio", audio), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(m.encoders["visual"].tokens(frames),
+                                   published_tokens(state, "video", frames), rtol=1e-5, atol=1e-5)
+    enc = m.encoders["visual"]
+    assert torch.equal(enc.blocks[1].mlp.fc1.weight, state["video_blocks.1.mlp.fc1.weight"])
+    assert torch.equal(enc.norm.bias, state["norm_video.bias"])
+
+
+def test_a_whole_published_model_checkpoint_loads_its_encoders(tmp_path):
+    state = fake_published(prefix="module.encoder.")
+    state["module.fusion_module.attn.w_qs.weight"] = torch.randn(D, D)
+    state["module.a_head.weight"] = torch.randn(6, D)
+    report = load_pretrained(model(), save({"model": state}, tmp_path))
+    assert report.layout == "published" and report.missing == []
+    assert sorted(report.unexpected) == ["a_head.weight", "bot_token",
+                                         "fusion_module.attn.w_qs.weight"]
+
+
+def test_published_layout_with_other_frame_count_is_reported(tmp_path):
+    state = fake_published()
+    state["pos_embed_video"] = torch.randn(1, 1 + 3 * 14 * 14, D)  # 3 frames; the model has 2
+    report = load_pretrained(model(), save(state, tmp_path))
+    assert report.missing == ["encoders.visual.pos"]
+    assert any("pos_embed_video" in x and "(1, 589, 32)" in x for x in report.mismatched)
+    assert "pos_embed_video" in report.unexpected
+
+
+# --- timm ------------------------------------------------------------------------------------
+
+TIMM_VIT = "vit_base_patch16_224"
+
+
+def timm_vit_file(tmp_path):
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    net = timm.create_model(TIMM_VIT, pretrained=False, depth=4)
+    return save(net.state_dict(), tmp_path, "timm_vit.pth"), net.state_dict()
+
+
+def test_a_real_timm_vit_state_dict_maps_onto_every_encoder_key(tmp_path):
+    path, state = timm_vit_file(tmp_path)
+    specs = {"audio": ModalitySpec("spectrogram", (257, 188)),
+             "visual": ModalitySpec("frames", (3, 3, 224, 224))}
+    m = MultimodalTransformer(specs, 6, ModelConfig(dim=768, depth=4, heads=12, patch_size=16))
+    report = load_pretrained(m, path)
+    assert report.layout == "timm" and report.missing == [] and report.mismatched == []
+    assert set(report.unexpected) == {"head.weight", "head.bias"}
+    assert torch.equal(m.encoders["audio"].blocks[3].attn.qkv.weight,
+                       state["blocks.3.attn.qkv.weight"])
+    assert m.encoders["audio"].pos.shape == (1, 177, 768)
+
+
+def test_timm_name_offline_fails_in_one_line(tmp_path):
+    """The single-run CLI, offline (huggingface_hub reads HF_HUB_OFFLINE when imported, so the
+    run is a subprocess), with no cached weights: exit 2 and one line that says what to do."""
+    pytest.importorskip("timm")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    run = subprocess.run(
+        [sys.executable, "-m", "rollingq.train", "--quiet", "--out", str(tmp_path / "run"),
+         "--set", f"model.pretrained=timm:{TIMM_VIT}.augreg_in21k_ft_in1k"],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert run.returncode == 2, run.stderr[-2000:]
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: model.pretrained='timm:"), lines
+    assert "could not fetch the weights" in lines[0] and "set model.pretrained to" in lines[0]
+
+
+def test_timm_unknown_model_names_the_fix():
+    pytest.importorskip("timm")
+    with pytest.raises(ValueError, match="has no model 'vit_nonexistent'"):
+        load_pretrained(model(), "timm:vit_nonexistent")
+
+
+def test_timm_name_without_timm_says_how_to_install():
+    code = ("import sys; sys.modules['timm'] = None\n"  # what `import timm` meets without timm
+            "from rollingq.pretrained import timm_state_dict\n"
+            "try:\n    timm_state_dict('vit_base_patch16_224')\n"
+            "except ValueError as e:\n    print(e)\n")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert "needs timm, which is not installed" in run.stdout
+    assert "pip install -e '.[pretrained]'" in run.stdout

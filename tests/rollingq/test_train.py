@@ -162,11 +162,46 @@ def test_validation_split_is_stratified_and_seeded():
     assert not torch.equal(held, stratified_split(labels, 0.2, seed=1)[1])
 
 
-def test_warmup_then_cosine():
-    assert lr_factor(0, 10, 100, 0.0) == pytest.approx(0.1)
-    assert lr_factor(9, 10, 100, 0.0) == pytest.approx(1.0)
-    assert lr_factor(100, 10, 100, 0.1) == pytest.approx(0.1)
-    assert lr_factor(55, 10, 100, 0.0) == pytest.approx(0.5)
+def test_plain_schedule_warmup_then_cosine():
+    assert lr_factor(0, 10, 100, 0.0, "plain") == pytest.approx(0.1)
+    assert lr_factor(9, 10, 100, 0.0, "plain") == pytest.approx(1.0)
+    assert lr_factor(100, 10, 100, 0.1, "plain") == pytest.approx(0.1)
+    assert lr_factor(55, 10, 100, 0.0, "plain") == pytest.approx(0.5)
+    assert lr_factor(110, 10, 100, 0.0, "plain") == 0.0  # clamped past the end
+    assert lr_factor(2, 2.5, 100, 0.0, "plain") == pytest.approx(3 / 2.5)  # fractional warm-up
+
+
+def test_published_schedule_at_chosen_steps():
+    # 10 steps an epoch, warm-up int(2.5 * 10) = 25 steps, 30 epochs = 300 steps
+    W, T = 25.0, 300
+    f = lambda step: lr_factor(step, W, T, 0.0, "published")
+    assert f(0) == 0.0  # the first step runs at lr 0
+    assert f(10) == pytest.approx(10 / 25) and f(24) == pytest.approx(24 / 25)
+    assert f(25) == pytest.approx(1.0)
+    assert f(162) == pytest.approx(0.5 * (1 + math.cos(math.pi * 137 / 275)))
+    assert f(300) == pytest.approx(0.0, abs=1e-12)
+    # past the end (the extra epoch-end steps get there 30 steps early) the rate rises again
+    assert f(330) == pytest.approx(0.5 * (1 + math.cos(math.pi * 305 / 275)))
+    assert f(330) > f(310) > 0
+    assert lr_factor(3, 25.9, T, 0.0, "published") == pytest.approx(3 / 25)  # whole steps only
+
+
+def test_fit_follows_the_published_schedule_with_its_epoch_end_steps():
+    lr = 0.05
+    cfg = tiny(**{"optim.lr": lr, "optim.warmup_epochs": 2.5, "train.epochs": 5})
+    assert cfg.optim.schedule == "published"
+    r = fit(cfg)
+    spe = math.ceil(len(r.data.train) / 64)  # 360 training samples: 6 steps an epoch
+    assert spe == 6
+    W, T = int(2.5 * spe), 5 * spe  # 15, 30
+    for e, h in enumerate(r.history):
+        step = e * (spe + 1) + spe  # the lr after the epoch's last batch, before the extra step
+        want = step / W if step < W else 0.5 * (1 + math.cos(math.pi * (step - W) / (T - W)))
+        assert h["lr"] == pytest.approx(lr * max(0.0, want)), e
+    plain = fit(tiny(**{"optim.lr": lr, "optim.warmup_epochs": 2.5, "train.epochs": 5,
+                        "optim.schedule": "plain"}))
+    assert plain.history[0]["lr"] == pytest.approx(lr * spe / 15 + lr / 15)  # (step + 1) / W
+    assert plain.history[-1]["lr"] == pytest.approx(0.0, abs=1e-12)
 
 
 def test_every_fusion_layer_can_rotate():
