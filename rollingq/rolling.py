@@ -9,7 +9,8 @@ composes a new rotation into the layer's ``Rotation`` buffer.
 The statistic modes (config ``rollingq.air_stat`` / ``rollingq.anchor_stat``):
     air_stat=last_batch    AIR from the last training batch only (published)
     air_stat=epoch         AIR as the running mean over all training batches of the epoch
-    anchor_stat=full_pass  mu_q, mu_m from an extra eval-mode pass over the training set (published)
+    anchor_stat=full_pass  mu_q, mu_m from an extra eval-mode pass over the training set, each
+                           batch weighted equally (published)
     anchor_stat=running    mu_q, mu_m accumulated during the epoch (no extra pass)
 """
 
@@ -27,14 +28,21 @@ from rollingq.layers import FusionStats, Rotation
 
 
 class LayerStats:
-    """Running sums for one fusion layer: cosines per modality, query and mean-key sums."""
+    """Running sums for one fusion layer: cosines per modality, query and mean-key sums.
 
-    def __init__(self, modalities: list[str]):
+    ``per_batch``: the means weight every batch equally (the mean of the batch means, as the
+    published full pass computes them) instead of every sample; they differ only when a batch
+    is partial.
+    """
+
+    def __init__(self, modalities: list[str], per_batch: bool = False):
         self.modalities = modalities
+        self.per_batch = per_batch
         self.reset()
 
     def reset(self) -> None:
         self.n = 0
+        self.batches = 0
         self.cos_sum: Tensor | None = None  # (M,)
         self.last_cos: Tensor | None = None  # (M,) of the last batch
         self.q_sum: Tensor | None = None  # (D,)
@@ -45,7 +53,10 @@ class LayerStats:
         keys = torch.stack([s.mean_keys[m] for m in self.modalities])  # (M, B, D)
         B = keys.shape[1]
         batch_cos = rot.modality_cosines(s.q_cls, keys)  # (M,)
-        q_sum, key_sum = s.q_cls.sum(0), keys.sum(1)
+        if self.per_batch:
+            q_sum, key_sum = s.q_cls.mean(0), keys.mean(1)
+        else:
+            q_sum, key_sum = s.q_cls.sum(0), keys.sum(1)
         if self.cos_sum is None:
             self.cos_sum, self.q_sum, self.key_sum = batch_cos * B, q_sum, key_sum
         else:
@@ -54,20 +65,22 @@ class LayerStats:
             self.key_sum += key_sum
         self.last_cos = batch_cos
         self.n += B
+        self.batches += 1
 
     def cosines(self, mode: str) -> Tensor:
         return self.last_cos if mode == "last_batch" else self.cos_sum / self.n
 
     def means(self) -> tuple[Tensor, Tensor]:
         """(mu_q (D,), mu_keys (M, D)) over everything added."""
-        return self.q_sum / self.n, self.key_sum / self.n
+        count = self.batches if self.per_batch else self.n
+        return self.q_sum / count, self.key_sum / count
 
 
 class EpochStats:
     """LayerStats for each fusion layer of a model, fed from ModelOutput.fusion."""
 
-    def __init__(self, modalities: list[str], layers: int):
-        self.layers = [LayerStats(modalities) for _ in range(layers)]
+    def __init__(self, modalities: list[str], layers: int, per_batch: bool = False):
+        self.layers = [LayerStats(modalities, per_batch) for _ in range(layers)]
 
     def add(self, fusion: list[FusionStats]) -> None:
         for acc, s in zip(self.layers, fusion, strict=True):

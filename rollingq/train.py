@@ -228,10 +228,11 @@ def evaluate(model: MultimodalTransformer, split: Split, batch_size: int, autoca
 def full_pass_stats(
     model: MultimodalTransformer, split: Split, batch_size: int, autocast
 ) -> EpochStats:
-    """The published extra eval-mode pass over the training set for the anchor means."""
+    """The published extra eval-mode pass over the training set (with its training transform)
+    for the anchor means: the mean of the batch means, as published."""
     was_training = model.training
     model.eval()
-    stats = EpochStats(model.modalities, len(model.rotations))
+    stats = EpochStats(model.modalities, len(model.rotations), per_batch=True)
     for b in split.batches(batch_size):
         with autocast():
             stats.add(model(b.batch()).fusion)

@@ -267,3 +267,22 @@ def test_diagnostics_evaluate_in_the_runs_precision(precision):
     r = fit(tiny(**{"train.epochs": 2, "data.test_size": 400, "train.precision": precision}))
     clean = {m: acc["0.0"] for m, acc in run_diagnostics(r)["noise"].items()}
     assert clean == {m: r.history[-1]["test_acc"] for m in r.model.modalities}
+
+
+def test_the_full_pass_weights_batches_equally_as_published():
+    from rollingq.layers import FusionStats
+    from rollingq.rolling import LayerStats
+
+    torch.manual_seed(0)
+    batches = [(torch.randn(n, 8), torch.randn(n, 8), torch.randn(n, 8)) for n in (4, 2)]
+    by_batch, by_sample = LayerStats(["a", "v"], per_batch=True), LayerStats(["a", "v"])
+    for q, ka, kv in batches:
+        s = FusionStats(q, {"a": ka, "v": kv}, torch.zeros(len(q), 3), {})
+        by_batch.add(s)
+        by_sample.add(s)
+    mu_q, mu_k = by_batch.means()
+    torch.testing.assert_close(mu_q, (batches[0][0].mean(0) + batches[1][0].mean(0)) / 2)
+    torch.testing.assert_close(mu_k[1], (batches[0][2].mean(0) + batches[1][2].mean(0)) / 2)
+    all_q = torch.cat([b[0] for b in batches])
+    torch.testing.assert_close(by_sample.means()[0], all_q.mean(0))
+    assert not torch.allclose(mu_q, all_q.mean(0))  # a partial batch makes them differ
