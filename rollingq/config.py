@@ -96,7 +96,8 @@ class ModelConfig:
     patch_size: int = 16
     fusion_dropout: float = 0.2  # attention and output dropout of the published fusion layer
     bottleneck_tokens: int = 4  # mbt only
-    pretrained: str = ""  # a timm-style ViT-B/16 state dict mapped onto every stream
+    # encoder weights: a state dict file (published or timm layout, detected) or timm:<model>
+    pretrained: str = ""
 
 
 @dataclass
