@@ -57,14 +57,13 @@ def write_features(root: Path) -> Path:
 
 
 def same_model_statistics(result) -> dict:
-    """The trained model's statistics over the training set (one eval pass, every sample
-    weighted equally) computed in fp32 and under bf16 autocast: the same weights, so the
-    difference is the bf16 forward's alone."""
+    """The trained model's statistics over the training set (the published full pass: AIR from
+    every sample's cosines, the anchor from the batch means) computed in fp32 and under bf16
+    autocast: the same weights, so the difference is the bf16 forward's alone."""
     model, out = result.model, {}
     for name, autocast in (("fp32", nullcontext),
                            ("bf16", lambda: torch.autocast("cpu", dtype=torch.bfloat16))):
         stats = full_pass_stats(model, result.data.train, 256, autocast).layers[-1]
-        stats.per_batch = False
         cos = stats.cosines("epoch").double()
         mu_q, mu_keys = (t.double() for t in stats.means())
         weights = rot.anchor_weights(cos, result.config.rollingq.rho)

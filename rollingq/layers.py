@@ -133,8 +133,8 @@ class FusionStats:
     """What one fusion layer tells about its [cls] query (the inputs of RollingQ).
 
     Attributes:
-        q_cls: The (rotated) [cls] query, (B, D).
-        mean_keys: Per-modality mean key, each (B, D), in modality order.
+        q_cls: The (rotated) [cls] query, (B, D), fp32 whatever the autocast.
+        mean_keys: Per-modality mean key, each (B, D) fp32, in modality order.
         attention: The [cls] attention row over the fused sequence, (B, L), heads averaged.
         share: Per-modality sum of the [cls] attention row, each (B,).
     """

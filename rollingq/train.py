@@ -121,12 +121,6 @@ def lr_factor(step: int, warmup: float, total: int, floor: float,
     return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def scheduler_steps(epoch: int, steps_per_epoch: int, schedule: str) -> int:
-    """Scheduler steps taken before epoch ``epoch`` starts: one a batch, and with
-    ``published`` one more at every epoch end (so by epoch e the schedule is e steps ahead)."""
-    return epoch * (steps_per_epoch + (schedule == "published"))
-
-
 def make_optimizer(
     cfg: Config, model: torch.nn.Module, device: torch.device
 ) -> torch.optim.Optimizer:
