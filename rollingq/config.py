@@ -1,4 +1,4 @@
-"""Typed run configuration: five groups (data, model, rollingq, optim, train).
+"""Typed run configuration: six groups (data, model, rollingq, balance, optim, train).
 
 A config is built in layers, each overriding the one before:
 
@@ -29,6 +29,9 @@ ROTATIONS = ("svd", "plane")
 AIR_STATS = ("last_batch", "epoch")
 ANCHOR_STATS = ("full_pass", "running")
 ROTATE_LAYERS = ("last", "all")
+BALANCE_METHODS = ("none", "ogm", "ogm_ge", "pmr")
+BALANCE_FUSIONS = ("attn", "concat", "sum", "mbt")  # fusions with every modality in them
+OGM_VARIANTS = ("published", "minus_one")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("published", "plain")
 DEVICES = ("auto", "cpu", "cuda")
@@ -113,6 +116,19 @@ class RollingQConfig:
 
 
 @dataclass
+class BalanceConfig:
+    """The balancing baselines of Table 1 (rollingq/balance.py, README: Balancing methods)."""
+
+    method: str = "none"  # ogm, ogm_ge (gradient modulation), pmr (prototype losses)
+    alpha: float = 0.8  # OGM's alpha (original README, CREMA-D); PMR's weight
+    start_epoch: int = 0  # first epoch the method acts in
+    end_epoch: int = -1  # last epoch it acts in; -1 = through the last epoch
+    momentum: float = 0.2  # pmr: prototypes c <- (1 - m) c_new + m c_old (original PMR 0.2)
+    ogm_variant: str = "published"  # published: 1 - tanh(a relu(rho)); minus_one: relu(rho - 1)
+    prototype_fraction: float = 0.1  # pmr: share of an epoch's batches the prototypes come from
+
+
+@dataclass
 class OptimConfig:
     name: str = "sgd"
     lr: float = 1e-3
@@ -146,6 +162,7 @@ GROUPS = {
     "data": DataConfig,
     "model": ModelConfig,
     "rollingq": RollingQConfig,
+    "balance": BalanceConfig,
     "optim": OptimConfig,
     "train": TrainConfig,
 }
@@ -191,6 +208,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     rollingq: RollingQConfig = field(default_factory=RollingQConfig)
+    balance: BalanceConfig = field(default_factory=BalanceConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
@@ -209,6 +227,7 @@ class Config:
             sources: Where each dotted key's value came from (a file, ``override``), for messages.
         """
         d, m, r, o, t = self.data, self.model, self.rollingq, self.optim, self.train
+        b = self.balance
         sources = sources or {}
 
         def need(ok: bool, key: str, rule: str, fix: str = "") -> None:
@@ -232,6 +251,8 @@ class Config:
         choice("rollingq.air_stat", AIR_STATS)
         choice("rollingq.anchor_stat", ANCHOR_STATS)
         choice("rollingq.layers", ROTATE_LAYERS)
+        choice("balance.method", BALANCE_METHODS)
+        choice("balance.ogm_variant", OGM_VARIANTS)
         choice("optim.name", OPTIMIZERS)
         choice("optim.schedule", SCHEDULES)
         choice("train.device", DEVICES)
@@ -274,6 +295,18 @@ class Config:
         need(not r.enabled or m.fusion == "attn", "model.fusion",
              "fusion == 'attn' when rollingq.enabled",
              "RollingQ rotates the attention fusion's [cls] query; set rollingq.enabled=false")
+        need(b.method == "none" or m.fusion in BALANCE_FUSIONS, "model.fusion",
+             f"fusion in ({', '.join(BALANCE_FUSIONS)}) when balance.method != 'none'",
+             f"balance.method={b.method!r} balances two or more modalities; a unimodal model "
+             "has one")
+        need(b.alpha >= 0, "balance.alpha", "alpha >= 0")
+        need(b.start_epoch >= 0, "balance.start_epoch", "start_epoch >= 0")
+        need(b.end_epoch == -1 or b.end_epoch >= b.start_epoch, "balance.end_epoch",
+             "end_epoch >= start_epoch (or -1: through the last epoch)",
+             f"balance.start_epoch={b.start_epoch}")
+        need(0 <= b.momentum < 1, "balance.momentum", "0 <= momentum < 1")
+        need(0 < b.prototype_fraction <= 1, "balance.prototype_fraction",
+             "0 < prototype_fraction <= 1")
         need(o.lr > 0, "optim.lr", "lr > 0")
         need(o.weight_decay >= 0, "optim.weight_decay", "weight_decay >= 0")
         need(0 <= o.momentum < 1, "optim.momentum", "0 <= momentum < 1")

@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rollingq.config import ModelConfig
@@ -38,11 +39,14 @@ class ModelOutput:
     Attributes:
         logits: (B, C) fused prediction.
         probe_logits: Per-modality (B, C) from a linear probe on the detached encoder [cls].
+        features: Per-modality (B, D) [cls] feature that feeds the fusion (not detached): the
+            encoder's [cls], or for ``mbt`` the stream's [cls] after the bottleneck layers.
         fusion: Stats of each rotatable fusion layer, first to last; the last one drives RollingQ.
     """
 
     logits: Tensor
     probe_logits: dict[str, Tensor]
+    features: dict[str, Tensor] = field(default_factory=dict)
     fusion: list[FusionStats] = field(default_factory=list)
 
     @property
@@ -198,11 +202,26 @@ class MultimodalTransformer(nn.Module):
         elif fusion == "sum":
             logits = sum(self.head[m](z[:, 0]) for m, z in streams.items())
         elif fusion == "mbt":
-            fused = self.bottleneck(streams)
-            logits = self.head(torch.cat([z[:, 0] for z in fused.values()], -1))
+            streams = self.bottleneck(streams)
+            logits = self.head(torch.cat([z[:, 0] for z in streams.values()], -1))
         else:
             logits = self.head(streams[fusion][:, 0])
-        return ModelOutput(logits=logits, probe_logits=probes, fusion=stats)
+        features = {m: z[:, 0] for m, z in streams.items()}
+        return ModelOutput(logits=logits, probe_logits=probes, features=features, fusion=stats)
+
+    def branch_logits(self, out: ModelOutput) -> dict[str, Tensor]:
+        """Each modality's own (B, C) logits, for the balancing methods' scores.
+
+        concat and mbt: the head's block of each modality, ``z_m W_m^T + b / M``; sum: each
+        modality's own head; attn (no additive split): the detached probe heads.
+        """
+        if self.cfg.fusion in ("concat", "mbt"):
+            d, share = self.cfg.dim, self.head.bias / len(self.modalities)
+            return {m: F.linear(out.features[m], self.head.weight[:, i * d : (i + 1) * d], share)
+                    for i, m in enumerate(self.modalities)}
+        if self.cfg.fusion == "sum":
+            return {m: self.head[m](out.features[m]) for m in self.modalities}
+        return dict(out.probe_logits)
 
 
 def _init_weights(module: nn.Module) -> None:

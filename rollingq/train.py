@@ -2,7 +2,8 @@
 
 One epoch, top to bottom:
     1. shuffle the training split (seeded generator, saved in checkpoints)
-    2. per batch: forward, fusion CE + one CE per detached probe, backward, optimizer and lr step;
+    2. per batch: forward, fusion CE + one CE per detached probe (+ PMR's prototype CEs),
+       backward (then OGM / OGM-GE modulate the encoder gradients), optimizer and lr step;
        losses, accuracies and the RollingQ statistics accumulate on the device (no host sync);
        with the published schedule one more lr step after the last batch
     3. epoch end: RollingQ (rolling.py) decides and maybe rotates the [cls] query
@@ -24,6 +25,7 @@ import time
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +34,7 @@ import torch.nn.functional as F
 import yaml
 
 from rollingq import diagnostics
+from rollingq.balancing import Balancer
 from rollingq.checkpoints import (
     CHECKPOINT,
     load_checkpoint,
@@ -167,9 +170,10 @@ def _losses(out: ModelOutput, labels: torch.Tensor) -> tuple[torch.Tensor, torch
 
 def train_step(
     forward: Callable, optimizer: torch.optim.Optimizer, inputs: dict[str, torch.Tensor],
-    labels: torch.Tensor, autocast: Callable,
+    labels: torch.Tensor, autocast: Callable, balancer: Balancer | None = None,
 ) -> tuple[ModelOutput, torch.Tensor, torch.Tensor]:
-    """One optimisation step: forward, fusion CE + the probes' CEs, backward, optimizer step.
+    """One optimisation step: forward, fusion CE + the probes' CEs (+ PMR's prototype CEs),
+    backward, (OGM's gradient modulation,) optimizer step.
 
     Returns:
         The forward's output record and the two losses (on the device; no host sync).
@@ -177,8 +181,14 @@ def train_step(
     with autocast():
         out = forward(inputs)
     loss, probe_loss = _losses(out, labels)
+    total = loss + probe_loss
+    extra = balancer.extra_loss(out, labels) if balancer is not None else None
+    if extra is not None:
+        total = total + extra
     optimizer.zero_grad(set_to_none=True)
-    (loss + probe_loss).backward()
+    total.backward()
+    if balancer is not None:
+        balancer.modulate(out, labels)
     optimizer.step()
     return out, loss, probe_loss
 
@@ -301,6 +311,8 @@ def fit(
     if config.model.pretrained:
         log.info("pretrained: %s", load_pretrained(model, config.model.pretrained).summary())
     model.to(device)
+    balancer = (Balancer(config.balance, model, bundle.num_classes)
+                if config.balance.method != "none" else None)
     forward = compiled_or_eager(model) if t.compile else model
     optimizer = make_optimizer(config, model, device)
     n_train = len(bundle.train)
@@ -323,6 +335,8 @@ def fit(
         scheduler.load_state_dict(state["scheduler"])
         shuffle.set_state(state["shuffle"])
         set_rng_state(state["rng"])
+        if balancer is not None and state.get("balance"):
+            balancer.load_state_dict(state["balance"])
         history, best, start_epoch = state["history"], state["best"], state["epoch"] + 1
 
     mods = model.modalities
@@ -337,8 +351,12 @@ def fit(
         sums = torch.zeros(3 + len(mods), device=device)  # loss, probe loss, correct, probe correct
         if stats is not None:
             stats.reset()
+        if balancer is not None:
+            balancer.start_epoch(epoch, partial(bundle.train.batches, t.batch_size, order),
+                                 steps_per_epoch, autocast)
         for b in bundle.train.batches(t.batch_size, order):
-            out, loss, probe_loss = train_step(forward, optimizer, b.batch(), b.labels, autocast)
+            out, loss, probe_loss = train_step(forward, optimizer, b.batch(), b.labels, autocast,
+                                               balancer)
             scheduler.step()
             with torch.no_grad():
                 B = len(b)
@@ -361,6 +379,8 @@ def fit(
             "train_acc": s[2],
         }
         metrics.update({f"train_probe_acc_{m}": s[3 + i] for i, m in enumerate(mods)})
+        if balancer is not None:
+            metrics.update(balancer.epoch_metrics())
         if not math.isfinite(s[0] + s[1]):
             status = "diverged"
             metrics["status"] = status
@@ -430,6 +450,7 @@ def fit(
                     "epoch": epoch,
                     "history": history,
                     "best": best,
+                    "balance": balancer.state_dict() if balancer is not None else None,
                     "config": config.to_dict(),
                 },
             )

@@ -51,6 +51,12 @@ def test_bad_input_exits_2_with_one_line(tmp_path):
         (["--config", str(tmp_path / "nope.yaml")], "does not exist"),
         (["--set", "model.pretrained=/nonexistent/vit.pth"], "model.pretrained"),
         (["--resume", "--out", str(tmp_path / "empty")], "no checkpoint.pt"),
+        (["--set", "balance.method=ogm_gee"], "valid: none, ogm, ogm_ge, pmr"),
+        (["--set", "balance.start_epoch=5", "--set", "balance.end_epoch=2"],
+         "end_epoch >= start_epoch"),
+        (["--set", "balance.method=pmr", "--set", "model.fusion=visual",
+          "--set", "rollingq.enabled=false"], "balances two or more modalities"),
+        (["--set", "model.fusion=concat"], "fusion == 'attn' when rollingq.enabled"),
     ]
     for args, message in cases:
         p = run(*args, *FAST)

@@ -79,13 +79,15 @@ def _strip(history):
     ]
 
 
-@pytest.mark.parametrize("anchor_stat", ["full_pass", "running"])
-def test_resume_equals_uninterrupted(tmp_path, anchor_stat):
+@pytest.mark.parametrize("anchor_stat,balance", [("full_pass", "none"), ("running", "none"),
+                                                 ("full_pass", "ogm_ge"), ("running", "pmr")])
+def test_resume_equals_uninterrupted(tmp_path, anchor_stat, balance):
     over = {
         "rollingq.beta": 0.0,
         "rollingq.max_rotations": 3,
         "model.fusion_dropout": 0.2,
         "rollingq.anchor_stat": anchor_stat,
+        "balance.method": balance,
     }
     whole = fit(tiny(**over), checkpoint_dir=tmp_path / "a")
 

@@ -53,6 +53,7 @@ REQUIRED = {
     "noise_robustness": 2 * 5,
     "paper_table1": 9 * 3,
     "hpo": 20,
+    "balance_rollingq": 3 * 2 * 3,
 }
 FEATURES = ["data.name=features", "data.root=/data/features"]
 
@@ -239,6 +240,24 @@ BAD_SPECS = {
     "empty_choices": (
         "search:\n  rollingq.beta: {role: scientific, type: choice, values: []}\n" + GOOD_TUNE,
         ["`values` must be a non-empty list, but got values=[]", "search.rollingq.beta"],
+    ),
+    "unknown_balance_method": (
+        "fixed:\n  balance.method: ogm_gee\n" + GOOD_TUNE,
+        ["balance.method='ogm_gee' is not a valid choice", "valid: none, ogm, ogm_ge, pmr"],
+    ),
+    "balance_window_backwards": (
+        "fixed:\n  balance.method: ogm_ge\n  balance.start_epoch: 5\n"
+        "  balance.end_epoch: 2\n" + GOOD_TUNE,
+        ["end_epoch >= start_epoch", "balance.end_epoch=2"],
+    ),
+    "pmr_on_one_modality": (
+        "fixed:\n  balance.method: pmr\n  model.fusion: audio\n  rollingq.enabled: false\n"
+        + GOOD_TUNE,
+        ["balances two or more modalities", "model.fusion='audio'"],
+    ),
+    "rollingq_on_concat": (
+        "fixed:\n  model.fusion: concat\n  rollingq.enabled: true\n" + GOOD_TUNE,
+        ["fusion == 'attn' when rollingq.enabled", "model.fusion='concat'"],
     ),
     "unknown_mode": (
         "search:\n  rollingq.beta: {role: scientific, type: choice, values: [0.1]}\n"

@@ -220,6 +220,24 @@ def test_smoke_study_end_to_end(tmp_path):
                               "incomplete": 0, "retried": 0}
 
 
+def test_balance_rollingq_smoke_test_end_to_end(tmp_path):
+    """`python study/run.py --space balance_rollingq --smoke-test`: a balancing method trains
+    in a study and its per-epoch ratio and coefficients reach curves.csv."""
+    r = run_cli("--space", "balance_rollingq", "--smoke-test", "--storage", str(tmp_path))
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "trials: 2 finished (expected 2)" in r.stdout
+    study = the_study(tmp_path, "balance_rollingq")
+    trials = pd.read_csv(study / "trials.csv")
+    assert sorted(trials["balance.method"]) == ["none", "ogm_ge"]
+    assert (trials["status"] == "finished").all()
+    curves = pd.read_csv(study / "curves.csv")
+    ogm = curves[curves["balance.method"] == "ogm_ge"]
+    for m in ("audio", "visual"):
+        assert ogm[f"balance_ratio_{m}"].notna().all()
+        assert ogm[f"balance_coef_{m}"].between(0, 1).all()
+    assert curves[curves["balance.method"] == "none"]["balance_coef_audio"].isna().all()
+
+
 # ----------------------------------------------------------------------------- 2. failures
 
 FAILING = """\

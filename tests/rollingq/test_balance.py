@@ -1,0 +1,180 @@
+"""The balancing baselines: each formula against BASELINES.md's definitions written out
+independently here, and the training glue (which gradients move, and which never)."""
+
+import math
+
+import pytest
+import torch
+
+from rollingq import balance as bal
+from rollingq.balancing import Balancer
+from rollingq.config import BalanceConfig, ModelConfig, build_config
+from rollingq.data.base import ModalitySpec
+from rollingq.model import MultimodalTransformer
+from rollingq.train import fit
+
+A = 0.8
+
+
+def reference_ogm(s_a: float, s_v: float, alpha: float) -> tuple[float, float]:
+    """The reference's two-modality branch, as BASELINES.md §1 quotes it."""
+    ratio_v = s_v / s_a
+    ratio_a = 1 / ratio_v
+    if ratio_v > 1:
+        return 1.0, 1 - math.tanh(alpha * max(0.0, ratio_v))
+    return 1 - math.tanh(alpha * max(0.0, ratio_a)), 1.0
+
+
+@pytest.mark.parametrize("s_a,s_v", [(6.0, 3.0), (3.0, 6.0), (4.0, 4.0), (0.5, 7.5)])
+def test_ogm_coefficients_are_the_references(s_a, s_v):
+    k = bal.ogm_coefficients(torch.tensor([s_a, s_v]), A)
+    assert k.tolist() == pytest.approx(reference_ogm(s_a, s_v, A), abs=1e-6)
+
+
+def test_ogm_at_a_ratio_of_exactly_one():
+    # a tie: the reference's else-branch modulates audio with 1 - tanh(alpha * 1)
+    k = bal.ogm_coefficients(torch.tensor([5.0, 5.0]), A)
+    assert k.tolist() == pytest.approx([1 - math.tanh(A), 1.0])
+    # the labelled variant relu(rho - 1) is continuous there: nothing is modulated
+    k = bal.ogm_coefficients(torch.tensor([5.0, 5.0]), A, variant="minus_one")
+    assert k.tolist() == pytest.approx([1.0, 1.0])
+    k = bal.ogm_coefficients(torch.tensor([6.0, 3.0]), A, variant="minus_one")
+    assert k.tolist() == pytest.approx([1 - math.tanh(A * (2 - 1)), 1.0])
+
+
+def test_ogm_with_three_modalities_modulates_the_one_with_the_largest_ratio():
+    s = [2.0, 5.0, 1.0]
+    rho_v = 5.0 / (2.0 + 1.0)
+    k = bal.ogm_coefficients(torch.tensor(s), A)
+    assert k.tolist() == pytest.approx([1.0, 1 - math.tanh(A * rho_v), 1.0])
+
+
+def test_modality_scores_sum_the_true_class_probability():
+    torch.manual_seed(0)
+    logits = [torch.randn(7, 4), torch.randn(7, 4)]
+    y = torch.randint(0, 4, (7,))
+    want = [sum(float(torch.softmax(x[i], 0)[y[i]]) for i in range(7)) for x in logits]
+    assert bal.modality_scores(logits, y).tolist() == pytest.approx(want, abs=1e-5)
+
+
+def test_ge_noise_has_the_gradients_own_std():
+    torch.manual_seed(0)
+    g = torch.randn(400, 300) * 0.3
+    out = bal.ogm_ge_gradient(g, torch.tensor(0.25), generalised=True)
+    noise = out - 0.25 * g
+    assert noise.std().item() == pytest.approx(g.std().item() + 1e-8, rel=0.01)
+    assert abs(noise.mean().item()) < 0.01 * g.std().item()
+    assert torch.equal(bal.ogm_ge_gradient(g, torch.tensor(0.25), generalised=False), 0.25 * g)
+
+
+def test_prototype_logits_are_minus_euclidean_distances():
+    torch.manual_seed(0)
+    z, c = torch.randn(5, 8), torch.randn(3, 8)
+    want = [[-math.sqrt(sum((z[i, d] - c[k, d]).item() ** 2 for d in range(8))) for k in range(3)]
+            for i in range(5)]
+    got = bal.prototype_logits(z, c)
+    assert got.shape == (5, 3)
+    torch.testing.assert_close(got, torch.tensor(want), rtol=1e-5, atol=1e-5)
+
+
+def test_pmr_weights_go_to_the_weaker_modality():
+    # p_a / p_v < 1: audio is weaker, its prototype loss gets alpha (the reference's beta)
+    assert bal.pmr_weights(torch.tensor([2.0, 3.0]), 1.5).tolist() == [1.5, 0.0]
+    assert bal.pmr_weights(torch.tensor([3.0, 2.0]), 1.5).tolist() == [0.0, 1.5]
+    assert bal.pmr_weights(torch.tensor([2.0, 2.0]), 1.5).tolist() == [0.0, 0.0]  # a tie
+
+
+def test_a_class_absent_from_the_prototype_batches_gives_no_nan():
+    z = torch.tensor([[1.0, 0.0], [3.0, 0.0], [0.0, 2.0]])
+    y = torch.tensor([0, 0, 2])  # class 1 absent
+    means, present = bal.class_means(z, y, 3)
+    assert present.tolist() == [True, False, True]
+    first = bal.smooth_prototypes(None, means, present, 0.2)
+    assert first.tolist() == [[2.0, 0.0], [0.0, 0.0], [0.0, 2.0]]
+    second_means, second_present = bal.class_means(torch.tensor([[0.0, 4.0]]),
+                                                   torch.tensor([1]), 3)
+    second = bal.smooth_prototypes(first, second_means, second_present, 0.2)
+    # classes 0 and 2 absent now: kept; class 1 mixed with its earlier (zero) prototype
+    torch.testing.assert_close(second, torch.tensor([[2.0, 0.0], [0.0, 0.8 * 4.0], [0.0, 2.0]]))
+    assert torch.isfinite(bal.prototype_logits(z, second)).all()
+
+
+# --- the training glue ----------------------------------------------------------------------
+
+SPECS = {"audio": ModalitySpec("sequence", (5, 6)), "visual": ModalitySpec("sequence", (4, 6))}
+
+
+def grads_after(method: str, fusion: str, seed: int = 0) -> tuple[dict, dict, torch.Tensor]:
+    """One backward of the fusion CE, then the balancer's modulation: (before, after, k)."""
+    torch.manual_seed(seed)
+    model = MultimodalTransformer(SPECS, 3, ModelConfig(dim=16, depth=1, heads=2,
+                                                        fusion=fusion))
+    x = {m: torch.randn(8, *s.shape) for m, s in SPECS.items()}
+    y = torch.randint(0, 3, (8,))
+    balancer = Balancer(BalanceConfig(method=method, alpha=A), model, 3)
+    balancer.active = True
+    out = model(x)
+    torch.nn.functional.cross_entropy(out.logits, y).backward()
+    before = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    torch.manual_seed(1)
+    balancer.modulate(out, y)
+    after = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    branch = model.branch_logits(out)
+    k = bal.ogm_coefficients(bal.modality_scores([branch["audio"], branch["visual"]], y), A)
+    return before, after, k
+
+
+@pytest.mark.parametrize("fusion", ["concat", "sum", "attn"])
+def test_ogm_scales_exactly_the_strongest_modalitys_encoder_weights(fusion):
+    before, after, k = grads_after("ogm", fusion)
+    strong = ["audio", "visual"][int(torch.argmin(k))]
+    assert k.min() < 1
+    for name, g in before.items():
+        param_dim = g.dim()
+        if name.startswith(f"encoders.{strong}.") and param_dim > 1:
+            torch.testing.assert_close(after[name], g * k.min(), rtol=0, atol=0)
+        else:  # the other encoder, biases and norms, fusion, heads, probes: bit-identical
+            assert torch.equal(after[name], g), name
+
+
+@pytest.mark.parametrize("fusion", ["concat", "attn"])
+def test_ogm_ge_adds_noise_to_both_encoders_and_nothing_else(fusion):
+    before, after, _ = grads_after("ogm_ge", fusion)
+    for name, g in before.items():
+        moved = not torch.equal(after[name], g)
+        is_encoder_weight = name.startswith("encoders.") and g.dim() > 1
+        assert moved == is_encoder_weight, name
+
+
+def test_concat_branch_logits_split_the_head():
+    torch.manual_seed(0)
+    model = MultimodalTransformer(SPECS, 3, ModelConfig(dim=16, depth=1, heads=2,
+                                                        fusion="concat"))
+    out = model({m: torch.randn(4, *s.shape) for m, s in SPECS.items()})
+    branch = model.branch_logits(out)
+    torch.testing.assert_close(branch["audio"] + branch["visual"], out.logits)
+
+
+@pytest.mark.parametrize("method", ["ogm", "ogm_ge", "pmr"])
+def test_rollingq_trains_beside_every_balancing_method(method):
+    cfg = build_config(overrides={"data.train_size": 400, "data.test_size": 200,
+                                  "train.epochs": 3, "balance.method": method,
+                                  "balance.start_epoch": 1, "rollingq.beta": 0.0})
+    result = fit(cfg)
+    assert result.status == "finished" and result.summary["rotations"] == [3]
+    first, *rest = result.history
+    assert not any(k.startswith("balance_") for k in first)  # before the window
+    for h in rest:
+        for m in ("audio", "visual"):
+            assert math.isfinite(h[f"balance_ratio_{m}"])
+            assert 0 <= h[f"balance_coef_{m}"] <= (A if method == "pmr" else 1) + 1e-6
+
+
+def test_pmr_on_concat_learns_finite_prototypes():
+    cfg = build_config(overrides={"data.train_size": 400, "data.test_size": 200,
+                                  "train.epochs": 2, "balance.method": "pmr",
+                                  "model.fusion": "concat", "rollingq.enabled": False})
+    epochs = []
+    result = fit(cfg, epochs.append)
+    assert result.status == "finished"
+    assert {"balance_coef_audio", "balance_coef_visual"} <= set(epochs[-1])
