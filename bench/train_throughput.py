@@ -14,11 +14,13 @@ compared with ../shared/PERF.md (one H100):
 MFU = samples/s x training FLOPs a sample (``torch.utils.flop_counter``) / peak FLOP/s, with the
 peak of PERF.md (790 TFLOP/s dense bf16 on the H100) on CUDA; on CPU no peak is known and MFU
 is not printed. ``--rollingq-cost`` also times the step without RollingQ's running statistics
-and the published extra full pass (an eval forward a batch); ``--end-to-end CLIPS`` trains from a
-CREMA-D-shaped data set on disk through the cache and the train transform, as ``fit`` does, and
-gives its rate as a share of the model-only rate. Examples:
+and the published extra full pass (an eval forward a batch); ``--balance-cost`` times the step
+with OGM-GE and with PMR against one without, and PMR's prototype pass; ``--end-to-end CLIPS``
+trains from a CREMA-D-shaped data set on disk through the cache and the train transform, as
+``fit`` does, and gives its rate as a share of the model-only rate. Examples:
 
     python bench/train_throughput.py --shapes small --rollingq-cost    # CPU, seconds
+    python bench/train_throughput.py --shapes small --balance-cost     # CPU, seconds
     python bench/train_throughput.py --shapes cremad kinetics_sounds --device cuda --compile \
         --rollingq-cost
     python bench/train_throughput.py --shapes cremad --device cuda --compile --end-to-end 2000
@@ -41,8 +43,9 @@ for path in (ROOT, ROOT / "bench"):
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
 
-from rollingq.config import Config, ModelConfig, TrainConfig  # noqa: E402
-from rollingq.data.base import ModalitySpec  # noqa: E402
+from rollingq.balancing import Balancer  # noqa: E402
+from rollingq.config import BalanceConfig, Config, ModelConfig, TrainConfig  # noqa: E402
+from rollingq.data.base import ModalitySpec, Split  # noqa: E402
 from rollingq.diagnostics import cremad_shapes, flops_per_sample  # noqa: E402
 from rollingq.model import MultimodalTransformer  # noqa: E402
 from rollingq.rolling import EpochStats  # noqa: E402
@@ -124,6 +127,38 @@ def timed(fn, steps: int, warmup: int, device: torch.device, rounds: int = 3) ->
     return statistics.median(times)
 
 
+def balance_cost(model, forward, optimizer, inputs, labels, autocast, args) -> str:
+    """The per-step overhead of OGM-GE and PMR (a training step with the method against one
+    without, interleaved), and PMR's prototype pass (eval forwards over 10 % of an epoch)."""
+    device, classes = labels.device, model.probes[model.modalities[0]].out_features
+    batch = Split(inputs, labels)
+    times = {"plain": []}
+
+    def run(balancer: Balancer | None) -> float:
+        return timed(lambda: train_step(forward, optimizer, inputs, labels, autocast, balancer),
+                     args.steps, args.warmup, device)
+
+    balancers = {}
+    for method in ("ogm_ge", "pmr"):
+        b = Balancer(BalanceConfig(method=method), model, classes)
+        b.start_epoch(0, lambda: iter([batch]), 1, autocast)
+        balancers[method] = b
+    for _ in range(2):  # interleaved, so drift shows up in both
+        times["plain"].append(run(None))
+        for method, b in balancers.items():
+            times.setdefault(method, []).append(run(b))
+    mean = {k: statistics.fmean(v) for k, v in times.items()}
+    pmr = balancers["pmr"]
+    proto = timed(lambda: pmr.start_epoch(0, lambda: iter([batch]), 1, autocast), args.steps,
+                  args.warmup, device)
+    share = pmr.cfg.prototype_fraction * proto / mean["pmr"]
+    over = {k: 100 * (mean[k] / mean["plain"] - 1) for k in ("ogm_ge", "pmr")}
+    return (f"balancing cost: OGM-GE {over['ogm_ge']:+.2f} % of a step, PMR {over['pmr']:+.2f} % "
+            f"({1e3 * mean['ogm_ge']:.2f} and {1e3 * mean['pmr']:.2f} vs {1e3 * mean['plain']:.2f}"
+            f" ms without); PMR's prototype pass adds {100 * share:.1f} % of an epoch at every "
+            f"epoch start ({1e3 * proto:.2f} ms a batch, on 10 % of the batches)")
+
+
 def measure(name: str, args: argparse.Namespace) -> list[str]:
     specs, classes, model_cfg = SHAPES[name]
     cfg = Config(model=model_cfg, train=TrainConfig(device=args.device, precision=args.precision,
@@ -175,6 +210,9 @@ def measure(name: str, args: argparse.Namespace) -> list[str]:
             f"of a step ({1e3 * with_stats:.2f} vs {1e3 * plain:.2f} ms without); the published "
             f"full pass adds {100 * extra / with_stats:.1f} % of an epoch at each epoch end it "
             f"runs ({1e3 * extra:.2f} ms a batch)")
+    if args.balance_cost:
+        cost = balance_cost(model, forward, optimizer, inputs, labels, autocast, args)
+        lines.append(f"{label} {cost}")
     if args.end_to_end:
         if name != "cremad":
             raise SystemExit(f"--end-to-end reads a CREMA-D-shaped data set; got --shapes {name}")
@@ -203,6 +241,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="torch.compile with the eager fallback fit uses")
     ap.add_argument("--rollingq-cost", action="store_true",
                     help="also time the step without RollingQ's statistics and the full pass")
+    ap.add_argument("--balance-cost", action="store_true",
+                    help="also time the step with OGM-GE and PMR, and PMR's prototype pass")
     ap.add_argument("--end-to-end", type=int, default=0, metavar="CLIPS",
                     help="also train from a CREMA-D-shaped data set of CLIPS clips on disk "
                          "(cremad shapes)")

@@ -8,7 +8,7 @@ OGM / OGM-GE (Peng et al., CVPR 2022), per batch:
     ρ_m  = s_m / Σ_{n≠m} s_n                          (two modalities: s_a / s_v, its inverse)
     k_m* = 1 − tanh(α · relu(ρ_m*)) for the strongest m* (ties: the first modality, as the
            reference's ``else`` branch), 1 for the others                       ogm_coefficients
-    g ← k_m g (OGM);  g ← k_m g + N(0, (std(g) + 1e-8)²) (OGM-GE)               ogm_ge_gradient
+    g ← k_m g (OGM);  g ← k_m g + N(0, (std(g) + 1e-8)²) (OGM-GE)               ogm_ge_gradients
 The ``minus_one`` variant uses relu(ρ − 1) (continuous at ρ = 1); every reference uses relu(ρ).
 
 PMR (Fan et al., CVPR 2023), per batch:
@@ -67,20 +67,30 @@ def ogm_coefficients(scores: Tensor, alpha: float, variant: str = "published") -
     return torch.where(strongest, k_strong, torch.ones_like(rho))
 
 
-def ogm_ge_gradient(grad: Tensor, k: Tensor, generalised: bool,
-                    generator: torch.Generator | None = None) -> Tensor:
-    """k g, plus Gaussian noise of the gradient's own std (+ 1e-8) for OGM-GE.
+def ogm_ge_gradients(grads: list[Tensor], k: Tensor, generalised: bool,
+                     generator: torch.Generator | None = None) -> list[Tensor]:
+    """k g for each gradient, plus Gaussian noise of each gradient's own std (+ 1e-8) for
+    OGM-GE (the std of the unmodulated gradient, per tensor).
 
     Args:
-        grad: One parameter's unmodulated gradient.
-        k: Its modality's coefficient (0-dim tensor or float).
+        grads: One modality's unmodulated gradients (one dtype and device).
+        k: The modality's coefficient (0-dim tensor).
         generalised: Add the GE noise (OGM-GE) or not (OGM).
+
+    Returns:
+        New tensors, in the order of ``grads``. The noise is drawn in one call for the whole
+        list (one normal number a parameter is the method's cost: 0.5 ms for 165k parameters
+        on one CPU core).
     """
-    out = grad * k
+    out = list(torch._foreach_mul(grads, k.to(grads[0].dtype)))
     if generalised:
-        std = grad.float().std() if grad.numel() > 1 else grad.new_zeros((), dtype=torch.float32)
-        noise = torch.randn(grad.shape, generator=generator, device=grad.device, dtype=grad.dtype)
-        out = out + noise * (std + 1e-8).to(grad.dtype)
+        stds = torch.stack([g.std() if g.numel() > 1 else g.new_zeros(()) for g in grads]) + 1e-8
+        sizes = [g.numel() for g in grads]
+        z = torch.randn(sum(sizes), generator=generator, device=grads[0].device,
+                        dtype=grads[0].dtype)
+        noise = [part.view_as(g) for part, g in zip(z.split(sizes), grads, strict=True)]
+        torch._foreach_mul_(noise, list(stds.unbind()))
+        torch._foreach_add_(out, noise)
     return out
 
 

@@ -120,9 +120,11 @@ class Balancer:
         self._record(bal.ratios(scores), k)
         ge = self.cfg.method == "ogm_ge"
         for i, m in enumerate(self.modalities):
-            for p in self.params[m]:
-                if p.grad is not None:
-                    p.grad = bal.ogm_ge_gradient(p.grad, k[i].to(p.grad.dtype), ge)
+            params = [p for p in self.params[m] if p.grad is not None]
+            if params:
+                new = bal.ogm_ge_gradients([p.grad for p in params], k[i], ge)
+                for p, g in zip(params, new, strict=True):
+                    p.grad = g
 
     def epoch_metrics(self) -> dict[str, float]:
         """``balance_ratio_<m>`` and ``balance_coef_<m>``: means over the epoch's steps."""

@@ -26,6 +26,20 @@ def test_small_shapes_print_the_figures():
     assert float(m[2]) > 0 and float(m[3]) > 0 and float(m[4]) > 0
 
 
+def test_balance_cost_prints_ogm_ge_pmr_and_the_prototype_pass():
+    p = subprocess.run([sys.executable, "bench/train_throughput.py", "--shapes", "small",
+                        "--steps", "2", "--warmup", "1", "--batch", "8", "--balance-cost"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    line = p.stdout.strip().splitlines()[-1]
+    m = re.match(r"small cpu fp32 batch 8 balancing cost: OGM-GE ([+-][\d.]+) % of a step, PMR "
+                 r"([+-][\d.]+) % \(([\d.]+) and ([\d.]+) vs ([\d.]+) ms without\); PMR's "
+                 r"prototype pass adds ([\d.]+) % of an epoch at every epoch start \(([\d.]+) ms "
+                 r"a batch, on 10 % of the batches\)$", line)
+    assert m, line
+    assert all(float(m[i]) > 0 for i in (3, 4, 5, 6, 7))
+
+
 def test_end_to_end_trains_from_a_cremad_shaped_data_set(tmp_path):
     p = subprocess.run([sys.executable, "bench/train_throughput.py", "--shapes", "cremad",
                         "--steps", "1", "--warmup", "1", "--batch", "2", "--end-to-end", "16",
