@@ -104,6 +104,33 @@ def test_parameter_count_matches_table_4():
     assert counts["trainable"] == counts["paper"] + tokens
 
 
+def test_mbt_parameter_count_matches_table_4():
+    # Table 4: MBT 114.21 M = 4 unimodal + 4 bottleneck blocks a stream (BASELINES.md); by hand
+    # from Vanilla MT's 59,870,226: minus the four fusion Linears and head (2,366,982), plus 8
+    # one-head blocks (7,087,872 each) and the concat head 2 * 768 * 6 + 6 = 9,222.
+    by_hand = 59_870_226 - 4 * 590_592 - 4_614 + 8 * 7_087_872 + 9_222
+    counts = count_parameters(cremad_model(fusion="mbt", fusion_layers=4))
+    assert counts["paper"] == by_hand == 114_215_442
+    assert math.floor(counts["paper"] / 1e4) / 100 == 114.21  # the paper truncates
+    # the published default of 2 bottleneck layers: 85.86 M
+    assert count_parameters(cremad_model(fusion="mbt", fusion_layers=2))["paper"] == (
+        by_hand - 4 * 7_087_872)
+
+
+def test_mbt_runs_its_bottleneck_before_each_streams_final_norm():
+    model = small_model("mbt", fusion_layers=2).eval()
+    x = {"audio": torch.randn(3, 8, 16), "visual": torch.randn(3, 8, 16)}
+    with torch.no_grad():
+        out = model(x)
+        raw = {m: model.encoders[m](x[m], norm=False) for m in x}
+        fused = model.bottleneck(raw)
+        for m in x:
+            torch.testing.assert_close(out.features[m], model.encoders[m].norm(fused[m])[:, 0])
+            torch.testing.assert_close(out.probe_logits[m],
+                                       model.probes[m](model.encoders[m].norm(fused[m])[:, 0]))
+    assert not any(name.startswith("bottleneck.norm") for name, _ in model.named_parameters())
+
+
 def test_concat_has_no_rotation():
     counts = count_parameters(cremad_model(fusion="concat"))
     assert counts["paper_with_rotation"] == counts["paper"]
