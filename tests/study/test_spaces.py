@@ -51,7 +51,7 @@ REQUIRED = {
     "fusion_layers": 3 * 2 * 3,
     "statistic_modes": 2 * 2 * 3,
     "noise_robustness": 2 * 5,
-    "paper_table1": 9 * 3,
+    "paper_table1": 11 * 3,
     "hpo": 20,
     "balance_rollingq": 3 * 2 * 3,
 }
@@ -193,6 +193,9 @@ def test_paper_table1_has_every_row_and_enables_rollingq_only_on_attention():
             if c.model.fusion == "attn"}
     assert attn == {(1, False), (1, True), (2, False), (2, True)}
     assert all(not c.rollingq.enabled for c in rows.values() if c.model.fusion != "attn")
+    assert {n: c.balance.method for n, c in rows.items() if c.balance.method != "none"} == {
+        "ogm": "ogm_ge", "pmr": "pmr"}
+    assert rows["ogm"].model.fusion == rows["pmr"].model.fusion == "concat"
     assert _search(spec)[VARIANT].role == "scientific"
     assert spec.grid_configs()[0] == {VARIANT: "audio", "train.seed": 0}
 

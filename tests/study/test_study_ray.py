@@ -238,6 +238,15 @@ def test_balance_rollingq_smoke_test_end_to_end(tmp_path):
     assert curves[curves["balance.method"] == "none"]["balance_coef_audio"].isna().all()
 
 
+def test_paper_table1_smoke_test_end_to_end(tmp_path):
+    """`python study/run.py --space paper_table1 --smoke-test`: its first two rows finish."""
+    r = run_cli("--space", "paper_table1", "--smoke-test", "--storage", str(tmp_path))
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "trials: 2 finished (expected 2)" in r.stdout
+    trials = pd.read_csv(the_study(tmp_path, "paper_table1") / "trials.csv")
+    assert (trials["status"] == "finished").all() and trials["variant"].nunique() == 2
+
+
 # ----------------------------------------------------------------------------- 2. failures
 
 FAILING = """\
