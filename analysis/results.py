@@ -38,6 +38,7 @@ DEFAULT_DATASET = "synthetic"
 STATUSES = ("finished", "diverged", "stopped", "errored", "incomplete")
 # Levels that switch the method off; a factor not listed here has its first level as baseline.
 VANILLA: dict[str, Any] = {"rollingq.enabled": False, "rollingq.max_rotations": 0}
+VARIANT = "variant"  # the column (and factor) of a space's named variants
 
 
 class ResultsError(ValueError):
@@ -283,6 +284,9 @@ def load(dirs: list[Path]) -> Results:
     search = _search(specs)
     factors = [_factor(k, raw, trials[k]) for k, raw in search.items()
                if raw.get("role", "scientific") == "scientific" and k != DATASET_KEY]
+    named = variants_section(specs)
+    if named and VARIANT in trials:  # the spec's `variants` axis is one more factor
+        factors.insert(0, _variant_factor(named, trials[VARIANT]))
     nuisance = [_factor(k, raw, trials[k]) for k, raw in search.items()
                 if raw.get("role") == "nuisance" and k != DATASET_KEY]
 
@@ -317,6 +321,32 @@ def load(dirs: list[Path]) -> Results:
         journals=[d / "optuna.journal" for d in dirs if (d / "optuna.journal").is_file()],
         scale=scale, notes=notes,
     )
+
+
+def variants_section(specs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The union of the folders' ``variants`` values (name -> config values), in order."""
+    out: dict[str, dict[str, Any]] = {}
+    for spec in specs:
+        section = spec.get("variants") or {}
+        for name, values in (section.get("values") or {}).items():
+            out.setdefault(str(name), dict(values or {}))
+    return out
+
+
+def _is_vanilla(values: dict[str, Any]) -> bool:
+    """Attention fusion with RollingQ off and no balancing method: the paper's Vanilla MT."""
+    off = any(key in values and level_str(values[key]) == level_str(v)
+              for key, v in VANILLA.items())
+    return (off and str(values.get("model.fusion", "attn")) == "attn"
+            and str(values.get("balance.method", "none")) == "none")
+
+
+def _variant_factor(named: dict[str, dict[str, Any]], observed: pd.Series) -> Factor:
+    """The ``variant`` factor: the spec's variant names as levels (then any other observed);
+    the baseline is the first vanilla variant (``_is_vanilla``), else the first."""
+    levels = list(named) + [v for v in map(str, observed.dropna().unique()) if v not in named]
+    baseline = next((n for n, values in named.items() if _is_vanilla(values)), levels[0])
+    return Factor(VARIANT, "scientific", "choice", levels, baseline, False)
 
 
 def _search(specs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from analysis.results import SEED, STATUSES, Results, level_str
+from analysis.results import SEED, STATUSES, VARIANT, Results, level_str, variants_section
 
 NOISE_COLUMN = re.compile(r"^noise_(?P<modality>[A-Za-z]+)_(?P<level>\d+(?:\.\d+)?(?:e-?\d+)?)$")
 TOP_CONFIGS = 10  # rows of the main table of an Optuna study
@@ -325,7 +325,7 @@ def noise_long(res: Results) -> pd.DataFrame:
     cols = {c: m for c, m in cols.items() if m}
     if not cols or not len(df):
         return pd.DataFrame(columns=["dataset", "variant", SEED, "modality", "level", "acc"])
-    keys = [f.key for f in res.factors if f.key in df]
+    keys = [f.key for f in res.factors if f.key in df and f.key != VARIANT]
     long = df.melt(id_vars=["dataset", "variant", SEED, *keys], value_vars=list(cols),
                    var_name="column", value_name="value")
     long["modality"] = long["column"].map(lambda c: cols[c]["modality"])
@@ -397,6 +397,8 @@ def variant_values(res: Results, study: int, variant: str) -> dict[str, Any]:
     values = dict(res.specs[study].get("fixed") or {})
     if res.factors:
         values.update(dict(zip([f.key for f in res.factors], variant.split(" / "), strict=True)))
+    if VARIANT in values:  # a named variant: its own config values
+        values.update(variants_section([res.specs[study]]).get(values.pop(VARIANT), {}))
     return values
 
 

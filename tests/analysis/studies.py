@@ -51,6 +51,7 @@ def write_study(
     timestamp: str = "20260101-000000",
     rng_seed: int = 0,
     journal: bool = False,
+    variants: dict[str, dict[str, Any]] | None = None,
 ) -> Path:
     """Writes one results folder and returns it.
 
@@ -61,12 +62,16 @@ def write_study(
         statuses: Row index -> status other than ``finished`` (errored, diverged, stopped,
             incomplete), to build partial studies.
         journal: Also write an ``optuna.journal`` with the finished configurations.
+        variants: The space's named variants (name -> config values); the configurations are
+            then ``{"variant": name}``, as the driver writes them.
     """
     rng = np.random.default_rng(rng_seed)
     fixed = dict(fixed or {"model.fusion": "attn"})
     statuses = statuses or {}
     folder = root / name / timestamp
     folder.mkdir(parents=True)
+    if variants:
+        configs = [{"variant": name} for name in variants]
     configs = configs if configs is not None else grid(search)
     rows, curves = [], []
     for i, (params, seed) in enumerate((c, s) for c in configs for s in seeds):
@@ -128,6 +133,7 @@ def write_study(
     counts["retried"] = int((trials["retries"] > 0).sum())
     spec = {"name": name, "question": f"Planted effects for {name}?", "fixed": fixed,
             "search": search, "seeds": list(seeds),
+            **({"variants": {"role": "scientific", "values": variants}} if variants else {}),
             "tune": {"mode": mode, "metric": "val_acc", "metric_mode": "max", "num_samples": 1,
                      "scheduler": scheduler, "resources": {"cpu": 1, "gpu": 0}}}
     header = f"# {spec['question']}\n# Merged spec of this study; resume with --resume {folder}\n"

@@ -181,3 +181,25 @@ def test_paper_rows_follow_fusion_rollingq_and_balance():
         assert paper_name(values) == row, values
     assert PAPER_TABLE1["cremad"]["OGM"] == 51.2 and PAPER_TABLE1["mosei"]["PMR"] == 63.0
     assert "Audio only" not in PAPER_TABLE1["mosei"]  # the paper's MOSEI setting is V+T
+
+
+def test_a_space_with_named_variants_reports_each_variant_beside_its_paper_row(tmp_path):
+    """paper_table1-style: the `variant` column is the factor, the baseline is the vanilla
+    variant, and each variant's own config values pick its paper row."""
+    variants = {
+        "concat": {"model.fusion": "concat", "rollingq.enabled": False},
+        "ogm": {"model.fusion": "concat", "rollingq.enabled": False, "balance.method": "ogm_ge"},
+        "attn": {"model.fusion": "attn", "rollingq.enabled": False},
+        "attn_rollingq": {"model.fusion": "attn", "rollingq.enabled": True},
+    }
+    means = {"concat": 0.50, "ogm": 0.52, "attn": 0.49, "attn_rollingq": 0.53}
+    d = write_study(tmp_path, name="table1", search={}, variants=variants,
+                    fixed={"data.name": "cremad"}, effect=lambda p: means[p["variant"]])
+    md = generate([d], out=tmp_path / "out").with_suffix(".md").read_text()
+    assert "the difference to the baseline `attn`" in md
+    for name in variants:
+        assert re.search(rf"\| {name} \| 3 \| ", md), name
+    assert "could not be generated" not in md
+    assert re.search(r"\| ogm \| OGM \| 51\.2 \|", md)
+    assert re.search(r"\| attn_rollingq \| Vanilla MT \+ RollingQ \| 51\.9 \|", md)
+    assert re.search(r"\| concat \| Concat \| 49\.3 \|", md)
