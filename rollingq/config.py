@@ -23,7 +23,8 @@ from typing import Any
 
 import yaml
 
-FUSIONS = ("attn", "concat", "sum", "mbt", "audio", "visual", "text")
+FUSIONS = ("attn", "concat", "sum", "mbt", "mmml", "audio", "visual", "text")
+READOUTS = ("mlp", "attn")
 FUSION_BLOCKS = ("prenorm", "published")
 ROTATIONS = ("svd", "plane")
 AIR_STATS = ("last_batch", "epoch")
@@ -92,6 +93,9 @@ class ModelConfig:
     # the layers above the first (MT*): prenorm = 12-head pre-norm Transformer blocks (ours; the
     # paper gives no code), published = more published single-head fusion layers
     fusion_block: str = "prenorm"
+    # mmml's read-out: mlp (MMML's own) or attn (the published fusion attention, which RollingQ
+    # can rotate)
+    readout: str = "mlp"
     dim: int = 768
     depth: int = 4
     heads: int = 12
@@ -247,6 +251,7 @@ class Config:
         choice("data.name", DATASETS)
         choice("model.fusion", FUSIONS)
         choice("model.fusion_block", FUSION_BLOCKS)
+        choice("model.readout", READOUTS)
         choice("rollingq.rotation", ROTATIONS)
         choice("rollingq.air_stat", AIR_STATS)
         choice("rollingq.anchor_stat", ANCHOR_STATS)
@@ -292,9 +297,14 @@ class Config:
         need(r.beta >= 0, "rollingq.beta", "beta >= 0")
         need(r.rho >= 0, "rollingq.rho", "rho >= 0")
         need(r.max_rotations >= 0, "rollingq.max_rotations", "max_rotations >= 0")
-        need(not r.enabled or m.fusion == "attn", "model.fusion",
-             "fusion == 'attn' when rollingq.enabled",
-             "RollingQ rotates the attention fusion's [cls] query; set rollingq.enabled=false")
+        need(not r.enabled or m.fusion == "attn" or (m.fusion == "mmml" and m.readout == "attn"),
+             "model.fusion", "a joint [cls] attention over every modality when rollingq.enabled",
+             "RollingQ rotates such an attention's [cls] query: model.fusion=attn, or "
+             "model.fusion=mmml with model.readout=attn; else set rollingq.enabled=false")
+        need(m.readout == "mlp" or m.fusion == "mmml", "model.readout", "readout == 'mlp' "
+             "unless fusion == 'mmml'", "only mmml has a choice of read-out")
+        need(m.fusion != "mmml" or m.dim % 8 == 0, "model.dim", "dim % 8 == 0 for mmml",
+             "MMML's cross-modal layers have 8 heads")
         need(b.method == "none" or m.fusion in BALANCE_FUSIONS, "model.fusion",
              f"fusion in ({', '.join(BALANCE_FUSIONS)}) when balance.method != 'none'",
              f"balance.method={b.method!r} balances two or more modalities; a unimodal model "

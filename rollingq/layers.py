@@ -318,3 +318,55 @@ class FusionBlock(nn.Module):
             return x + self.mlp(self.norm2(x)), stats
         c = x[:, 0] + self.proj(out_cls.to(x.dtype))  # (B, D): only [cls] is needed for logits
         return c + self.mlp(self.norm2(c)), stats
+
+
+class CrossModalLayer(nn.Module):
+    """One MMML cross-modal encoder (CME) layer (Wu et al., NAACL 2024), post-norm (BERT style),
+    for two modalities updated in parallel. For each modality x (the other y):
+
+        x = LN(x + drop(W_o MHA(q = x, k = v = y)))     cross-attention
+        x = LN(x + drop(W_o MHA(x, x, x)))              self-attention
+        x = LN(x + drop(W_2 relu(W_1 x)))               feed-forward (hidden ``mlp_ratio`` D)
+
+    Each modality has its own weights: 18,903,552 parameters a layer at D = 768 (Linear and
+    LayerNorm), which with one layer gives Table 4's MMML count.
+    """
+
+    def __init__(self, modalities: list[str], dim: int, heads: int, mlp_ratio: float,
+                 dropout: float):
+        super().__init__()
+        assert len(modalities) == 2, f"a CME layer pairs two modalities, got {modalities}"
+        self.heads, self.dropout = heads, dropout
+        hidden = int(dim * mlp_ratio)
+
+        def attention() -> nn.ModuleDict:
+            return nn.ModuleDict({"q": nn.Linear(dim, dim), "k": nn.Linear(dim, dim),
+                                  "v": nn.Linear(dim, dim), "o": nn.Linear(dim, dim),
+                                  "norm": nn.LayerNorm(dim, eps=1e-12)})
+
+        self.cross = nn.ModuleDict({m: attention() for m in modalities})
+        self.self_attn = nn.ModuleDict({m: attention() for m in modalities})
+        self.ffn = nn.ModuleDict({m: nn.ModuleDict({
+            "fc1": nn.Linear(dim, hidden), "fc2": nn.Linear(hidden, dim),
+            "norm": nn.LayerNorm(dim, eps=1e-12)}) for m in modalities})
+
+    def _attend(self, a: nn.ModuleDict, x: Tensor, y: Tensor) -> Tensor:
+        B, L, D = x.shape
+        split = lambda t: t.view(B, t.shape[1], self.heads, D // self.heads).transpose(1, 2)
+        out = F.scaled_dot_product_attention(
+            split(a["q"](x)), split(a["k"](y)), split(a["v"](y)),
+            dropout_p=self.dropout if self.training else 0.0)
+        out = out.transpose(1, 2).reshape(B, L, D)
+        return a["norm"](x + F.dropout(a["o"](out), self.dropout, self.training))
+
+    def forward(self, streams: dict[str, Tensor]) -> dict[str, Tensor]:
+        (m1, x1), (m2, x2) = streams.items()
+        crossed = {m1: self._attend(self.cross[m1], x1, x2),
+                   m2: self._attend(self.cross[m2], x2, x1)}
+        out = {}
+        for m, x in crossed.items():
+            x = self._attend(self.self_attn[m], x, x)
+            f = self.ffn[m]
+            h = F.dropout(f["fc2"](F.relu(f["fc1"](x))), self.dropout, self.training)
+            out[m] = f["norm"](x + h)
+        return out

@@ -3,7 +3,7 @@
     inputs {modality: tensor} -> Encoder per modality -> tokens (B, 1 + L_m, D) each
         -> fusion: attn (the published single-head layer + optional further layers, pre-norm
            blocks or published layers; RollingQ acts on a [cls] query) | concat | sum
-           | mbt (bottleneck) | one modality alone
+           | mbt (bottleneck) | mmml (cross-modal layers) | one modality alone
         -> ModelOutput(logits, probe logits, [cls] query, mean keys, attention row, shares)
 
 Shapes follow METHOD.md §3: an encoder is a ViT-B-style stream with its own [cls] and learned
@@ -23,6 +23,7 @@ from rollingq.data.base import ModalitySpec
 from rollingq.layers import (
     LN_EPS,
     Block,
+    CrossModalLayer,
     FusionAttention,
     FusionBlock,
     FusionStats,
@@ -136,6 +137,48 @@ class Bottleneck(nn.Module):
         return streams
 
 
+MMML_HEADS = 8  # the heads of MMML's cross-modal layers (the published comparison's config)
+
+
+class MMML(nn.Module):
+    """MMML's fusion (Wu et al., NAACL 2024, as the RollingQ comparison ran it): a learned [cls]
+    in front of each modality's patch tokens (the encoder's [cls] left out), ``fusion_layers``
+    cross-modal encoder layers, then either MMML's read-out, an MLP on the two new [cls]
+    (Linear 2D -> D, ReLU, Linear D -> D/2, ReLU, Linear D/2 -> C), or, with ``model.readout:
+    attn``, the published single-head fusion attention over all the layers' output tokens,
+    whose [cls] query RollingQ can rotate (the only reading under which MMML has an AIR).
+    The multi-loss of MMML is the model's probes, not detached for ``mmml``."""
+
+    def __init__(self, modalities: list[str], num_classes: int, cfg: ModelConfig):
+        super().__init__()
+        d = cfg.dim
+        self.cls = nn.ParameterDict({m: nn.Parameter(torch.empty(1, 1, d)) for m in modalities})
+        for p in self.cls.values():
+            nn.init.normal_(p, std=0.02)  # nn.Embedding(1, D), BERT's initializer range
+        self.layers = nn.ModuleList(
+            CrossModalLayer(modalities, d, MMML_HEADS, cfg.mlp_ratio, cfg.fusion_dropout)
+            for _ in range(cfg.fusion_layers))
+        if cfg.readout == "attn":
+            self.readout = FusionAttention(d, cfg.fusion_dropout)
+            self.head = nn.Linear(d, num_classes)
+        else:
+            self.readout = None
+            self.head = nn.Sequential(nn.Linear(2 * d, d), nn.ReLU(), nn.Linear(d, d // 2),
+                                      nn.ReLU(), nn.Linear(d // 2, num_classes))
+
+    def forward(self, streams: dict[str, Tensor], spans: dict[str, slice]
+                ) -> tuple[Tensor, list[FusionStats]]:
+        B = next(iter(streams.values())).shape[0]
+        x = {m: torch.cat([self.cls[m].expand(B, -1, -1), z[:, 1:]], 1)
+             for m, z in streams.items()}
+        for layer in self.layers:
+            x = layer(x)
+        if self.readout is None:
+            return self.head(torch.cat([z[:, 0] for z in x.values()], -1)), []
+        out, stats = self.readout(torch.cat(list(x.values()), 1), spans, full=False)
+        return self.head(out), [stats]
+
+
 class MultimodalTransformer(nn.Module):
     """Encoders + fusion + probes for the modalities a data set provides.
 
@@ -182,6 +225,11 @@ class MultimodalTransformer(nn.Module):
         elif cfg.fusion == "mbt":
             self.bottleneck = Bottleneck(self.modalities, cfg)
             self.head = nn.Linear(d * len(self.modalities), num_classes)
+        elif cfg.fusion == "mmml":
+            if len(self.modalities) != 2:
+                raise ValueError(f"model.fusion='mmml' pairs two modalities; the data set has "
+                                 f"{len(self.modalities)}: {', '.join(self.modalities)}")
+            self.mmml = MMML(self.modalities, num_classes, cfg)
         else:
             self.head = nn.Linear(d, num_classes)
         self.apply(_init_weights)
@@ -189,7 +237,11 @@ class MultimodalTransformer(nn.Module):
     @property
     def rotations(self) -> list[nn.Module]:
         """The Rotation modules of the fusion layers, first to last (empty without attn)."""
-        return [layer.rotation for layer in self.fusion] if self.cfg.fusion == "attn" else []
+        if self.cfg.fusion == "attn":
+            return [layer.rotation for layer in self.fusion]
+        if self.cfg.fusion == "mmml" and self.mmml.readout is not None:
+            return [self.mmml.readout.rotation]
+        return []
 
     def forward(self, inputs: dict[str, Tensor]) -> ModelOutput:
         fusion = self.cfg.fusion
@@ -198,7 +250,9 @@ class MultimodalTransformer(nn.Module):
             streams = {m: self.encoders[m].norm(z) for m, z in self.bottleneck(raw).items()}
         else:
             streams = {m: self.encoders[m](inputs[m]) for m in self.modalities}  # (B, 1+L_m, D)
-        probes = {m: self.probes[m](z[:, 0].detach()) for m, z in streams.items()}
+        # detached probes only monitor; MMML's unimodal losses train the encoders
+        probes = {m: self.probes[m](z[:, 0] if fusion == "mmml" else z[:, 0].detach())
+                  for m, z in streams.items()}
         stats: list[FusionStats] = []
         if fusion == "attn":
             x = torch.cat(list(streams.values()), 1)  # (B, L-1, D)
@@ -213,6 +267,8 @@ class MultimodalTransformer(nn.Module):
             logits = sum(self.head[m](z[:, 0]) for m, z in streams.items())
         elif fusion == "mbt":
             logits = self.head(torch.cat([z[:, 0] for z in streams.values()], -1))
+        elif fusion == "mmml":
+            logits, stats = self.mmml(streams, self.spans)
         else:
             logits = self.head(streams[fusion][:, 0])
         features = {m: z[:, 0] for m, z in streams.items()}

@@ -176,6 +176,10 @@ def test_paper_rows_follow_fusion_rollingq_and_balance():
          "Vanilla MT + RollingQ"),
         ({"model.fusion": "attn", "model.fusion_layers": 2, "rollingq.enabled": False},
          "Vanilla MT*"),
+        ({"model.fusion": "mmml", "rollingq.enabled": False}, "MMML"),
+        ({"model.fusion": "mmml", "model.readout": "attn", "rollingq.enabled": True},
+         "MMML + RollingQ"),
+        ({"model.fusion": "mmml", "model.readout": "attn", "rollingq.enabled": False}, None),
     ]
     for values, row in cases:
         assert paper_name(values) == row, values

@@ -56,7 +56,8 @@ def test_bad_input_exits_2_with_one_line(tmp_path):
          "end_epoch >= start_epoch"),
         (["--set", "balance.method=pmr", "--set", "model.fusion=visual",
           "--set", "rollingq.enabled=false"], "balances two or more modalities"),
-        (["--set", "model.fusion=concat"], "fusion == 'attn' when rollingq.enabled"),
+        (["--set", "model.fusion=concat"],
+         "joint [cls] attention over every modality when rollingq.enabled"),
     ]
     for args, message in cases:
         p = run(*args, *FAST)

@@ -66,7 +66,7 @@ def test_round_trip_through_dict():
     "overrides, expected",
     [
         ({"rollingq.bta": 0.1}, "unknown config key 'rollingq.bta'"),
-        ({"model.fusion": "late"}, "valid: attn, concat, sum, mbt, audio, visual, text"),
+        ({"model.fusion": "late"}, "valid: attn, concat, sum, mbt, mmml, audio, visual, text"),
         ({"rollingq.rotation": "qr"}, "valid: svd, plane"),
         ({"rollingq.beta": -0.1}, "`beta >= 0` must hold, but got rollingq.beta=-0.1 (override)"),
         ({"model.heads": 5}, "dim % heads == 0"),

@@ -131,6 +131,20 @@ def test_mbt_runs_its_bottleneck_before_each_streams_final_norm():
     assert not any(name.startswith("bottleneck.norm") for name, _ in model.named_parameters())
 
 
+def test_mmml_parameter_count_matches_table_4():
+    # Table 4: MMML 77.88 M. By hand: Vanilla MT without its fusion attention and head
+    # (59,870,226 - 4 * 590,592 - 4,614 = 57,498,630, the two probes included); one cross-modal
+    # layer, per modality a cross- and a self-attention (4 Linears + LayerNorm: 2,363,904 each)
+    # and a feed-forward (768 -> 3072 -> 768 + LayerNorm: 4,723,968); the read-out MLP
+    # 1536 -> 768 -> 384 -> 6.
+    cme = 2 * (2 * (4 * 590_592 + 1_536) + (768 * 3072 + 3072) + (3072 * 768 + 768) + 1_536)
+    mlp = (1536 * 768 + 768) + (768 * 384 + 384) + (384 * 6 + 6)
+    by_hand = 59_870_226 - 4 * 590_592 - 4_614 + cme + mlp
+    counts = count_parameters(cremad_model(fusion="mmml", fusion_layers=1))
+    assert cme == 18_903_552 and counts["paper"] == by_hand == 77_884_818
+    assert round(counts["paper"] / 1e6, 2) == 77.88
+
+
 def test_concat_has_no_rotation():
     counts = count_parameters(cremad_model(fusion="concat"))
     assert counts["paper_with_rotation"] == counts["paper"]

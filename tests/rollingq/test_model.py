@@ -212,3 +212,41 @@ def test_rollingq_statistics_are_fp32_under_bf16_autocast(layer_kind):
         # what bf16 keys would have given: off by far more than the tolerance above
         bf16_mean = keys[:, s].bfloat16().float().mean(1)
         assert (bf16_mean - fp32.mean_keys[m]).abs().max() > 1e-4
+
+
+AV = {m: SPECS[m] for m in ("audio", "visual")}
+
+
+@pytest.mark.parametrize("readout", ["mlp", "attn"])
+def test_mmml_shapes_and_its_multi_loss_trains_the_encoders(readout):
+    model = MultimodalTransformer(AV, C, small(fusion="mmml", readout=readout, fusion_layers=2))
+    out = model(inputs(AV))
+    assert out.logits.shape == (B, C) and set(out.probe_logits) == set(AV)
+    assert len(out.fusion) == (1 if readout == "attn" else 0)
+    assert len(model.rotations) == (1 if readout == "attn" else 0)
+    # MMML's unimodal losses are not detached: a probe's loss alone reaches its encoder
+    out.probe_logits["audio"].sum().backward()
+    assert model.encoders["audio"].blocks[0].attn.qkv.weight.grad.abs().sum() > 0
+    assert model.encoders["visual"].blocks[0].attn.qkv.weight.grad is None
+
+
+def test_mmml_needs_two_modalities():
+    with pytest.raises(ValueError, match="pairs two modalities; the data set has 3"):
+        MultimodalTransformer(SPECS, C, small(fusion="mmml"))
+
+
+def test_mmml_identity_rotation_gives_exactly_the_unrotated_output():
+    model = MultimodalTransformer(AV, C, small(fusion="mmml", readout="attn")).eval()
+    x = inputs(AV)
+    rotated = model(x)
+    for r in model.rotations:
+        r.forward = lambda q: q  # bypass the rotation entirely
+    plain = model(x)
+    assert torch.equal(rotated.logits, plain.logits)
+    assert torch.equal(rotated.attention, plain.attention)
+    # and a real rotation changes the output
+    q, _ = torch.linalg.qr(torch.randn(32, 32))
+    model = MultimodalTransformer(AV, C, small(fusion="mmml", readout="attn")).eval()
+    before = model(x).logits
+    model.rotations[0].compose(q * torch.sign(torch.det(q)))
+    assert not torch.allclose(model(x).logits, before)

@@ -288,3 +288,21 @@ def test_the_full_pass_weights_batches_equally_as_published():
     all_q = torch.cat([b[0] for b in batches])
     torch.testing.assert_close(by_sample.means()[0], all_q.mean(0))
     assert not torch.allclose(mu_q, all_q.mean(0))  # a partial batch makes them differ
+
+
+def test_rollingq_rotates_mmml_through_its_attention_readout():
+    r = fit(tiny(**{"model.fusion": "mmml", "model.readout": "attn", "rollingq.beta": 0.0,
+                    "rollingq.max_rotations": 1, "train.epochs": 2}))
+    assert r.status == "finished" and r.summary["rotations"] == [1]
+    assert r.history[0]["rotated"] == 1 and "val_air" in r.history[-1]
+    plain = fit(tiny(**{"model.fusion": "mmml", "rollingq.enabled": False, "train.epochs": 1}))
+    assert plain.status == "finished" and "air" not in plain.history[-1]
+
+
+def test_rollingq_needs_a_joint_cls_attention():
+    from rollingq.config import ConfigError
+
+    with pytest.raises(ConfigError, match="model.fusion=mmml with model.readout=attn"):
+        tiny(**{"model.fusion": "mmml"})  # RollingQ on by default; MMML's MLP read-out
+    with pytest.raises(ConfigError, match="only mmml has a choice of read-out"):
+        tiny(**{"model.readout": "attn"})

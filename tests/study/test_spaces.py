@@ -51,7 +51,7 @@ REQUIRED = {
     "fusion_layers": 3 * 2 * 3,
     "statistic_modes": 2 * 2 * 3,
     "noise_robustness": 2 * 5,
-    "paper_table1": 11 * 3,
+    "paper_table1": 13 * 3,
     "hpo": 20,
     "balance_rollingq": 3 * 2 * 3,
 }
@@ -188,11 +188,13 @@ def test_paper_table1_has_every_row_and_enables_rollingq_only_on_attention():
     rows = {name: build_config(overrides={**spec.fixed, **values})
             for name, values in spec.variants.items()}
     fusions = {cfg.model.fusion for cfg in rows.values()}
-    assert fusions == {"audio", "visual", "concat", "sum", "mbt", "attn"}
+    assert fusions == {"audio", "visual", "concat", "sum", "mbt", "attn", "mmml"}
     attn = {(c.model.fusion_layers, c.rollingq.enabled) for c in rows.values()
             if c.model.fusion == "attn"}
     assert attn == {(1, False), (1, True), (2, False), (2, True)}
-    assert all(not c.rollingq.enabled for c in rows.values() if c.model.fusion != "attn")
+    assert all(not c.rollingq.enabled for c in rows.values()
+               if c.model.fusion != "attn" and c.model.readout != "attn")
+    assert rows["mmml_rollingq"].rollingq.enabled and rows["mmml_rollingq"].model.readout == "attn"
     assert {n: c.balance.method for n, c in rows.items() if c.balance.method != "none"} == {
         "ogm": "ogm_ge", "pmr": "pmr"}
     assert rows["ogm"].model.fusion == rows["pmr"].model.fusion == "concat"
@@ -260,7 +262,8 @@ BAD_SPECS = {
     ),
     "rollingq_on_concat": (
         "fixed:\n  model.fusion: concat\n  rollingq.enabled: true\n" + GOOD_TUNE,
-        ["fusion == 'attn' when rollingq.enabled", "model.fusion='concat'"],
+        ["joint [cls] attention over every modality when rollingq.enabled", "model.fusion='concat'",
+         "model.fusion=mmml with model.readout=attn"],
     ),
     "unknown_mode": (
         "search:\n  rollingq.beta: {role: scientific, type: choice, values: [0.1]}\n"
@@ -417,7 +420,7 @@ def test_variants_are_one_grid_axis_named_by_the_variant_parameter():
     (lambda t: t["variants"]["values"]["attn"].update({"model.beta": 1}),
      "did you mean rollingq.beta"),
     (lambda t: t["variants"]["values"]["concat"].update({"rollingq.enabled": True}),
-     r"fusion == 'attn' when rollingq.enabled.*variants.concat"),
+     r"joint \[cls\] attention over every modality when rollingq.enabled.*variants.concat"),
     (lambda t: t.update(fixed={"model.fusion": "attn"}),
      "model.fusion is set both in fixed and by variant 'concat'"),
     (lambda t: t.update(search={"rollingq.enabled": {
