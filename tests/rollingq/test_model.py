@@ -13,6 +13,7 @@ SPECS = {
     "text": ModalitySpec("sequence", (5, 12)),
 }
 B, C = 3, 5
+AV = {m: SPECS[m] for m in ("audio", "visual")}
 
 
 def small(**kw) -> ModelConfig:
@@ -63,16 +64,27 @@ def test_unimodal_fusion_needs_its_modality():
         MultimodalTransformer({m: SPECS[m] for m in ("audio", "visual")}, C, small(fusion="text"))
 
 
-@pytest.mark.parametrize("fusion_layers", [1, 2])
-def test_identity_rotation_gives_exactly_the_unrotated_output(fusion_layers):
-    model = MultimodalTransformer(SPECS, C, small(fusion_layers=fusion_layers)).eval()
-    x = inputs()
+@pytest.mark.parametrize("specs,cfg", [
+    (SPECS, {"fusion_layers": 1}), (SPECS, {"fusion_layers": 2}),
+    (AV, {"fusion": "mmml", "readout": "attn"}),
+], ids=["attn", "attn2", "mmml_attn_readout"])
+def test_identity_rotation_gives_exactly_the_unrotated_output(specs, cfg):
+    """Every fusion that allows RollingQ: the identity rotation is exactly no rotation, and a
+    real rotation changes the output."""
+    model = MultimodalTransformer(specs, C, small(**cfg)).eval()
+    x = inputs(specs)
     rotated = model(x)
+    forwards = [r.forward for r in model.rotations]
     for r in model.rotations:
         r.forward = lambda q: q  # bypass the rotation entirely
     plain = model(x)
     assert torch.equal(rotated.logits, plain.logits)
     assert torch.equal(rotated.attention, plain.attention)
+    for r, forward in zip(model.rotations, forwards, strict=True):
+        r.forward = forward
+    q, _ = torch.linalg.qr(torch.randn(32, 32))
+    model.rotations[-1].compose(q * torch.sign(torch.det(q)))
+    assert not torch.allclose(model(x).logits, plain.logits)
 
 
 def test_rotation_is_a_saved_untrained_buffer():
@@ -214,8 +226,6 @@ def test_rollingq_statistics_are_fp32_under_bf16_autocast(layer_kind):
         assert (bf16_mean - fp32.mean_keys[m]).abs().max() > 1e-4
 
 
-AV = {m: SPECS[m] for m in ("audio", "visual")}
-
 
 @pytest.mark.parametrize("readout", ["mlp", "attn"])
 def test_mmml_shapes_and_its_multi_loss_trains_the_encoders(readout):
@@ -233,20 +243,3 @@ def test_mmml_shapes_and_its_multi_loss_trains_the_encoders(readout):
 def test_mmml_needs_two_modalities():
     with pytest.raises(ValueError, match="pairs two modalities; the data set has 3"):
         MultimodalTransformer(SPECS, C, small(fusion="mmml"))
-
-
-def test_mmml_identity_rotation_gives_exactly_the_unrotated_output():
-    model = MultimodalTransformer(AV, C, small(fusion="mmml", readout="attn")).eval()
-    x = inputs(AV)
-    rotated = model(x)
-    for r in model.rotations:
-        r.forward = lambda q: q  # bypass the rotation entirely
-    plain = model(x)
-    assert torch.equal(rotated.logits, plain.logits)
-    assert torch.equal(rotated.attention, plain.attention)
-    # and a real rotation changes the output
-    q, _ = torch.linalg.qr(torch.randn(32, 32))
-    model = MultimodalTransformer(AV, C, small(fusion="mmml", readout="attn")).eval()
-    before = model(x).logits
-    model.rotations[0].compose(q * torch.sign(torch.det(q)))
-    assert not torch.allclose(model(x).logits, before)
