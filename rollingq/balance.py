@@ -24,8 +24,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from rollingq.config import OGM_VARIANTS
+
 RATIO_EPS = 1e-12  # a zero denominator (every other modality scores 0) gives a finite ratio
-OGM_VARIANTS = ("published", "minus_one")
 
 
 def modality_scores(logits: Tensor | list[Tensor], labels: Tensor) -> Tensor:

@@ -25,6 +25,7 @@ import yaml
 
 FUSIONS = ("attn", "concat", "sum", "mbt", "mmml", "audio", "visual", "text")
 READOUTS = ("mlp", "attn")
+MMML_HEADS = 8  # the heads of MMML's cross-modal layers (the published comparison's config)
 FUSION_BLOCKS = ("prenorm", "published")
 ROTATIONS = ("svd", "plane")
 AIR_STATS = ("last_batch", "epoch")
@@ -303,8 +304,9 @@ class Config:
              "model.fusion=mmml with model.readout=attn; else set rollingq.enabled=false")
         need(m.readout == "mlp" or m.fusion == "mmml", "model.readout", "readout == 'mlp' "
              "unless fusion == 'mmml'", "only mmml has a choice of read-out")
-        need(m.fusion != "mmml" or m.dim % 8 == 0, "model.dim", "dim % 8 == 0 for mmml",
-             "MMML's cross-modal layers have 8 heads")
+        need(m.fusion != "mmml" or m.dim % MMML_HEADS == 0, "model.dim",
+             f"dim % {MMML_HEADS} == 0 for mmml",
+             f"MMML's cross-modal layers have {MMML_HEADS} heads")
         need(b.method == "none" or m.fusion in BALANCE_FUSIONS, "model.fusion",
              f"fusion in ({', '.join(BALANCE_FUSIONS)}) when balance.method != 'none'",
              f"balance.method={b.method!r} balances two or more modalities; a unimodal model "

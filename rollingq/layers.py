@@ -212,11 +212,9 @@ def _stats(
         x: The layer's input sequence (B, L, D) that keys are projected from.
         wq, wk: (weight, bias) of the query and key maps.
     """
-    q = _linear_fp32(q_in, *wq)
-    with torch.autocast(q.device.type, enabled=False):
-        q = (q @ rotation.matrix.T).expand(x.shape[0], -1)  # (B, D)
+    q = rotation(_linear_fp32(q_in, *wq))  # fp32 in, fp32 out
     return FusionStats(
-        q_cls=q,
+        q_cls=q.expand(x.shape[0], -1),  # (B, D)
         mean_keys={m: _linear_fp32(x[:, s].float().mean(1), *wk) for m, s in spans.items()},
         attention=weights.detach(),
         share={m: weights[:, s].sum(1) for m, s in spans.items()},

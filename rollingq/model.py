@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rollingq.config import ModelConfig
+from rollingq.config import MMML_HEADS, ModelConfig
 from rollingq.data.base import ModalitySpec
 from rollingq.layers import (
     LN_EPS,
@@ -135,9 +135,6 @@ class Bottleneck(nn.Module):
             streams = {m: o[:, :-n] for m, o in outs.items()}
             b = torch.stack([o[:, -n:] for o in outs.values()]).mean(0)
         return streams
-
-
-MMML_HEADS = 8  # the heads of MMML's cross-modal layers (the published comparison's config)
 
 
 class MMML(nn.Module):

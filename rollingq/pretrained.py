@@ -291,10 +291,8 @@ def load_pretrained(model: nn.Module, source: str | Path) -> LoadReport:
     if source.startswith(TIMM_PREFIX):
         state, layout = timm_state_dict(source.removeprefix(TIMM_PREFIX)), "timm"
     else:
-        state = read_state_dict(source)
-        layout = detect_layout(_strip_published_prefix(state))
-        if layout == "published":
-            state = _strip_published_prefix(state)
+        state = _strip_published_prefix(read_state_dict(source))
+        layout = detect_layout(state)
     patch = model.cfg.patch_size
     report = LoadReport(source, layout)
     used: set[str] = set()
