@@ -26,17 +26,18 @@ TOP_CONFIGS = 10  # rows of the main table of an Optuna study
 # ../shared/METHOD.md §5. Table 1: top-1 accuracy (%), the best test epoch of one seed.
 PAPER_TABLE1: dict[str, dict[str, float]] = {
     "cremad": {"Audio only": 47.6, "Visual only": 36.3, "Concat": 49.3, "OGM": 51.2,
-               "PMR": 50.1, "Vanilla MT": 48.8, "Vanilla MT*": 51.5, "MBT": 51.5, "MMML": 52.0,
+               "PMR": 50.1, "Vanilla MT": 48.8, "Vanilla MT*": 51.5, "MBT": 51.5, "JMT": 50.7,
+               "MMML": 52.0,
                "Vanilla MT + RollingQ": 51.9, "Vanilla MT* + RollingQ": 52.2,
                "MMML + RollingQ": 52.7},
     "kinetics_sounds": {"Audio only": 53.9, "Visual only": 57.0, "Concat": 68.0, "OGM": 68.2,
                         "PMR": 68.2, "Vanilla MT": 67.0, "Vanilla MT*": 69.1, "MBT": 72.2,
-                        "MMML": 69.8, "Vanilla MT + RollingQ": 69.3,
+                        "JMT": 67.7, "MMML": 69.8, "Vanilla MT + RollingQ": 69.3,
                         "Vanilla MT* + RollingQ": 70.1, "MMML + RollingQ": 70.7},
     "mosei": {"Visual only": 47.1, "Text only": 60.9, "Concat": 62.8, "OGM": 62.7, "PMR": 63.0,
-              "Vanilla MT": 62.7, "Vanilla MT*": 62.2, "MBT": 63.0, "MMML": 62.8,
-              "Vanilla MT + RollingQ": 63.2, "Vanilla MT* + RollingQ": 62.9,
-              "MMML + RollingQ": 63.2},
+              "Vanilla MT": 62.7, "Vanilla MT*": 62.2, "MulT": 62.4, "MBT": 63.0, "JMT": 62.6,
+              "MMML": 62.8, "Vanilla MT + RollingQ": 63.2, "Vanilla MT* + RollingQ": 62.9,
+              "MulT + RollingQ": 62.5, "MMML + RollingQ": 63.2},
 }
 # Table 2: Pearson r between attention share and "input is noise" (vanilla, RollingQ).
 PAPER_TABLE2: dict[str, tuple[float, float]] = {"cremad": (0.52, 0.76),
@@ -387,13 +388,13 @@ def paper_name(values: dict[str, Any]) -> str | None:
         return f"{fusion.capitalize()} only"
     if fusion == "concat":  # no attention: RollingQ does not apply
         return "Concat"
-    if fusion == "mbt":
-        return None if on else "MBT"
-    if fusion == "mmml":  # the paper's MMML + RollingQ: our reading, the attention read-out
-        readout = str(values.get("model.readout", "mlp"))
-        if readout == "mlp":
-            return None if on else "MMML"
-        return "MMML + RollingQ" if on else None
+    if fusion in ("mbt", "jmt"):
+        return None if on else fusion.upper()
+    if fusion in ("mmml", "mult"):  # "+ RollingQ": our reading, the attention read-out
+        name = {"mmml": "MMML", "mult": "MulT"}[fusion]
+        if str(values.get("model.readout", "own")) == "own":
+            return None if on else name
+        return f"{name} + RollingQ" if on else None
     if fusion != "attn" or layers not in (1, 2):
         return None
     name = "Vanilla MT" if layers == 1 else "Vanilla MT*"

@@ -23,16 +23,19 @@ from typing import Any
 
 import yaml
 
-FUSIONS = ("attn", "concat", "sum", "mbt", "mmml", "audio", "visual", "text")
-READOUTS = ("mlp", "attn")
+FUSIONS = ("attn", "concat", "sum", "mbt", "mmml", "jmt", "mult", "audio", "visual", "text")
+READOUTS = ("own", "attn")
+READOUT_FUSIONS = ("mmml", "mult")  # fusions with a choice of read-out (RollingQ needs attn)
 MMML_HEADS = 8  # the heads of MMML's cross-modal layers (the published comparison's config)
+MULT_HEADS = 5  # the heads of MulT's transformers (the reference's default)
 FUSION_BLOCKS = ("prenorm", "published")
 ROTATIONS = ("svd", "plane")
 AIR_STATS = ("last_batch", "epoch")
 ANCHOR_STATS = ("full_pass", "running")
 ROTATE_LAYERS = ("last", "all")
 BALANCE_METHODS = ("none", "ogm", "ogm_ge", "pmr")
-BALANCE_FUSIONS = ("attn", "concat", "sum", "mbt")  # fusions with every modality in them
+# fusions with every modality in them and detached probes (or an additive head) for the scores
+BALANCE_FUSIONS = ("attn", "concat", "sum", "mbt", "jmt", "mult")
 OGM_VARIANTS = ("published", "minus_one")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("published", "plain")
@@ -94,9 +97,10 @@ class ModelConfig:
     # the layers above the first (MT*): prenorm = 12-head pre-norm Transformer blocks (ours; the
     # paper gives no code), published = more published single-head fusion layers
     fusion_block: str = "prenorm"
-    # mmml's read-out: mlp (MMML's own) or attn (the published fusion attention, which RollingQ
-    # can rotate)
-    readout: str = "mlp"
+    # mmml's and mult's read-out: own (MMML's MLP on its [cls]; MulT's last time step) or attn
+    # (the published fusion attention over their output tokens, which RollingQ can rotate)
+    readout: str = "own"
+    mult_dim: int = 30  # width of MulT's transformers (the reference's; = dim: no projection)
     dim: int = 768
     depth: int = 4
     heads: int = 12
@@ -277,6 +281,9 @@ class Config:
         need(all(x in MODALITIES for x in mods) and len(set(mods)) == len(mods),
              "data.modalities", "modalities: distinct names from audio, visual, text",
              "e.g. data.modalities=visual,text")
+        need(d.name != "synthetic" or len(mods) in (0, 2), "data.modalities",
+             "two names for the synthetic data set, the easy modality first",
+             "e.g. data.modalities=text,visual (default audio,visual)")
         need(d.decode_size >= 1, "data.decode_size", "decode_size >= 1")
         need(d.name not in ("cremad", "kinetics_sounds") or d.frame_size >= m.patch_size,
              "data.frame_size", "frame_size >= model.patch_size",
@@ -298,12 +305,18 @@ class Config:
         need(r.beta >= 0, "rollingq.beta", "beta >= 0")
         need(r.rho >= 0, "rollingq.rho", "rho >= 0")
         need(r.max_rotations >= 0, "rollingq.max_rotations", "max_rotations >= 0")
-        need(not r.enabled or m.fusion == "attn" or (m.fusion == "mmml" and m.readout == "attn"),
+        need(not r.enabled or m.fusion == "attn"
+             or (m.fusion in READOUT_FUSIONS and m.readout == "attn"),
              "model.fusion", "a joint [cls] attention over every modality when rollingq.enabled",
              "RollingQ rotates such an attention's [cls] query: model.fusion=attn, or "
-             "model.fusion=mmml with model.readout=attn; else set rollingq.enabled=false")
-        need(m.readout == "mlp" or m.fusion == "mmml", "model.readout", "readout == 'mlp' "
-             "unless fusion == 'mmml'", "only mmml has a choice of read-out")
+             "model.fusion=mmml or mult with model.readout=attn; else set "
+             "rollingq.enabled=false")
+        need(m.readout == "own" or m.fusion in READOUT_FUSIONS, "model.readout",
+             f"readout == 'own' unless fusion in ({', '.join(READOUT_FUSIONS)})",
+             "only those fusions have a choice of read-out")
+        need(m.mult_dim >= 1 and m.mult_dim % MULT_HEADS == 0, "model.mult_dim",
+             f"mult_dim >= 1 and mult_dim % {MULT_HEADS} == 0",
+             f"MulT's transformers have {MULT_HEADS} heads; the reference uses 30")
         need(m.fusion != "mmml" or m.dim % MMML_HEADS == 0, "model.dim",
              f"dim % {MMML_HEADS} == 0 for mmml",
              f"MMML's cross-modal layers have {MMML_HEADS} heads")

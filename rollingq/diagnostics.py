@@ -32,18 +32,21 @@ Autocast = Callable[[], contextlib.AbstractContextManager]
 
 # The modules whose weights and biases the paper's parameter count covers (METHOD.md §5,
 # Table 4): tokens, positional embeddings and buffers are left out.
-PAPER_MODULES = (nn.Linear, nn.Conv2d, nn.Conv3d, nn.LayerNorm)
+# The module types thop (the paper's counter) has rules for, matched by exact type as thop does:
+# nn.MultiheadAttention (and its out_proj, a Linear subclass) count nothing.
+PAPER_MODULES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.LayerNorm)
 
 
-def cremad_shapes() -> dict[str, ModalitySpec]:
+def cremad_shapes(frames: int = 3) -> dict[str, ModalitySpec]:
     """The CREMA-D modality specs of the published model (METHOD.md §3-4).
 
     Audio is a 257 x 188 log spectrogram (177 tokens with [cls] at patch 16), visual three
-    224 x 224 RGB frames (589 tokens with [cls]).
+    224 x 224 RGB frames (589 tokens with [cls]; one frame, 197 tokens, is the shape Table 4's
+    FLOPs were counted at).
     """
     return {
         "audio": ModalitySpec("spectrogram", (257, 188)),
-        "visual": ModalitySpec("frames", (3, 3, 224, 224)),
+        "visual": ModalitySpec("frames", (frames, 3, 224, 224)),
     }
 
 
@@ -298,15 +301,17 @@ def count_parameters(model: nn.Module) -> dict[str, int]:
 
     Returns:
         ``all_tensors``: every parameter and buffer element (rotation matrices and counts
-        included); ``trainable``: parameters that require grad; ``paper``: the weights and
-        biases of Linear, Conv2d/3d and LayerNorm modules only (no [cls] tokens, positional
-        embeddings or buffers), which is what gives the published 59.87 M at CREMA-D shapes;
+        included); ``trainable``: parameters that require grad; ``paper``: what thop, the
+        paper's counter, counts: the weights and biases of modules of exactly the types Linear,
+        Conv1d/2d/3d and LayerNorm (no [cls] tokens, positional embeddings or buffers, nothing of
+        an ``nn.MultiheadAttention``), which is what gives the published 59.87 M at CREMA-D
+        shapes;
         ``paper_with_rotation``: ``paper`` plus every RollingQ rotation matrix (60.46 M).
     """
     paper = sum(
         p.numel()
         for module in model.modules()
-        if isinstance(module, PAPER_MODULES)
+        if type(module) in PAPER_MODULES
         for p in module.parameters(recurse=False)
     )
     rotation = sum(m.matrix.numel() for m in model.modules() if isinstance(m, Rotation))

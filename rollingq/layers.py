@@ -12,6 +12,8 @@ L x L map.
 
 from __future__ import annotations
 
+import contextlib
+import math
 from dataclasses import dataclass
 
 import torch
@@ -113,6 +115,16 @@ class Mlp(nn.Module):
         return self.fc2(self.act(self.fc1(x)))
 
 
+def multihead(q: Tensor, k: Tensor, v: Tensor, heads: int, dropout: float = 0.0,
+              training: bool = False) -> Tensor:
+    """SDPA over projected (B, Lq, D) queries and (B, Lk, D) keys and values -> (B, Lq, D)."""
+    B, L, D = q.shape
+    split = lambda t: t.reshape(B, t.shape[1], heads, D // heads).transpose(1, 2)
+    out = F.scaled_dot_product_attention(split(q), split(k), split(v),
+                                         dropout_p=dropout if training else 0.0)
+    return out.transpose(1, 2).reshape(B, L, D)
+
+
 class Block(nn.Module):
     """Pre-norm Transformer block: x + attn(ln(x)), then x + mlp(ln(x))."""
 
@@ -169,6 +181,14 @@ def cls_row_attention(
     return out, weights.mean(1).squeeze(1)
 
 
+def no_autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    """A region without autocast on ``device`` (nothing to disable on the meta device, where
+    models are built to count their parameters and FLOPs)."""
+    if device.type == "meta":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, enabled=False)
+
+
 class Rotation(nn.Module):
     """The RollingQ rotation of a [cls] query: q_r = R q. ``R`` and the count are buffers."""
 
@@ -179,7 +199,7 @@ class Rotation(nn.Module):
 
     def forward(self, q: Tensor) -> Tensor:
         # In fp32 even under autocast, so the identity rotation is exact.
-        with torch.autocast(q.device.type, enabled=False):
+        with no_autocast(q.device):
             return (q.float() @ self.matrix.T).to(q.dtype)
 
     @torch.no_grad()
@@ -191,7 +211,7 @@ class Rotation(nn.Module):
 
 def _linear_fp32(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
     """x W^T + b in fp32, whatever the autocast around it."""
-    with torch.autocast(x.device.type, enabled=False):
+    with no_autocast(x.device):
         return F.linear(x.float(), weight.float(), bias.float())
 
 
@@ -307,11 +327,8 @@ class FusionBlock(nn.Module):
         stats = _stats(h[:, 0], h, (w[:D], b[:D]), (w[D : 2 * D], b[D : 2 * D]),
                        self.rotation, weights, spans)
         if full:
-            split = lambda t: t.reshape(B, t.shape[1], self.heads, D // self.heads).transpose(1, 2)
-            rest = F.scaled_dot_product_attention(split(q[:, 1:]), split(k), split(v))
-            attended = torch.cat(
-                [out_cls.unsqueeze(1).to(rest.dtype), rest.transpose(1, 2).reshape(B, L - 1, D)], 1
-            )
+            rest = multihead(q[:, 1:], k, v, self.heads)
+            attended = torch.cat([out_cls.unsqueeze(1).to(rest.dtype), rest], 1)
             x = x + self.proj(attended)
             return x + self.mlp(self.norm2(x)), stats
         c = x[:, 0] + self.proj(out_cls.to(x.dtype))  # (B, D): only [cls] is needed for logits
@@ -349,12 +366,7 @@ class CrossModalLayer(nn.Module):
             "norm": nn.LayerNorm(dim, eps=1e-12)}) for m in modalities})
 
     def _attend(self, a: nn.ModuleDict, x: Tensor, y: Tensor) -> Tensor:
-        B, L, D = x.shape
-        split = lambda t: t.view(B, t.shape[1], self.heads, D // self.heads).transpose(1, 2)
-        out = F.scaled_dot_product_attention(
-            split(a["q"](x)), split(a["k"](y)), split(a["v"](y)),
-            dropout_p=self.dropout if self.training else 0.0)
-        out = out.transpose(1, 2).reshape(B, L, D)
+        out = multihead(a["q"](x), a["k"](y), a["v"](y), self.heads, self.dropout, self.training)
         return a["norm"](x + F.dropout(a["o"](out), self.dropout, self.training))
 
     def forward(self, streams: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -368,3 +380,86 @@ class CrossModalLayer(nn.Module):
             h = F.dropout(f["fc2"](F.relu(f["fc1"](x))), self.dropout, self.training)
             out[m] = f["norm"](x + h)
         return out
+
+
+class JMTLayer(nn.Module):
+    """A layer of JMT's encoder blocks (Waligora et al., CVPRW 2024, as the RollingQ comparison
+    ran it): post-norm, ``nn.MultiheadAttention`` (as published, so the thop-style count sees
+    its weights as the paper's tool did: not at all), a ReLU feed-forward D -> D/16 -> D,
+    PyTorch's default LayerNorms (eps 1e-5), no dropout.
+    """
+
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        self.attn = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.ff = nn.Sequential(nn.Linear(dim, dim // 16), nn.ReLU(), nn.Linear(dim // 16, dim))
+        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.norm1(x + self.attn(x, x, x, need_weights=False)[0])
+        return self.norm2(x + self.ff(x))
+
+
+def sinusoidal_positions(length: int, dim: int, device: torch.device | None = None) -> Tensor:
+    """MulT's (fairseq's) sinusoidal positions 1..length, (length, dim): sines then cosines of
+    position x 10000^(-i / (dim/2 - 1)), a zero column when dim is odd."""
+    half = dim // 2
+    freq = torch.exp(torch.arange(half, dtype=torch.float32, device=device)
+                     * -(math.log(10000.0) / max(half - 1, 1)))
+    angle = torch.arange(1, length + 1, dtype=torch.float32, device=device)[:, None] * freq[None]
+    table = torch.cat([angle.sin(), angle.cos()], 1)
+    return F.pad(table, (0, dim - 2 * half))
+
+
+class MulTLayer(nn.Module):
+    """One layer of MulT's transformers (Tsai et al., ACL 2019), pre-norm. A crossmodal layer
+    attends from the target sequence to a source sequence, the first LayerNorm normalising
+    queries, keys and values alike (as the reference does); without a source it is a
+    self-attention layer. ReLU feed-forward 4D; dropout on the attention weights, after the ReLU
+    and on each residual branch.
+    """
+
+    def __init__(self, dim: int, heads: int, attn_dropout: float, dropout: float):
+        super().__init__()
+        self.heads, self.attn_dropout, self.dropout = heads, attn_dropout, dropout
+        self.norm1 = nn.LayerNorm(dim)
+        self.q, self.k, self.v, self.o = (nn.Linear(dim, dim) for _ in range(4))
+        self.norm2 = nn.LayerNorm(dim)
+        self.fc1, self.fc2 = nn.Linear(dim, 4 * dim), nn.Linear(4 * dim, dim)
+
+    def forward(self, x: Tensor, source: Tensor | None = None, last: bool = False) -> Tensor:
+        """(B, L, D) -> (B, L, D), or with ``last`` only the last row (B, 1, D)."""
+        h = self.norm1(x)
+        kv = h if source is None else self.norm1(source)
+        if last:
+            x, h = x[:, -1:], h[:, -1:]
+        a = multihead(self.q(h), self.k(kv), self.v(kv), self.heads, self.attn_dropout,
+                      self.training)
+        x = x + F.dropout(self.o(a), self.dropout, self.training)
+        f = F.dropout(F.relu(self.fc1(self.norm2(x))), self.dropout, self.training)
+        return x + F.dropout(self.fc2(f), self.dropout, self.training)
+
+
+class MulTEncoder(nn.Module):
+    """A MulT transformer: inputs scaled by sqrt(D) plus sinusoidal positions, embedding
+    dropout, ``layers`` ``MulTLayer``s (crossmodal when given a source), a final LayerNorm."""
+
+    def __init__(self, dim: int, heads: int, layers: int, attn_dropout: float,
+                 dropout: float, embed_dropout: float):
+        super().__init__()
+        self.scale, self.embed_dropout = math.sqrt(dim), embed_dropout
+        self.layers = nn.ModuleList(
+            MulTLayer(dim, heads, attn_dropout, dropout) for _ in range(layers))
+        self.norm = nn.LayerNorm(dim)
+
+    def _embed(self, x: Tensor) -> Tensor:
+        pos = sinusoidal_positions(x.shape[1], x.shape[2], x.device).to(x.dtype)
+        return F.dropout(self.scale * x + pos, self.embed_dropout, self.training)
+
+    def forward(self, x: Tensor, source: Tensor | None = None, last: bool = False) -> Tensor:
+        """(B, L, D) -> (B, L, D); with ``last`` the last layer computes only the last row."""
+        x = self._embed(x)
+        source = None if source is None else self._embed(source)
+        for i, layer in enumerate(self.layers):
+            x = layer(x, source, last=last and i == len(self.layers) - 1)
+        return self.norm(x)

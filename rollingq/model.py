@@ -3,7 +3,8 @@
     inputs {modality: tensor} -> Encoder per modality -> tokens (B, 1 + L_m, D) each
         -> fusion: attn (the published single-head layer + optional further layers, pre-norm
            blocks or published layers; RollingQ acts on a [cls] query) | concat | sum
-           | mbt (bottleneck) | mmml (cross-modal layers) | one modality alone
+           | mbt (bottleneck) | mmml (cross-modal layers) | jmt (joint representation and
+           cross-attentions) | mult (crossmodal transformers) | one modality alone
         -> ModelOutput(logits, probe logits, [cls] query, mean keys, attention row, shares)
 
 Shapes follow METHOD.md §3: an encoder is a ViT-B-style stream with its own [cls] and learned
@@ -18,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rollingq.config import MMML_HEADS, ModelConfig
+from rollingq.config import MMML_HEADS, MULT_HEADS, ModelConfig
 from rollingq.data.base import ModalitySpec
 from rollingq.layers import (
     LN_EPS,
@@ -27,7 +28,9 @@ from rollingq.layers import (
     FusionAttention,
     FusionBlock,
     FusionStats,
+    JMTLayer,
     LinearEmbed,
+    MulTEncoder,
     PatchEmbed2d,
     TubeletEmbed,
 )
@@ -145,6 +148,7 @@ class MMML(nn.Module):
     attn``, the published single-head fusion attention over all the layers' output tokens,
     whose [cls] query RollingQ can rotate (the only reading under which MMML has an AIR).
     The multi-loss of MMML is the model's probes, not detached for ``mmml``."""
+    # (the read-out choice ``own`` is MMML's MLP)
 
     def __init__(self, modalities: list[str], num_classes: int, cfg: ModelConfig):
         super().__init__()
@@ -174,6 +178,108 @@ class MMML(nn.Module):
             return self.head(torch.cat([z[:, 0] for z in x.values()], -1)), []
         out, stats = self.readout(torch.cat(list(x.values()), 1), spans, full=False)
         return self.head(out), [stats]
+
+
+class JMT(nn.Module):
+    """JMT as the RollingQ comparison ran it (the published code's history: Waligora et al.'s
+    joint multimodal transformer, CVPRW 2024, at width D), for two modalities a and b:
+
+    1. the shorter token sequence is padded with the longer one's extra tokens (as published),
+       so both have L = max(L_a, L_b) tokens;
+    2. a joint sequence j = Linear(2D -> D)([a; b]) (features concatenated token by token);
+    3. a, b and j each pass ``fusion_layers - 1`` ``JMTLayer``s of their own (the published
+       default of one layer is ``fusion_layers: 2``, Table 1's count of JMT's fusion layers;
+       Table 4's parameter count fits none, ``fusion_layers: 1``);
+    4. three ``nn.MultiheadAttention`` (one a query: a, b, j), used six times: b<-a, a<-b, j<-b,
+       b<-j, j<-a, a<-j;
+    5. the six outputs concatenated on features, Linear(6D -> D), mean over tokens, Linear(D -> C).
+
+    Step 5 averages before the Linear (the same numbers, as the map is affine: L times fewer
+    multiply-adds). The probes (published ``a_head``/``v_head``) read the detached encoder [cls].
+    """
+
+    def __init__(self, modalities: list[str], num_classes: int, cfg: ModelConfig):
+        super().__init__()
+        d, roles = cfg.dim, [*modalities, "joint"]
+        self.joint = nn.Linear(2 * d, d)
+        self.encoders = nn.ModuleDict({r: nn.Sequential(
+            *(JMTLayer(d, cfg.heads) for _ in range(cfg.fusion_layers - 1))) for r in roles})
+        self.cross = nn.ModuleDict(
+            {r: nn.MultiheadAttention(d, cfg.heads, batch_first=True) for r in roles})
+        self.out = nn.Linear(6 * d, d)
+        self.head = nn.Linear(d, num_classes)
+
+    def forward(self, streams: dict[str, Tensor]) -> Tensor:
+        (m1, a), (m2, b) = streams.items()
+        if a.shape[1] < b.shape[1]:
+            a = torch.cat([a, b[:, a.shape[1]:]], 1)
+        elif b.shape[1] < a.shape[1]:
+            b = torch.cat([b, a[:, b.shape[1]:]], 1)
+        x = {m1: a, m2: b, "joint": self.joint(torch.cat([a, b], -1))}
+        x = {r: self.encoders[r](z) for r, z in x.items()}
+        pairs = ((m2, m1), (m1, m2), ("joint", m2), (m2, "joint"), ("joint", m1), (m1, "joint"))
+        outs = [self.cross[q](x[q], x[k], x[k], need_weights=False)[0] for q, k in pairs]
+        return self.head(self.out(torch.cat(outs, -1).mean(1)))
+
+
+# MulT's dropouts, the reference's defaults: on the attention weights by source modality
+# (text 0.1, audio and visual 0; the memory transformers 0.1), after the ReLU and on each
+# residual branch 0.1, on the scaled, position-embedded inputs 0.25 (and on the text input).
+MULT_ATTN_DROPOUT = {"text": 0.1, "audio": 0.0, "visual": 0.0}
+MULT_DROPOUT, MULT_EMBED_DROPOUT = 0.1, 0.25
+
+
+class MulT(nn.Module):
+    """MulT (Tsai et al., ACL 2019) on the encoders' token sequences, M modalities:
+
+    - each stream projected to ``model.mult_dim`` (Conv1d k=1, no bias; none when it equals
+      D), the text stream with embedding dropout first (as the reference);
+    - per target modality t, one crossmodal transformer per source s != t (``fusion_layers``
+      layers, queries from t, keys and values from s), outputs concatenated on features
+      ((M - 1) x mult_dim), then a self-attention memory transformer (max(fusion_layers, 3)
+      layers, as the reference);
+    - read-out ``own`` (the reference's): each memory's last time step, concatenated; a residual
+      block Linear-ReLU-Linear; Linear -> C. The last memory layer computes only that row.
+      Read-out ``attn``: the published single-head fusion attention over all the memories'
+      tokens, whose [cls] query RollingQ can rotate (the paper's "MulT + RollingQ", our reading).
+    """
+
+    def __init__(self, modalities: list[str], num_classes: int, cfg: ModelConfig):
+        super().__init__()
+        d, M = cfg.mult_dim, len(modalities)
+        self.proj = nn.ModuleDict({m: nn.Conv1d(cfg.dim, d, 1, bias=False) for m in modalities}
+                                  ) if d != cfg.dim else None
+        self.cross = nn.ModuleDict({t: nn.ModuleDict({
+            s: MulTEncoder(d, MULT_HEADS, cfg.fusion_layers, MULT_ATTN_DROPOUT[s], MULT_DROPOUT,
+                           MULT_EMBED_DROPOUT)
+            for s in modalities if s != t}) for t in modalities})
+        w = (M - 1) * d
+        self.memory = nn.ModuleDict({t: MulTEncoder(
+            w, MULT_HEADS, max(cfg.fusion_layers, 3), MULT_ATTN_DROPOUT["text"], MULT_DROPOUT,
+            MULT_EMBED_DROPOUT) for t in modalities})
+        if cfg.readout == "attn":
+            self.readout = FusionAttention(w, cfg.fusion_dropout)
+            self.head = nn.Linear(w, num_classes)
+        else:
+            self.readout = None
+            self.proj1, self.proj2 = nn.Linear(M * w, M * w), nn.Linear(M * w, M * w)
+            self.head = nn.Linear(M * w, num_classes)
+
+    def forward(self, streams: dict[str, Tensor], spans: dict[str, slice]
+                ) -> tuple[Tensor, list[FusionStats]]:
+        x = {m: F.dropout(z, MULT_EMBED_DROPOUT, self.training) if m == "text" else z
+             for m, z in streams.items()}
+        if self.proj is not None:
+            x = {m: F.linear(z, self.proj[m].weight.squeeze(-1)) for m, z in x.items()}
+        last = self.readout is None
+        h = {t: self.memory[t](torch.cat([enc(x[t], x[s]) for s, enc in self.cross[t].items()],
+                                         -1), last=last)
+             for t in x}
+        if self.readout is not None:
+            out, stats = self.readout(torch.cat(list(h.values()), 1), spans, full=False)
+            return self.head(out), [stats]
+        z = torch.cat([ht[:, -1] for ht in h.values()], -1)
+        return self.head(z + self.proj2(F.relu(self.proj1(z)))), []
 
 
 class MultimodalTransformer(nn.Module):
@@ -227,6 +333,13 @@ class MultimodalTransformer(nn.Module):
                 raise ValueError(f"model.fusion='mmml' pairs two modalities; the data set has "
                                  f"{len(self.modalities)}: {', '.join(self.modalities)}")
             self.mmml = MMML(self.modalities, num_classes, cfg)
+        elif cfg.fusion == "jmt":
+            if len(self.modalities) != 2:
+                raise ValueError(f"model.fusion='jmt' pairs two modalities; the data set has "
+                                 f"{len(self.modalities)}: {', '.join(self.modalities)}")
+            self.jmt = JMT(self.modalities, num_classes, cfg)
+        elif cfg.fusion == "mult":
+            self.mult = MulT(self.modalities, num_classes, cfg)
         else:
             self.head = nn.Linear(d, num_classes)
         self.apply(_init_weights)
@@ -236,8 +349,9 @@ class MultimodalTransformer(nn.Module):
         """The Rotation modules of the fusion layers, first to last (empty without attn)."""
         if self.cfg.fusion == "attn":
             return [layer.rotation for layer in self.fusion]
-        if self.cfg.fusion == "mmml" and self.mmml.readout is not None:
-            return [self.mmml.readout.rotation]
+        fusion = getattr(self, self.cfg.fusion, None)
+        if self.cfg.fusion in ("mmml", "mult") and fusion.readout is not None:
+            return [fusion.readout.rotation]
         return []
 
     def forward(self, inputs: dict[str, Tensor]) -> ModelOutput:
@@ -266,6 +380,10 @@ class MultimodalTransformer(nn.Module):
             logits = self.head(torch.cat([z[:, 0] for z in streams.values()], -1))
         elif fusion == "mmml":
             logits, stats = self.mmml(streams, self.spans)
+        elif fusion == "mult":
+            logits, stats = self.mult(streams, self.spans)
+        elif fusion == "jmt":
+            logits = self.jmt(streams)
         else:
             logits = self.head(streams[fusion][:, 0])
         features = {m: z[:, 0] for m, z in streams.items()}
@@ -275,7 +393,7 @@ class MultimodalTransformer(nn.Module):
         """Each modality's own (B, C) logits, for the balancing methods' scores.
 
         concat and mbt: the head's block of each modality, ``z_m W_m^T + b / M``; sum: each
-        modality's own head; attn (no additive split): the detached probe heads.
+        modality's own head; the others (no additive split): the detached probe heads.
         """
         if self.cfg.fusion in ("concat", "mbt"):
             d, share = self.cfg.dim, self.head.bias / len(self.modalities)

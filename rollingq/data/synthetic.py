@@ -27,6 +27,8 @@ but the visual probe barely improves (+0 to +2 points), most likely because Adam
 per-parameter step normalisation cancels the attention-scaled starvation of the visual encoder.
 
 The data set is fixed by ``data.data_seed`` and does not change with the trial seed.
+``data.modalities`` renames the two, the easy one first: ``text,visual`` gives MOSEI's pair
+(text the strong modality, as there) for the fusions that need text (MulT's rows of Table 1).
 """
 
 from __future__ import annotations
@@ -51,15 +53,17 @@ def _make_split(
 
     audio = torch.randn(n, L, F, generator=g)
     informative = torch.rand(n, generator=g) < cfg.easy_informative
-    easy = cfg.easy_snr * protos["audio"][labels] * informative[:, None]  # (n, signal)
+    p_easy, p_hard = protos.values()
+    easy = cfg.easy_snr * p_easy[labels] * informative[:, None]  # (n, signal)
     audio[:, :, :signal] += easy.unsqueeze(1)
     audio[:, :, signal:] *= cfg.distractor_std
 
     visual = torch.randn(n, L, F, generator=g)
     where = torch.rand(n, L, generator=g).argsort(1)[:, : cfg.hard_tokens]  # (n, hard_tokens)
     rows = torch.arange(n).unsqueeze(1)
-    visual[rows, where] += cfg.hard_snr * protos["visual"][labels].unsqueeze(1)
-    return Split({"audio": audio, "visual": visual}, labels)
+    visual[rows, where] += cfg.hard_snr * p_hard[labels].unsqueeze(1)
+    easy_name, hard_name = protos  # the easy modality first (data.modalities)
+    return Split({easy_name: audio, hard_name: visual}, labels)
 
 
 def load_synthetic(cfg: DataConfig) -> DataBundle:
@@ -71,16 +75,18 @@ def load_synthetic(cfg: DataConfig) -> DataBundle:
             f"`distractor_channels < features` must hold, but got "
             f"data.distractor_channels={cfg.distractor_channels}, data.features={cfg.features}"
         )
+    easy, hard = [m.strip() for m in cfg.modalities.split(",")] if cfg.modalities else (
+        "audio", "visual")
     protos = {
-        "audio": _prototypes(cfg.num_classes, signal, g),
-        "visual": _prototypes(cfg.num_classes, cfg.features, g),
+        easy: _prototypes(cfg.num_classes, signal, g),
+        hard: _prototypes(cfg.num_classes, cfg.features, g),
     }
     train = _make_split(cfg.train_size, cfg, protos, g)
     test = _make_split(cfg.test_size, cfg, protos, g)
     train, val = carve_val(train, cfg.val_fraction)
     spec = ModalitySpec("sequence", (cfg.tokens, cfg.features))
     return DataBundle(
-        specs={"audio": spec, "visual": spec},
+        specs={easy: spec, hard: spec},
         num_classes=cfg.num_classes,
-        train=train, val=val, test=test, favoured="audio",
+        train=train, val=val, test=test, favoured=easy,
     )

@@ -180,6 +180,10 @@ def test_paper_rows_follow_fusion_rollingq_and_balance():
         ({"model.fusion": "mmml", "model.readout": "attn", "rollingq.enabled": True},
          "MMML + RollingQ"),
         ({"model.fusion": "mmml", "model.readout": "attn", "rollingq.enabled": False}, None),
+        ({"model.fusion": "jmt", "rollingq.enabled": False}, "JMT"),
+        ({"model.fusion": "mult", "rollingq.enabled": False}, "MulT"),
+        ({"model.fusion": "mult", "model.readout": "attn", "rollingq.enabled": True},
+         "MulT + RollingQ"),
     ]
     for values, row in cases:
         assert paper_name(values) == row, values

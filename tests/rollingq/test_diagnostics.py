@@ -145,6 +145,25 @@ def test_mmml_parameter_count_matches_table_4():
     assert round(counts["paper"] / 1e6, 2) == 77.88
 
 
+def test_jmt_parameter_count_under_the_papers_counter():
+    # Table 4: JMT 62.23 M. thop, the paper's counter, has no rule for nn.MultiheadAttention
+    # (nor for its out_proj, a Linear subclass), so JMT's three cross-attentions count nothing.
+    # By hand from Vanilla MT without its fusion attention and head (57,498,630, the probes
+    # included): the joint map 1536 -> 768, the read-out 4608 -> 768, the head 768 -> 6.
+    by_hand = 59_870_226 - 4 * 590_592 - 4_614 + (1536 * 768 + 768) + (4608 * 768 + 768) + 4_614
+    counts = count_parameters(cremad_model(fusion="jmt", fusion_layers=1))
+    assert counts["paper"] == by_hand == 62_227_986
+    assert round(counts["paper"] / 1e6, 2) == 62.23  # (truncated, as MBT's 114.21 is: 62.22)
+    mha = 4 * 768 * 768 + 4 * 768  # in_proj and out_proj weights and biases
+    tokens = 2 * 768 + (177 + 589) * 768  # the encoders' [cls] and positional embeddings
+    assert counts["trainable"] == counts["paper"] + 3 * mha + tokens  # what really trains
+    # the published default, one encoder layer each for a, b and the joint sequence (its
+    # attention uncounted again): feed-forward 768 -> 48 -> 768 and two LayerNorms a layer
+    layer = (768 * 48 + 48) + (48 * 768 + 768) + 2 * 1_536
+    counts2 = count_parameters(cremad_model(fusion="jmt", fusion_layers=2))
+    assert counts2["paper"] == by_hand + 3 * layer == 62_460_834
+
+
 def test_concat_has_no_rotation():
     counts = count_parameters(cremad_model(fusion="concat"))
     assert counts["paper_with_rotation"] == counts["paper"]

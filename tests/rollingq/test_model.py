@@ -5,6 +5,7 @@ import torch
 
 from rollingq.config import ModelConfig
 from rollingq.data.base import ModalitySpec
+from rollingq.layers import MulTEncoder
 from rollingq.model import MultimodalTransformer
 
 SPECS = {
@@ -67,7 +68,9 @@ def test_unimodal_fusion_needs_its_modality():
 @pytest.mark.parametrize("specs,cfg", [
     (SPECS, {"fusion_layers": 1}), (SPECS, {"fusion_layers": 2}),
     (AV, {"fusion": "mmml", "readout": "attn"}),
-], ids=["attn", "attn2", "mmml_attn_readout"])
+    (AV, {"fusion": "mult", "readout": "attn"}),
+    (SPECS, {"fusion": "mult", "readout": "attn", "fusion_layers": 2}),
+], ids=["attn", "attn2", "mmml_attn_readout", "mult_attn_readout", "mult3_attn_readout"])
 def test_identity_rotation_gives_exactly_the_unrotated_output(specs, cfg):
     """Every fusion that allows RollingQ: the identity rotation is exactly no rotation, and a
     real rotation changes the output."""
@@ -82,7 +85,7 @@ def test_identity_rotation_gives_exactly_the_unrotated_output(specs, cfg):
     assert torch.equal(rotated.attention, plain.attention)
     for r, forward in zip(model.rotations, forwards, strict=True):
         r.forward = forward
-    q, _ = torch.linalg.qr(torch.randn(32, 32))
+    q, _ = torch.linalg.qr(torch.randn(*model.rotations[-1].matrix.shape))
     model.rotations[-1].compose(q * torch.sign(torch.det(q)))
     assert not torch.allclose(model(x).logits, plain.logits)
 
@@ -227,7 +230,7 @@ def test_rollingq_statistics_are_fp32_under_bf16_autocast(layer_kind):
 
 
 
-@pytest.mark.parametrize("readout", ["mlp", "attn"])
+@pytest.mark.parametrize("readout", ["own", "attn"])
 def test_mmml_shapes_and_its_multi_loss_trains_the_encoders(readout):
     model = MultimodalTransformer(AV, C, small(fusion="mmml", readout=readout, fusion_layers=2))
     out = model(inputs(AV))
@@ -243,3 +246,59 @@ def test_mmml_shapes_and_its_multi_loss_trains_the_encoders(readout):
 def test_mmml_needs_two_modalities():
     with pytest.raises(ValueError, match="pairs two modalities; the data set has 3"):
         MultimodalTransformer(SPECS, C, small(fusion="mmml"))
+
+
+@pytest.mark.parametrize("specs,cfg,stats", [
+    (AV, {"fusion": "jmt", "fusion_layers": 1}, 0),
+    (AV, {"fusion": "jmt", "fusion_layers": 2}, 0),
+    (AV, {"fusion": "mult"}, 0),
+    (AV, {"fusion": "mult", "readout": "attn"}, 1),
+    (SPECS, {"fusion": "mult", "fusion_layers": 2}, 0),
+    (SPECS, {"fusion": "mult", "readout": "attn"}, 1),
+    (AV, {"fusion": "mult", "dim": 40, "mult_dim": 40}, 0),
+], ids=["jmt1", "jmt2", "mult", "mult_attn", "mult3", "mult3_attn", "mult_unprojected"])
+def test_jmt_and_mult_shapes_and_detached_probes(specs, cfg, stats):
+    model = MultimodalTransformer(specs, C, small(**cfg))
+    out = model(inputs(specs))
+    assert out.logits.shape == (B, C) and set(out.probe_logits) == set(specs)
+    assert len(out.fusion) == len(model.rotations) == stats
+    if stats:
+        width = (len(specs) - 1) * model.cfg.mult_dim  # the memories' width
+        assert out.q_cls.shape == (B, width) and out.attention.shape[1] == sum(
+            e.num_tokens for e in model.encoders.values()) + 1
+    assert (model.mult.proj is None) == (cfg.get("mult_dim") == cfg.get("dim", 32)) \
+        if cfg["fusion"] == "mult" else True
+    out.logits.sum().backward()  # the fusion trains every encoder
+    assert all(e.blocks[0].attn.qkv.weight.grad.abs().sum() > 0 for e in model.encoders.values())
+    model.zero_grad(set_to_none=True)
+    model(inputs(specs)).probe_logits["audio"].sum().backward()  # probes only monitor
+    assert model.encoders["audio"].blocks[0].attn.qkv.weight.grad is None
+
+
+def test_jmt_pads_the_shorter_sequence_with_the_longer_ones_extra_tokens():
+    model = MultimodalTransformer(AV, C, small(fusion="jmt", fusion_layers=2)).eval()
+    torch.manual_seed(1)
+    a, v = torch.randn(B, 3, 32), torch.randn(B, 5, 32)
+    with torch.no_grad():
+        out = model.jmt({"audio": a, "visual": v})
+        padded = model.jmt({"audio": torch.cat([a, v[:, 3:]], 1), "visual": v})
+        torch.testing.assert_close(out, padded, rtol=0, atol=0)
+        moved = v.clone()
+        moved[:, 4] += 1  # a token only the padding copies into the audio sequence
+        assert not torch.allclose(model.jmt({"audio": a, "visual": moved}), out)
+
+
+def test_jmt_needs_two_modalities():
+    with pytest.raises(ValueError, match="jmt' pairs two modalities; the data set has 3"):
+        MultimodalTransformer(SPECS, C, small(fusion="jmt"))
+
+
+def test_mult_last_row_path_equals_the_full_computation():
+    torch.manual_seed(0)
+    enc = MulTEncoder(30, 5, 3, 0.1, 0.1, 0.25).eval()
+    x, src = torch.randn(B, 7, 30), torch.randn(B, 4, 30)
+    with torch.no_grad():
+        for source in (None, src):
+            full = enc(x, source)
+            torch.testing.assert_close(enc(x, source, last=True), full[:, -1:])
+            assert full.shape == x.shape

@@ -290,19 +290,31 @@ def test_the_full_pass_weights_batches_equally_as_published():
     assert not torch.allclose(mu_q, all_q.mean(0))  # a partial batch makes them differ
 
 
-def test_rollingq_rotates_mmml_through_its_attention_readout():
-    r = fit(tiny(**{"model.fusion": "mmml", "model.readout": "attn", "rollingq.beta": 0.0,
-                    "rollingq.max_rotations": 1, "train.epochs": 2}))
+@pytest.mark.parametrize("fusion", ["mmml", "mult"])
+def test_rollingq_rotates_mmml_and_mult_through_their_attention_readout(fusion):
+    names = "text,visual" if fusion == "mult" else ""  # MulT's rows of the paper have text
+    r = fit(tiny(**{"model.fusion": fusion, "model.readout": "attn", "rollingq.beta": 0.0,
+                    "rollingq.max_rotations": 1, "train.epochs": 2, "data.modalities": names}))
+    assert list(r.model.modalities) == (["text", "visual"] if names else ["audio", "visual"])
     assert r.status == "finished" and r.summary["rotations"] == [1]
     assert r.history[0]["rotated"] == 1 and "val_air" in r.history[-1]
-    plain = fit(tiny(**{"model.fusion": "mmml", "rollingq.enabled": False, "train.epochs": 1}))
+    plain = fit(tiny(**{"model.fusion": fusion, "rollingq.enabled": False, "train.epochs": 1}))
     assert plain.status == "finished" and "air" not in plain.history[-1]
+
+
+@pytest.mark.parametrize("method", ["ogm_ge", "pmr"])
+def test_jmt_trains_with_a_balancing_method(method):
+    r = fit(tiny(**{"model.fusion": "jmt", "model.fusion_layers": 2, "rollingq.enabled": False,
+                    "balance.method": method, "train.epochs": 2}))
+    assert r.status == "finished" and math.isfinite(r.history[-1]["train_loss"])
+    assert math.isfinite(r.history[-1]["balance_ratio_audio"])
+    assert math.isfinite(r.history[-1]["balance_coef_visual"])
 
 
 def test_rollingq_needs_a_joint_cls_attention():
     from rollingq.config import ConfigError
 
-    with pytest.raises(ConfigError, match="model.fusion=mmml with model.readout=attn"):
+    with pytest.raises(ConfigError, match="model.fusion=mmml or mult with model.readout=attn"):
         tiny(**{"model.fusion": "mmml"})  # RollingQ on by default; MMML's MLP read-out
-    with pytest.raises(ConfigError, match="only mmml has a choice of read-out"):
+    with pytest.raises(ConfigError, match="only those fusions have a choice of read-out"):
         tiny(**{"model.readout": "attn"})

@@ -18,7 +18,9 @@ import optuna
 import pytest
 import yaml
 
+from analysis.tables import paper_name
 from rollingq.config import build_config
+from rollingq.train import fit
 from study.run import smoke
 from study.space import (
     ROOT,
@@ -51,7 +53,8 @@ REQUIRED = {
     "fusion_layers": 3 * 2 * 3,
     "statistic_modes": 2 * 2 * 3,
     "noise_robustness": 2 * 5,
-    "paper_table1": 13 * 3,
+    "paper_table1": 14 * 3,
+    "paper_table1_text": 16 * 3,
     "hpo": 20,
     "balance_rollingq": 3 * 2 * 3,
 }
@@ -183,23 +186,47 @@ def test_noise_robustness_sets_noise_levels_from_0_to_1_and_says_where_they_land
     assert build_config(overrides=spec.fixed).train.noise_levels == levels
 
 
-def test_paper_table1_has_every_row_and_enables_rollingq_only_on_attention():
-    spec = load_spec("paper_table1")
+@pytest.mark.parametrize("space,unimodal,extra", [
+    ("paper_table1", {"audio", "visual"}, set()),
+    ("paper_table1_text", {"text", "visual"}, {"mult"}),
+])
+def test_paper_table1_has_every_row_and_enables_rollingq_only_on_attention(space, unimodal,
+                                                                            extra):
+    spec = load_spec(space)
     rows = {name: build_config(overrides={**spec.fixed, **values})
             for name, values in spec.variants.items()}
     fusions = {cfg.model.fusion for cfg in rows.values()}
-    assert fusions == {"audio", "visual", "concat", "sum", "mbt", "attn", "mmml"}
+    assert fusions == unimodal | extra | {"concat", "sum", "mbt", "attn", "jmt", "mmml"}
+    names = {paper_name({**spec.fixed, **values}) for values in spec.variants.values()}
+    assert names - {None} == {"Audio only" if "audio" in unimodal else "Text only",
+                              "Visual only", "Concat", "OGM", "PMR", "Vanilla MT", "Vanilla MT*",
+                              "MBT", "JMT", "MMML", "Vanilla MT + RollingQ",
+                              "Vanilla MT* + RollingQ", "MMML + RollingQ"} | (
+        {"MulT", "MulT + RollingQ"} if extra else set())
     attn = {(c.model.fusion_layers, c.rollingq.enabled) for c in rows.values()
             if c.model.fusion == "attn"}
     assert attn == {(1, False), (1, True), (2, False), (2, True)}
     assert all(not c.rollingq.enabled for c in rows.values()
                if c.model.fusion != "attn" and c.model.readout != "attn")
-    assert rows["mmml_rollingq"].rollingq.enabled and rows["mmml_rollingq"].model.readout == "attn"
+    for name in ("mmml_rollingq", "mult_rollingq") if extra else ("mmml_rollingq",):
+        assert rows[name].rollingq.enabled and rows[name].model.readout == "attn"
     assert {n: c.balance.method for n, c in rows.items() if c.balance.method != "none"} == {
         "ogm": "ogm_ge", "pmr": "pmr"}
     assert rows["ogm"].model.fusion == rows["pmr"].model.fusion == "concat"
     assert _search(spec)[VARIANT].role == "scientific"
-    assert spec.grid_configs()[0] == {VARIANT: "audio", "train.seed": 0}
+    first = next(iter(spec.variants))  # the paper's order: the unimodal rows first
+    assert first in unimodal and spec.grid_configs()[0] == {VARIANT: first, "train.seed": 0}
+
+
+@pytest.mark.parametrize("space", ["paper_table1", "paper_table1_text"])
+def test_every_row_of_the_paper_tables_trains(space):
+    """Each variant's config builds its model and trains an epoch on the synthetic data."""
+    spec = load_spec(space)
+    tiny = {"train.epochs": 1, "data.train_size": 64, "data.test_size": 32,
+            "train.batch_size": 32, "train.checkpoint_every": 0}
+    for name, values in spec.variants.items():
+        r = fit(build_config(overrides={**spec.fixed, **values, **tiny}))
+        assert r.status == "finished" and r.history[-1]["train_loss"] > 0, name
 
 
 def test_hpo_is_tpe_with_asha_over_beta_rho_lr_and_weight_decay():
@@ -263,7 +290,7 @@ BAD_SPECS = {
     "rollingq_on_concat": (
         "fixed:\n  model.fusion: concat\n  rollingq.enabled: true\n" + GOOD_TUNE,
         ["joint [cls] attention over every modality when rollingq.enabled", "model.fusion='concat'",
-         "model.fusion=mmml with model.readout=attn"],
+         "model.fusion=mmml or mult with model.readout=attn"],
     ),
     "unknown_mode": (
         "search:\n  rollingq.beta: {role: scientific, type: choice, values: [0.1]}\n"
