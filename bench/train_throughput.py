@@ -17,10 +17,12 @@ is not printed. ``--rollingq-cost`` also times the step without RollingQ's runni
 and the published extra full pass (an eval forward a batch); ``--balance-cost`` times the step
 with OGM-GE and with PMR against one without, and PMR's prototype pass; ``--end-to-end CLIPS``
 trains from a CREMA-D-shaped data set on disk through the cache and the train transform, as
-``fit`` does, and gives its rate as a share of the model-only rate. Examples:
+``fit`` does, and gives its rate as a share of the model-only rate. ``--fusions`` times other
+fusions than attention (Table 4's MBT, MMML and JMT, MulT), one line each. Examples:
 
     python bench/train_throughput.py --shapes small --rollingq-cost    # CPU, seconds
     python bench/train_throughput.py --shapes small --balance-cost     # CPU, seconds
+    python bench/train_throughput.py --shapes small --fusions attn concat mbt mmml jmt mult
     python bench/train_throughput.py --shapes cremad kinetics_sounds --device cuda --compile \
         --rollingq-cost
     python bench/train_throughput.py --shapes cremad --device cuda --compile --end-to-end 2000
@@ -29,6 +31,7 @@ trains from a CREMA-D-shaped data set on disk through the cache and the train tr
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import resource
 import statistics
 import sys
@@ -44,7 +47,13 @@ for path in (ROOT, ROOT / "bench"):
         sys.path.insert(0, str(path))
 
 from rollingq.balancing import Balancer  # noqa: E402
-from rollingq.config import BalanceConfig, Config, ModelConfig, TrainConfig  # noqa: E402
+from rollingq.config import (  # noqa: E402
+    BALANCE_FUSIONS,
+    BalanceConfig,
+    Config,
+    ModelConfig,
+    TrainConfig,
+)
 from rollingq.data.base import ModalitySpec, Split  # noqa: E402
 from rollingq.diagnostics import cremad_shapes, flops_per_sample  # noqa: E402
 from rollingq.model import MultimodalTransformer  # noqa: E402
@@ -159,8 +168,16 @@ def balance_cost(model, forward, optimizer, inputs, labels, autocast, args) -> s
             f"epoch start ({1e3 * proto:.2f} ms a batch, on 10 % of the batches)")
 
 
-def measure(name: str, args: argparse.Namespace) -> list[str]:
+# The fusions --fusions times, as Table 4 builds them (attn is Vanilla MT with RollingQ).
+FUSIONS: dict[str, dict] = {
+    "attn": {}, "concat": {}, "mbt": {"fusion_layers": 4}, "mmml": {"fusion_layers": 1},
+    "jmt": {"fusion_layers": 2}, "mult": {}, "mult_attn": {"fusion": "mult", "readout": "attn"},
+}
+
+
+def measure(name: str, args: argparse.Namespace, fusion: str = "attn") -> list[str]:
     specs, classes, model_cfg = SHAPES[name]
+    model_cfg = dataclasses.replace(model_cfg, **{"fusion": fusion, **FUSIONS[fusion]})
     cfg = Config(model=model_cfg, train=TrainConfig(device=args.device, precision=args.precision,
                                                     compile=args.compile))
     device = resolve_device(args.device)
@@ -188,10 +205,11 @@ def measure(name: str, args: argparse.Namespace) -> list[str]:
            "matmul rate, not the datasheet's)" if peak else "MFU n/a on CPU")
     precision = "bf16" if uses_bf16(cfg, device) else "fp32"
     refs = ", ".join(f"x{rate / v:.2f} of {k} ({v:,})" for k, v in REFERENCES.get(name, {}).items())
-    label = f"{name} {device.type} {precision}{' compiled' if args.compile else ''} batch {B}"
+    label = (f"{name}{'' if fusion == 'attn' else ' ' + fusion} {device.type} {precision}"
+             f"{' compiled' if args.compile else ''} batch {B}")
     lines = [f"{label}: {rate:,.1f} samples/s, {flops / 1e9:.2f} GFLOP a sample, {mfu}, "
              f"peak memory {peak_memory_gib(device):.2f} GiB; {refs or 'no reference figure'}"]
-    if args.rollingq_cost:
+    if args.rollingq_cost and model.rotations:
         plain = timed(lambda: train_step(forward, optimizer, inputs, labels, autocast),
                       args.steps, args.warmup, device)
         again = timed(step, args.steps, args.warmup, device)  # interleaved: drift shows up
@@ -210,7 +228,7 @@ def measure(name: str, args: argparse.Namespace) -> list[str]:
             f"of a step ({1e3 * with_stats:.2f} vs {1e3 * plain:.2f} ms without); the published "
             f"full pass adds {100 * extra / with_stats:.1f} % of an epoch at each epoch end it "
             f"runs ({1e3 * extra:.2f} ms a batch)")
-    if args.balance_cost:
+    if args.balance_cost and model_cfg.fusion in BALANCE_FUSIONS:
         cost = balance_cost(model, forward, optimizer, inputs, labels, autocast, args)
         lines.append(f"{label} {cost}")
     if args.end_to_end:
@@ -232,6 +250,9 @@ def measure(name: str, args: argparse.Namespace) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--shapes", nargs="+", default=["small"], choices=list(SHAPES))
+    ap.add_argument("--fusions", nargs="+", default=["attn"], choices=list(FUSIONS),
+                    help="the fusions to time (mbt, mmml, jmt as Table 4 builds them; mult_attn: "
+                         "MulT read out by the fusion attention)")
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=3)
@@ -252,8 +273,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="rollingq-bench-") as tmp:
         args.work = args.work or tmp
         for name in args.shapes:
-            for line in measure(name, args):
-                print(line, flush=True)
+            for fusion in args.fusions:
+                for line in measure(name, args, fusion):
+                    print(line, flush=True)
     return 0
 
 

@@ -14,7 +14,7 @@
                    PMR's weight) over the epoch's steps
 
 Only inside [start_epoch, end_epoch]. The scores come from ``model.branch_logits`` (concat/mbt:
-the head's block of each modality; sum: each modality's head; attn: the detached probe heads).
+the head's block of each modality; sum: each modality's head; the others: the probe heads).
 Modulated parameters: every parameter of a modality's encoder with more than one dimension (the
 weights, positional embedding and [cls]; not the biases and LayerNorm gains, as BalanceBenchmark
 does); the fusion layers and heads never. Statistics stay on the device (no host sync a step).

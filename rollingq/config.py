@@ -34,8 +34,8 @@ AIR_STATS = ("last_batch", "epoch")
 ANCHOR_STATS = ("full_pass", "running")
 ROTATE_LAYERS = ("last", "all")
 BALANCE_METHODS = ("none", "ogm", "ogm_ge", "pmr")
-# fusions with every modality in them and detached probes (or an additive head) for the scores
-BALANCE_FUSIONS = ("attn", "concat", "sum", "mbt", "jmt", "mult")
+# the fusions with every modality in them: the multimodal ones
+BALANCE_FUSIONS = ("attn", "concat", "sum", "mbt", "mmml", "jmt", "mult")
 OGM_VARIANTS = ("published", "minus_one")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("published", "plain")

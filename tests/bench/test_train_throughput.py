@@ -52,3 +52,16 @@ def test_end_to_end_trains_from_a_cremad_shaped_data_set(tmp_path):
     assert m, line
     assert float(m[1]) > 0
     assert (tmp_path / "CREMA-D" / "train.csv").exists() and any((tmp_path / "cache").iterdir())
+
+
+def test_every_fusion_of_the_comparison_is_timed():
+    fusions = ["concat", "mbt", "mmml", "jmt", "mult", "mult_attn"]
+    p = subprocess.run([sys.executable, "bench/train_throughput.py", "--shapes", "small",
+                        "--steps", "1", "--warmup", "1", "--batch", "4", "--fusions", *fusions],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.strip().splitlines()
+    assert len(lines) == len(fusions)
+    for fusion, line in zip(fusions, lines, strict=True):
+        m = re.match(rf"small {fusion} cpu fp32 batch 4: ([\d,.]+) samples/s, ([\d.]+) GFLOP", line)
+        assert m and float(m[1].replace(",", "")) > 0 and float(m[2]) > 0, line

@@ -302,9 +302,10 @@ def test_rollingq_rotates_mmml_and_mult_through_their_attention_readout(fusion):
     assert plain.status == "finished" and "air" not in plain.history[-1]
 
 
-@pytest.mark.parametrize("method", ["ogm_ge", "pmr"])
-def test_jmt_trains_with_a_balancing_method(method):
-    r = fit(tiny(**{"model.fusion": "jmt", "model.fusion_layers": 2, "rollingq.enabled": False,
+@pytest.mark.parametrize("fusion,method", [("jmt", "ogm_ge"), ("jmt", "pmr"), ("mmml", "ogm_ge"),
+                                           ("mult", "pmr")])
+def test_the_comparison_fusions_train_with_a_balancing_method(fusion, method):
+    r = fit(tiny(**{"model.fusion": fusion, "model.fusion_layers": 2, "rollingq.enabled": False,
                     "balance.method": method, "train.epochs": 2}))
     assert r.status == "finished" and math.isfinite(r.history[-1]["train_loss"])
     assert math.isfinite(r.history[-1]["balance_ratio_audio"])
