@@ -2,6 +2,7 @@
 (or None when the study has nothing to show), so tests can inspect axes and series directly.
 
     air_curves          AIR over epochs per variant, 95 % t-bands over seeds, rotation events ▼
+    air_convergence     validation |AIR| over epochs, RollingQ on vs off, beta marked (claims)
     attention_shares    validation attention share per modality over epochs, per variant
     noise_curves        test accuracy vs noise level per variant, one panel per noised modality
     beta_rho_heatmaps   mean and seed sd of the headline over β × ρ
@@ -26,6 +27,7 @@ import seaborn as sns
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from analysis.outcomes import BETA, ON
 from analysis.results import Results, level_str
 from analysis.sensitivity import Importance
 from analysis.tables import noise_long, noise_recipe, t_interval
@@ -142,6 +144,34 @@ def air_curves(res: Results) -> Figure | None:
     marker = Line2D([], [], marker="v", color="0.3", ls="", markeredgecolor="black",
                     label="rotation event")
     _legend(fig, palette, title, [marker])
+    return fig
+
+
+def air_convergence(res: Results) -> Figure | None:
+    """Validation |AIR| over epochs, vanilla trials against RollingQ trials (95 % t-bands over
+    seeds), beta dashed: the claims' AIR growth and convergence, a column per data set."""
+    c = _finished_curves(res, "val_air")
+    if not len(c):
+        return None
+    arm = res.trials.set_index(["study", "trial_id"])[ON]
+    c["arm"] = ["RollingQ on" if arm.get(k, False) else "RollingQ off"
+                for k in zip(c["study"], c["trial_id"], strict=True)]
+    c["abs_air"] = pd.to_numeric(c["val_air"], errors="coerce").abs()
+    datasets = [d for d in res.datasets if (c["dataset"] == d).any()]
+    order = [a for a in ("RollingQ off", "RollingQ on") if (c["arm"] == a).any()]
+    palette = _palette(order)
+    fig, axes = _figure(1, len(datasets), legend=len(order) + 1)
+    betas = res.trials.groupby("dataset")[BETA].median()
+    for ax, ds in zip(axes[0], datasets, strict=True):
+        _bands(ax, c[c["dataset"] == ds], "epoch", "abs_air", "arm", order, palette)
+        beta = betas.get(ds, np.nan)
+        if np.isfinite(beta):
+            ax.axhline(beta, color="0.3", ls="--", lw=0.9, label="_beta")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("|AIR| (validation)")
+        ax.set_title(ds)
+    extra = [Line2D([], [], color="0.3", ls="--", label="β (median)")]
+    _legend(fig, palette, "arm", extra)
     return fig
 
 

@@ -9,9 +9,10 @@ figures) rendered twice: Markdown with the figures as files under ``figures/``, 
 the same figures embedded as base64 PNG, so the HTML opens anywhere on its own.
 
 Sections: what the study says (summary), provenance, trials (excluded ones counted), the main
-table, sensitivity statistics (ANOVA or PED-ANOVA importance), figures, the paper comparison,
-artifacts. Each section is built on its own: one that fails says so in the report and the rest
-is still written.
+table, the paper's claims on this study (analysis/claims.py), sensitivity statistics (ANOVA of
+the headline and of every outcome of analysis/outcomes.py, or PED-ANOVA importance), figures,
+the paper comparison, artifacts. Each section is built on its own: one that fails says so in
+the report and the rest is still written.
 """
 
 from __future__ import annotations
@@ -30,13 +31,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis import plots, sensitivity, tables
+from analysis import claims, outcomes, plots, sensitivity, tables
 from analysis.results import STATUSES, Results, ResultsError, load
 
 log = logging.getLogger(__name__)
 EXIT_BAD_INPUT = 2
 MAX_POINT_PLOTS = 6
 PAPER_DATASETS = "CREMA-D (`cremad`), Kinetics-Sounds (`kinetics_sounds`), MOSEI (`mosei`)"
+CLAIMS_TITLE = "The paper's claims on this study"
+DEFAULT_METRICS = tuple(outcomes.OUTCOMES)  # the headline, then every outcome
 
 
 # -- blocks ----------------------------------------------------------------------------------
@@ -102,7 +105,7 @@ def _anova_strings(a: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _effects_strings(e: pd.DataFrame) -> pd.DataFrame:
+def _effects_strings(e: pd.DataFrame, unit: str = "%") -> pd.DataFrame:
     rows = []
     for r in e.to_dict("records"):
         if r["reference"]:
@@ -112,7 +115,7 @@ def _effects_strings(e: pd.DataFrame) -> pd.DataFrame:
         else:
             delta = f"{r['delta']:+.2f} [{r['low']:.2f}, {r['high']:.2f}]"
         rows.append({"parameter": r["factor"], "level": r["level"], "n": str(r["n"]),
-                     "adjusted mean (%)": _num(r["mean"]),
+                     f"adjusted mean ({unit})": _num(r["mean"], 2 if unit == "%" else 3),
                      "Δ vs baseline level [95% CI]": delta, "p": _p(r["p"])})
     return pd.DataFrame(rows)
 
@@ -127,14 +130,37 @@ def _tukey_strings(t: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _significance(s: sensitivity.Sensitivity) -> str:
+    """The significant terms and, for a parameter's main effect, which way it moves the
+    outcome: the level furthest from the baseline level, with its difference."""
+    sig = sensitivity.significant_terms(s)
+    if not sig:
+        return "no term significant at p < 0.05"
+    parts = []
+    for term in sig:
+        e = s.effects[(s.effects["factor"] == term) & ~s.effects["reference"]] \
+            if len(s.effects) else pd.DataFrame()
+        e = e.dropna(subset=["delta"]) if len(e) else e
+        if len(e):
+            far = e.loc[e["delta"].abs().idxmax()]
+            base = s.effects[(s.effects["factor"] == term) & s.effects["reference"]]
+            ref = base["level"].iloc[0] if len(base) else "baseline"
+            parts.append(f"`{term}` ({'higher' if far['delta'] > 0 else 'lower'} at "
+                         f"{far['level']}: {far['delta']:+.3g} vs {ref})")
+        else:
+            parts.append(f"`{term}`")
+    return ", ".join(parts) + " significant at p < 0.05"
+
+
 # -- sections --------------------------------------------------------------------------------
 
 class Builder:
     """Builds the report's blocks for one set of results, saving figures under ``out``."""
 
-    def __init__(self, res: Results, out: Path):
+    def __init__(self, res: Results, out: Path, metrics: tuple[str, ...] = DEFAULT_METRICS):
         self.res = res
         self.out = out
+        self.metrics = metrics
         self.figdir = out / "figures"
         self.blocks: list[Block] = []
         self.summary: list[str] = []
@@ -264,10 +290,7 @@ class Builder:
                           f"`{s.formula}`, with every parameter a categorical factor. Type II "
                           f"ANOVA; η² = SS / SS_total, partial η² = SS / (SS + SS_residual)."),
                      Table(_anova_strings(s.anova), "Type II ANOVA of the headline accuracy."))
-            sig = sensitivity.significant_terms(s)
-            self.summary.append(
-                "ANOVA: " + (", ".join(f"`{t}`" for t in sig) + " significant at p < 0.05"
-                             if sig else "no term significant at p < 0.05") + ".")
+            self.summary.append("ANOVA of the headline accuracy: " + _significance(s) + ".")
         for note in s.notes:
             self.add(Para(note))
         if len(s.effects):
@@ -283,6 +306,68 @@ class Builder:
                            "Tukey HSD on the estimated marginal means for parameters with more "
                            "than two levels (Tukey–Kramer, family-wise 5 %); mean diff = "
                            "group2 − group1."))
+
+        others = [m for m in self.metrics if m != "acc"]
+        if others and res.mode != "optuna":
+            self.outcome_sensitivity(others)
+
+    def outcome_sensitivity(self, metrics: list[str]) -> None:
+        """The same statistics for each outcome (analysis/outcomes.py)."""
+        self.add(Heading(3, "Every outcome"),
+                 Para("The same model (OLS, Type II ANOVA, estimated marginal means, Tukey HSD) "
+                      "fitted to each outcome the claims rest on; a trial without the outcome "
+                      "(no attention fusion: no AIR; no rotation: no convergence time) is left "
+                      "out of that outcome's model."))
+        lines = []
+        for metric in metrics:
+            what, unit = outcomes.OUTCOMES[metric]
+            title = f"{what} (`{metric}`" + (f", {unit})" if unit else ")")
+            s = sensitivity.analyse(self.res, metric)
+            self.add(Heading(4, title))
+            if not s.formula:
+                self.add(Para(" ".join(s.notes) or "No model could be fitted."))
+                lines.append(f"{what}: no model ({s.notes[-1] if s.notes else 'no data'})")
+                continue
+            self.add(Para(f"`{s.formula}` on {s.n} trials."),
+                     Table(_anova_strings(s.anova), f"Type II ANOVA of `{metric}`."))
+            if len(s.effects):
+                self.add(Table(_effects_strings(s.effects, unit or "value"),
+                               f"Estimated marginal means of `{metric}` and each level's "
+                               f"difference to the baseline level (95 % interval)."))
+            if len(s.tukey):
+                self.add(Table(_tukey_strings(s.tukey), f"Tukey HSD of `{metric}`."))
+            lines.append(f"{what}: {_significance(s)}")
+        self.summary.extend(f"ANOVA of the {line}." for line in lines)
+
+    # the paper's claims
+    def claims(self) -> None:
+        res = self.res
+        judgements = claims.judge(res)
+        self.add(Para(
+            "Each claim of the paper tested on this study's trials: RollingQ on (enabled, a "
+            "rotation allowed) against off (vanilla), paired by seed within each configuration "
+            "that has both arms, the per-seed differences averaged over configurations and "
+            "tested with a paired t-test (claim 1: the vanilla trials' |AIR| slope against 0). "
+            "Verdict: **reproduced** when the 95 % interval lies on the claimed side of 0, "
+            "**contradicted** when on the other side, **inconclusive** when it crosses 0."),
+                 Table(claims.table(res, judgements),
+                       "The paper's claims: the effect (on − off, or the vanilla slope), its 95 % "
+                       "t-interval, the test and p, the verdict, and the paper's own figure "
+                       "where it has one for the data set."))
+        fav = outcomes.favoured_modalities(res.trials)
+        self.add(Para("Favoured modality: " + "; ".join(
+            f"{ds}: `{m}` ({how})" if m else f"{ds}: none ({how})" for ds, (m, how) in fav.items())
+            + "."))
+        for sentence in claims.cannot_judge(judgements):
+            self.add(Para(sentence))
+        self.figure("air_convergence", plots.air_convergence(res),
+                    "Validation |AIR| over epochs, RollingQ on vs off (mean and 95 % t-band over "
+                    "trials), β dashed: claims 1 and 2, a column per data set.")
+        for ds in res.datasets:
+            verdicts = ", ".join(f"({j.claim.number}) {j.verdict}" for j in judgements
+                                 if j.dataset == ds)
+            self.summary.append(f"The paper's claims{' on ' + ds if len(res.datasets) > 1 else ''}"
+                                f": {verdicts}.")
 
     def importance(self) -> None:
         res = self.res
@@ -410,6 +495,7 @@ class Builder:
             self.summary.append("There is nothing to analyse yet.")
         else:
             self.section("Main table", self.main_table)
+            self.section(CLAIMS_TITLE, self.claims)
             self.section("Sensitivity", self.sensitivity)
             self.section("Figures", self.figures)
             self.section("Comparison with the paper", self.paper)
@@ -506,13 +592,15 @@ def render_html(blocks: list[Block], title: str) -> str:
 
 # -- entry points ----------------------------------------------------------------------------
 
-def generate(dirs: list[Path], out: Path | None = None) -> Path:
+def generate(dirs: list[Path], out: Path | None = None,
+             metrics: tuple[str, ...] = DEFAULT_METRICS) -> Path:
     """Writes report.md, report.html and figures/*.png; returns the report.html path.
 
     Args:
         dirs: Results folders (``results/<space>/<timestamp>/``); several are analysed together
             (e.g. the same study on several data sets).
         out: Where to write (default: the first results folder).
+        metrics: The outcomes the sensitivity statistics explain (``analysis.outcomes``).
 
     Raises:
         ResultsError: A folder is missing or has no trials.csv, or a file is malformed.
@@ -523,7 +611,7 @@ def generate(dirs: list[Path], out: Path | None = None) -> Path:
     for stale in (out / "figures").glob("*.png"):  # from an earlier report of this folder
         stale.unlink()
     with np.errstate(all="ignore"):
-        blocks = Builder(res, out).build()
+        blocks = Builder(res, out, metrics).build()
     title = blocks[0].text if blocks and isinstance(blocks[0], Heading) else "Study report"
     (out / "report.md").write_text(render_markdown(blocks, out))
     path = out / "report.html"
@@ -538,10 +626,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("dirs", nargs="+", type=Path, metavar="RESULTS_DIR",
                     help="results/<space>/<timestamp>/ folder(s) written by study/run.py")
     ap.add_argument("--out", type=Path, help="output folder (default: the first RESULTS_DIR)")
+    ap.add_argument("--metrics", nargs="+", metavar="OUTCOME", default=list(DEFAULT_METRICS),
+                    help="the outcomes the sensitivity statistics explain (default: all): "
+                         + ", ".join(outcomes.OUTCOMES))
     args = ap.parse_args(argv)
+    unknown = [m for m in args.metrics if m not in outcomes.OUTCOMES]
+    if unknown:
+        print(f"error: --metrics {' '.join(unknown)}: no such outcome; valid: "
+              f"{', '.join(outcomes.OUTCOMES)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        path = generate(args.dirs, args.out)
+        path = generate(args.dirs, args.out, tuple(args.metrics))
     except ResultsError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -29,6 +29,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from analysis import outcomes
+
 HEADLINE = "test_acc_at_best_val"  # test accuracy at the best validation epoch
 PAPER_STYLE = "best_test_acc"  # best test epoch (model selection on test, as the paper does)
 VALIDATION = "best_val_acc"
@@ -313,6 +315,17 @@ def load(dirs: list[Path]) -> Results:
         drop = [c for c in ("dataset", "variant", "trial_status", "seed") if c in curves]
         curves = curves.drop(columns=drop).merge(keep, on=["study", "trial_id"], how="inner")
 
+    # what the study driver did not record (older folders, errored trials), from the spec
+    spec_side = [effective_rollingq(v) for v in config_values(trials, specs)]
+    recorded = trials.get(outcomes.ON, pd.Series(np.nan, index=trials.index))
+    trials[outcomes.ON] = [level_str(r) == "True" if level_str(r) != "NA" else on
+                           for r, (on, _) in zip(recorded, spec_side, strict=True)]
+    recorded = pd.to_numeric(trials.get(outcomes.BETA, pd.Series(np.nan, index=trials.index)),
+                             errors="coerce")
+    trials[outcomes.BETA] = recorded.fillna(pd.Series([b for _, b in spec_side],
+                                                      index=trials.index))
+    trials = outcomes.add_outcomes(trials, curves, scale)
+
     tune = (specs[0].get("tune") if specs else None) or {}
     return Results(
         dirs=dirs, specs=specs, metas=metas, trials=trials, curves=curves, factors=factors,
@@ -321,6 +334,36 @@ def load(dirs: list[Path]) -> Results:
         journals=[d / "optuna.journal" for d in dirs if (d / "optuna.journal").is_file()],
         scale=scale, notes=notes,
     )
+
+
+def config_values(trials: pd.DataFrame, specs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each trial's config values that its folder's spec sets: the fixed values, the searched
+    parameters' levels, and a named variant's values (config defaults are not included)."""
+    named = variants_section(specs)
+    search = _search(specs)
+    out = []
+    for row in trials.to_dict("records"):
+        values = dict(specs[int(row["study"])].get("fixed") or {})
+        values.update({k: row[k] for k in search if k in row and level_str(row[k]) != "NA"})
+        if VARIANT in row and named:
+            values.update(named.get(str(row[VARIANT]), {}))
+        out.append(values)
+    return out
+
+
+def effective_rollingq(values: dict[str, Any]) -> tuple[bool, float]:
+    """(RollingQ enabled with a rotation allowed, beta) of a trial's config values, with the
+    config's defaults and data-set presets filled in (``rollingq.config``, no torch)."""
+    from rollingq.config import ConfigError, build_config
+
+    try:
+        r = build_config(overrides={k: v for k, v in values.items()}).rollingq
+        return r.enabled and r.max_rotations > 0, float(r.beta)
+    except (ConfigError, TypeError, ValueError):  # an older spec: read what it says
+        on = all(level_str(values.get(key, default)) != level_str(off)
+                 for key, off, default in (("rollingq.enabled", False, True),
+                                           ("rollingq.max_rotations", 0, 1)))
+        return on, float(pd.to_numeric(values.get("rollingq.beta", np.nan), errors="coerce"))
 
 
 def variants_section(specs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:

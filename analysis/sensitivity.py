@@ -110,12 +110,22 @@ def active_factors(res: Results, df: pd.DataFrame) -> tuple[list[str], list[str]
     return keep, notes
 
 
-def analyse(res: Results) -> Sensitivity:
-    """OLS + Type II ANOVA, adjusted effects and Tukey HSD on the finished trials."""
+def analyse(res: Results, metric: str = "acc") -> Sensitivity:
+    """OLS + Type II ANOVA, adjusted effects and Tukey HSD on the finished trials.
+
+    Args:
+        metric: The trials' column to explain: ``acc`` (the headline accuracy) or an outcome
+            of ``analysis.outcomes`` (trials without it are left out).
+    """
     out = Sensitivity()
     df = res.frame()
+    if metric not in df:
+        out.notes.append(f"No trial recorded `{metric}`: nothing to test.")
+        return out
+    df = df[pd.to_numeric(df[metric], errors="coerce").notna()]
     if not len(df):
-        out.notes.append("No finished trials: nothing to test.")
+        out.notes.append("No finished trials: nothing to test." if metric == "acc" else
+                         f"No finished trial has a `{metric}`: nothing to test.")
         return out
     factors, out.notes = active_factors(res, df)
     if not factors:
@@ -131,7 +141,7 @@ def analyse(res: Results) -> Sensitivity:
                          + ", ".join(f"`{k}`" for k in nuisance) + ".")
 
     safe = {key: f"x{i}" for i, key in enumerate(factors + nuisance)}
-    data = df[["acc", "dataset"]].copy()
+    data = pd.DataFrame({"acc": pd.to_numeric(df[metric]), "dataset": df["dataset"]})
     for key, name in safe.items():
         col = df[key].cat.remove_unused_categories()
         data[name] = col.astype(str)
@@ -154,7 +164,8 @@ def analyse(res: Results) -> Sensitivity:
         kept = "main effects only" if order == 1 else f"interactions up to order {order}"
         out.notes.append(f"Not enough trials for the full interaction model; fitted {kept}.")
     out.n = int(model.nobs)
-    out.formula = "test_acc_at_best_val ~ " + " + ".join(_rename(t, names) for t in terms)
+    label = "test_acc_at_best_val" if metric == "acc" else metric
+    out.formula = f"{label} ~ " + " + ".join(_rename(t, names) for t in terms)
     out.anova = _anova_table(model, names)
     columns = [safe[k] for k in factors + nuisance] + (["dataset"] if several else [])
     out.effects, out.tukey = _emm(data, model, factors, safe, res, columns)

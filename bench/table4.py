@@ -114,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     base1, base3 = one[0]["macs"], three[0]["macs"]
     print("Table 4 (CREMA-D), parameters counted as thop counts; Table 4 reads M truncated or "
           "rounded to 2 decimals")
-    print("| row | params | M (2 decimals) | Table 4 (M) | trainable at 1 frame (every parameter) |")
+    print("| row | params | M (2 decimals) | Table 4 (M) | trainable at 1 frame (every "
+          "parameter) |")
     print("|---|---|---|---|---|")
     for r in one:
         print(f"| {r['row']} | {r['params']:,} | {r['params'] / 1e6:.4f} | "

@@ -23,10 +23,12 @@ import pandas as pd
 from ray import tune
 from ray.tune.experiment import Trial
 
+from analysis import outcomes
 from study.space import ROOT, Spec
 
 STATUS_ORDER = ("finished", "diverged", "stopped", "errored", "incomplete")
 DIAGNOSTIC_PREFIXES = ("noise_", "attn_noise", "params_")
+RECORDED = (outcomes.DECLARED, outcomes.ON, outcomes.BETA)  # the final report's config facts
 RAY_COLUMNS = {"timestamp", "checkpoint_dir_name", "should_checkpoint", "done", "time_this_iter_s",
                "time_since_restore", "iterations_since_restore", "pid", "hostname", "node_ip",
                "date", "config", "experiment_tag", "time_total_s", "training_iteration", "final",
@@ -87,6 +89,7 @@ def collect(exp_path: str, spec: Spec) -> tuple[pd.DataFrame, pd.DataFrame]:
             row[f"final_{key}"] = last.get(key)
         row.update({k: v for k, v in last.items() if k.startswith("val_share_")})
         row.update({k: v for k, v in last.items() if k.startswith(DIAGNOSTIC_PREFIXES)})
+        row.update({k: last[k] for k in RECORDED if k in last})
         # restarts: restores from a checkpoint (after a failure or a resumed study); the
         # failure that ended an errored trial was not retried
         retried_failures = trial.num_failures - (status == "errored")
@@ -98,7 +101,8 @@ def collect(exp_path: str, spec: Spec) -> tuple[pd.DataFrame, pd.DataFrame]:
         rows.append(row)
         if len(history):
             keep = [c for c in history.columns if c not in RAY_COLUMNS
-                    and not c.startswith(DIAGNOSTIC_PREFIXES) and not c.startswith("config/")]
+                    and not c.startswith(DIAGNOSTIC_PREFIXES) and not c.startswith("config/")
+                    and c not in RECORDED]
             curve = history[keep].copy()
             curve.insert(0, "trial_id", trial.trial_id)
             for i, (k, v) in enumerate(params.items()):
@@ -106,7 +110,20 @@ def collect(exp_path: str, spec: Spec) -> tuple[pd.DataFrame, pd.DataFrame]:
             curves.append(curve)
     trials = pd.DataFrame(rows)
     curve_df = pd.concat(curves, ignore_index=True) if curves else pd.DataFrame()
-    return trials, curve_df
+    return with_outcomes(trials, curve_df, spec), curve_df
+
+
+def with_outcomes(trials: pd.DataFrame, curves: pd.DataFrame, spec: Spec) -> pd.DataFrame:
+    """The trials with the outcome columns of ``analysis.outcomes`` (the claims' quantities)."""
+    if not len(trials):
+        return trials
+    t = trials.copy()
+    t["dataset"] = t.get("data.name", spec.fixed.get("data.name", "synthetic"))
+    for key in (outcomes.ON, outcomes.BETA):  # an errored trial reported neither
+        if key not in t:
+            t[key] = pd.NA
+    t = outcomes.add_outcomes(t, curves, scale=100.0)
+    return t.drop(columns="dataset")
 
 
 def counts(trials: pd.DataFrame) -> dict[str, int]:

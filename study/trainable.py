@@ -58,6 +58,7 @@ def flatten_diagnostics(diag: dict[str, Any]) -> dict[str, Any]:
     flat["attn_noise_adaptivity"] = corr.get("adaptivity")
     flat["params_paper"] = diag["parameters"]["paper"]
     flat["params_all"] = diag["parameters"]["all_tensors"]
+    flat["favoured_modality"] = diag.get("favoured_modality")  # None unless the data declares it
     return flat
 
 
@@ -145,7 +146,9 @@ def train_trial(config: dict[str, Any]) -> None:
             final = held[-1]
         else:
             final = dict(result.history[-1]) if result.history else {metric: worst}
-        final.update(final=True, status=result.status)
+        final.update(final=True, status=result.status,  # the arm and beta the outcomes need
+                     rollingq_on=cfg.rollingq.enabled and cfg.rollingq.max_rotations > 0,
+                     rollingq_beta=cfg.rollingq.beta)
         if result.status == "finished":
             final.update(flatten_diagnostics(run_diagnostics(result)))
         final = {k: v for k, v in final.items() if v is not None}

@@ -52,6 +52,7 @@ def write_study(
     rng_seed: int = 0,
     journal: bool = False,
     variants: dict[str, dict[str, Any]] | None = None,
+    planted: dict[str, Callable[[dict[str, Any]], float]] | None = None,
 ) -> Path:
     """Writes one results folder and returns it.
 
@@ -64,8 +65,14 @@ def write_study(
         journal: Also write an ``optuna.journal`` with the finished configurations.
         variants: The space's named variants (name -> config values); the configurations are
             then ``{"variant": name}``, as the driver writes them.
+        planted: Expected outcomes of a configuration, each with a little seed noise (the
+            claims' quantities, analysis/outcomes.py): ``abs_air`` (last epoch's validation
+            |AIR|), ``air_slope`` (its change per epoch: the curve runs linearly into it),
+            ``share`` (audio's validation attention share; visual gets 0.95 - share),
+            ``drop`` (accuracy lost at noise level 1 on audio, a fraction), ``adaptivity``.
     """
     rng = np.random.default_rng(rng_seed)
+    planted = planted or {}
     fixed = dict(fixed or {"model.fusion": "attn"})
     statuses = statuses or {}
     folder = root / name / timestamp
@@ -87,6 +94,8 @@ def write_study(
                                **params, "train.seed": seed}
         metrics_known = status in ("finished", "stopped")
         rot = rotating(params)
+        plant = {k: f(params) + rng.normal(0, 0.01 if k != "air_slope" else 0.002)
+                 for k, f in planted.items()}
         row.update({
             "test_acc_at_best_val": acc if metrics_known else np.nan,
             "best_val_acc": acc + 0.01 if metrics_known else np.nan,
@@ -98,28 +107,35 @@ def write_study(
             "final_train_loss": 0.3 if status != "diverged" else np.inf,
             "final_air": 0.05 if rot else 0.4,
             "final_rotations": min(int(params.get("rollingq.max_rotations", 1)), 2) if rot else 0,
-            "val_share_audio": 0.5 if rot else 0.7,
-            "val_share_visual": 0.45 if rot else 0.25,
+            "val_share_audio": plant.get("share", 0.5 if rot else 0.7),
+            "val_share_visual": 0.95 - plant.get("share", 0.5 if rot else 0.7),
         })
         if status == "finished":
             row["noise_recipe"] = "additive"
             for m in MODALITIES:
                 slope = (0.3 if m == "audio" else 0.1) * (0.7 if rot else 1.0)
+                if m == "audio" and "drop" in plant:
+                    slope = plant["drop"]
                 for lv in NOISE_LEVELS:
                     row[f"noise_{m}_{lv}"] = acc - slope * float(lv)
-            row.update(attn_noise_r=0.7 if rot else 0.5, attn_noise_adaptivity=0.2,
+            row.update(attn_noise_r=0.7 if rot else 0.5,
+                       attn_noise_adaptivity=plant.get("adaptivity", 0.2),
                        params_paper=119820.0, params_all=125261.0)
         row.update(retries=1 if i == 1 else 0, time_total_s=30.0, gpu=0,
                    trial_dir=str(folder / "ray" / f"train_trial_{tid}"))
         rows.append(row)
         for e in range(n_epochs):
             air = (0.4 * np.exp(-e / 2) if rot else 0.4) + rng.normal(0, 0.02)
+            val_air = air
+            if "abs_air" in plant:  # linear into the planted end value, with the planted slope
+                val_air = plant["abs_air"] - plant.get("air_slope", 0.0) * (epochs - 1 - e)
             rotated = int(rot and e == 1)
             curves.append({
                 "trial_id": tid, **params, "train.seed": seed, "epoch": e, "lr": 1e-3,
                 "train_loss": 1.0 / (e + 1), "train_acc": 0.5 + 0.1 * e, "air": air,
                 "alpha": 0.5 - 0.2 * air, "rotated": rotated, "rotations": int(rot and e >= 1),
                 "cos_audio": 0.2 + air / 2, "cos_visual": 0.2 - air / 2, "val_acc": acc,
+                "val_air": val_air,
                 "val_share_audio": 0.5 + air / 2, "val_share_visual": 0.45 - air / 2,
                 "test_acc": acc, "test_share_audio": 0.5 + air / 2,
                 "test_share_visual": 0.45 - air / 2, "rotation_residual": 0.0 if rotated

@@ -68,7 +68,8 @@ def test_every_image_loads_and_the_tables_are_there(report, tmp_path):
     assert images == loaded == n_img
     assert all(w >= 400 for w in widths)  # decoded PNGs, not broken-image icons
     assert tables == n_tables and rows > 20
-    for heading in ("Main table", "Sensitivity", "Comparison with the paper"):
+    for heading in ("Main table", "The paper's claims on this study", "Sensitivity",
+                    "Comparison with the paper"):
         assert f"<h2>{heading}</h2>" in p.stdout
 
 

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from tests.analysis.test_browser import CHROMIUM, chromium
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -29,9 +31,27 @@ def test_rotation_ablation_runs_end_to_end_with_its_report(tmp_path):
     assert not curves.duplicated(["trial_id", "epoch"]).any()
     meta = json.loads((folder / "meta.json").read_text())
     assert meta["trials"]["finished"] == 30 and meta["expected_trials"] == 30
+    # the outcomes the claims rest on, recorded by the study
+    assert trials["rollingq_on"].tolist() == (trials["rollingq.max_rotations"] > 0).tolist()
+    assert (trials["rollingq_beta"] == 0.2).all() and (trials["favoured_modality"] == "audio").all()
+    for col in ("out_abs_air", "out_favoured_share", "out_noise_drop", "out_adaptivity",
+                "out_air_slope"):
+        assert trials[col].notna().all(), col
+    fired = trials["final_rotations"] > 0
+    assert trials.loc[~fired, "out_air_convergence"].isna().all()
     report = (folder / "report.md").read_text()
-    for part in ("rollingq.max_rotations", "ANOVA", "Tukey", "partial η²"):
+    for part in ("rollingq.max_rotations", "ANOVA", "Tukey", "partial η²",
+                 "## The paper's claims on this study", "| (2) RollingQ lowers \\|AIR\\| |",
+                 "`out_abs_air ~ rollingq.max_rotations"):
         assert part in report, part
+    claims = report.split("## The paper's claims on this study")[1].split("\n## ")[0]
+    assert claims.count("**reproduced**") + claims.count("**contradicted**") + claims.count(
+        "**inconclusive**") == 6
     html = (folder / "report.html").read_text()
     assert html.count("<img") >= 3 and "data:image/png;base64," in html
+    if CHROMIUM:  # the claims table as a browser renders it
+        p = chromium(tmp_path, "--dump-dom", (folder / "report.html").as_uri())
+        assert p.returncode == 0, p.stderr[-2000:]
+        assert "<h2>The paper's claims on this study</h2>" in p.stdout
+        assert "(6) RollingQ improves accuracy (Table 1)</td>" in p.stdout
     print(f"rotation_ablation: 30 trials and the report in {wall:.0f} s")

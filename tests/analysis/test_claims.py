@@ -1,0 +1,201 @@
+"""The outcomes behind the paper's claims, their ANOVAs, and each claim's verdict, on results
+folders the tests write with planted effects (tests/analysis/studies.py)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis import claims, outcomes, plots, sensitivity
+from analysis.report import generate
+from analysis.results import load
+from tests.analysis.studies import rotating, write_study
+
+ROOT = Path(__file__).resolve().parents[2]
+ON_OFF = {"rollingq.enabled": {"role": "scientific", "type": "choice", "values": [False, True]}}
+SEEDS = (0, 1, 2, 3, 4)
+
+
+def on(p: dict) -> bool:
+    return rotating(p)
+
+
+# What the paper claims, planted: RollingQ lowers |AIR| (0.45 -> 0.10), the favoured (audio)
+# share (0.70 -> 0.52), the noise drop (0.30 -> 0.12), raises adaptivity (0.1 -> 0.4) and the
+# accuracy (+3 points); without it |AIR| grows 0.03 an epoch.
+PAPER = {
+    "abs_air": lambda p: 0.10 if on(p) else 0.45,
+    "air_slope": lambda p: -0.08 if on(p) else 0.03,
+    "share": lambda p: 0.52 if on(p) else 0.70,
+    "drop": lambda p: 0.12 if on(p) else 0.30,
+    "adaptivity": lambda p: 0.40 if on(p) else 0.10,
+}
+
+
+def reverse(planted: dict) -> dict:
+    """The opposite of every planted effect (the paper contradicted)."""
+    flip = {"abs_air": lambda p: 0.45 if on(p) else 0.10,
+            "air_slope": lambda p: 0.03 if on(p) else -0.03,
+            "share": lambda p: 0.70 if on(p) else 0.52,
+            "drop": lambda p: 0.30 if on(p) else 0.12,
+            "adaptivity": lambda p: 0.10 if on(p) else 0.40}
+    return {k: flip[k] for k in planted}
+
+
+NULL = {"abs_air": lambda p: 0.3, "air_slope": lambda p: 0.0, "share": lambda p: 0.6,
+        "drop": lambda p: 0.2, "adaptivity": lambda p: 0.25}
+
+
+def verdicts(folder: Path) -> dict[int, claims.Judgement]:
+    return {j.claim.number: j for j in claims.judge(load([folder]))}
+
+
+@pytest.mark.parametrize("planted,effect,expected", [
+    (PAPER, lambda p: 0.70 + (0.03 if on(p) else 0.0), claims.REPRODUCED),
+    (reverse(PAPER), lambda p: 0.70 - (0.03 if on(p) else 0.0), claims.CONTRADICTED),
+    (NULL, lambda p: 0.70, claims.INCONCLUSIVE),
+], ids=["reproduced", "contradicted", "inconclusive"])
+def test_each_claims_verdict_follows_the_planted_effect(tmp_path, planted, effect, expected):
+    folder = write_study(tmp_path, name="planted_claims", search=ON_OFF, effect=effect,
+                         seeds=SEEDS, planted=planted, noise_sd=0.01 if expected ==
+                         claims.INCONCLUSIVE else 0.004, rng_seed=1)  # (a null is 5 % false)
+    got = verdicts(folder)
+    assert {n: j.verdict for n, j in got.items()} == {n: expected for n in range(1, 7)}
+    for j in got.values():
+        assert j.n == len(SEEDS)
+        if expected != claims.INCONCLUSIVE:
+            assert j.low <= j.effect <= j.high and j.p < 0.05
+            assert np.sign(j.effect) == j.claim.sign * (1 if expected == claims.REPRODUCED
+                                                        else -1)
+        else:
+            assert j.low < 0 < j.high
+    # the planted sizes come back (claim 2: 0.10 - 0.45; claim 5: (0.12 - 0.30) points x 100)
+    if expected == claims.REPRODUCED:
+        assert got[2].effect == pytest.approx(-0.35, abs=0.02)
+        assert got[5].effect == pytest.approx(-18, abs=1.5)
+        assert got[1].effect == pytest.approx(0.03, abs=0.005)
+
+
+def test_a_study_without_a_vanilla_arm_says_which_claims_it_cannot_judge(tmp_path):
+    search = {"rollingq.beta": {"role": "scientific", "type": "choice", "values": [0.1, 0.3]}}
+    folder = write_study(tmp_path, name="no_vanilla", search=search, effect=lambda p: 0.7,
+                         planted=PAPER)
+    got = claims.judge(load([folder]))
+    assert {j.verdict for j in got} == {claims.CANNOT}
+    sentences = claims.cannot_judge(got)
+    assert len(sentences) == 6 and all("no vanilla arm" in s for s in sentences)
+    md = generate([folder], out=tmp_path / "report").with_suffix(".md").read_text()
+    section = md.split("## The paper's claims on this study")[1].split("\n## ")[0]
+    assert "claim (1) cannot be judged: the study has no vanilla arm" in section
+    assert section.count("**cannot judge**") == 6
+
+
+def test_claims_pair_rollingq_with_the_vanilla_trial_of_the_same_configuration(tmp_path):
+    """Two fusion depths, each with both arms: RollingQ helps by 2 points at depth 1 and 4 at
+    depth 2, while depth 2 is 10 points worse overall. Pairing within a depth gives +3; pooling
+    all on against all off would mix the depths."""
+    search = {**ON_OFF, "model.fusion_layers": {"role": "scientific", "type": "choice",
+                                                "values": [1, 2]}}
+
+    def effect(p):
+        depth = p["model.fusion_layers"]
+        return 0.8 - 0.1 * (depth - 1) + (0.02 * depth if on(p) else 0.0)
+
+    folder = write_study(tmp_path, name="paired", search=search, effect=effect, planted=PAPER,
+                         configs=[{"rollingq.enabled": True, "model.fusion_layers": 1},
+                                  {"rollingq.enabled": False, "model.fusion_layers": 1},
+                                  {"rollingq.enabled": True, "model.fusion_layers": 2},
+                                  {"rollingq.enabled": False, "model.fusion_layers": 2}])
+    j = verdicts(folder)[6]
+    assert j.effect == pytest.approx(3.0, abs=0.6) and j.verdict == claims.REPRODUCED
+    assert "mean over 2 configurations" in j.test
+
+
+@pytest.mark.parametrize("column,key", [
+    ("out_abs_air", "abs_air"), ("out_favoured_share", "share"), ("out_noise_drop", "drop"),
+    ("out_adaptivity", "adaptivity"), ("out_air_slope", "air_slope"),
+])
+def test_each_outcomes_anova_finds_the_planted_effect_and_not_the_planted_null(tmp_path,
+                                                                               column, key):
+    """max_rotations 0 vs 2 carries the planted effect; the rotation kind carries none."""
+    search = {"rollingq.max_rotations": {"role": "scientific", "type": "choice",
+                                         "values": [0, 2]},
+              "rollingq.rotation": {"role": "scientific", "type": "choice",
+                                    "values": ["svd", "plane"]}}
+    folder = write_study(tmp_path, name="outcomes", search=search, effect=lambda p: 0.7,
+                         planted={key: PAPER[key]}, seeds=(0, 1, 2, 3))
+    s = sensitivity.analyse(load([folder]), column)
+    a = s.anova.set_index("term")
+    assert a.loc["rollingq.max_rotations", "p"] < 0.001
+    assert a.loc["rollingq.rotation", "p"] > 0.05
+    e = s.effects[(s.effects["factor"] == "rollingq.max_rotations") & ~s.effects["reference"]]
+    planted = PAPER[key]({"rollingq.max_rotations": 2}) - PAPER[key]({"rollingq.max_rotations": 0})
+    scale = 100 if key == "drop" else 1  # the drop is reported in points
+    assert np.sign(e["delta"].iloc[0]) == np.sign(planted)
+    assert e["delta"].iloc[0] == pytest.approx(planted * scale, abs=0.05 * scale)
+    assert s.formula.startswith(f"{column} ~ ")
+
+
+def test_outcomes_of_one_trial_from_its_curve():
+    curve = pd.DataFrame({"epoch": range(6), "val_air": [0.3, -0.5, 0.35, 0.25, 0.18, 0.1],
+                          "rotated": [0, 1, 0, 0, 0, 0]})
+    out = outcomes.curve_outcomes(curve, beta=0.2)
+    assert out["out_abs_air"] == pytest.approx(0.1)
+    assert out["out_air_convergence"] == 3  # rotated at epoch 1, |AIR| <= 0.2 first at 4
+    assert out["out_air_slope"] == pytest.approx(np.polyfit(range(6), np.abs(
+        curve["val_air"]), 1)[0])
+    assert np.isnan(outcomes.curve_outcomes(curve.assign(rotated=0), 0.2)["out_air_convergence"])
+    assert np.isnan(outcomes.curve_outcomes(curve, 0.05)["out_air_convergence"])  # never
+
+
+def test_the_favoured_modality_is_declared_else_what_vanilla_attends_most():
+    t = pd.DataFrame({"dataset": ["a", "a", "b", "b"], "rollingq_on": [False, True] * 2,
+                      "val_share_audio": [0.3, 0.6, 0.7, 0.4],
+                      "val_share_visual": [0.6, 0.3, 0.2, 0.5],
+                      "favoured_modality": [None, None, "visual", "visual"]})
+    fav = outcomes.favoured_modalities(t)
+    assert fav["a"][0] == "visual" and "vanilla" in fav["a"][1]  # vanilla attends visual
+    assert fav["b"] == ("visual", "the data set is built to favour it")
+
+
+def test_report_metrics_option_and_a_bad_outcome_name(tmp_path):
+    folder = write_study(tmp_path, name="metrics", search=ON_OFF, effect=lambda p: 0.7,
+                         planted=PAPER)
+    p = subprocess.run([sys.executable, "-m", "analysis.report", str(folder), "--metrics",
+                        "out_abs_air", "--out", str(tmp_path / "r")], cwd=ROOT,
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert "`out_abs_air ~ rollingq.enabled`" in md and "out_adaptivity ~" not in md
+    bad = subprocess.run([sys.executable, "-m", "analysis.report", str(folder), "--metrics",
+                          "accuracy"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2
+    assert bad.stderr.strip().splitlines() == [
+        "error: --metrics accuracy: no such outcome; valid: " + ", ".join(outcomes.OUTCOMES)]
+
+
+def test_several_data_sets_get_a_verdict_column_each_beside_the_papers_figure(tmp_path):
+    a = write_study(tmp_path / "a", name="claims", search=ON_OFF, planted=PAPER,
+                    effect=lambda p: 0.70 + (0.03 if on(p) else 0.0),
+                    fixed={"model.fusion": "attn", "data.name": "cremad"})
+    b = write_study(tmp_path / "b", name="claims", search=ON_OFF, planted=reverse(PAPER),
+                    effect=lambda p: 0.70 - (0.03 if on(p) else 0.0),
+                    fixed={"model.fusion": "attn", "data.name": "kinetics_sounds"})
+    res = load([a, b])
+    t = claims.table(res, claims.judge(res)).set_index("claim")
+    row = t.loc["(6) RollingQ improves accuracy (Table 1)"]
+    assert row["cremad: verdict"] == "**reproduced**"
+    assert row["kinetics_sounds: verdict"] == "**contradicted**"
+    assert row["cremad: paper"] == "48.8 → 51.9 %"
+    for fig in (plots.air_convergence(res), plots.noise_curves(res)):  # a facet per data set
+        titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+        assert [t.split(":")[0] for t in titles[:: len(titles) // 2]] == ["cremad",
+                                                                          "kinetics_sounds"]
+    md = generate([a, b], out=tmp_path / "report").with_suffix(".md").read_text()
+    assert "The paper's claims on cremad: (1) reproduced" in md
+    assert "The paper's claims on kinetics_sounds: (1) contradicted" in md
