@@ -46,6 +46,7 @@ NOISE_RECIPES = ("additive", "mixing")
 DATASETS = ("synthetic", "features", "cremad", "kinetics_sounds", "mosei")
 REAL_DATASETS = ("cremad", "kinetics_sounds", "mosei")  # read from data.root, decoded once
 ON_MISSING = ("error", "skip")
+NONFINITE = ("error", "zero")
 AUDIO_FORMATS = ("auto", "wav", "pt")
 MODALITIES = ("audio", "visual", "text")
 
@@ -75,6 +76,9 @@ class DataConfig:
     # real data sets (cremad, kinetics_sounds, mosei; METHOD.md §4, rollingq/data/<name>.py).
     # Paths are relative to data.root unless absolute; "" means the published tree.
     on_missing: str = "error"  # skip: drop samples whose files are missing and list their ids
+    # NaN/inf in features or decoded inputs: error (naming file, modality, count) or zero
+    # (replaced by 0, counted in the log); MOSEI's published -inf -> 0 in audio applies anyway
+    nonfinite: str = "error"
     modalities: str = ""  # comma-separated, fusion order; "" = audio,visual (mosei: visual,text)
     train_list: str = ""  # cremad train.csv; kinetics_sounds ks_train_overlap.txt
     test_list: str = ""  # cremad test.csv; kinetics_sounds ks_test_overlap.txt
@@ -272,6 +276,7 @@ class Config:
         need(d.name != "features" or bool(d.root), "data.root", "data.root != ''",
              "the features data set reads train.npz/test.npz from data.root")
         choice("data.on_missing", ON_MISSING)
+        choice("data.nonfinite", NONFINITE)
         choice("data.audio_format", AUDIO_FORMATS)
         need(d.name not in REAL_DATASETS or bool(d.root)
              or (d.name == "mosei" and Path(d.pickle).is_absolute()), "data.root",

@@ -154,12 +154,30 @@ def compiled_or_eager(model: torch.nn.Module, backend: str | Callable = "inducto
         try:
             with torch._functorch.config.patch(force_non_lazy_backward_lowering=True):
                 return state["fn"](*args)
-        except Exception as e:  # noqa: BLE001 - any compiler failure falls back to eager
+        except Exception as e:
+            if not compiler_error(e):
+                raise  # out of memory, bad data, a bug in the model: not the compiler's
             log.warning("torch.compile failed (%s: %s); training eagerly", type(e).__name__, e)
             state["fn"] = model
             return model(*args)
 
     return forward
+
+
+def compiler_error(e: BaseException) -> bool:
+    """Whether ``torch.compile`` itself failed (Dynamo could not trace, a backend could not
+    compile), as opposed to an error the eager model would raise too: a runtime error found
+    while tracing (``TorchRuntimeError``: wrong shapes, bad data) or an out-of-memory error,
+    also when a compiler error wraps it."""
+    from torch._dynamo.exc import TorchDynamoException, TorchRuntimeError
+
+    chain, cause = [], e
+    while cause is not None and len(chain) < 20:
+        chain.append(cause)
+        cause = cause.__cause__ or getattr(cause, "inner_exception", None)
+    if any(isinstance(c, torch.OutOfMemoryError | TorchRuntimeError) for c in chain):
+        return False
+    return isinstance(e, TorchDynamoException)
 
 
 def _losses(out: ModelOutput, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

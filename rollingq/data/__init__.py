@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from rollingq.config import DataConfig
-from rollingq.data.base import DataBundle, ModalitySpec, Split
+from rollingq.data.base import DataBundle, DataError, ModalitySpec, Split
 from rollingq.data.cremad import load_cremad
 from rollingq.data.features import load_features
 from rollingq.data.kinetics_sounds import load_kinetics_sounds
@@ -26,10 +26,13 @@ def load_data(cfg: DataConfig) -> DataBundle:
 
     Raises:
         ValueError: For an unknown name (lists the valid ones) or a data set-specific problem.
+        DataError: The files break a rule (missing, non-finite, labels training lacks, ...).
     """
     if cfg.name not in LOADERS:
         raise ValueError(f"unknown data set {cfg.name!r}; valid: {', '.join(LOADERS)}")
-    return LOADERS[cfg.name](cfg)
+    bundle = LOADERS[cfg.name](cfg)
+    bundle.check_labels(cfg.name)
+    return bundle
 
 
-__all__ = ["DataBundle", "ModalitySpec", "Split", "load_data", "LOADERS"]
+__all__ = ["DataBundle", "DataError", "ModalitySpec", "Split", "load_data", "LOADERS"]

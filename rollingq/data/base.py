@@ -25,6 +25,23 @@ PREFETCH = 3  # batches gathered ahead of the one training, when streaming from 
 COPY_ROWS = 1024  # rows a chunk when materialising a split on the device (bounds host memory)
 
 
+def same_device(a: torch.device, b: torch.device, current: int | None = None) -> bool:
+    """Whether two devices are the same one: ``cuda`` means the current CUDA device, so it
+    equals ``cuda:0`` there and differs from ``cuda:1`` (``current``: that index, for tests)."""
+    if a.type != b.type:
+        return False
+    if a.type != "cuda" or a.index == b.index:
+        return True
+    if current is None:
+        current = torch.cuda.current_device()
+    index = lambda d: current if d.index is None else d.index  # noqa: E731
+    return index(a) == index(b)
+
+
+class DataError(ValueError):
+    """A data set on disk breaks a rule; the message names the file(s) and the fix."""
+
+
 @dataclass(frozen=True)
 class ModalitySpec:
     """What a data set tells the model about one modality.
@@ -135,7 +152,7 @@ class Split:
         """
         device = torch.device(device)
         first = next(iter(self.inputs.values()))
-        if first.device.type == device.type and self.device is None:
+        if same_device(first.device, device) and self.device is None:
             return self
         n, inputs = len(self), {}
         order = self.rows if self.rows is not None else torch.arange(n)
@@ -177,6 +194,28 @@ class DataBundle:
     @property
     def nbytes(self) -> int:
         return sum(s.nbytes for s in (self.train, self.val, self.test))
+
+    def check_labels(self, name: str) -> None:
+        """Training has two classes or more, and every val/test label occurs in training.
+
+        Raises:
+            DataError: Naming the split, the unseen labels and how many samples carry them.
+        """
+        seen = torch.unique(self.train.labels.cpu())
+        if len(seen) < 2:
+            only = ", ".join(str(int(c)) for c in seen) or "none"
+            raise DataError(f"{name}: the training split has {len(seen)} class (label {only}) "
+                            f"in {len(self.train)} samples; a classifier needs two or more")
+        classes = ", ".join(str(int(c)) for c in seen)
+        for split_name, split in (("val", self.val), ("test", self.test)):
+            labels = split.labels.cpu()
+            unseen = labels[~torch.isin(labels, seen)]
+            if len(unseen):
+                values = ", ".join(str(int(c)) for c in torch.unique(unseen))
+                raise DataError(
+                    f"{name}: {split_name} label(s) {values} ({len(unseen)} of {len(labels)} "
+                    f"samples) never occur in training (classes {classes}); no model can learn "
+                    f"them: fix the labels or move such samples into training")
 
 
 def stratified_split(labels: Tensor, fraction: float, seed: int) -> tuple[Tensor, Tensor]:

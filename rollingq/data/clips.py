@@ -34,16 +34,12 @@ import torch
 
 from rollingq.config import DataConfig
 from rollingq.data import cache
-from rollingq.data.base import DataBundle, ModalitySpec, Split, stratified_split
+from rollingq.data.base import DataBundle, DataError, ModalitySpec, Split, stratified_split
 from rollingq.data.frames import FRAMES_PER_CLIP, AVTransform, FrameError, decode_frame
 
 log = logging.getLogger(__name__)
 
 SHOW = 3  # paths quoted per kind of missing file
-
-
-class DataError(ValueError):
-    """A data set on disk breaks a rule; the message names the file(s) and the fix."""
 
 
 @dataclass
@@ -212,6 +208,8 @@ def build_entry(
     """
     size = cfg.decode_size
     settings = {**settings, "decode_size": size, "audio_shape": list(audio_shape)}
+    if cfg.nonfinite != "error":  # the stored arrays differ only when zeros replace NaN/inf
+        settings["nonfinite"] = cfg.nonfinite
 
     def build(w: cache.Writer) -> dict[str, Any]:
         from tqdm import tqdm
@@ -240,9 +238,15 @@ def build_entry(
                         raise DataError(f"{c.audio}: audio of shape {a.shape}, expected "
                                         f"{tuple(audio_shape)} like the other clips")
                     a16 = a.astype(np.float16)
-                    if not np.isfinite(a16).all():
-                        raise DataError(f"{c.audio}: audio holds NaN/inf or values beyond the "
-                                        "float16 range")
+                    bad = ~np.isfinite(a16)
+                    if bad.any():
+                        what = (f"{c.audio}: audio holds {int(bad.sum()):,} NaN/inf values (or "
+                                f"values beyond the float16 range) of {a16.size:,}")
+                        if cfg.nonfinite == "error":
+                            raise DataError(what + "; fix or drop the file, or set "
+                                            "data.nonfinite=zero to store zeros in their place")
+                        log.warning("%s; replaced by 0 (data.nonfinite=zero)", what)
+                        a16[bad] = 0
                     audio[i] = a16
                     hw = (size, size)
                     for j, f in enumerate(c.frames):

@@ -8,6 +8,7 @@ split is carved from train (stratified, seeded).
 
 from __future__ import annotations
 
+import logging
 import zipfile
 from pathlib import Path
 
@@ -15,7 +16,9 @@ import numpy as np
 import torch
 
 from rollingq.config import DataConfig
-from rollingq.data.base import DataBundle, ModalitySpec, Split, carve_val
+from rollingq.data.base import DataBundle, DataError, ModalitySpec, Split, carve_val
+
+log = logging.getLogger(__name__)
 
 
 def _read(path: Path) -> dict[str, np.ndarray]:
@@ -28,7 +31,7 @@ def _read(path: Path) -> dict[str, np.ndarray]:
         ) from None
 
 
-def _split(path: Path) -> Split:
+def _split(path: Path, nonfinite: str = "error") -> Split:
     arrays = _read(path)
     if "label" not in arrays:
         raise ValueError(f"{path} has no 'label' array; it has: {', '.join(arrays) or 'nothing'}")
@@ -51,8 +54,24 @@ def _split(path: Path) -> Split:
             )
         if not np.issubdtype(x.dtype, np.number):
             raise ValueError(f"{path}: modality {name!r} must be numeric, got dtype {x.dtype}")
-        inputs[name] = torch.from_numpy(np.nan_to_num(x.astype(np.float32), posinf=0.0, neginf=0.0))
+        x = x.astype(np.float32)
+        bad = ~np.isfinite(x)
+        if bad.any():
+            count = f"{int(bad.sum()):,} NaN/inf values of {x.size:,}"
+            if nonfinite == "error":
+                raise DataError(f"{path}: modality {name!r} holds {count} (in "
+                                f"{int(bad.reshape(len(x), -1).any(1).sum()):,} samples); fix "
+                                "the features, or set data.nonfinite=zero to train on zeros "
+                                "in their place")
+            log.warning("%s: modality %r: %s replaced by 0 (data.nonfinite=zero)", path, name,
+                        count)
+            x[bad] = 0.0
+        inputs[name] = torch.from_numpy(x)
     return Split(inputs, torch.from_numpy(labels.astype(np.int64)))
+
+
+def _describe(specs: dict[str, ModalitySpec]) -> str:
+    return ", ".join(f"{m} ({' x '.join(map(str, s.shape))})" for m, s in specs.items())
 
 
 def load_features(cfg: DataConfig) -> DataBundle:
@@ -64,17 +83,20 @@ def load_features(cfg: DataConfig) -> DataBundle:
             f"data.root={str(root)!r} lacks {', '.join(missing)}; the features data "
             f"set needs train.npz and test.npz (val.npz optional)"
         )
-    train, test = _split(root / "train.npz"), _split(root / "test.npz")
+    train = _split(root / "train.npz", cfg.nonfinite)
+    test = _split(root / "test.npz", cfg.nonfinite)
     if (root / "val.npz").is_file():
-        val = _split(root / "val.npz")
+        val = _split(root / "val.npz", cfg.nonfinite)
     else:
         train, val = carve_val(train, cfg.val_fraction)
     specs = {m: ModalitySpec("sequence", tuple(x.shape[1:])) for m, x in train.inputs.items()}
     for name, split in (("val", val), ("test", test)):
         shapes = {m: ModalitySpec("sequence", tuple(x.shape[1:])) for m, x in split.inputs.items()}
         if shapes != specs:
-            raise ValueError(
-                f"{name} modalities/shapes {shapes} differ from train's {specs} under {root}"
+            raise DataError(
+                f"{root / (name + '.npz')} has modalities {_describe(shapes)}, but train.npz "
+                f"has {_describe(specs)}; every split needs the same modality names and "
+                "per-sample shapes (tokens x features)"
             )
     num_classes = int(max(s.labels.max() for s in (train, val, test))) + 1
     lowest = int(min(s.labels.min() for s in (train, val, test)))

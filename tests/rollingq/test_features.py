@@ -69,7 +69,7 @@ def test_uses_val_npz_when_present_and_trains(tmp_path):
                 write(d / "train.npz", 10),
                 write(d / "test.npz", 4, audio=np.zeros((4, 2, 10))),
             ],
-            "differ from train's",
+            "test.npz has modalities audio (2 x 10)",
         ),
         (
             lambda d: [

@@ -252,6 +252,25 @@ def test_the_compile_fallback_catches_a_failure_in_either_graph(fails, caplog):
         assert f"{fails} lowering failed" in warned[0]
 
 
+def test_the_compile_fallback_lets_out_of_memory_and_data_errors_through(caplog):
+    """Only the compiler's own failures fall back to eager: an out-of-memory error (even one a
+    compiler error wraps) and an error the eager model raises too propagate."""
+    from torch._dynamo.backends.common import aot_autograd
+
+    def oom(gm, example_inputs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    torch._dynamo.reset()
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.GELU(), torch.nn.Linear(8, 2))
+    with pytest.raises(Exception) as e:
+        compiled_or_eager(model, aot_autograd(fw_compiler=oom))(torch.randn(5, 4))
+    assert "out of memory" in str(e.value)
+    torch._dynamo.reset()
+    with pytest.raises(RuntimeError, match="same reduction dim"):
+        compiled_or_eager(model, "eager")(torch.randn(5, 3))  # bad data: 3 features, not 4
+    assert "torch.compile failed" not in caplog.text
+
+
 @pytest.mark.slow  # inductor compiles fwd + bwd on CPU for a minute or more
 def test_compiled_training_matches_the_eager_path_or_falls_back():
     over = {"train.epochs": 1, "data.train_size": 200}

@@ -34,7 +34,7 @@ def test_shapes_labels_splits_and_the_three_frame_rule(tmp_path):
 def test_label_is_the_last_field_and_fbank_is_as_given(tmp_path):
     make_ks(tmp_path)
     data = load_data(config("kinetics_sounds", tmp_path, **{"data.val_fraction": 0.0}).data)
-    assert data.train.labels.tolist() == [0, 7, 0, 0, 7]  # lines "id label" and "id a b label"
+    assert data.train.labels.tolist() == [0, 30, 0, 0, 30]  # "id label" and "id a b label"
     values = data.train.inputs["audio"][:, 0, 0].float()
     np.testing.assert_allclose(values.numpy(), [0.0, 0.1, 0.2, 0.4, 0.5], atol=1e-3)
     assert data.train.batch()["audio"].dtype == torch.float32
