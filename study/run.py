@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -42,6 +43,7 @@ from study.space import (  # noqa: E402
     Spec,
     SpecError,
     available_spaces,
+    data_overrides,
     load_spec,
     parse_spec,
 )
@@ -266,11 +268,27 @@ def main(argv: list[str] | None = None, callbacks: Sequence[Any] = ()) -> int:
             if args.smoke_test:
                 spec = smoke(spec)
             absolute_paths(spec)
+        check_data(spec)
     except SpecError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     return run_study(spec, folder, storage, args, argv if argv is not None else sys.argv[1:],
                      callbacks)
+
+
+def check_data(spec: Spec) -> None:
+    """The data preflight (``rollingq.data.preflight``) of every data setting the study uses,
+    before Ray starts: a problem is a SpecError of one line, and no trial starts."""
+    from rollingq.config import build_config
+    from rollingq.data import preflight
+
+    for overrides in data_overrides(spec):
+        cfg = build_config(overrides=overrides).data
+        try:
+            line = preflight(cfg)
+        except ValueError as e:  # DataError and the loaders' other input errors
+            raise SpecError(re.sub(r"\s*\n\s*", "; ", str(e).strip())) from None
+        print(f"data: {line}", flush=True)
 
 
 def run_study(spec: Spec, folder: Path, storage: str, args: argparse.Namespace, argv: list[str],

@@ -380,6 +380,22 @@ def _validate_values(spec: Spec, where: str) -> None:
                 check({**base, **sets, **p.when, p.key: v}, f"search.{p.key}")
 
 
+def data_overrides(spec: Spec) -> list[dict[str, Any]]:
+    """The distinct ``data.*`` settings the study's trials will use (fixed, per variant, and
+    each searched ``data.*`` value), each as the overrides that build its config."""
+    base = {k: v for k, v in spec.fixed.items() if k.startswith("data.")}
+    found = [{**base, **{k: v for k, v in sets.items() if k.startswith("data.")}}
+             for sets in spec.variants.values()] or [base]
+    for p in spec.search:
+        if p.key.startswith("data."):
+            values = p.values if p.type == "choice" else [p.low, p.high]
+            found = [{**f, p.key: v} for f in found for v in values]
+    unique: dict[str, dict[str, Any]] = {}
+    for f in found:
+        unique.setdefault(repr(sorted(f.items())), f)
+    return list(unique.values())
+
+
 def parse_spec(tree: dict[str, Any], name: str, source: str, question: str = "") -> Spec:
     """Validates a spec tree (as read from YAML, after overrides).
 

@@ -35,4 +35,34 @@ def load_data(cfg: DataConfig) -> DataBundle:
     return bundle
 
 
-__all__ = ["DataBundle", "DataError", "ModalitySpec", "Split", "load_data", "LOADERS"]
+def preflight(cfg: DataConfig) -> str:
+    """The checks a study runs on its data before any trial starts; a one-line summary.
+
+    Cheap where the data are large: the clip data sets check the root, the split lists and
+    that every listed file exists (``stat``, no decoding); MOSEI that its pickle exists; the
+    ``features`` files are read and checked in full (arrays, shapes, NaN/inf, labels), as a
+    trial would read them.
+
+    Raises:
+        DataError (a ValueError): What is wrong, where, how many, the first paths and the fix.
+    """
+    from rollingq.data import clips, cremad, kinetics_sounds, mosei
+
+    if cfg.name == "synthetic":
+        return "synthetic: built in"
+    if cfg.name == "features":
+        bundle = load_data(cfg)
+        return (f"features: {len(bundle.train) + len(bundle.val)} train+val and "
+                f"{len(bundle.test)} test samples, {', '.join(bundle.specs)}")
+    if cfg.name == "mosei":
+        return f"mosei: {mosei.pickle_path(cfg)}"
+    if cfg.name in ("cremad", "kinetics_sounds"):
+        module = cremad if cfg.name == "cremad" else kinetics_sounds
+        splits, problems = module.list_clips(cfg)[:2]
+        splits, _ = clips.check_files(cfg.name, splits, problems, cfg, module.FIX)
+        return f"{cfg.name}: " + ", ".join(f"{len(c)} {s} clips" for s, c in splits.items())
+    raise ValueError(f"unknown data set {cfg.name!r}; valid: {', '.join(LOADERS)}")
+
+
+__all__ = ["DataBundle", "DataError", "ModalitySpec", "Split", "load_data", "preflight",
+           "LOADERS"]

@@ -1,0 +1,86 @@
+"""The driver's data preflight: bad data on disk (written by the tests in the real formats)
+stops a study before Ray starts, with one line; good data passes with a summary line."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from study.space import load_spec
+from tests.rollingq.data.fakes import make_cremad
+from tests.rollingq.data.test_nothing_silent import write_features
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "RAY_TMPDIR": str(tmp_path / "ray-tmp")}  # where a Ray session would go
+    return subprocess.run([sys.executable, "study/run.py", "--space", "smoke", "--storage",
+                           str(tmp_path / "results"), *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300, env=env)
+
+
+def bad_cremad(tmp_path: Path) -> Path:
+    root = tmp_path / "CREMA-D"
+    rows = make_cremad(root, n_train=8, n_test=4)
+    for clip, _ in rows["train"][:3]:
+        (root / "AudioWAV" / f"{clip}.wav").unlink()
+    return root
+
+
+CASES = {
+    "no_root": (lambda t: t / "no" / "such" / "dir", "cremad",
+                ["cremad: data.root=", "does not exist or is not a folder",
+                 "it should hold train.csv, test.csv"]),
+    "missing_files": (bad_cremad, "cremad",
+                      ["cremad: 3 of 12 samples have missing files", "3 audio files (.wav): ",
+                       "data.on_missing=skip"]),
+    "nan_features": (lambda t: write_features(t / "features", nan_audio=0.5), "features",
+                     ["modality 'audio' holds 160 NaN/inf values", "data.nonfinite=zero"]),
+    "unseen_label": (lambda t: write_features(t / "features", test_label=7), "features",
+                     ["test label(s) 7 (2 of 20 samples) never occur in training"]),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_data_stops_the_study_before_ray_starts(tmp_path, case):
+    make, dataset, expected = CASES[case]
+    root = make(tmp_path)
+    p = run(tmp_path, "--dataset", dataset, "--data-root", str(root))
+    assert p.returncode == 2, p.stdout[-2000:] + p.stderr[-2000:]
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), p.stderr
+    for part in expected:
+        assert part in lines[0], (part, lines[0])
+    assert not (tmp_path / "ray-tmp").exists()  # no Ray session was started
+    assert not (tmp_path / "results").exists()  # no study folder, no trial
+    assert "Traceback" not in p.stderr
+
+
+def test_good_data_passes_and_every_data_setting_of_the_spec_is_checked(tmp_path, capsys):
+    from study.run import check_data
+    from study.space import SpecError, data_overrides
+
+    good = write_features(tmp_path / "good")
+    check_data(load_spec("smoke", ["data.name=features", f"data.root={good}"]))
+    assert capsys.readouterr().out.strip() == (
+        "data: features: 40 train+val and 20 test samples, audio, visual")
+    nan = write_features(tmp_path / "nan", nan_audio=0.5)
+    space = tmp_path / "nonfinite.yaml"
+    space.write_text(f"""# Do zeros in place of NaN features hurt?
+# Run: python study/run.py --space {space}
+fixed: {{data.name: features, data.root: "{nan}", rollingq.enabled: false}}
+search:
+  data.nonfinite: {{role: scientific, type: choice, values: [zero, error]}}
+seeds: [0]
+tune: {{mode: grid, metric: val_acc, scheduler: fifo, resources: {{cpu: 1, gpu: 0}}}}
+""")
+    spec = load_spec(str(space))
+    assert [o["data.nonfinite"] for o in data_overrides(spec)] == ["zero", "error"]
+    with pytest.raises(SpecError, match="modality 'audio' holds 160 NaN/inf values"):
+        check_data(spec)  # zero passes; error, the second searched value, stops the study
+    assert "data: features: 40 train+val" in capsys.readouterr().out  # the zero setting passed
