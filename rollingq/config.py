@@ -166,6 +166,10 @@ class TrainConfig:
     # time: always | never | auto (resident when it takes <= 1/4 of the device memory allowed)
     data_on_device: str = "auto"
     cpu_threads: int = 0  # torch threads when training on CPU; 0 = torch's default
+    # the encoder blocks recompute their activations in the backward pass (less memory, about
+    # a third more compute): for trials that must fit a small GPU share (python -m
+    # rollingq.memory estimates both)
+    activation_checkpointing: bool = False
     checkpoint_every: int = 1  # epochs; 0 = never
     noise_levels: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0])
     noise_recipe: str = "additive"

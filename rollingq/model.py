@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from rollingq.config import MMML_HEADS, MULT_HEADS, ModelConfig
 from rollingq.data.base import ModalitySpec
@@ -100,6 +101,7 @@ class Encoder(nn.Module):
         )
         self.norm = nn.LayerNorm(cfg.dim, eps=LN_EPS)
         self.num_tokens = n + 1
+        self.checkpointing = False  # train.activation_checkpointing (set by the model)
 
     def tokens(self, x: Tensor) -> Tensor:
         z = self.embed(x)  # (B, L, D)
@@ -109,8 +111,11 @@ class Encoder(nn.Module):
         """(B, 1 + L, D) tokens after the blocks and, unless ``norm`` is False (MBT applies the
         final norm after its bottleneck layers, as published), the final LayerNorm."""
         z = self.tokens(x)
+        recompute = self.checkpointing and self.training and torch.is_grad_enabled()
         for block in self.blocks:
-            z = block(z)
+            # activation checkpointing: keep only the block's input, recompute the rest in the
+            # backward pass (the blocks have no dropout, so the recomputation is exact)
+            z = checkpoint(block, z, use_reentrant=False) if recompute else block(z)
         return self.norm(z) if norm else z
 
 
@@ -343,6 +348,12 @@ class MultimodalTransformer(nn.Module):
         else:
             self.head = nn.Linear(d, num_classes)
         self.apply(_init_weights)
+
+    def set_activation_checkpointing(self, on: bool) -> None:
+        """``train.activation_checkpointing``: the encoder blocks keep only their inputs for the
+        backward pass and recompute their activations there (training mode only)."""
+        for encoder in self.encoders.values():
+            encoder.checkpointing = on
 
     @property
     def rotations(self) -> list[nn.Module]:

@@ -326,6 +326,7 @@ def fit(
     _seed_everything(t.seed)
     bundle = place(data or load_data(config.data), device, t.data_on_device)
     model = MultimodalTransformer(bundle.specs, bundle.num_classes, config.model)
+    model.set_activation_checkpointing(t.activation_checkpointing)
     if config.model.pretrained:
         log.info("pretrained: %s", load_pretrained(model, config.model.pretrained).summary())
     model.to(device)

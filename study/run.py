@@ -40,8 +40,10 @@ if str(ROOT) not in sys.path:  # `python study/run.py` puts study/ first, not th
 import yaml  # noqa: E402
 
 from study.space import (  # noqa: E402
+    VARIANT,
     Spec,
     SpecError,
+    apply_variant,
     available_spaces,
     data_overrides,
     load_spec,
@@ -70,6 +72,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="resume an interrupted study (default: the latest of this space)")
     ap.add_argument("--smoke-test", action="store_true", help="tiny budget: 2 epochs, 2 trials")
     ap.add_argument("--gpus-per-trial", type=float, help="GPU share of each trial, in [0, 1]")
+    ap.add_argument("--gpu-gib", type=float, metavar="G",
+                    help="memory of one of the cluster's GPUs (GiB), to check before any trial "
+                         "starts that a trial fits in its share (default: this machine's GPU)")
     ap.add_argument("--max-concurrent", type=int, help="at most this many trials at once")
     ap.add_argument("--name", help="study folder name (default: a timestamp)")
     return ap.parse_args(argv)
@@ -269,6 +274,7 @@ def main(argv: list[str] | None = None, callbacks: Sequence[Any] = ()) -> int:
                 spec = smoke(spec)
             absolute_paths(spec)
         check_data(spec)
+        check_memory(spec, args.gpu_gib)
     except SpecError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -289,6 +295,57 @@ def check_data(spec: Spec) -> None:
         except ValueError as e:  # DataError and the loaders' other input errors
             raise SpecError(re.sub(r"\s*\n\s*", "; ", str(e).strip())) from None
         print(f"data: {line}", flush=True)
+
+
+def trial_overrides(spec: Spec) -> list[dict[str, Any]]:
+    """Each distinct configuration the study's trials will train (grid: every grid point, seeds
+    aside; Optuna: the fixed values with each searched value in turn, per variant)."""
+    if spec.grid:
+        points = [{k: v for k, v in c.items() if k != "train.seed"} for c in spec.grid_configs()]
+    else:
+        points = [{}]
+        for p in spec.search:
+            if p.key != VARIANT:
+                values = p.values if p.type == "choice" else [p.low, p.high]
+                points += [{p.key: v} for v in values]
+        points = [{**pt, VARIANT: v} for pt in points for v in spec.variants] or points
+    unique: dict[str, dict[str, Any]] = {}
+    for pt in points:
+        values = {**spec.fixed, **apply_variant(pt, spec.variants)}
+        unique.setdefault(repr(sorted(values.items())), values)
+    return list(unique.values())
+
+
+def check_memory(spec: Spec, gpu_gib: float | None) -> None:
+    """Before Ray starts: every distinct trial configuration fits its GPU share
+    (``rollingq.memory``); a study that cannot fit is a SpecError of one line."""
+    share = float(spec.tune["resources"].get("gpu", 0) or 0)
+    if share <= 0:
+        return  # CPU trials
+    if gpu_gib is None:
+        import torch
+
+        if not torch.cuda.is_available():
+            print("memory: not checked (no GPU on this machine; pass --gpu-gib with the "
+                  "cluster's GPU memory to check that each trial fits its share)", flush=True)
+            return
+        gpu_gib = torch.cuda.get_device_properties(0).total_memory / 2**30
+    from rollingq.config import build_config
+    from rollingq.memory import GIB, check_fits, size
+
+    available = int(share * gpu_gib * GIB)
+    worst = None
+    for values in trial_overrides(spec):
+        cfg = build_config(overrides=values)
+        try:
+            est = check_fits(cfg, available)
+        except ValueError as e:
+            where = ", ".join(f"{k}={v}" for k, v in values.items() if k not in spec.fixed)
+            raise SpecError(f"a trial{' (' + where + ')' if where else ''} {e} (GPU share "
+                            f"{share:g} of {gpu_gib:g} GiB)") from None
+        worst = est if worst is None or est.total > worst.total else worst
+    print(f"memory: the largest trial needs {size(worst.total)} of the {size(available)} its "
+          f"GPU share gives ({worst.line()})", flush=True)
 
 
 def run_study(spec: Spec, folder: Path, storage: str, args: argparse.Namespace, argv: list[str],

@@ -1,0 +1,242 @@
+"""Peak device memory of one training step, estimated before a GPU is involved.
+
+    python -m rollingq.memory [--config FILE] [--set key=value ...] [--device-gib G]
+
+prints one line: the estimate and its parts; with ``--device-gib`` it exits 3 when the step does
+not fit in G GiB, naming the fixes. The study driver runs the same estimate for each trial's GPU
+share before any trial starts.
+
+The parts of the estimate, all in bytes on the training device:
+
+    weights      every parameter and buffer (fp32)
+    gradients    every trainable parameter (fp32)
+    optimizer    SGD with momentum 1x the trainable parameters, Adam(W) 2x (fp32)
+    activations  what the forward pass saves for the backward at the batch size and precision
+                 (bf16 autocast on CUDA unless train.precision says otherwise), measured by
+                 running the training forward and losses under fake tensors
+                 (``torch._subclasses.FakeTensorMode``: shapes and dtypes, no data, no compute)
+                 with ``torch.autograd.graph.saved_tensors_hooks`` counting each saved storage
+                 once; with train.activation_checkpointing the encoder blocks keep only their
+                 inputs, plus the recomputation of one block at a time in the backward pass
+    data         the three splits when they sit on the device (train.data_on_device: always,
+                 or auto when they take at most a quarter of the device memory)
+
+The sum is the peak of one step up to the allocator's transient buffers (the gradient of the
+largest activation while the backward runs) and the CUDA context, which
+``torch.cuda.max_memory_allocated`` does not count either. The fake forward dispatches as the
+CPU does (its fused attention saves the same output and log-sum-exp as CUDA's flash kernel);
+its bf16 autocast casts the same matmuls as CUDA's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rollingq.config import Config, ConfigError, DataConfig, build_config, parse_override
+from rollingq.data.base import ModalitySpec
+
+GIB = 2**30
+DATA_SHARE = 0.25  # train.data_on_device=auto keeps the data on the device up to this share
+
+
+@dataclass
+class Estimate:
+    """One training step's device memory, in bytes."""
+
+    weights: int
+    gradients: int
+    optimizer: int
+    activations: int
+    data: int
+    batch: int
+    precision: str
+    checkpointing: bool
+    data_note: str = ""  # why the data are not counted, when they would be
+
+    @property
+    def total(self) -> int:
+        return self.weights + self.gradients + self.optimizer + self.activations + self.data
+
+    def line(self) -> str:
+        parts = (f"weights {size(self.weights)}, gradients {size(self.gradients)}, optimizer "
+                 f"{size(self.optimizer)}, activations {size(self.activations)} (batch "
+                 f"{self.batch}, {self.precision}"
+                 f"{', checkpointed' if self.checkpointing else ''}), data {size(self.data)}"
+                 f"{' (' + self.data_note + ')' if self.data_note else ''}")
+        return f"estimated peak device memory of a training step: {size(self.total)} ({parts})"
+
+
+def size(n: int) -> str:
+    """Bytes as GiB (two decimals), or MiB below one GiB."""
+    return f"{n / GIB:.2f} GiB" if n >= GIB else f"{n / 2**20:.1f} MiB"
+
+
+def saved_bytes(model: torch.nn.Module, inputs: dict[str, torch.Tensor], labels: torch.Tensor,
+                bf16: bool) -> int:
+    """Bytes of the distinct storages the training forward and losses save for backward,
+    parameters excluded (they are counted as weights)."""
+    from rollingq.train import _losses
+
+    saved: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        saved.setdefault(storage._cdata, storage.nbytes())
+        return t
+
+    with torch.autocast("cpu", torch.bfloat16, enabled=bf16), \
+            torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fusion, probes = _losses(model(inputs), labels)
+        _ = fusion + probes
+    params = {p.untyped_storage()._cdata for p in model.parameters()}
+    return sum(n for key, n in saved.items() if key not in params)
+
+
+def activation_bytes(specs: dict[str, ModalitySpec], num_classes: int, cfg: Config,
+                     batch: int, bf16: bool) -> int:
+    """What one training step keeps for its backward pass, under fake tensors (no compute)."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from rollingq.model import MultimodalTransformer
+
+    def run(checkpointing: bool) -> int:
+        with FakeTensorMode():
+            model = MultimodalTransformer(specs, num_classes, cfg.model).train()
+            model.set_activation_checkpointing(checkpointing)
+            inputs = {m: torch.empty(batch, *s.shape) for m, s in specs.items()}
+            labels = torch.zeros(batch, dtype=torch.long)
+            return saved_bytes(model, inputs, labels, bf16)
+
+    full = run(False)
+    if not cfg.train.activation_checkpointing or cfg.model.depth == 0:
+        return full
+    kept = run(True)
+    return kept + (full - kept) // cfg.model.depth  # one block's recomputation at a time
+
+
+def model_specs(data: DataConfig) -> tuple[dict[str, ModalitySpec], int]:
+    """The model's input specs and classes of a data set, without decoding it where the shapes
+    are fixed (CREMA-D, Kinetics-Sounds); otherwise from the data set itself."""
+    from rollingq.data import clips, cremad, kinetics_sounds, load_data
+
+    if data.name in ("cremad", "kinetics_sounds"):
+        audio = cremad.SPEC_SHAPE if data.name == "cremad" else kinetics_sounds.FBANK_SHAPE
+        if data.name == "cremad" and data.audio_format != "wav" and Path(data.root).is_dir():
+            listed, _, fmt = cremad.list_clips(data)  # the BalanceBench .pt copy has its own
+            if fmt == "pt":
+                audio = cremad.pt_spectrogram(listed["train"][0].audio).shape
+        shapes = {"audio": ModalitySpec("spectrogram", tuple(audio)),
+                  "visual": ModalitySpec("frames", (3, 3, data.frame_size, data.frame_size))}
+        mods = clips.select_modalities(data.name, data, ("audio", "visual"), ("audio", "visual"))
+        classes = len(cremad.CLASSES) if data.name == "cremad" else kinetics_sounds.NUM_CLASSES
+        return {m: shapes[m] for m in mods}, classes
+    bundle = load_data(data)
+    return bundle.specs, bundle.num_classes
+
+
+def data_bytes(data: DataConfig) -> int:
+    """Bytes the three splits take when placed on the device (as ``DataBundle.nbytes``)."""
+    from rollingq.data import cremad, kinetics_sounds, load_data
+
+    if data.name not in ("cremad", "kinetics_sounds"):
+        return load_data(data).nbytes
+    module = cremad if data.name == "cremad" else kinetics_sounds
+    splits = module.list_clips(data)[0]
+    specs, _ = model_specs(data)
+    audio = 2 * math.prod(specs["audio"].shape) if "audio" in specs else 0  # float16
+    frame = 3 * data.decode_size**2  # uint8
+    total = 0
+    for name, clip_list in splits.items():
+        stored = max((len(c.frames) for c in clip_list), default=0)
+        total += len(clip_list) * (audio + stored * frame + 3 * 4 + 8)
+        if name == "train":  # validation is gathered from train at 3 frames
+            total += int(data.val_fraction * len(clip_list)) * (audio + 3 * frame)
+    return total
+
+
+def estimate(cfg: Config, device_bytes: int | None = None,
+             specs: tuple[dict[str, ModalitySpec], int] | None = None) -> Estimate:
+    """The estimate for ``cfg`` on a CUDA device of ``device_bytes`` (None: unknown, then
+    ``data_on_device: auto`` counts the data only when ``always``)."""
+    from rollingq.model import MultimodalTransformer
+
+    t = cfg.train
+    bf16 = t.precision == "bf16" or (t.precision == "auto" and t.device != "cpu")
+    specs_, classes = specs or model_specs(cfg.data)
+    with torch.device("meta"):
+        model = MultimodalTransformer(specs_, classes, cfg.model)
+    weights = sum(p.numel() * p.element_size() for p in model.parameters()) + sum(
+        b.numel() * b.element_size() for b in model.buffers())
+    trainable = sum(p.numel() * 4 for p in model.parameters() if p.requires_grad)
+    o = cfg.optim
+    states = {"adam": 2, "adamw": 2}.get(o.name, 1 if o.momentum > 0 else 0)
+    activations = activation_bytes(specs_, classes, cfg, t.batch_size, bf16)
+    data, note = 0, ""
+    if t.data_on_device == "always" or (t.data_on_device == "auto" and device_bytes):
+        if cfg.data.name in ("cremad", "kinetics_sounds") and not Path(cfg.data.root).is_dir():
+            note = f"not counted: data.root={cfg.data.root!r} is not here"
+        else:
+            data = data_bytes(cfg.data)
+            if t.data_on_device == "auto" and data > DATA_SHARE * device_bytes:
+                data, note = 0, "streamed from the host: more than a quarter of the device"
+    elif t.data_on_device == "auto":
+        note = "not counted: the device size decides (pass --device-gib)"
+    return Estimate(weights, trainable, states * trainable, activations, data, t.batch_size,
+                    "bf16" if bf16 else "fp32", t.activation_checkpointing, note)
+
+
+def fixes(cfg: Config, est: Estimate, device_bytes: int) -> str:
+    """What would make the step fit, for the error message."""
+    out = [f"a smaller train.batch_size (now {cfg.train.batch_size})"]
+    if not cfg.train.activation_checkpointing:
+        out.append("train.activation_checkpointing=true")
+    if est.precision == "fp32":
+        out.append("train.precision=bf16")
+    if est.data:
+        out.append("train.data_on_device=never")
+    out.append("a larger GPU share (--gpus-per-trial) or a larger GPU")
+    return "; ".join(out)
+
+
+def check_fits(cfg: Config, device_bytes: int, specs: Any = None) -> Estimate:
+    """The estimate, or a ValueError of one line when it exceeds ``device_bytes``."""
+    est = estimate(cfg, device_bytes, specs)
+    if est.total > device_bytes:
+        raise ValueError(f"does not fit: {est.line()} > {size(device_bytes)} available; "
+                         f"fixes: {fixes(cfg, est, device_bytes)}")
+    return est
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m rollingq.memory",
+                                 description=__doc__.split("\n")[0])
+    ap.add_argument("--config", help="YAML file nested by group")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="dotted override, e.g. train.batch_size=32 (repeatable)")
+    ap.add_argument("--device-gib", type=float, metavar="G",
+                    help="device memory available to the trial (GiB): exit 3 when it does not fit")
+    args = ap.parse_args(argv)
+    try:
+        overrides = dict(parse_override(s) for s in args.set)
+        cfg = build_config(Path(args.config) if args.config else None, overrides)
+        device = int(args.device_gib * GIB) if args.device_gib else None
+        if device is not None and device <= 0:
+            raise ConfigError(f"`--device-gib > 0` must hold, but got {args.device_gib}")
+        est = check_fits(cfg, device) if device else estimate(cfg)
+    except (ConfigError, ValueError, FileNotFoundError) as e:
+        message = str(e)
+        print(f"error: {message}", file=sys.stderr)
+        return 3 if message.startswith("does not fit") else 2
+    print(est.line() + (f"; fits in {args.device_gib:g} GiB" if args.device_gib else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
