@@ -13,10 +13,14 @@ Builds a CREMA-D-shaped data set on disk (real 16 kHz mono WAV files of 2-3 s an
 
 It also reports the one-off cost of building the cache, and with ``--ks-rows N`` (c) the
 streamed host gather alone for N Kinetics-Sounds-shaped rows (what feeds a GPU when the data
-set is too large for it). Example:
+set is too large for it). With ``--videos N`` it measures instead (d) ``prepare --from-videos``
+(rollingq/data/videos.py) on every core: N CREMA-D-shaped FLV videos (480x360, 30 fps, 2.5 s,
+frames only) and N Kinetics-Sounds-shaped MP4 videos (H.264 640x360, 30 fps, 10 s, AAC stereo:
+frames and fbank), in clips a second and the time that implies for the full data sets. Example:
 
     python bench/data_throughput.py --clips 300
     python bench/data_throughput.py --clips 2000 --device cuda   # on a GPU node
+    python bench/data_throughput.py --videos 40
 """
 
 from __future__ import annotations
@@ -163,6 +167,39 @@ def bench_ks_gather(folder: Path, rows: int, batch: int, seconds: float) -> floa
     return done / (time.perf_counter() - began)
 
 
+FULL = {"cremad": 7442, "kinetics_sounds": 17400}  # clips in the full data sets
+
+
+def bench_videos(tmp: Path, n: int) -> None:
+    """(d): ``prepare --from-videos`` extraction on every core, clips a second."""
+    from rollingq.data import videos
+    from tests.rollingq.data.fakes import cremad_id, write_video  # the tests' video writer
+
+    shapes = {"cremad": dict(seconds=2.5, fps=30, fmt="flv", size=(480, 360)),
+              "kinetics_sounds": dict(seconds=10.0, fps=30, fmt="mp4", size=(640, 360),
+                                      vcodec="h264", channels=2, audio_rate=44_100)}
+    for name, shape in shapes.items():
+        root = tmp / name
+        jobs = []
+        began = time.perf_counter()
+        for i in range(n):
+            clip = cremad_id(i)[0] if name == "cremad" else f"clip{i:05d}"
+            video = root / "videos" / f"{clip}.{shape['fmt']}"
+            write_video(video, **shape)
+            audio = root / "spec" / f"{clip}.npy" if name == "kinetics_sounds" else None
+            jobs.append(videos.Job(video, root / "frames" / clip, name, 1, audio))
+        written = time.perf_counter() - began
+        cfg = build_config(overrides={"data.workers": 0}).data  # every core
+        began = time.perf_counter()
+        failed = videos.run_jobs(jobs, cfg, progress=False)
+        rate = n / (time.perf_counter() - began)
+        assert not failed, failed
+        what = "frames" if name == "cremad" else "frames + fbank"
+        print(f"(d) {name} from videos ({what}), {os.cpu_count()} processes: {rate:.1f} clips/s "
+              f"({n} clips, written in {written:.0f} s); the full {FULL[name]:,} clips: "
+              f"{FULL[name] / rate / 60:.0f} min")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--clips", type=int, default=2000, help="clips to write (default 2000)")
@@ -175,7 +212,13 @@ def main() -> int:
     ap.add_argument("--ks-rows", type=int, default=0,
                     help="also time the streamed host gather of this many Kinetics-Sounds-shaped "
                          "rows (1.77 MB each, written to the temporary folder)")
+    ap.add_argument("--videos", type=int, default=0, metavar="N",
+                    help="only (d): time prepare --from-videos on N videos of each data set")
     args = ap.parse_args()
+    if args.videos:
+        with tempfile.TemporaryDirectory(prefix="rollingq-bench-") as tmp:
+            bench_videos(Path(tmp), args.videos)
+        return 0
 
     with tempfile.TemporaryDirectory(prefix="rollingq-bench-") as tmp:
         root = Path(args.dir) if args.dir else Path(tmp) / "CREMA-D"

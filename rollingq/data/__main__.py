@@ -2,11 +2,14 @@
 
     python -m rollingq.data prepare --data.name cremad --data.root /data/CREMA-D
     python -m rollingq.data prepare --config run.yaml --data.decode_size 256 --verify
+    python -m rollingq.data prepare --data.name cremad --data.root ROOT --from-videos
 
 Any ``--data.KEY VALUE`` (or ``--data.KEY=VALUE``) sets that config key; ``--config`` reads a
 YAML file first. ``--verify`` compares every cached file's checksum and rebuilds on a mismatch;
 ``--force`` rebuilds regardless. Trials that find the entry read it; trials that start while it
-is being built wait for it.
+is being built wait for it. ``--from-videos`` first extracts the frames (and Kinetics-Sounds'
+fbank arrays and split lists; CREMA-D's split lists when absent) from the downloaded videos
+(``rollingq/data/videos.py``).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import sys
 import time
 
 from rollingq.config import REAL_DATASETS, ConfigError, build_config, parse_override
-from rollingq.data import cache, cremad, kinetics_sounds, mosei
+from rollingq.data import cache, cremad, kinetics_sounds, mosei, videos
 
 PREPARERS = {"cremad": cremad.prepare, "kinetics_sounds": kinetics_sounds.prepare,
              "mosei": mosei.prepare}
@@ -50,6 +53,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--verify", action="store_true", help="check checksums; rebuild if they differ")
     p.add_argument("--force", action="store_true", help="rebuild even if the entry is valid")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--from-videos", action="store_true",
+                   help="first extract frames (and KS fbank arrays) from the raw videos")
+    p.add_argument("--test-fraction", type=float, default=0.1,
+                   help="CREMA-D lists written by --from-videos: the test share (default 0.1)")
+    p.add_argument("--seed", type=int, default=0, help="seed of those lists (default 0)")
+    p.add_argument("--speaker-disjoint", action="store_true",
+                   help="those lists put whole actors in test (ids start with the actor)")
     args, extra = ap.parse_known_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -59,6 +69,13 @@ def main(argv: list[str] | None = None) -> int:
                               f"are: {', '.join(REAL_DATASETS)}")
         began = time.perf_counter()
         progress = False if args.quiet else None
+        if args.from_videos:
+            if not 0 < args.test_fraction < 1:
+                raise ConfigError(f"`0 < --test-fraction < 1` must hold, but got "
+                                  f"{args.test_fraction}")
+            for line in videos.from_videos(cfg, args.test_fraction, args.seed,
+                                           args.speaker_disjoint, progress):
+                print(f"{cfg.name}: {line}")
         entry = PREPARERS[cfg.name](cfg, progress=progress, force=args.force)
         if args.verify:
             problems = cache.verify(entry)

@@ -33,11 +33,12 @@ def test_balance_cost_prints_ogm_ge_pmr_and_the_prototype_pass():
     assert p.returncode == 0, p.stderr
     line = p.stdout.strip().splitlines()[-1]
     m = re.match(r"small cpu fp32 batch 8 balancing cost: OGM-GE ([+-][\d.]+) % of a step, PMR "
-                 r"([+-][\d.]+) % \(([\d.]+) and ([\d.]+) vs ([\d.]+) ms without\); PMR's "
+                 r"([+-][\d.]+) % \(([\d.]+) and ([\d.]+) vs ([\d.]+) ms without\); OGM-GE's "
+                 r"modulation alone ([\d.]+) ms, ([\d.]+) % of a step; PMR's "
                  r"prototype pass adds ([\d.]+) % of an epoch at every epoch start \(([\d.]+) ms "
                  r"a batch, on 10 % of the batches\)$", line)
     assert m, line
-    assert all(float(m[i]) > 0 for i in (3, 4, 5, 6, 7))
+    assert all(float(m[i]) > 0 for i in (3, 4, 5, 6, 7, 8, 9))
 
 
 def test_end_to_end_trains_from_a_cremad_shaped_data_set(tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pickle
 from pathlib import Path
 
+import av
 import numpy as np
 import soundfile
 import torch
@@ -115,3 +116,38 @@ def make_mosei(root: Path, name: str = "mosei_senti_data_noalign.pkl", sizes=(20
 
 def config(name: str, root: Path, **kw):
     return build_config(overrides={"data.name": name, "data.root": str(root), **TINY_MODEL, **kw})
+
+
+def level(second: int) -> int:
+    """The grey level of every frame in second ``second`` of a test video (five levels)."""
+    return 40 + 50 * (second % 5)
+
+
+def write_video(path: Path, seconds: float, fps: int = 30, fmt: str = "flv",
+                audio_rate: int = 22_050, size=(64, 48), vcodec: str = "",
+                channels: int = 1) -> None:
+    """A video whose frames are grey, one level a second, with a 440 Hz audio track (PyAV;
+    FLV: Sorenson H.263 + MP3 as CREMA-D's VideoFlash; MP4: MPEG-4 part 2 or ``vcodec``,
+    + AAC)."""
+    default, acodec = {"flv": ("flv", "mp3"), "mp4": ("mpeg4", "aac")}[fmt]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w", format=fmt) as c:
+        v = c.add_stream(vcodec or default, rate=fps)
+        v.width, v.height, v.pix_fmt = *size, "yuv420p"
+        a = c.add_stream(acodec, rate=audio_rate)
+        a.layout = "mono" if channels == 1 else "stereo"
+        for i in range(int(seconds * fps)):
+            img = np.full((size[1], size[0], 3), level(i // fps), np.uint8)
+            for p in v.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                c.mux(p)
+        for p in v.encode():
+            c.mux(p)
+        t = np.arange(int(seconds * audio_rate)) / audio_rate
+        wave = np.repeat((0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)[None],
+                         channels, 0)
+        frame = av.AudioFrame.from_ndarray(wave, format="fltp", layout=a.layout.name)
+        frame.sample_rate = audio_rate
+        for p in a.encode(frame):
+            c.mux(p)
+        for p in a.encode(None):
+            c.mux(p)
