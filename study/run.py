@@ -334,9 +334,15 @@ def check_memory(spec: Spec, gpu_gib: float | None) -> None:
     from rollingq.memory import GIB, check_fits, size
 
     available = int(share * gpu_gib * GIB)
-    worst = None
+    worst, seen = None, set()
     for values in trial_overrides(spec):
         cfg = build_config(overrides=values)
+        t, o = cfg.train, cfg.optim  # what the memory depends on (not β, ρ, seeds, ...)
+        key = repr((cfg.model, cfg.data, t.batch_size, t.precision, t.device,
+                    t.activation_checkpointing, t.data_on_device, o.name, o.momentum > 0))
+        if key in seen:
+            continue
+        seen.add(key)
         try:
             est = check_fits(cfg, available)
         except ValueError as e:
