@@ -43,6 +43,11 @@ CASES = {
                      ["modality 'audio' holds 160 NaN/inf values", "data.nonfinite=zero"]),
     "unseen_label": (lambda t: write_features(t / "features", test_label=7), "features",
                      ["test label(s) 7 (2 of 20 samples) never occur in training"]),
+    "one_class": (lambda t: write_features(t / "features", one_class=True), "features",
+                  ["the training split has 1 class (label 0)"]),
+    "other_modalities": (lambda t: write_features(t / "features", test_modality="text"),
+                         "features", ["test.npz has modalities audio (8 x 4), text (8 x 4), but "
+                                      "train.npz has audio (8 x 4), visual (8 x 4)"]),
 }
 
 
