@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Every GPU measurement of issues 5 and 6 and the opt-in GPU tests, each output kept in a file.
-#   bash bench/gpu.sh OUTDIR [tests|model|compile|e2e|data|packing]...   (default: all six)
+# Every GPU measurement of issues 5, 6 and 14 and the opt-in GPU tests, each output in a file.
+#   bash bench/gpu.sh OUTDIR [tests|model|compile|e2e|data|packing|memory]...   (default: all)
 # Each part should fit one 10-minute device call (not yet timed on the GPU machine). Run from
 # the repository root; Ray and Optuna (packing only) come from .gpu/ when
 # ../shared/tools/gpu-bundle.sh wrote it.
@@ -8,7 +8,7 @@ set -u
 if [ -f .gpu/activate ]; then source .gpu/activate; fi
 out=${1:?usage: bash bench/gpu.sh OUTDIR [tests|model|compile|e2e|data|packing]...}
 shift
-parts=${*:-tests model compile e2e data packing}
+parts=${*:-tests model compile e2e data packing memory}
 mkdir -p "$out"
 run() {  # run NAME COMMAND...: the output to OUTDIR/NAME.txt and the terminal
     echo "== $name: $*" | tee -a "$out/$name.txt"
@@ -33,6 +33,8 @@ for part in $parts; do
             --end-to-end 2000 ;;
     data) run python bench/data_throughput.py --clips 2000 --device cuda ;;
     packing) run python bench/packing.py ;;
-    *) echo "unknown part $part; valid: tests model compile e2e data packing" >&2; exit 2 ;;
+    memory) run python bench/memory.py --device cuda ;;
+    *) echo "unknown part $part; valid: tests model compile e2e data packing memory" >&2
+       exit 2 ;;
     esac
 done
