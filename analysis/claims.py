@@ -99,8 +99,9 @@ def frame(res: Results) -> pd.DataFrame:
     if not len(df):
         return df.assign(context=pd.Series(dtype=str), on=pd.Series(dtype=bool))
     values = config_values(df, res.specs)
-    return df.assign(context=[_context(v) for v in values],
-                     on=df[outcomes.ON].astype(bool).to_numpy())
+    on = outcomes.rollingq_on(df[outcomes.ON])
+    return df.assign(context=[_context(v) for v in values], on=on)[on.notna()].assign(
+        on=lambda d: d["on"].astype(bool))
 
 
 def _interval(x: np.ndarray, claim: Claim) -> Judgement:

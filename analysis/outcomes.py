@@ -1,16 +1,18 @@
 """Per-trial outcomes: the quantities the paper's claims are about, from what a trial records.
 
-The study driver adds these columns to ``trials.csv`` (``study/results.py``); reading an older
-folder without them, ``analysis.results.load`` computes them the same way from ``trials.csv``
-and ``curves.csv``. Every outcome is a number per trial, NaN where the trial cannot have it
-(no attention fusion: no AIR; no rotation: no convergence time):
+The study driver adds these columns to ``trials.csv`` (``study/results.py``);
+``analysis.results.load`` recomputes them with the same function from ``trials.csv`` and
+``curves.csv`` (so folders written before they existed get them too, and several folders read
+together share one favoured modality a data set). Every outcome is a number per trial, NaN
+where the trial cannot have it (no attention fusion: no AIR; no rotation: no convergence time):
 
     acc                   headline: test accuracy at the best validation epoch (%)
     out_abs_air           |AIR| on the validation split at the last epoch
     out_favoured_share    the favoured modality's share of the [cls] attention (validation,
                           last epoch)
-    out_noise_drop        test accuracy lost (points) at the largest noise level on the
-                          favoured modality; out_noise_drop_<m> for each modality m
+    out_noise_drop        test accuracy lost (points) from clean (level 0) to the largest noise
+                          level on the favoured modality; out_noise_drop_<m> for each modality
+                          (NaN without a level 0 and a larger one) m
     out_adaptivity        attention-noise adaptivity (Table 2: -r between a modality's
                           attention share and "it was the noised one"; higher = attention moves
                           away from the noised input)
@@ -67,6 +69,13 @@ def noise_columns(trials: pd.DataFrame) -> dict[str, dict[float, str]]:
     return out
 
 
+def rollingq_on(values: pd.Series) -> pd.Series:
+    """The ``rollingq_on`` column as booleans: True, False, or NA for unknown (an errored trial
+    the driver could not ask), which is neither arm."""
+    return values.map(lambda v: {"True": True, "1": True, "1.0": True, "False": False,
+                                 "0": False, "0.0": False}.get(str(v), pd.NA))
+
+
 def favoured_modalities(trials: pd.DataFrame) -> dict[str, tuple[str | None, str]]:
     """The favoured modality of each data set and how it was chosen (module docstring)."""
     shares = [c for c in trials.columns if c.startswith("val_share_")]
@@ -77,7 +86,7 @@ def favoured_modalities(trials: pd.DataFrame) -> dict[str, tuple[str | None, str
         if len(declared):
             out[ds] = (declared.mode().iloc[0], "the data set is built to favour it")
             continue
-        vanilla = t[ON].astype(str).isin(["False", "0", "0.0"])  # unknown (NA) is not vanilla
+        vanilla = rollingq_on(t[ON]).eq(False).fillna(False).astype(bool)
         pick, whose = (t[vanilla], "the vanilla trials") if vanilla.any() else (t, "all trials")
         means = pick[shares].apply(pd.to_numeric, errors="coerce").mean() if shares else None
         if means is None or not means.notna().any():
@@ -143,9 +152,11 @@ def add_outcomes(trials: pd.DataFrame, curves: pd.DataFrame,
                                                               errors="coerce")
     noise = noise_columns(t)
     for m, cols in noise.items():
-        low, high = cols[min(cols)], cols[max(cols)]
-        t[f"out_noise_drop_{m}"] = (pd.to_numeric(t[low], errors="coerce")
-                                    - pd.to_numeric(t[high], errors="coerce")) * scale
+        if 0.0 not in cols or max(cols) <= 0:
+            t[f"out_noise_drop_{m}"] = np.nan  # no clean accuracy, or no noise level
+            continue
+        t[f"out_noise_drop_{m}"] = (pd.to_numeric(t[cols[0.0]], errors="coerce")
+                                    - pd.to_numeric(t[cols[max(cols)]], errors="coerce")) * scale
     t["out_noise_drop"] = [row.get(f"out_noise_drop_{row[FAVOURED]}", np.nan)
                            if isinstance(row[FAVOURED], str) else np.nan
                            for row in t.to_dict("records")]

@@ -18,6 +18,7 @@ Vocabulary used by the rest of the package:
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import math
@@ -351,9 +352,19 @@ def config_values(trials: pd.DataFrame, specs: list[dict[str, Any]]) -> list[dic
     return out
 
 
+@functools.lru_cache(maxsize=4096)
+def _effective(items: str) -> tuple[bool, float]:
+    return _effective_rollingq(dict(yaml.safe_load(items)))
+
+
 def effective_rollingq(values: dict[str, Any]) -> tuple[bool, float]:
     """(RollingQ enabled with a rotation allowed, beta) of a trial's config values, with the
-    config's defaults and data-set presets filled in (``rollingq.config``, no torch)."""
+    config's defaults and data-set presets filled in (``rollingq.config``, no torch); built
+    once per distinct set of values."""
+    return _effective(yaml.safe_dump(values, sort_keys=True))
+
+
+def _effective_rollingq(values: dict[str, Any]) -> tuple[bool, float]:
     from rollingq.config import ConfigError, build_config
 
     try:

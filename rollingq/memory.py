@@ -41,9 +41,12 @@ import torch
 
 from rollingq.config import Config, ConfigError, DataConfig, build_config, parse_override
 from rollingq.data.base import ModalitySpec
+from rollingq.train import DEVICE_DATA_SHARE
 
 GIB = 2**30
-DATA_SHARE = 0.25  # train.data_on_device=auto keeps the data on the device up to this share
+# A trial's allocations may use this share of its GPU share (study/trainable.py sets it as the
+# process's memory fraction); the rest is left to the CUDA context and the allocator's slack.
+TRIAL_MEMORY_FRACTION = 0.95
 
 
 @dataclass
@@ -118,13 +121,29 @@ def activation_bytes(specs: dict[str, ModalitySpec], num_classes: int, cfg: Conf
     if not cfg.train.activation_checkpointing or cfg.model.depth == 0:
         return full
     kept = run(True)
-    return kept + (full - kept) // cfg.model.depth  # one block's recomputation at a time
+    # plus one block's recomputation in the backward pass: (full - kept) / depth is one block
+    # of every stream, while the streams' blocks recompute one after another (an over-estimate
+    # by the smaller streams' blocks: the safe side)
+    return kept + (full - kept) // cfg.model.depth
+
+
+_BUNDLES: dict[str, Any] = {}  # data config -> its loaded bundle: a study's trials share data
+
+
+def _bundle(data: DataConfig) -> Any:
+    """The data set, loaded once per data config (synthetic, features, MOSEI)."""
+    from rollingq.data import load_data
+
+    key = repr(data)
+    if key not in _BUNDLES:
+        _BUNDLES[key] = load_data(data)
+    return _BUNDLES[key]
 
 
 def model_specs(data: DataConfig) -> tuple[dict[str, ModalitySpec], int]:
     """The model's input specs and classes of a data set, without decoding it where the shapes
     are fixed (CREMA-D, Kinetics-Sounds); otherwise from the data set itself."""
-    from rollingq.data import clips, cremad, kinetics_sounds, load_data
+    from rollingq.data import clips, cremad, kinetics_sounds
 
     if data.name in ("cremad", "kinetics_sounds"):
         audio = cremad.SPEC_SHAPE if data.name == "cremad" else kinetics_sounds.FBANK_SHAPE
@@ -137,16 +156,17 @@ def model_specs(data: DataConfig) -> tuple[dict[str, ModalitySpec], int]:
         mods = clips.select_modalities(data.name, data, ("audio", "visual"), ("audio", "visual"))
         classes = len(cremad.CLASSES) if data.name == "cremad" else kinetics_sounds.NUM_CLASSES
         return {m: shapes[m] for m in mods}, classes
-    bundle = load_data(data)
+    bundle = _bundle(data)
     return bundle.specs, bundle.num_classes
 
 
 def data_bytes(data: DataConfig) -> int:
-    """Bytes the three splits take when placed on the device (as ``DataBundle.nbytes``)."""
-    from rollingq.data import cremad, kinetics_sounds, load_data
+    """Bytes the three splits take when placed on the device (as ``DataBundle.nbytes``; the
+    clip data sets counted from their lists and the cache layout, without decoding)."""
+    from rollingq.data import cremad, kinetics_sounds
 
     if data.name not in ("cremad", "kinetics_sounds"):
-        return load_data(data).nbytes
+        return _bundle(data).nbytes
     module = cremad if data.name == "cremad" else kinetics_sounds
     splits = module.list_clips(data)[0]
     specs, _ = model_specs(data)
@@ -184,7 +204,7 @@ def estimate(cfg: Config, device_bytes: int | None = None,
             note = f"not counted: data.root={cfg.data.root!r} is not here"
         else:
             data = data_bytes(cfg.data)
-            if t.data_on_device == "auto" and data > DATA_SHARE * device_bytes:
+            if t.data_on_device == "auto" and data > DEVICE_DATA_SHARE * device_bytes:
                 data, note = 0, "streamed from the host: more than a quarter of the device"
     elif t.data_on_device == "auto":
         note = "not counted: the device size decides (pass --device-gib)"

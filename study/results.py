@@ -118,7 +118,13 @@ def with_outcomes(trials: pd.DataFrame, curves: pd.DataFrame, spec: Spec) -> pd.
     if not len(trials):
         return trials
     t = trials.copy()
-    t["dataset"] = t.get("data.name", spec.fixed.get("data.name", "synthetic"))
+    fixed = spec.fixed.get("data.name", "synthetic")
+    if "data.name" in t:
+        t["dataset"] = t["data.name"].fillna(fixed)
+    elif "variant" in t:  # a variant may name its data set
+        t["dataset"] = [spec.variants.get(v, {}).get("data.name", fixed) for v in t["variant"]]
+    else:
+        t["dataset"] = fixed
     for key in (outcomes.ON, outcomes.BETA):  # an errored trial reported neither
         if key not in t:
             t[key] = pd.NA

@@ -289,10 +289,9 @@ def check_data(spec: Spec) -> None:
     from rollingq.data import preflight
 
     for overrides in data_overrides(spec):
-        cfg = build_config(overrides=overrides).data
         try:
-            line = preflight(cfg)
-        except ValueError as e:  # DataError and the loaders' other input errors
+            line = preflight(build_config(overrides=overrides).data)
+        except ValueError as e:  # ConfigError, DataError and the loaders' other input errors
             raise SpecError(re.sub(r"\s*\n\s*", "; ", str(e).strip())) from None
         print(f"data: {line}", flush=True)
 
@@ -302,12 +301,13 @@ def trial_overrides(spec: Spec) -> list[dict[str, Any]]:
     aside; Optuna: the fixed values with each searched value in turn, per variant)."""
     if spec.grid:
         points = [{k: v for k, v in c.items() if k != "train.seed"} for c in spec.grid_configs()]
-    else:
+    else:  # each searched value alone, and every numeric range at its high end at once
         points = [{}]
         for p in spec.search:
-            if p.key != VARIANT:
+            if p.key != VARIANT and not p.when:
                 values = p.values if p.type == "choice" else [p.low, p.high]
                 points += [{p.key: v} for v in values]
+        points.append({p.key: p.high for p in spec.search if p.type != "choice" and not p.when})
         points = [{**pt, VARIANT: v} for pt in points for v in spec.variants] or points
     unique: dict[str, dict[str, Any]] = {}
     for pt in points:
@@ -330,13 +330,16 @@ def check_memory(spec: Spec, gpu_gib: float | None) -> None:
                   "cluster's GPU memory to check that each trial fits its share)", flush=True)
             return
         gpu_gib = torch.cuda.get_device_properties(0).total_memory / 2**30
-    from rollingq.config import build_config
-    from rollingq.memory import GIB, check_fits, size
+    from rollingq.config import ConfigError, build_config
+    from rollingq.memory import GIB, TRIAL_MEMORY_FRACTION, check_fits, size
 
-    available = int(share * gpu_gib * GIB)
+    available = int(share * TRIAL_MEMORY_FRACTION * gpu_gib * GIB)  # the trainable's cap
     worst, seen = None, set()
     for values in trial_overrides(spec):
-        cfg = build_config(overrides=values)
+        try:
+            cfg = build_config(overrides=values)
+        except ConfigError as e:
+            raise SpecError(str(e)) from None
         t, o = cfg.train, cfg.optim  # what the memory depends on (not β, ρ, seeds, ...)
         key = repr((cfg.model, cfg.data, t.batch_size, t.precision, t.device,
                     t.activation_checkpointing, t.data_on_device, o.name, o.momentum > 0))
@@ -348,7 +351,8 @@ def check_memory(spec: Spec, gpu_gib: float | None) -> None:
         except ValueError as e:
             where = ", ".join(f"{k}={v}" for k, v in values.items() if k not in spec.fixed)
             raise SpecError(f"a trial{' (' + where + ')' if where else ''} {e} (GPU share "
-                            f"{share:g} of {gpu_gib:g} GiB)") from None
+                            f"{share:g} of {gpu_gib:g} GiB, {TRIAL_MEMORY_FRACTION:g} of it "
+                            f"for the trial's allocations)") from None
         worst = est if worst is None or est.total > worst.total else worst
     print(f"memory: the largest trial needs {size(worst.total)} of the {size(available)} its "
           f"GPU share gives ({worst.line()})", flush=True)

@@ -381,18 +381,18 @@ def _validate_values(spec: Spec, where: str) -> None:
 
 
 def data_overrides(spec: Spec) -> list[dict[str, Any]]:
-    """The distinct ``data.*`` settings the study's trials will use (fixed, per variant, and
-    each searched ``data.*`` value), each as the overrides that build its config."""
-    base = {k: v for k, v in spec.fixed.items() if k.startswith("data.")}
-    found = [{**base, **{k: v for k, v in sets.items() if k.startswith("data.")}}
-             for sets in spec.variants.values()] or [base]
+    """The overrides of each distinct data setting the study's trials will use: the fixed
+    values, per variant, with each searched ``data.*`` value; one per distinct set of
+    ``data.*`` values (the other values come along: a data rule may name a model key)."""
+    found = [{**spec.fixed, **sets} for sets in spec.variants.values()] or [dict(spec.fixed)]
     for p in spec.search:
         if p.key.startswith("data."):
             values = p.values if p.type == "choice" else [p.low, p.high]
             found = [{**f, p.key: v} for f in found for v in values]
     unique: dict[str, dict[str, Any]] = {}
     for f in found:
-        unique.setdefault(repr(sorted(f.items())), f)
+        data = sorted((k, v) for k, v in f.items() if k.startswith("data."))
+        unique.setdefault(repr(data), f)
     return list(unique.values())
 
 

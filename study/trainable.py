@@ -31,6 +31,7 @@ from ray import tune
 
 from rollingq.checkpoints import CHECKPOINT
 from rollingq.config import build_config
+from rollingq.memory import TRIAL_MEMORY_FRACTION
 from rollingq.train import fit, run_diagnostics
 
 STATE = "trial.json"  # restarts so far, saved beside the checkpoint
@@ -68,7 +69,7 @@ def _limit_resources() -> None:
     torch.set_num_threads(max(1, int(resources.get("CPU", 1))))
     gpu = resources.get("GPU", 0)
     if 0 < gpu < 1 and torch.cuda.is_available():
-        torch.cuda.set_per_process_memory_fraction(gpu * 0.95)
+        torch.cuda.set_per_process_memory_fraction(gpu * TRIAL_MEMORY_FRACTION)
 
 
 def _trial_storage() -> tuple[pyarrow.fs.FileSystem, str]:

@@ -178,10 +178,13 @@ def ks_fbank(waveform: np.ndarray) -> np.ndarray:
     return ((feats - KS_MEAN) / (2 * KS_STD)).numpy().astype(np.float32)
 
 
+def _one_thread() -> None:
+    torch.set_num_threads(1)  # a worker process: parallel over clips, not inside one
+
+
 def run_job(job: Job) -> tuple[str, int | str]:
     """Extracts one clip (frames, and the fbank for Kinetics-Sounds), atomically: returns
     (video, frame count) or (video, the error)."""
-    torch.set_num_threads(1)
     partial = job.frames.with_name(job.frames.name + PARTIAL)
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
@@ -197,6 +200,9 @@ def run_job(job: Job) -> tuple[str, int | str]:
     except VideoError as e:
         shutil.rmtree(partial, ignore_errors=True)
         return str(job.video), str(e)
+    except Exception as e:  # noqa: BLE001 - any failure is this video's, reported by name
+        shutil.rmtree(partial, ignore_errors=True)
+        return str(job.video), f"{job.video}: {type(e).__name__}: {e}"
     shutil.rmtree(job.frames, ignore_errors=True)
     partial.rename(job.frames)
     return str(job.video), count
@@ -206,9 +212,7 @@ def run_jobs(jobs: list[Job], cfg: DataConfig, progress: bool | None) -> dict[st
     """Runs the jobs not done yet over ``data.workers`` processes; the failures by video."""
     from tqdm import tqdm
 
-    todo = [j for j in jobs if not done(j)]
-    for j in jobs:  # a clip interrupted half-way is redone
-        shutil.rmtree(j.frames.with_name(j.frames.name + PARTIAL), ignore_errors=True)
+    todo = [j for j in jobs if not done(j)]  # a clip interrupted half-way is redone
     if len(todo) < len(jobs):
         log.info("%d of %d videos already extracted; skipped", len(jobs) - len(todo), len(jobs))
     workers = min(cfg.workers or os.cpu_count() or 1, max(len(todo), 1))
@@ -217,14 +221,14 @@ def run_jobs(jobs: list[Job], cfg: DataConfig, progress: bool | None) -> dict[st
     failed: dict[str, str] = {}
     try:
         if workers <= 1:
-            results = map(run_job, todo)
-            for video, outcome in results:
+            for video, outcome in map(run_job, todo):
                 if isinstance(outcome, str):
                     failed[video] = outcome
                 bar.update(1)
         else:
             context = multiprocessing.get_context("spawn")  # no forked torch threads
-            with ProcessPoolExecutor(workers, mp_context=context) as pool:
+            with ProcessPoolExecutor(workers, mp_context=context,
+                                     initializer=_one_thread) as pool:
                 for video, outcome in pool.map(run_job, todo, chunksize=4):
                     if isinstance(outcome, str):
                         failed[video] = outcome
@@ -307,6 +311,11 @@ def prepare_cremad(cfg: DataConfig, test_fraction: float, seed: int, speaker_dis
     else:
         ids = list(found)
         labels = [cremad_label(i, found[i]) for i in ids]
+        single = sorted(e for e, c in cremad.CLASSES.items() if labels.count(c) == 1)
+        if single and not speaker_disjoint:
+            raise DataError(f"cremad: emotion(s) {', '.join(single)} have a single video, "
+                            f"which cannot be both trained on and tested; add videos or write "
+                            f"the split lists")
         train, test = split_cremad(ids, labels, test_fraction, seed, speaker_disjoint)
         for split, rows in (("train", train), ("test", test)):
             if not rows:
@@ -339,8 +348,6 @@ def prepare_cremad(cfg: DataConfig, test_fraction: float, seed: int, speaker_dis
 def ks_videos(root: Path) -> dict[str, list[tuple[str, int, Path]]]:
     """``videos/<split>/<class>/<id>.mp4`` -> split -> (id, label, path); unknown classes are an
     error naming them."""
-    if not KS_CLASSES:
-        raise DataError("kinetics_sounds: the class list is not known")
     index = {c: k for k, c in enumerate(KS_CLASSES)}
     index.update({c.replace(" ", "_"): k for k, c in enumerate(KS_CLASSES)})
     out: dict[str, list[tuple[str, int, Path]]] = {}

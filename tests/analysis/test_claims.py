@@ -96,9 +96,10 @@ def test_a_study_without_a_vanilla_arm_says_which_claims_it_cannot_judge(tmp_pat
 
 
 def test_claims_pair_rollingq_with_the_vanilla_trial_of_the_same_configuration(tmp_path):
-    """Two fusion depths, each with both arms: RollingQ helps by 2 points at depth 1 and 4 at
-    depth 2, while depth 2 is 10 points worse overall. Pairing within a depth gives +3; pooling
-    all on against all off would mix the depths."""
+    """Two fusion depths: RollingQ helps by 2 points at depth 1 and 4 at depth 2, and depth 2
+    is 10 points worse. The RollingQ arm at depth 2 ran for seed 0 only (the others errored),
+    so pooling every on trial against every off trial would credit RollingQ with the depth
+    (+7 points for seeds 1 and 2); pairing within a depth gives +3, +2, +2."""
     search = {**ON_OFF, "model.fusion_layers": {"role": "scientific", "type": "choice",
                                                 "values": [1, 2]}}
 
@@ -107,13 +108,15 @@ def test_claims_pair_rollingq_with_the_vanilla_trial_of_the_same_configuration(t
         return 0.8 - 0.1 * (depth - 1) + (0.02 * depth if on(p) else 0.0)
 
     folder = write_study(tmp_path, name="paired", search=search, effect=effect, planted=PAPER,
-                         configs=[{"rollingq.enabled": True, "model.fusion_layers": 1},
-                                  {"rollingq.enabled": False, "model.fusion_layers": 1},
-                                  {"rollingq.enabled": True, "model.fusion_layers": 2},
-                                  {"rollingq.enabled": False, "model.fusion_layers": 2}])
+                         noise_sd=0.0, configs=[
+                             {"rollingq.enabled": True, "model.fusion_layers": 1},
+                             {"rollingq.enabled": False, "model.fusion_layers": 1},
+                             {"rollingq.enabled": True, "model.fusion_layers": 2},
+                             {"rollingq.enabled": False, "model.fusion_layers": 2}],
+                         statuses={7: "errored", 8: "errored"})  # depth 2, on: seeds 1, 2
     j = verdicts(folder)[6]
-    assert j.effect == pytest.approx(3.0, abs=0.6) and j.verdict == claims.REPRODUCED
-    assert "mean over 2 configurations" in j.test
+    assert j.effect == pytest.approx((3 + 2 + 2) / 3, abs=0.01)
+    assert j.n == 3 and "mean over 2 configurations" in j.test
 
 
 @pytest.mark.parametrize("column,key", [

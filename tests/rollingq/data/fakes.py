@@ -125,10 +125,10 @@ def level(second: int) -> int:
 
 def write_video(path: Path, seconds: float, fps: int = 30, fmt: str = "flv",
                 audio_rate: int = 22_050, size=(64, 48), vcodec: str = "",
-                channels: int = 1) -> None:
+                channels: int = 1, frame_level=None) -> None:
     """A video whose frames are grey, one level a second, with a 440 Hz audio track (PyAV;
     FLV: Sorenson H.263 + MP3 as CREMA-D's VideoFlash; MP4: MPEG-4 part 2 or ``vcodec``,
-    + AAC)."""
+    + AAC). ``frame_level``: frame index -> grey level instead (to tell frames apart)."""
     default, acodec = {"flv": ("flv", "mp3"), "mp4": ("mpeg4", "aac")}[fmt]
     path.parent.mkdir(parents=True, exist_ok=True)
     with av.open(str(path), "w", format=fmt) as c:
@@ -137,7 +137,8 @@ def write_video(path: Path, seconds: float, fps: int = 30, fmt: str = "flv",
         a = c.add_stream(acodec, rate=audio_rate)
         a.layout = "mono" if channels == 1 else "stereo"
         for i in range(int(seconds * fps)):
-            img = np.full((size[1], size[0], 3), level(i // fps), np.uint8)
+            grey = frame_level(i) if frame_level else level(i // fps)
+            img = np.full((size[1], size[0], 3), grey, np.uint8)
             for p in v.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
                 c.mux(p)
         for p in v.encode():

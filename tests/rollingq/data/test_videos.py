@@ -82,8 +82,13 @@ def test_speaker_disjoint_lists_put_whole_actors_in_test():
 def test_too_few_videos_to_split_is_an_error_before_any_extraction(tmp_path):
     root = tmp_path / "CREMA-D"
     cremad_download(root, n=6, seconds=(2.5,))  # one clip an emotion: nothing left to train on
-    with pytest.raises(DataError, match="6 videos leave no clip for the train split"):
+    with pytest.raises(DataError, match=r"emotion\(s\) ANG, DIS, FEA, HAP, NEU, SAD have a "
+                                        r"single video"):
         videos.from_videos(config("cremad", root).data, progress=False)
+    one = tmp_path / "one-actor"
+    cremad_download(one, n=1, seconds=(2.5,))  # whole actors in test: nobody left to train on
+    with pytest.raises(DataError, match="1 videos leave no clip for the train split"):
+        videos.from_videos(config("cremad", one).data, speaker_disjoint=True, progress=False)
     assert not (root / "train.csv").exists() and not (root / "Image-01-FPS").exists()
 
 
@@ -153,6 +158,15 @@ def test_kinetics_sounds_from_videos_fbank_frames_lists_and_one_epoch(tmp_path, 
     assert sorted(p.name for p in folder.iterdir()) == [f"frame_0000{t}.jpg" for t in range(1, 6)]
     for t in range(1, 6):
         assert abs(jpeg_level(folder / f"frame_0000{t}.jpg") - level(t - 1)) < 6
+    # exactly the published frame of each second: round((t - 0.5) * fps), Python's round as
+    # the published script (12, 38, 62, 88, 112 at 25 fps), told apart by a level a frame
+    exact = root / "exact.mp4"
+    write_video(exact, 5.0, fps=25, fmt="mp4", frame_level=lambda i: (i * 16) % 256)
+    job = videos.Job(exact, tmp_path / "exact", "kinetics_sounds", 4)
+    (tmp_path / "exact").mkdir()
+    assert videos.extract_frames(job, tmp_path / "exact") == 5
+    for t, index in enumerate([12, 38, 62, 88, 112], start=1):
+        assert abs(jpeg_level(tmp_path / "exact" / f"frame_{t:05d}.jpg") - index * 16 % 256) < 6
     # the fbank, against a reference computed here from the decoded 16 kHz audio
     fb = np.load(root / "train_spec" / f"{made['train'][0]}.npy")
     assert fb.shape == (1024, 128) and fb.dtype == np.float32
