@@ -18,7 +18,6 @@ Vocabulary used by the rest of the package:
 
 from __future__ import annotations
 
-import functools
 import itertools
 import json
 import math
@@ -352,23 +351,24 @@ def config_values(trials: pd.DataFrame, specs: list[dict[str, Any]]) -> list[dic
     return out
 
 
-@functools.lru_cache(maxsize=4096)
-def _effective(items: str) -> tuple[bool, float]:
-    return _effective_rollingq(dict(yaml.safe_load(items)))
+_EFFECTIVE: dict[str, tuple[bool, float]] = {}  # config values -> effective_rollingq's answer
 
 
 def effective_rollingq(values: dict[str, Any]) -> tuple[bool, float]:
     """(RollingQ enabled with a rotation allowed, beta) of a trial's config values, with the
     config's defaults and data-set presets filled in (``rollingq.config``, no torch); built
     once per distinct set of values."""
-    return _effective(yaml.safe_dump(values, sort_keys=True))
+    key = repr(sorted(values.items()))
+    if key not in _EFFECTIVE:
+        _EFFECTIVE[key] = _effective_rollingq(values)
+    return _EFFECTIVE[key]
 
 
 def _effective_rollingq(values: dict[str, Any]) -> tuple[bool, float]:
     from rollingq.config import ConfigError, build_config
 
     try:
-        r = build_config(overrides={k: v for k, v in values.items()}).rollingq
+        r = build_config(overrides=dict(values)).rollingq
         return r.enabled and r.max_rotations > 0, float(r.beta)
     except (ConfigError, TypeError, ValueError):  # an older spec: read what it says
         on = all(level_str(values.get(key, default)) != level_str(off)

@@ -22,6 +22,8 @@ import pandas as pd
 import psutil
 import pytest
 
+from tests.study.test_hand_started import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "deploy" / "slurm" / "rollingq-study.sbatch"
 DAEMONS = ("munged", "slurmctld", "slurmd", "sbatch")
@@ -31,16 +33,6 @@ pytestmark = pytest.mark.skipif(
     any(shutil.which(d) is None and not Path(f"/usr/sbin/{d}").exists() for d in DAEMONS)
     or os.geteuid() != 0,
     reason=f"a single-node SLURM needs root and Debian's slurm-wlm with munge: {INSTALL}")
-
-
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 def _which(name: str) -> str:
@@ -54,7 +46,7 @@ def slurm():
     for d in ("state", "spool", "log", "munge"):
         (tmp / d).mkdir()
     host = socket.gethostname().split(".")[0]
-    ctld_port, d_port = _free_ports(2)
+    ctld_port, d_port = free_port(), free_port()
     sock = tmp / "munge" / "munge.socket"
     (tmp / "slurm.conf").write_text(f"""ClusterName=rqtest
 SlurmctldHost={host}
@@ -130,7 +122,7 @@ def test_sbatch_runs_a_study_to_its_trials_csv(slurm, tmp_path):
     local = tmp / "job-local"
     job_env = {**env, "SPACE": "smoke", "STORAGE": str(results), "GPUS_PER_TRIAL": "0",
                "EXTRA_ARGS": "--smoke-test --name on-slurm", "LOCAL": str(local),
-               "ROLLINGQ_CACHE": str(tmp / "cache"), "RAY_PORT": str(_free_ports(1)[0])}
+               "ROLLINGQ_CACHE": str(tmp / "cache"), "RAY_PORT": str(free_port())}
     out = tmp / "job-%j.out"
     p = subprocess.run(["sbatch", "--parsable", "--nodes=1", "--gpus-per-node=0",
                         f"--cpus-per-task={os.cpu_count()}", f"--output={out}", str(SCRIPT)],
