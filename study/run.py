@@ -275,6 +275,8 @@ def main(argv: list[str] | None = None, callbacks: Sequence[Any] = ()) -> int:
             absolute_paths(spec)
         check_data(spec)
         check_memory(spec, args.gpu_gib)
+        if args.resume:
+            repair_state(spec, storage, folder, callbacks)
     except SpecError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -419,6 +421,20 @@ def run_study(spec: Spec, folder: Path, storage: str, args: argparse.Namespace, 
               f"  {resume_command(spec, folder, args)}", file=sys.stderr)
         return EXIT_TRIAL_ERRORS
     return 0
+
+
+def repair_state(spec: Spec, storage: str, folder: Path, callbacks: Sequence[Any]) -> None:
+    """Makes Ray's resume state of the study readable (``study.resume``) before Ray starts,
+    saying what it repaired; a state past repair is a SpecError."""
+    from study.resume import RepairError, repair
+
+    exp = f"{storage.rstrip('/')}/{RAY_DIR}"
+    try:
+        lines = repair(exp, lambda: build_tuner(spec, storage, folder, callbacks))
+    except RepairError as e:
+        raise SpecError(str(e)) from None
+    for line in lines:
+        print(f"resume: {line}", flush=True)
 
 
 def cluster_resources() -> tuple[dict[str, float], int]:

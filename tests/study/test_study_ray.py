@@ -3,9 +3,9 @@
 1. The smoke study through the CLI on a local Ray instance, every result file checked.
 2. A trial that raises and one whose loss turns NaN: errored / diverged, the study ends.
 3. Ctrl-C (SIGINT) mid-study: exit 3 and the exact resume command, which is then run and
-   killed with SIGKILL mid-study, then resumed again: every trial exactly once, no ended trial
-   trained again, an interrupted trial resumed from its checkpoint, results in the same form as
-   an uninterrupted study.
+   killed with SIGKILL mid-study (Ray's snapshot and tuner.pkl left cut short), then resumed
+   again: every trial exactly once, no ended trial trained again, an interrupted trial
+   resumed from its checkpoint, results in the same form as an uninterrupted study.
 4. A worker node killed mid-study (``ray.cluster_utils.Cluster``): every trial completes.
 
 Budgets are tiny (a few hundred synthetic samples, the synthetic preset's small model, 3-6
@@ -148,7 +148,7 @@ def snapshot_says_running(study: Path, trial_id: str) -> bool:
     """Rewinds Ray's newest experiment snapshot to a moment before ``trial_id`` ended (its
     status back to RUNNING, its checkpoints kept), as when the driver dies within the few
     seconds between two snapshots. Returns whether the snapshot already said so."""
-    state_file = sorted((study / "ray").glob("experiment_state-*.json"))[-1]
+    state_file = newest_snapshot(study)
     state = json.loads(state_file.read_text())
     for entry in state["trial_data"]:
         trial = json.loads(entry[0])
@@ -159,6 +159,19 @@ def snapshot_says_running(study: Path, trial_id: str) -> bool:
             state_file.write_text(json.dumps(state))
             return already
     raise AssertionError(f"{trial_id} not in {state_file}")
+
+
+def newest_snapshot(study: Path) -> Path:
+    return sorted((study / "ray").glob("experiment_state-*.json"))[-1]
+
+
+def staging_folder(driver_pid: int) -> Path:
+    """The staging folder of a (killed) driver's Ray session, where Ray writes the state it
+    copies to the study's ray/ folder."""
+    root = Path(os.environ.get("RAY_TMPDIR") or os.environ.get("TMPDIR") or "/tmp", "ray")
+    found = list(root.glob(f"session_*_{driver_pid}/artifacts/*/ray/driver_artifacts"))
+    assert len(found) == 1, found
+    return found[0]
 
 
 def check_curves(study: Path, trials: pd.DataFrame, epochs: int) -> pd.DataFrame:
@@ -374,11 +387,22 @@ def test_interrupt_kill_and_resume(tmp_path):
         # the trial that ended last, as if the driver had died before Ray's next snapshot
         last = max(ended_b - ended_a, key=lambda t: before_kill[t][-1]["timestamp"])
         snapshot_says_running(study, last)
+        # ... and killed while Ray copied that snapshot and tuner.pkl from its staging folder to
+        # the study's ray/ folder: both are cut short there, the staging copy is whole
+        state = newest_snapshot(study)
+        staged = staging_folder(killed) / state.name
+        staged.write_bytes(state.read_bytes())
+        state.write_bytes(state.read_bytes()[:1000])
+        tuner_pkl = study / "ray" / "tuner.pkl"
+        tuner_pkl.write_bytes(tuner_pkl.read_bytes()[:100])
 
         # -- C: resume with the same command: the study ends
         r = run_cli(*args[2:])
         assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
         assert "trials: 6 finished" in r.stdout
+        assert (f"resume: {state.name} was truncated: restored from Ray's whole copy in "
+                f"{staged.parent.resolve()}\n") in r.stdout
+        assert "resume: tuner.pkl was truncated: rebuilt from the study's space.yaml" in r.stdout
         assert "Started a local Ray instance" in r.stderr  # not the killed driver's
         print(f"C: resumed study ended after {time.monotonic() - t0:.1f} s")
     finally:
