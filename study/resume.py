@@ -11,8 +11,8 @@ study could not be resumed at all. ``repair`` runs before the restore:
   searcher before its first trial, run config): it is rebuilt from the spec;
 - a truncated snapshot of the newest driver session is copied back from Ray's staging folder
   (``<tmp>/ray/session_*/artifacts/*/ray/driver_artifacts/``), which the copy was reading and
-  which is whole; the staging snapshot is taken only if it knows every trial folder of the
-  study (it is this study's, and not older than them). When it is gone too (the driver's
+  which is whole. A staging copy is taken only if it begins with the bytes the cut copy holds
+  and its trial snapshot knows a trial folder of the study. When it is gone too (the driver's
   machine lost, its temporary folder cleaned), ``RepairError`` says the study cannot be
   resumed. An older session's snapshot is never used instead: it points at checkpoints Ray
   has since deleted and does not know the trials begun since, which would train again.
@@ -85,10 +85,10 @@ def repair(exp: str, rebuild_tuner: Callable[[], None]) -> list[str]:
     stamps = sorted(sessions)
     if stamps:  # Ray restores the newest session's snapshot
         session = sessions[stamps[-1]]
-        cut = [n for n in session if not readable(read(n))]
+        cut = {n: read(n) for n in session if not readable(read(n))}
         if cut:
-            staging = staging_copy(f"{TRIALS}{stamps[-1]}.json", folders)
-            if staging is None or not all(readable((staging / n).read_bytes()) for n in cut):
+            staging = staging_copy(f"{TRIALS}{stamps[-1]}.json", cut, folders)
+            if staging is None:
                 raise RepairError(
                     f"Ray's snapshot {exp}/{', '.join(cut)} is truncated (its driver was "
                     f"killed while writing it) and no whole copy is left in Ray's staging "
@@ -108,17 +108,28 @@ def repair(exp: str, rebuild_tuner: Callable[[], None]) -> list[str]:
     return lines
 
 
-def staging_copy(name: str, folders: set[str]) -> Path | None:
-    """The newest of Ray's staging folders on this machine that holds a whole ``name`` knowing
-    every trial folder in ``folders``, or None."""
+def staging_copy(snapshot: str, cut: dict[str, bytes], folders: set[str]) -> Path | None:
+    """The newest of Ray's staging folders on this machine holding the files the copy was
+    reading: each of ``cut`` (name: the bytes the copy wrote) whole there and beginning with
+    those bytes, and the trial snapshot ``snapshot``, whole, knowing a trial folder of the
+    study (``folders``) when it has any; else None."""
     found = {p.resolve() for p in  # session_latest is a link to one of them
-             Path(ray_temp()).glob(f"session_*/artifacts/*/*/driver_artifacts/{name}")}
-    found = sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
-    for path in found:
+             Path(ray_temp()).glob(f"session_*/artifacts/*/*/driver_artifacts/{snapshot}")}
+    for path in sorted(found, key=lambda p: p.stat().st_mtime, reverse=True):
+        if not all(continues(path.parent / name, start) for name, start in cut.items()):
+            continue
         data = path.read_bytes()
-        if readable(data) and folders <= known_trials(data):
+        if readable(data) and (not folders or folders & known_trials(data)):
             return path.parent
     return None
+
+
+def continues(path: Path, start: bytes) -> bool:
+    """Whether ``path`` is a whole state file that begins with ``start``."""
+    if not path.is_file():
+        return False
+    data = path.read_bytes()
+    return readable(data) and data.startswith(start)
 
 
 def known_trials(snapshot: bytes) -> set[str]:
