@@ -15,11 +15,17 @@ report to ``final.json`` in its folder of the study storage (the ledger). Ray's 
 snapshot can lag behind (it is written every few seconds), so a study resumed after its driver
 was killed can start again a trial that had in fact ended; such a trial finds its ledger and
 re-reports it (``replayed: True``) without training.
+
+A trial trains in a working folder of its own under the machine's temporary folder
+(``rollingq-trial-<pid>-*``, the checkpoint ``fit`` writes: hundreds of MB at the paper's
+shapes), removed when the trial ends. A worker killed mid-trial cannot remove its folder, so
+every trial first removes the folders of processes that no longer run on this machine.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -34,6 +40,7 @@ from rollingq.config import build_config
 from rollingq.memory import TRIAL_MEMORY_FRACTION
 from rollingq.train import fit, run_diagnostics
 
+WORK_PREFIX = "rollingq-trial-"  # + "<pid>-": a trial's working folder
 STATE = "trial.json"  # restarts so far, saved beside the checkpoint
 LEDGER = "final.json"  # the final report of an ended trial, in its folder of the study storage
 
@@ -104,6 +111,34 @@ def write_ledger(fs: pyarrow.fs.FileSystem, folder: str, final: dict[str, Any]) 
     fs.move(tmp, f"{folder}/{LEDGER}")
 
 
+def remove_orphaned_work(tmp: str | None = None) -> list[Path]:
+    """Removes the trial working folders (in ``tmp``, the temporary folder by default) whose
+    process no longer runs on this machine, as a killed worker leaves them; returns them.
+    Another user's folders, and folders of live processes, are left alone."""
+    removed = []
+    for path in Path(tmp or tempfile.gettempdir()).glob(f"{WORK_PREFIX}*-*"):
+        pid = path.name[len(WORK_PREFIX):].split("-", 1)[0]
+        try:
+            mine = path.stat().st_uid == os.getuid()
+        except FileNotFoundError:  # removed meanwhile by another trial
+            continue
+        if not pid.isdigit() or not mine or alive(int(pid)):
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    return removed
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 def train_trial(config: dict[str, Any]) -> None:
     """The Ray Tune function trainable."""
     fs, folder = _trial_storage()
@@ -115,7 +150,8 @@ def train_trial(config: dict[str, Any]) -> None:
     cfg = build_config(overrides=trial_config(config))
     metric = config.get("_metric", "val_acc")
     worst = 0.0 if config.get("_metric_mode", "max") == "max" else 1e9
-    work = Path(tempfile.mkdtemp(prefix="rollingq-trial-"))
+    remove_orphaned_work()
+    work = Path(tempfile.mkdtemp(prefix=f"{WORK_PREFIX}{os.getpid()}-"))
     restarts = 0
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
