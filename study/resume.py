@@ -84,8 +84,8 @@ def repair(exp: str, rebuild_tuner: Callable[[], None]) -> list[str]:
                 sessions.setdefault(name[len(prefix):].rsplit(".", 1)[0], []).append(name)
     stamps = sorted(sessions)
     if stamps:  # Ray restores the newest session's snapshot
-        session = sessions[stamps[-1]]
-        cut = {n: read(n) for n in session if not readable(read(n))}
+        session = {n: read(n) for n in sessions[stamps[-1]]}
+        cut = {n: data for n, data in session.items() if not readable(data)}
         if cut:
             staging = staging_copy(f"{TRIALS}{stamps[-1]}.json", cut, folders)
             if staging is None:
