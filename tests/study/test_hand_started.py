@@ -43,10 +43,18 @@ tune:
 """
 
 
+# Ports Ray takes by default whatever --port says (the dashboard agent's HTTP port is in the
+# kernel's range of free ports: a head given it fails to start).
+RAY_FIXED_PORTS = {6379, 8265, 10001, 52365}
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in RAY_FIXED_PORTS:
+            return port
 
 
 @pytest.fixture
@@ -162,6 +170,36 @@ echo "stopped ${{#RAY_PIDS[@]}}"
         alive = [q for q in psutil.process_iter(["cmdline"])
                  if str(local) in " ".join(q.info["cmdline"] or [])]
         assert not alive, [q.info["cmdline"][:3] for q in alive]  # every node process stopped
+    finally:
+        for q in psutil.process_iter(["cmdline"]):
+            if str(local) in " ".join(q.info["cmdline"] or []):
+                q.kill()
+        shutil.rmtree(local, ignore_errors=True)
+
+
+def test_the_slurm_scripts_wait_fails_at_once_when_the_head_exits(tmp_path):
+    """A head that cannot start (here Ray's own dashboard-agent port as --port, which it
+    refuses) makes the wait fail within seconds, not after its 300 s, and the job prints the
+    end of the head's log, which says why."""
+    local = Path(tempfile.mkdtemp(prefix="rq-slurm-", dir="/tmp"))
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env.update(ROLLINGQ_SLURM_LIB="1", LOCAL=str(local), PYTHON=sys.executable,
+               RAY_PORT="52365", RAY_TMPDIR=str(local))
+    script = f"""
+source {SCRIPT}
+auth_token
+ray_start_head 127.0.0.1 1 0
+ray_wait_nodes 127.0.0.1 1 300 || {{ echo "wait failed"; ray_logs; }}
+ray_stop_all
+"""
+    try:
+        p = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True,
+                           timeout=150, cwd=ROOT)
+        assert "wait failed" in p.stdout, p.stdout + p.stderr
+        assert ("ray: 1 of the 1 Ray node(s) started exited before 1 were alive at "
+                "127.0.0.1:52365") in p.stderr
+        assert f"== {local}/ray-head.log" in p.stderr
+        assert "trying to use a port number 52365" in p.stderr
     finally:
         for q in psutil.process_iter(["cmdline"]):
             if str(local) in " ".join(q.info["cmdline"] or []):
