@@ -73,7 +73,7 @@ def collect(exp_path: str, spec: Spec) -> tuple[pd.DataFrame, pd.DataFrame]:
     early = spec.tune["scheduler"] == "asha"
     rows, curves = [], []
     for trial in sorted(analysis.trials, key=lambda t: t.trial_id):
-        history = frames.get(trial.trial_id, pd.DataFrame())
+        history = with_saved_epochs(frames.get(trial.trial_id, pd.DataFrame()), trial)
         if "epoch" in history:
             history = history.dropna(subset=["epoch"]).drop_duplicates("epoch", keep="last")
             history = history.sort_values("epoch")
@@ -111,6 +111,20 @@ def collect(exp_path: str, spec: Spec) -> tuple[pd.DataFrame, pd.DataFrame]:
     trials = pd.DataFrame(rows)
     curve_df = pd.concat(curves, ignore_index=True) if curves else pd.DataFrame()
     return with_outcomes(trials, curve_df, spec), curve_df
+
+
+def with_saved_epochs(history: pd.DataFrame, trial: Trial) -> pd.DataFrame:
+    """Ray's results of a trial, with the epochs its ``result.json`` misses taken from the
+    trial's own ``history.json`` (``study.trainable``): the file Ray copies to the storage with
+    its snapshot can lack an epoch the trial went past when the driver was killed mid-copy."""
+    from study.trainable import HISTORY, read_json
+
+    saved = read_json(trial.storage.storage_filesystem, trial.path, HISTORY)
+    if not saved:
+        return history
+    have = set(history["epoch"].dropna().astype(int)) if "epoch" in history else set()
+    missing = [h for h in saved if h.get("epoch") not in have]
+    return pd.concat([history, pd.DataFrame(missing)], ignore_index=True) if missing else history
 
 
 def with_outcomes(trials: pd.DataFrame, curves: pd.DataFrame, spec: Spec) -> pd.DataFrame:

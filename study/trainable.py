@@ -14,7 +14,10 @@ A trial never trains twice once it has ended: just before its final report it wr
 report to ``final.json`` in its folder of the study storage (the ledger). Ray's experiment
 snapshot can lag behind (it is written every few seconds), so a study resumed after its driver
 was killed can start again a trial that had in fact ended; such a trial finds its ledger and
-re-reports it (``replayed: True``) without training.
+re-reports it (``replayed: True``) without training. Beside it, ``history.json`` holds every
+epoch's metrics as ``fit`` kept them: Ray's ``result.json`` of a trial is copied to the storage
+with the snapshot and can miss an epoch the snapshot has (a driver killed mid-copy), and the
+study's curves take such an epoch from there (``study.results``).
 
 A trial trains in a working folder of its own under the machine's temporary folder
 (``rollingq-trial-<pid>-*``, the checkpoint ``fit`` writes: hundreds of MB at the paper's
@@ -43,6 +46,7 @@ from rollingq.train import fit, run_diagnostics
 WORK_PREFIX = "rollingq-trial-"  # + "<pid>-": a trial's working folder
 STATE = "trial.json"  # restarts so far, saved beside the checkpoint
 LEDGER = "final.json"  # the final report of an ended trial, in its folder of the study storage
+HISTORY = "history.json"  # every epoch's metrics of an ended trial, beside the ledger
 
 
 def trial_config(config: dict[str, Any]) -> dict[str, Any]:
@@ -93,22 +97,23 @@ def _trial_storage() -> tuple[pyarrow.fs.FileSystem, str]:
     return storage.storage_filesystem, storage.trial_fs_path
 
 
-def read_ledger(fs: pyarrow.fs.FileSystem, folder: str) -> dict[str, Any] | None:
-    """The final report of this trial if it has ended before, else None."""
-    path = f"{folder}/{LEDGER}"
+def read_json(fs: pyarrow.fs.FileSystem, folder: str, name: str) -> Any:
+    """A JSON file of this trial's folder in the study storage (the ledger, the history), or
+    None when it is not there."""
+    path = f"{folder}/{name}"
     if fs.get_file_info(path).type == pyarrow.fs.FileType.NotFound:
         return None
     with fs.open_input_stream(path) as f:
         return json.loads(f.read().decode())
 
 
-def write_ledger(fs: pyarrow.fs.FileSystem, folder: str, final: dict[str, Any]) -> None:
-    """Writes the final report through a temporary file and a move (never half-written)."""
+def write_json(fs: pyarrow.fs.FileSystem, folder: str, name: str, value: Any) -> None:
+    """Writes through a temporary file and a move (never half-written)."""
     fs.create_dir(folder, recursive=True)
-    tmp = f"{folder}/.{LEDGER}.tmp"
+    tmp = f"{folder}/.{name}.tmp"
     with fs.open_output_stream(tmp) as f:
-        f.write(json.dumps(final).encode())
-    fs.move(tmp, f"{folder}/{LEDGER}")
+        f.write(json.dumps(value).encode())
+    fs.move(tmp, f"{folder}/{name}")
 
 
 def remove_orphaned_work(tmp: str | None = None) -> list[Path]:
@@ -142,7 +147,7 @@ def alive(pid: int) -> bool:
 def train_trial(config: dict[str, Any]) -> None:
     """The Ray Tune function trainable."""
     fs, folder = _trial_storage()
-    ended = read_ledger(fs, folder)
+    ended = read_json(fs, folder, LEDGER)
     if ended is not None:  # started again from a stale experiment snapshot: do not train
         tune.report({**ended, "replayed": True})
         return
@@ -189,7 +194,9 @@ def train_trial(config: dict[str, Any]) -> None:
         if result.status == "finished":
             final.update(flatten_diagnostics(run_diagnostics(result)))
         final = {k: v for k, v in final.items() if v is not None}
-        write_ledger(fs, folder, final)
+        write_json(fs, folder, HISTORY, [{k: v for k, v in h.items() if v is not None}
+                                         for h in result.history])
+        write_json(fs, folder, LEDGER, final)
         tune.report(final, checkpoint=tune.Checkpoint.from_directory(str(work)))
     finally:
         shutil.rmtree(work, ignore_errors=True)
