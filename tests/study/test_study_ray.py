@@ -38,6 +38,7 @@ import pytest
 import yaml
 from ray import tune
 
+from study.resume import readable
 from study.space import load_spec
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -144,11 +145,10 @@ def kill_processes(pids: list[int]) -> None:
             pass
 
 
-def snapshot_says_running(study: Path, trial_id: str) -> bool:
-    """Rewinds Ray's newest experiment snapshot to a moment before ``trial_id`` ended (its
-    status back to RUNNING, its checkpoints kept), as when the driver dies within the few
+def snapshot_says_running(state_file: Path, trial_id: str) -> bool:
+    """Rewinds Ray's experiment snapshot ``state_file`` to a moment before ``trial_id`` ended
+    (its status back to RUNNING, its checkpoints kept), as when the driver dies within the few
     seconds between two snapshots. Returns whether the snapshot already said so."""
-    state_file = newest_snapshot(study)
     state = json.loads(state_file.read_text())
     for entry in state["trial_data"]:
         trial = json.loads(entry[0])
@@ -386,13 +386,14 @@ def test_interrupt_kill_and_resume(tmp_path):
         interrupted = mid_run(before_kill, 3)
         # the trial that ended last, as if the driver had died before Ray's next snapshot
         last = max(ended_b - ended_a, key=lambda t: before_kill[t][-1]["timestamp"])
-        snapshot_says_running(study, last)
         # ... and killed while Ray copied that snapshot and tuner.pkl from its staging folder to
         # the study's ray/ folder: both are cut short there, the staging copy is whole
         state = newest_snapshot(study)
         staged = staging_folder(killed) / state.name
-        staged.write_bytes(state.read_bytes())
-        state.write_bytes(state.read_bytes()[:1000])
+        if not readable(staged.read_bytes()):  # killed as Ray wrote it: the copy is the newest
+            staged.write_bytes(state.read_bytes())
+        snapshot_says_running(staged, last)
+        state.write_bytes(staged.read_bytes()[:1000])
         tuner_pkl = study / "ray" / "tuner.pkl"
         tuner_pkl.write_bytes(tuner_pkl.read_bytes()[:100])
         # ... and a trial's result.json, copied with them, short of an epoch (the 3rd of a trial
