@@ -87,16 +87,17 @@ def repair(exp: str, rebuild_tuner: Callable[[], None]) -> list[str]:
         session = {n: read(n) for n in sessions[stamps[-1]]}
         cut = {n: data for n, data in session.items() if not readable(data)}
         if cut:
-            staging = staging_copy(f"{TRIALS}{stamps[-1]}.json", cut, folders)
-            if staging is None:
+            found = staging_copy(f"{TRIALS}{stamps[-1]}.json", cut, folders)
+            if found is None:
                 raise RepairError(
                     f"Ray's snapshot {exp}/{', '.join(cut)} is truncated (its driver was "
                     f"killed while writing it) and no whole copy is left in Ray's staging "
                     f"folders on this machine ({ray_temp()}/session_*/artifacts/*/"
                     f"driver_artifacts): the study cannot be resumed; start it again under "
                     f"another --name")
-            for name in cut:
-                write(fs, f"{root}/{name}", (staging / name).read_bytes())
+            staging, whole = found
+            for name, data in whole.items():
+                write_atomic(fs, f"{root}/{name}", data)
             lines.append(f"{', '.join(cut)} was truncated: restored from Ray's whole copy in "
                          f"{staging}")
     if stamps and (TUNER not in files or not readable(read(TUNER))):
@@ -108,28 +109,30 @@ def repair(exp: str, rebuild_tuner: Callable[[], None]) -> list[str]:
     return lines
 
 
-def staging_copy(snapshot: str, cut: dict[str, bytes], folders: set[str]) -> Path | None:
+def staging_copy(snapshot: str, cut: dict[str, bytes],
+                 folders: set[str]) -> tuple[Path, dict[str, bytes]] | None:
     """The newest of Ray's staging folders on this machine holding the files the copy was
-    reading: each of ``cut`` (name: the bytes the copy wrote) whole there and beginning with
-    those bytes, and the trial snapshot ``snapshot``, whole, knowing a trial folder of the
-    study (``folders``) when it has any; else None."""
+    reading, with their whole bytes: each of ``cut`` (name: the bytes the copy wrote) whole
+    there and beginning with those bytes, and the trial snapshot ``snapshot``, whole, knowing a
+    trial folder of the study (``folders``) when it has any; else None."""
     found = {p.resolve() for p in  # session_latest is a link to one of them
              Path(ray_temp()).glob(f"session_*/artifacts/*/*/driver_artifacts/{snapshot}")}
     for path in sorted(found, key=lambda p: p.stat().st_mtime, reverse=True):
-        if not all(continues(path.parent / name, start) for name, start in cut.items()):
+        whole = {name: continuation(path.parent / name, start) for name, start in cut.items()}
+        if None in whole.values():
             continue
-        data = path.read_bytes()
+        data = whole.get(snapshot) or path.read_bytes()
         if readable(data) and (not folders or folders & known_trials(data)):
-            return path.parent
+            return path.parent, whole
     return None
 
 
-def continues(path: Path, start: bytes) -> bool:
-    """Whether ``path`` is a whole state file that begins with ``start``."""
+def continuation(path: Path, start: bytes) -> bytes | None:
+    """The bytes of ``path`` if it is a whole state file that begins with ``start``."""
     if not path.is_file():
-        return False
+        return None
     data = path.read_bytes()
-    return readable(data) and data.startswith(start)
+    return data if readable(data) and data.startswith(start) else None
 
 
 def known_trials(snapshot: bytes) -> set[str]:
@@ -145,9 +148,11 @@ def ray_temp() -> str:
     return os.path.join(get_default_system_temp_dir(), "ray")
 
 
-def write(fs, path: str, data: bytes) -> None:
-    """Writes through a temporary file and a move, so a kill now leaves the old file."""
-    tmp = f"{path}.tmp"
+def write_atomic(fs, path: str, data: bytes) -> None:
+    """Writes through a temporary file and a move, so a kill now leaves the old file (the
+    temporary one is hidden: no name Ray or ``repair`` reads)."""
+    folder, name = path.rsplit("/", 1)
+    tmp = f"{folder}/.{name}.tmp"
     with fs.open_output_stream(tmp) as f:
         f.write(data)
     fs.move(tmp, path)

@@ -42,6 +42,7 @@ from rollingq.checkpoints import CHECKPOINT
 from rollingq.config import build_config
 from rollingq.memory import TRIAL_MEMORY_FRACTION
 from rollingq.train import fit, run_diagnostics
+from study.resume import write_atomic
 
 WORK_PREFIX = "rollingq-trial-"  # + "<pid>-": a trial's working folder
 STATE = "trial.json"  # restarts so far, saved beside the checkpoint
@@ -110,10 +111,7 @@ def read_json(fs: pyarrow.fs.FileSystem, folder: str, name: str) -> Any:
 def write_json(fs: pyarrow.fs.FileSystem, folder: str, name: str, value: Any) -> None:
     """Writes through a temporary file and a move (never half-written)."""
     fs.create_dir(folder, recursive=True)
-    tmp = f"{folder}/.{name}.tmp"
-    with fs.open_output_stream(tmp) as f:
-        f.write(json.dumps(value).encode())
-    fs.move(tmp, f"{folder}/{name}")
+    write_atomic(fs, f"{folder}/{name}", json.dumps(value).encode())
 
 
 def remove_orphaned_work(tmp: str | None = None) -> list[Path]:

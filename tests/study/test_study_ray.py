@@ -38,7 +38,7 @@ import pytest
 import yaml
 from ray import tune
 
-from study.resume import readable
+from study.resume import ray_temp, readable
 from study.space import load_spec
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -168,8 +168,7 @@ def newest_snapshot(study: Path) -> Path:
 def staging_folder(driver_pid: int) -> Path:
     """The staging folder of a (killed) driver's Ray session, where Ray writes the state it
     copies to the study's ray/ folder."""
-    root = Path(os.environ.get("RAY_TMPDIR") or os.environ.get("TMPDIR") or "/tmp", "ray")
-    found = list(root.glob(f"session_*_{driver_pid}/artifacts/*/ray/driver_artifacts"))
+    found = list(Path(ray_temp()).glob(f"session_*_{driver_pid}/artifacts/*/ray/driver_artifacts"))
     assert len(found) == 1, found
     return found[0]
 
