@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 CHECKPOINT = "checkpoint.pt"
+BEST = "best.pt"  # the selected model (best validation epoch): {"model", "epoch", "config"}
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:

@@ -1,13 +1,17 @@
-"""Diagnostics of a trained model: noise robustness, attention vs. noise, parameters and FLOPs.
+"""Diagnostics of a trained model: noise robustness, attention vs. noise, a missing modality,
+F1, parameters and FLOPs.
 
-These produce the numbers of the paper's Tables 2-4 (METHOD.md §5) for any model the trainer
-builds. They evaluate, they never train; every random draw is seeded, so a diagnostic of the
-same model on the same split gives the same number.
+These produce the numbers of the paper's Tables 2-4 for any model the trainer builds. They
+evaluate, they never train; every random draw is seeded, so a diagnostic of the same model on
+the same split gives the same number.
 
-    add_noise                    the two Gaussian noise recipes (the paper does not publish its own)
+    confusion_matrix, f1_scores  macro-F1 (and the support-weighted F1) from predictions, in torch
+    add_noise                    the three Gaussian noise recipes (absolute, additive, mixing)
     predict                      logits and attention shares over a split, in eval mode
-    noise_robustness             accuracy with noise on one modality at each level     (Table 3)
-    attention_noise_correlation  Pearson r between attention share and "was noised"    (Table 2)
+    noise_robustness             accuracy and macro-F1, noise on one modality, per level (Table 3)
+    missing_modality             accuracy, macro-F1 and attention share with a modality zeroed
+    attention_noise              Table 2: per modality, r and the attention share shift between
+                                 clean and noised evaluations; the pooled r beside it
     count_parameters             all tensors, trainable, and the paper's count         (Table 4)
     flops_per_sample             FLOPs of a forward (or forward + backward) pass        (Table 4)
     cremad_shapes                the CREMA-D modality specs, for counting at paper shapes
@@ -18,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -51,24 +56,63 @@ def cremad_shapes(frames: int = 3) -> dict[str, ModalitySpec]:
 
 
 # -----------------------------------------------------------------------------
+# metrics
+
+
+def confusion_matrix(pred: Tensor, labels: Tensor, num_classes: int) -> Tensor:
+    """(C, C) int64 counts on ``labels``' device: row = true class, column = predicted class."""
+    index = labels.to(torch.long) * num_classes + pred.to(labels.device, torch.long)
+    return torch.bincount(index, minlength=num_classes * num_classes).view(num_classes,
+                                                                            num_classes)
+
+
+def f1_scores(confusion: Tensor) -> dict[str, Tensor]:
+    """Macro-F1 and support-weighted F1 of a confusion matrix (0-dim tensors on its device).
+
+    Per class, F1 = 2 TP / (2 TP + FP + FN). ``macro`` averages it over the classes that occur
+    among the labels or the predictions (scikit-learn's ``f1_score(average="macro")``, whose
+    default labels are those); ``weighted`` averages it with each class's share of the labels
+    (``average="weighted"``; MulT's binary F1 on MOSEI).
+    """
+    c = confusion.double()
+    tp = c.diagonal()
+    support, predicted = c.sum(1), c.sum(0)
+    denom = support + predicted  # 2 TP + FP + FN
+    f1 = torch.where(denom > 0, 2 * tp / denom.clamp(min=1), torch.zeros_like(tp))
+    present = denom > 0
+    macro = f1[present].sum() / present.sum().clamp(min=1)
+    weighted = (f1 * support).sum() / support.sum().clamp(min=1)
+    return {"macro": macro, "weighted": weighted}
+
+
+def scores(logits: Tensor, labels: Tensor) -> dict[str, float]:
+    """Accuracy and macro-F1 of logits (N, C) against labels (N,)."""
+    labels = labels.to(logits.device)
+    pred = logits.argmax(1)
+    f1 = f1_scores(confusion_matrix(pred, labels, logits.shape[1]))
+    correct = (pred == labels).sum().float()  # as rollingq.train.evaluate counts, bit for bit
+    return {"acc": (correct / len(labels)).item(), "f1": f1["macro"].item()}
+
+
+# -----------------------------------------------------------------------------
 # noise
 
 
 def add_noise(
     x: Tensor, level: float, recipe: str, generator: torch.Generator | None = None
 ) -> Tensor:
-    """Adds Gaussian noise to a batch by one of the two recipes.
+    """Adds Gaussian noise to a batch (the input as the model receives it) by one of three recipes.
 
-    The paper (Table 3) does not publish its recipe, so both candidates are offered:
-
+    - ``absolute``: ``x + λ · N(0, 1)``: λ is the noise's standard deviation in the input's own
+      units (MultiBench's white noise, Liang et al. 2021, which the paper's Table 3 cites);
     - ``additive``: ``x + λ · std(x) · N(0, 1)``, std per sample over all non-batch dims
-      (population std), so the noise is relative to each input's scale;
-    - ``mixing``: ``(1 − λ) · x + λ · N(0, 1)``; at λ = 1 the input is pure noise.
+      (population std): λ is the noise-to-signal ratio of each input;
+    - ``mixing``: ``(1 − λ) · x + λ · N(0, 1)``: λ interpolates toward pure noise (λ = 1).
 
     Args:
         x: (B, ...) batch.
         level: λ >= 0; 0 returns ``x`` itself.
-        recipe: ``additive`` or ``mixing``.
+        recipe: ``absolute``, ``additive`` or ``mixing``.
         generator: A ``torch.Generator`` on ``x``'s device; the noise is a deterministic
             function of its state.
 
@@ -86,7 +130,9 @@ def add_noise(
         return x
     noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=torch.float32)
     xf = x.float()
-    if recipe == "additive":
+    if recipe == "absolute":
+        out = xf + level * noise
+    elif recipe == "additive":
         std = xf.reshape(x.shape[0], -1).std(1, correction=0)  # (B,)
         out = xf + level * std.view(-1, *[1] * (x.dim() - 1)) * noise
     else:
@@ -153,8 +199,22 @@ def predict(
     return torch.cat(logits).cpu(), share
 
 
-def _accuracy(logits: Tensor, labels: Tensor) -> float:
-    return (logits.argmax(1) == labels.cpu()).float().mean().item()
+def _check(split: Split, modality: str | None = None, recipe: str | None = None) -> None:
+    if modality is not None and modality not in split.inputs:
+        raise ValueError(f"unknown modality {modality!r}; the split has: {', '.join(split.inputs)}")
+    if recipe is not None and recipe not in NOISE_RECIPES:
+        raise ValueError(f"unknown noise recipe {recipe!r}; valid: {', '.join(NOISE_RECIPES)}")
+
+
+def _noised(modality: str, level: float, recipe: str, generator: torch.Generator) -> Transform:
+    """A ``predict`` transform adding noise to one modality (drawn from ``generator``)."""
+
+    def transform(inputs: dict[str, Tensor], index: Tensor) -> dict[str, Tensor]:
+        if modality in inputs:
+            inputs = {**inputs, modality: add_noise(inputs[modality], level, recipe, generator)}
+        return inputs
+
+    return transform
 
 
 def noise_robustness(
@@ -162,12 +222,13 @@ def noise_robustness(
     split: Split,
     modality: str,
     levels: list[float],
-    recipe: str = "additive",
+    recipe: str = "absolute",
     batch_size: int = 256,
     seed: int = 0,
     autocast: Autocast = contextlib.nullcontext,
-) -> dict[float, float]:
-    """Accuracy with Gaussian noise on one modality at each noise level (Table 3).
+    clean: Tensor | None = None,
+) -> dict[float, dict[str, float]]:
+    """Accuracy and macro-F1 with Gaussian noise on one modality at each noise level (Table 3).
 
     Every level draws its noise from a generator seeded with ``seed``, so the levels share
     the same underlying N(0, 1) draws (common random numbers: the curve changes only
@@ -178,107 +239,171 @@ def noise_robustness(
         split: The split to evaluate (usually test).
         modality: The modality to noise; a modality the model does not use changes nothing.
         levels: Noise levels λ >= 0; 0 gives the clean accuracy.
-        recipe: ``additive`` or ``mixing``, see `add_noise`.
+        recipe: ``absolute``, ``additive`` or ``mixing``, see `add_noise`.
         batch_size: Samples a forward pass.
         seed: Seed of the noise.
         autocast: The forward's precision context, see `predict`.
+        clean: The clean logits of ``split`` (``predict``), used for λ = 0 instead of a pass.
 
     Returns:
-        Level -> accuracy in [0, 1].
+        Level -> ``{"acc", "f1"}``, accuracy and macro-F1 in [0, 1].
 
     Raises:
         ValueError: For a modality the split lacks, an unknown recipe or a negative level.
     """
-    if modality not in split.inputs:
-        raise ValueError(f"unknown modality {modality!r}; the split has: {', '.join(split.inputs)}")
-    if recipe not in NOISE_RECIPES:
-        raise ValueError(f"unknown noise recipe {recipe!r}; valid: {', '.join(NOISE_RECIPES)}")
+    _check(split, modality, recipe)
     device = _device(model)
     result = {}
     for level in levels:
-        generator = torch.Generator(device=device).manual_seed(seed)
-
-        def transform(
-            inputs: dict[str, Tensor], index: Tensor, level: float = level,
-            generator: torch.Generator = generator,
-        ) -> dict[str, Tensor]:
-            if modality in inputs:
-                inputs = {**inputs, modality: add_noise(inputs[modality], level, recipe, generator)}
-            return inputs
-
-        logits, _ = predict(model, split, batch_size, transform, autocast)
-        result[float(level)] = _accuracy(logits, split.labels)
+        if level == 0 and clean is not None:
+            logits = clean
+        else:
+            generator = torch.Generator(device=device).manual_seed(seed)
+            logits, _ = predict(model, split, batch_size,
+                                _noised(modality, level, recipe, generator), autocast)
+        result[float(level)] = scores(logits, split.labels)
     return result
 
 
-def attention_noise_correlation(
+def curve_summary(levels: list[float], acc: list[float]) -> dict[str, float | None]:
+    """A noise curve's area (trapezoid rule over λ, in accuracy x λ units), and its drop from
+    λ = 0 to the largest level, absolute and relative to the clean accuracy (None without a
+    λ = 0 and a larger level)."""
+    order = sorted(range(len(levels)), key=lambda i: levels[i])
+    x = [float(levels[i]) for i in order]
+    y = [float(acc[i]) for i in order]
+    area = sum((x[i + 1] - x[i]) * (y[i + 1] + y[i]) / 2 for i in range(len(x) - 1))
+    if x[0] != 0 or len(x) < 2:
+        return {"auc": area if len(x) > 1 else None, "drop": None, "rel_drop": None}
+    drop = y[0] - y[-1]
+    return {"auc": area, "drop": drop, "rel_drop": drop / y[0] if y[0] > 0 else None}
+
+
+def missing_modality(
+    model: nn.Module, split: Split, modality: str, batch_size: int = 256,
+    autocast: Autocast = contextlib.nullcontext,
+) -> dict[str, float | None]:
+    """Accuracy, macro-F1 and the attention share left on ``modality`` when its input (as the
+    model receives it, after the split's transform) is all zeros at test time.
+
+    Returns:
+        ``{"acc", "f1", "share"}``; ``share`` (the modality's mean share of the last fusion
+        layer's [cls] attention) is None for fusions without attention shares.
+    """
+    _check(split, modality)
+
+    def zeroed(inputs: dict[str, Tensor], index: Tensor) -> dict[str, Tensor]:
+        if modality in inputs:
+            inputs = {**inputs, modality: torch.zeros_like(inputs[modality])}
+        return inputs
+
+    logits, shares = predict(model, split, batch_size, zeroed, autocast)
+    out: dict[str, float | None] = dict(scores(logits, split.labels))
+    out["share"] = shares[modality].double().mean().item() if shares else None
+    return out
+
+
+def attention_noise(
     model: nn.Module,
     split: Split,
     level: float = 1.0,
     recipe: str = "mixing",
+    draws: int = 1,
     batch_size: int = 256,
     seed: int = 0,
     autocast: Autocast = contextlib.nullcontext,
-) -> dict | None:
-    """Pearson r between a modality's attention share and "this modality was noised" (Table 2).
+    clean_shares: dict[str, Tensor] | None = None,
+) -> dict[str, Any] | None:
+    """Does attention follow input quality? (Table 2.)
 
-    Every sample gets noise on exactly one of the model's modalities, chosen uniformly at
-    random (seeded). Over all (sample, modality) pairs, ``r`` correlates the modality's share
-    of the last fusion layer's [cls] attention (the attention summed over its tokens,
-    ``ModelOutput.share``) with the 0/1 indicator that it was the noised one.
+    Every sample is evaluated clean and, for each modality m, with noise on m alone
+    (``draws`` independent draws a sample, seeded by ``seed`` and m's position). With
+    ``share_m`` the share of the last fusion layer's [cls] attention on m's tokens:
 
-    Sign convention: the paper reports positive values (0.52 -> 0.76 on CREMA-D) and calls
-    higher better, but does not publish how it signs the correlation. A model that moves its
-    attention *away* from a noised input has r < 0 here, so ``adaptivity = -r`` is positive
-    for that desirable behaviour; compare ``adaptivity`` with Table 2, under the assumption
-    that the paper signs it that way.
+    - per modality, ``r``: the point-biserial (Pearson) r between ``share_m`` and "m is
+      noised" over the clean and the m-noised evaluations (N + N·draws values), and ``shift``:
+      the mean over samples of (m-noised − clean) ``share_m``, in share units, with its 95 %
+      t interval over samples (``scipy.stats.ttest_1samp``; the sample is the unit, its
+      draws averaged). A model whose attention moves away from a noised input has r < 0 and
+      shift < 0.
+    - ``pooled``: the variant this project reported first: each sample noised on one modality
+      chosen uniformly at random (seeded), r over all (sample, modality) pairs of the share
+      and "this modality was the noised one" (no clean evaluation), ``adaptivity = -r``. Pooling
+      puts the gap between the modalities' shares into the variance, so a model with balanced
+      attention gets a larger |r| for the same shift; compare it with the paper only.
+
+    The paper reports positive values (0.52 -> 0.76 on CREMA-D, higher is better) without its
+    protocol or sign; ``-r`` is the reading under which moving away from noise is positive.
 
     Args:
         model: A ``rollingq.model.MultimodalTransformer``.
-        split: The split to evaluate (usually test).
+        split: The split to evaluate.
         level: Noise level λ, see `add_noise`.
-        recipe: ``additive`` or ``mixing``; ``mixing`` at λ = 1 replaces the input by noise.
+        recipe: ``absolute``, ``additive`` or ``mixing``; ``mixing`` at λ = 1 replaces the input.
+        draws: Noise draws a sample and modality (>= 1).
         batch_size: Samples a forward pass.
-        seed: Seeds both the choice of modality and the noise.
+        seed: Seeds the noise and the pooled variant's choice of modality.
         autocast: The forward's precision context, see `predict`.
+        clean_shares: The clean shares of ``split`` (``predict``), used instead of a clean pass.
 
     Returns:
-        ``{"r", "adaptivity", "level", "recipe", "pairs"}``, or None when the model's fusion
-        has no attention shares (concat, sum, mbt, unimodal). ``r`` and ``adaptivity`` are
-        None when the correlation is undefined (the shares do not vary).
+        ``{"recipe", "level", "draws", "samples", "evaluations", "per_modality": {m: {"r",
+        "shift", "shift_low", "shift_high", "clean_share", "noised_share"}}, "pooled": {"r",
+        "adaptivity", "pairs"}}``, or None when the model's fusion has no attention shares
+        (concat, sum, mbt, unimodal). An r is None when it is undefined (no variation).
     """
-    if recipe not in NOISE_RECIPES:
-        raise ValueError(f"unknown noise recipe {recipe!r}; valid: {', '.join(NOISE_RECIPES)}")
+    _check(split, recipe=recipe)
+    if draws < 1:
+        raise ValueError(f"`draws >= 1` must hold, but got draws={draws}")
     device = _device(model)
     modalities = list(getattr(model, "modalities", split.inputs))
-    choice = torch.randint(
-        len(modalities), (len(split),), generator=torch.Generator().manual_seed(seed)
-    )  # (N,): which modality each sample gets noised on
-    choice_dev = choice.to(device)
-    generator = torch.Generator(device=device).manual_seed(seed)
-
-    def transform(inputs: dict[str, Tensor], index: Tensor) -> dict[str, Tensor]:
-        chosen = choice_dev[index]  # (B,)
-        out = dict(inputs)
-        for j, m in enumerate(modalities):
-            x = inputs[m]
-            mask = (chosen == j).view(-1, *[1] * (x.dim() - 1))
-            out[m] = torch.where(mask, add_noise(x, level, recipe, generator), x)
-        return out
-
-    _, shares = predict(model, split, batch_size, transform, autocast)
-    if shares is None:
+    if clean_shares is None:
+        _, clean_shares = predict(model, split, batch_size, autocast=autocast)
+    if clean_shares is None:
         return None
-    share = torch.cat([shares[m] for m in modalities]).double()  # (M * N,)
-    noised = torch.cat([(choice == j) for j in range(len(modalities))]).double()
-    r = _pearson(share, noised)
+    n = len(split)
+    noised: list[list[dict[str, Tensor]]] = []  # [modality j][draw d]: shares when j is noised
+    for j, m in enumerate(modalities):
+        generator = torch.Generator(device=device).manual_seed(seed * 1_000 + j)
+        noised.append([predict(model, split, batch_size,
+                               _noised(m, level, recipe, generator), autocast)[1]
+                       for _ in range(draws)])
+    per_modality = {}
+    for j, m in enumerate(modalities):
+        clean = clean_shares[m].double()
+        hit = torch.stack([s[m].double() for s in noised[j]])  # (draws, N)
+        shift = hit.mean(0) - clean
+        share = torch.cat([clean, hit.reshape(-1)])
+        flag = torch.cat([torch.zeros(n), torch.ones(n * draws)]).double()
+        low, high = _t_interval(shift)
+        per_modality[m] = {"r": _pearson(share, flag), "shift": shift.mean().item(),
+                           "shift_low": low, "shift_high": high,
+                           "clean_share": clean.mean().item(), "noised_share": hit.mean().item()}
+    choice = torch.randint(len(modalities), (n,), generator=torch.Generator().manual_seed(seed))
+    rows = torch.arange(n)
+    share = torch.cat([torch.stack([noised[j][0][m] for j in range(len(modalities))])[choice, rows]
+                       for m in modalities]).double()  # (M * N,): m's share under i's condition
+    flag = torch.cat([(choice == j) for j in range(len(modalities))]).double()
+    r = _pearson(share, flag)
     return {
-        "r": r,
-        "adaptivity": None if r is None else -r,
-        "level": float(level),
         "recipe": recipe,
-        "pairs": len(share),
+        "level": float(level),
+        "draws": draws,
+        "samples": n,
+        "evaluations": n * (1 + len(modalities) * draws),
+        "per_modality": per_modality,
+        "pooled": {"r": r, "adaptivity": None if r is None else -r, "pairs": len(share)},
     }
+
+
+def _t_interval(x: Tensor, confidence: float = 0.95) -> tuple[float | None, float | None]:
+    """The t interval of the mean of ``x`` (None, None when it is undefined: n < 2 or no spread)."""
+    from scipy import stats
+
+    if len(x) < 2 or float(x.std()) == 0.0:
+        return None, None
+    ci = stats.ttest_1samp(x.numpy(), 0.0).confidence_interval(confidence)
+    return float(ci.low), float(ci.high)
 
 
 def _pearson(x: Tensor, y: Tensor) -> float | None:

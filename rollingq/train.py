@@ -7,16 +7,22 @@ One epoch, top to bottom:
        losses, accuracies and the RollingQ statistics accumulate on the device (no host sync);
        with the published schedule one more lr step after the last batch
     3. epoch end: RollingQ (rolling.py) decides and maybe rotates the [cls] query
-    4. evaluate on val and test (deterministic), select on val, checkpoint, call back
+    4. evaluate on val and test (deterministic), select on val (the selected model's state is
+       kept, and written to best.pt), checkpoint, call back
 
-A run whose training loss turns NaN/inf stops with status ``diverged``.
+Before the first step the untrained model is evaluated once (epoch -1: validation and test
+accuracy, F1, AIR, cosines, shares), so what training changes is observable from its start.
+A run whose training loss turns NaN/inf stops with status ``diverged``. The end-of-run
+diagnostics (``run_diagnostics``) run on the selected model, the one the headline reports.
 
 CLI:  python -m rollingq.train [--config FILE] [--set key=value ...] [--out DIR] [--resume]
+(``python -m rollingq.evaluate DIR`` re-evaluates a run's best.pt)
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import logging
 import math
@@ -29,6 +35,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 import yaml
@@ -36,6 +43,7 @@ import yaml
 from rollingq import diagnostics
 from rollingq.balancing import Balancer
 from rollingq.checkpoints import (
+    BEST,
     CHECKPOINT,
     load_checkpoint,
     rng_state,
@@ -51,6 +59,8 @@ from rollingq.rolling import EpochStats, rotate_if_needed
 log = logging.getLogger(__name__)
 
 DEVICE_DATA_SHARE = 0.25  # train.data_on_device=auto: resident when the data fit in this share
+EVAL_BATCH = 256  # evaluation batches hold at least this many samples
+PREDICTIONS = "predictions.npz"  # the selected model's clean test predictions, per sample
 
 Metrics = dict[str, Any]
 
@@ -64,8 +74,10 @@ class FitResult:
         history: One flat metrics dict per epoch.
         summary: Headline numbers: test accuracy at the best validation epoch, the paper-style
             best test accuracy (model selection on test, labelled as such), rotations, timing.
-        model: The trained model (on the training device).
+        model: The trained model after its last epoch (on the training device).
         data: The data set it was trained on (on the training device).
+        best_state: The model's state at the best validation epoch (CPU tensors; rotation
+            buffers included), None when no epoch completed.
     """
 
     status: str
@@ -74,6 +86,15 @@ class FitResult:
     model: MultimodalTransformer
     data: DataBundle
     config: Config = field(repr=False)
+    best_state: dict[str, torch.Tensor] | None = field(default=None, repr=False)
+
+    def selected(self) -> MultimodalTransformer:
+        """A copy of the model with the best validation epoch's state: the headline's model."""
+        if self.best_state is None:
+            raise ValueError("no epoch completed, so no model was selected")
+        model = copy.deepcopy(self.model)
+        model.load_state_dict(self.best_state)
+        return model
 
 
 def resolve_device(name: str) -> torch.device:
@@ -211,15 +232,25 @@ def train_step(
     return out, loss, probe_loss
 
 
+def eval_batch_size(cfg: Config) -> int:
+    """The batch size of every evaluation pass (the same in training and in the diagnostics,
+    so a diagnostic's clean pass is the epoch's evaluation bit for bit)."""
+    return max(cfg.train.batch_size, EVAL_BATCH)
+
+
 @torch.no_grad()
-def evaluate(model: MultimodalTransformer, split: Split, batch_size: int, autocast) -> Metrics:
-    """Loss, accuracy, probe accuracies, attention shares and cosines on one split (eval mode)."""
+def evaluate(model: MultimodalTransformer, split: Split, batch_size: int, autocast,
+             binary_f1: bool = False) -> Metrics:
+    """Loss, accuracy, macro-F1 (and with ``binary_f1`` the support-weighted F1 MulT reports
+    as MOSEI's binary F1), probe accuracies, attention shares and cosines on one split (eval
+    mode)."""
     was_training = model.training
     model.eval()
     mods = model.modalities
     n = len(split)
     loss = torch.zeros((), device=split.labels.device)
     correct = torch.zeros((), device=split.labels.device)
+    confusion = None
     probe_correct = {m: torch.zeros((), device=split.labels.device) for m in mods}
     share = {m: torch.zeros((), device=split.labels.device) for m in mods}
     stats = EpochStats(mods, len(model.rotations)) if model.rotations else None
@@ -227,7 +258,10 @@ def evaluate(model: MultimodalTransformer, split: Split, batch_size: int, autoca
         with autocast():
             out = model(b.batch())
         loss += F.cross_entropy(out.logits.float(), b.labels, reduction="sum")
-        correct += (out.logits.argmax(1) == b.labels).sum()
+        pred = out.logits.argmax(1)
+        correct += (pred == b.labels).sum()
+        counts = diagnostics.confusion_matrix(pred, b.labels, out.logits.shape[1])
+        confusion = counts if confusion is None else confusion + counts
         for m in mods:
             probe_correct[m] += (out.probe_logits[m].argmax(1) == b.labels).sum()
         if stats is not None:
@@ -235,7 +269,10 @@ def evaluate(model: MultimodalTransformer, split: Split, batch_size: int, autoca
             for m in mods:
                 share[m] += out.share[m].sum()
     model.train(was_training)
-    result = {"loss": loss / n, "acc": correct / n}
+    f1 = diagnostics.f1_scores(confusion)
+    result = {"loss": loss / n, "acc": correct / n, "f1": f1["macro"]}
+    if binary_f1:
+        result["binary_f1"] = f1["weighted"]
     result.update({f"probe_acc_{m}": c / n for m, c in probe_correct.items()})
     if stats is not None:
         cos = stats.layers[-1].cosines("epoch")
@@ -345,6 +382,7 @@ def fit(
     shuffle = torch.Generator().manual_seed(t.seed)
     history: list[Metrics] = []
     best = {"val_acc": -1.0, "epoch": -1, "test_acc": float("nan"), "best_test_acc": -1.0}
+    best_state: dict[str, torch.Tensor] | None = None
     start_epoch = 0
     ckpt_path = Path(checkpoint_dir) / CHECKPOINT if checkpoint_dir else None
     if resume and ckpt_path is not None and ckpt_path.exists():
@@ -357,8 +395,16 @@ def fit(
         if balancer is not None and state.get("balance"):
             balancer.load_state_dict(state["balance"])
         history, best, start_epoch = state["history"], state["best"], state["epoch"] + 1
+        best_state = _resumed_best(state, ckpt_path)
 
     mods = model.modalities
+    evaluate_splits = partial(_evaluate_splits, model, bundle, eval_batch_size(config),
+                              autocast, config.data.name == "mosei")
+    if not history:  # epoch -1: the untrained model, before the first step
+        metrics = {"epoch": -1, **evaluate_splits(), "status": "running"}
+        history.append(metrics)
+        if on_epoch_end is not None:
+            on_epoch_end(dict(metrics))
     stats = EpochStats(mods, len(model.rotations)) if model.rotations else None
     status = "finished"
     if history and history[-1].get("status") == "diverged":
@@ -433,19 +479,23 @@ def fit(
                     {f"air_layer{ev.layer}": ev.air, f"rotations_layer{ev.layer}": ev.rotations}
                 )
 
-        val = evaluate(model, bundle.val, max(t.batch_size, 256), autocast)
-        test = evaluate(model, bundle.test, max(t.batch_size, 256), autocast)
-        metrics.update({f"val_{k}": v for k, v in val.items()})
-        metrics.update({f"test_{k}": v for k, v in test.items()})
-        if val["acc"] > best["val_acc"]:
-            best.update(val_acc=val["acc"], epoch=epoch, test_acc=test["acc"])
-        best["best_test_acc"] = max(best["best_test_acc"], test["acc"])
+        metrics.update(evaluate_splits())
+        if metrics["val_acc"] > best["val_acc"]:
+            best.update(epoch=epoch, **{f"{k}": metrics[k] for k in SELECTED if k in metrics})
+            best_state = {k: v.detach().to("cpu", copy=True)
+                          for k, v in model.state_dict().items()}
+            if checkpoint_dir is not None and t.keep_best:
+                save_checkpoint(Path(checkpoint_dir) / BEST, {
+                    "model": best_state, "epoch": epoch, "config": config.to_dict()})
+        best["best_test_acc"] = max(best["best_test_acc"], metrics["test_acc"])
         seconds = time.perf_counter() - began
         metrics.update(
             {
                 "best_val_acc": best["val_acc"],
                 "best_val_epoch": best["epoch"],
                 "test_acc_at_best_val": best["test_acc"],
+                **{f"{k}_at_best_val": best[k] for k in SELECTED
+                   if k not in ("val_acc", "test_acc") and k in best},
                 "best_test_acc": best["best_test_acc"],
                 "epoch_seconds": seconds,
                 "samples_per_s": n_train / seconds,
@@ -469,6 +519,8 @@ def fit(
                     "epoch": epoch,
                     "history": history,
                     "best": best,
+                    # the selected model, when it is not the model above (resume needs it)
+                    "best_model": best_state if best["epoch"] != epoch else None,
                     "balance": balancer.state_dict() if balancer is not None else None,
                     "config": config.to_dict(),
                 },
@@ -477,7 +529,39 @@ def fit(
             on_epoch_end(dict(metrics))
 
     summary = summarize(status, history, model)
-    return FitResult(status, history, summary, model, bundle, config)
+    return FitResult(status, history, summary, model, bundle, config, best_state)
+
+
+# the metrics of the best validation epoch kept beside the selected model
+SELECTED = ("val_acc", "val_f1", "test_acc", "test_f1", "test_binary_f1")
+
+
+def _evaluate_splits(model: MultimodalTransformer, bundle: DataBundle, batch_size: int,
+                     autocast, binary_f1: bool) -> Metrics:
+    """``val_*`` and ``test_*`` metrics of the model as it is now."""
+    out: Metrics = {}
+    for name, split in (("val", bundle.val), ("test", bundle.test)):
+        out.update({f"{name}_{k}": v for k, v in
+                    evaluate(model, split, batch_size, autocast, binary_f1).items()})
+    return out
+
+
+def _resumed_best(state: dict[str, Any], ckpt_path: Path) -> dict[str, torch.Tensor] | None:
+    """The selected model's state a checkpoint resumes with: its own model when the best
+    epoch is the checkpoint's, else the copy it carries (or, from an earlier version,
+    best.pt of that epoch beside it)."""
+    epoch = state["best"]["epoch"]
+    if epoch < 0:
+        return None
+    if epoch == state["epoch"]:
+        return state["model"]
+    if state.get("best_model") is not None:
+        return state["best_model"]
+    path = ckpt_path.parent / BEST
+    if path.exists() and (best := load_checkpoint(path))["epoch"] == epoch:
+        return best["model"]
+    raise ValueError(f"cannot resume {ckpt_path}: it selects epoch {epoch}, whose model is "
+                     f"neither in it nor in {path}; start the run again without --resume")
 
 
 def summarize(status: str, history: list[Metrics], model: MultimodalTransformer) -> Metrics:
@@ -485,12 +569,16 @@ def summarize(status: str, history: list[Metrics], model: MultimodalTransformer)
     last = history[-1] if history else {}
     summary = {
         "status": status,
-        "epochs": len(history),
+        "epochs": sum(h.get("epoch", 0) >= 0 for h in history),
         "test_acc_at_best_val": last.get("test_acc_at_best_val"),
+        "test_f1_at_best_val": last.get("test_f1_at_best_val"),
         "best_val_acc": last.get("best_val_acc"),
+        "val_f1_at_best_val": last.get("val_f1_at_best_val"),
         "best_val_epoch": last.get("best_val_epoch"),
         "best_test_acc_paper_style": last.get("best_test_acc"),
         "final_test_acc": last.get("test_acc"),
+        **({"test_binary_f1_at_best_val": last["test_binary_f1_at_best_val"]}
+           if "test_binary_f1_at_best_val" in last else {}),
         "rotations": [int(r.count) for r in model.rotations],
         "rotation_epochs": [h["epoch"] for h in history if h.get("rotated")],
         "wall_seconds": sum(h.get("epoch_seconds", 0.0) for h in history),
@@ -498,21 +586,65 @@ def summarize(status: str, history: list[Metrics], model: MultimodalTransformer)
     return summary
 
 
-def run_diagnostics(result: FitResult) -> Metrics:
-    """Noise robustness on each modality and the attention-noise correlation on the test split."""
-    cfg, model, test = result.config, result.model, result.data.test
-    levels = cfg.train.noise_levels
+def run_diagnostics(
+    cfg: Config, model: MultimodalTransformer, data: DataBundle, epoch: int | None = None,
+) -> tuple[Metrics, dict[str, np.ndarray]]:
+    """The end-of-run diagnostics of a model (the selected one: ``FitResult.selected()``).
+
+    On the test split: the clean evaluation, the noise curve per modality (Table 3:
+    ``train.noise_*``, with its area and drop), each modality zeroed, and Table 2's
+    attention-noise protocol (``train.attention_noise_*``, on its split); the parameter
+    counts. Every pass uses the training run's precision and evaluation batch size, so the
+    clean accuracy and the curves at λ = 0 equal the epoch's test accuracy.
+
+    Args:
+        epoch: The epoch the model is from, recorded as ``epoch``.
+
+    Returns:
+        The diagnostics (JSON-ready), and the clean test predictions per sample: ``label``,
+        ``pred`` and ``p_true`` (the probability of the true class), in split order.
+    """
+    t, test = cfg.train, data.test
     autocast = autocast_for(cfg, next(model.parameters()).device)  # as the run trained
-    out: Metrics = {"noise_recipe": cfg.train.noise_recipe, "noise": {}}
+    batch = eval_batch_size(cfg)
+    clean, shares = diagnostics.predict(model, test, batch, autocast=autocast)
+    labels = test.labels.cpu()
+    out: Metrics = {"epoch": epoch, "split": "test", "samples": len(test),
+                    "test": diagnostics.scores(clean, labels)}
+    noise: Metrics = {"recipe": t.noise_recipe, "levels": list(t.noise_levels),
+                      "seed": t.noise_seed, "curves": {}, "summary": {}}
     for m in model.modalities:
-        acc = diagnostics.noise_robustness(model, test, m, levels, cfg.train.noise_recipe,
-                                           autocast=autocast)
-        out["noise"][m] = {str(level): a for level, a in acc.items()}
-    out["attention_noise"] = diagnostics.attention_noise_correlation(model, test,
-                                                                     autocast=autocast)
+        curve = diagnostics.noise_robustness(model, test, m, t.noise_levels, t.noise_recipe,
+                                             batch, t.noise_seed, autocast, clean=clean)
+        noise["curves"][m] = {str(level): v for level, v in curve.items()}
+        noise["summary"][m] = diagnostics.curve_summary(
+            list(curve), [v["acc"] for v in curve.values()])
+    out["noise"] = noise
+    out["missing"] = {m: diagnostics.missing_modality(model, test, m, batch, autocast)
+                      for m in model.modalities}
+    split = test if t.attention_noise_split == "test" else data.val
+    attn = diagnostics.attention_noise(
+        model, split, t.attention_noise_level, t.attention_noise_recipe,
+        t.attention_noise_draws, batch, t.noise_seed, autocast,
+        clean_shares=shares if split is test else None)
+    out["attention_noise"] = None if attn is None else {"split": t.attention_noise_split, **attn}
     out["parameters"] = diagnostics.count_parameters(model)
-    out["favoured_modality"] = result.data.favoured
-    return out
+    out["favoured_modality"] = data.favoured
+    probs = clean.double().softmax(1)
+    predictions = {
+        "label": labels.numpy().astype(np.int16),  # a few KB at the paper's test sizes
+        "pred": clean.argmax(1).numpy().astype(np.int16),
+        "p_true": probs[torch.arange(len(labels)), labels].float().numpy(),
+    }
+    return out, predictions
+
+
+def write_predictions(path: Path, predictions: dict[str, np.ndarray], epoch: int | None) -> None:
+    """``predictions.npz``: one row a test sample, in split order, plus the model's epoch."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("wb") as f:
+        np.savez(f, **predictions, epoch=np.int64(-1 if epoch is None else epoch))
+    tmp.replace(path)
 
 
 def _json_safe(x: Any) -> Any:
@@ -563,7 +695,7 @@ def main(argv: list[str] | None = None) -> int:
         def on_epoch_end(m: Metrics) -> None:
             with metrics_file.open("a") as f:
                 f.write(json.dumps(_json_safe(m)) + "\n")
-            bar.update(1)
+            bar.update(int(m["epoch"] >= 0))  # epoch -1 is the untrained model
             shown = {
                 k: m.get(k)
                 for k in ("train_loss", "val_acc", "air", "rotations")
@@ -578,7 +710,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             done = load_checkpoint(out / CHECKPOINT)["history"]
             metrics_file.write_text("".join(json.dumps(_json_safe(h)) + "\n" for h in done))
-            bar.update(len(done))
+            bar.update(sum(h["epoch"] >= 0 for h in done))
         (out / "config.yaml").write_text(
             yaml.safe_dump(cfg.to_dict(), sort_keys=False)
         )
@@ -586,7 +718,10 @@ def main(argv: list[str] | None = None) -> int:
         bar.close()
         summary = dict(result.summary)
         if result.status == "finished":
-            summary["diagnostics"] = run_diagnostics(result)
+            epoch = summary["best_val_epoch"]
+            summary["diagnostics"], predictions = run_diagnostics(
+                cfg, result.selected(), result.data, epoch)
+            write_predictions(out / PREDICTIONS, predictions, epoch)
         summary["config"] = cfg.to_dict()
         write_json(out / "summary.json", summary)
     except (ConfigError, ValueError, FileNotFoundError) as e:

@@ -87,8 +87,8 @@ def test_one_epoch_of_the_published_config_at_tiny_shapes(tmp_path, monkeypatch)
         **TINY_MODEL, "train.epochs": 2, "train.batch_size": 4, "train.device": "cpu"})
     assert cfg.train.precision == "fp32" and cfg.optim.schedule == "published"
     result = fit(cfg)
-    assert result.status == "finished" and len(result.history) == 2
-    first, second = result.history
+    assert result.status == "finished" and len(result.history) == 3
+    _, first, second = result.history  # epoch -1, the untrained model, first
     assert math.isfinite(first["train_loss"])
     # beta 0, r_time 1: one rotation, at the end of the first epoch, with alpha = 1/2
     assert first["rotated"] == 1 and second["rotated"] == 0 and second["rotations"] == 1

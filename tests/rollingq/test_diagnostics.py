@@ -8,6 +8,7 @@ Linears 590,592 each, head and two probes 4,614 each -> 59,870,226; plus 768² =
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -16,12 +17,16 @@ from rollingq.data.base import ModalitySpec, Split
 from rollingq.data.synthetic import load_synthetic
 from rollingq.diagnostics import (
     add_noise,
-    attention_noise_correlation,
+    attention_noise,
+    confusion_matrix,
     count_parameters,
     cremad_shapes,
+    curve_summary,
+    f1_scores,
     flops_per_sample,
     noise_robustness,
     predict,
+    scores,
 )
 from rollingq.model import MultimodalTransformer
 
@@ -31,7 +36,7 @@ def gen(seed=0):
 
 
 # add_noise ---------------------------------------------------------------------------------------
-@pytest.mark.parametrize("recipe", ["additive", "mixing"])
+@pytest.mark.parametrize("recipe", ["absolute", "additive", "mixing"])
 def test_level_zero_returns_the_input(recipe):
     x = torch.randn(4, 3, 5)
     assert add_noise(x, 0.0, recipe, gen()) is x
@@ -65,7 +70,19 @@ def test_additive_noise_scales_with_each_samples_std():
     )
 
 
-@pytest.mark.parametrize("recipe", ["additive", "mixing"])
+@pytest.mark.parametrize("level", [0.1, 0.5, 2.0])
+def test_absolute_noise_has_std_level_whatever_the_input(level):
+    """MultiBench's white noise: x + λ N(0, 1), the same on a constant input of any scale."""
+    for value in (0.0, 1000.0):
+        x = torch.full((16, 64, 64), value)
+        delta = add_noise(x, level, "absolute", gen(4)) - x
+        assert delta.std().item() == pytest.approx(level, rel=0.01)
+        assert abs(delta.mean().item()) < 0.01 * level + 1e-3 * value * 1e-3
+    torch.testing.assert_close(add_noise(x, 0.5, "absolute", gen(4)),
+                               x + 0.5 * torch.randn(x.shape, generator=gen(4)))
+
+
+@pytest.mark.parametrize("recipe", ["absolute", "additive", "mixing"])
 def test_noise_is_deterministic_given_the_generator(recipe):
     x = torch.randn(4, 6, 7)
     a, b = add_noise(x, 0.7, recipe, gen(5)), add_noise(x, 0.7, recipe, gen(5))
@@ -74,7 +91,7 @@ def test_noise_is_deterministic_given_the_generator(recipe):
 
 
 def test_unknown_recipe_and_negative_level_are_errors():
-    with pytest.raises(ValueError, match="additive, mixing"):
+    with pytest.raises(ValueError, match="absolute, additive, mixing"):
         add_noise(torch.ones(2, 3), 0.5, "salt")
     with pytest.raises(ValueError, match="level >= 0"):
         add_noise(torch.ones(2, 3), -0.1, "mixing")
@@ -250,33 +267,134 @@ def test_predict_without_attention_has_no_shares():
 def test_noise_robustness(trained):
     model, split = trained
     logits, _ = predict(model, split, 256)
-    clean = (logits.argmax(1) == split.labels).float().mean().item()
-    assert clean > 0.4  # well above chance (0.25): the model learned something
+    clean = scores(logits, split.labels)
+    assert clean["acc"] > 0.4  # well above chance (0.25): the model learned something
     levels = [0.0, 0.5, 3.0]
-    for recipe in ("additive", "mixing"):
-        acc = noise_robustness(model, split, "audio", levels, recipe=recipe)
-        assert list(acc) == levels and all(0 <= a <= 1 for a in acc.values())
-        assert acc[0.0] == clean
-        assert noise_robustness(model, split, "audio", levels, recipe=recipe) == acc
-    assert acc[3.0] < acc[0.0]  # mixing at λ = 3 all but erases the easy modality
+    for recipe in ("absolute", "additive", "mixing"):
+        curve = noise_robustness(model, split, "audio", levels, recipe=recipe)
+        assert list(curve) == levels and all(0 <= v["acc"] <= 1 for v in curve.values())
+        assert curve[0.0] == clean
+        assert noise_robustness(model, split, "audio", levels, recipe=recipe) == curve
+        assert noise_robustness(model, split, "audio", levels, recipe=recipe,
+                                clean=logits) == curve  # the clean pass reused at λ = 0
+    assert curve[3.0]["acc"] < curve[0.0]["acc"]  # mixing at λ = 3 all but erases audio
     with pytest.raises(ValueError, match="audio, visual"):
         noise_robustness(model, split, "text", levels)
 
 
-def test_attention_noise_correlation(trained):
+def test_curve_summary_area_and_drops():
+    out = curve_summary([0.0, 1.0, 0.5], [0.9, 0.5, 0.8])  # any order of levels
+    assert out["auc"] == pytest.approx(0.5 * (0.9 + 0.8) / 2 + 0.5 * (0.8 + 0.5) / 2)
+    assert out["drop"] == pytest.approx(0.4) and out["rel_drop"] == pytest.approx(0.4 / 0.9)
+    assert curve_summary([0.5, 1.0], [0.8, 0.5])["drop"] is None  # no clean level
+
+
+def test_macro_f1_against_a_confusion_matrix_counted_by_hand():
+    g = torch.Generator().manual_seed(7)
+    labels = torch.randint(0, 4, (300,), generator=g)
+    pred = torch.where(torch.rand(300, generator=g) < 0.6, labels,
+                       torch.randint(0, 5, (300,), generator=g))  # class 4: predicted, never true
+    counts = [[0] * 5 for _ in range(5)]
+    for t, p_ in zip(labels.tolist(), pred.tolist(), strict=True):
+        counts[t][p_] += 1
+    f1 = []
+    for c in range(5):
+        tp = counts[c][c]
+        fp = sum(counts[r][c] for r in range(5)) - tp
+        fn = sum(counts[c]) - tp
+        f1.append(2 * tp / (2 * tp + fp + fn))
+    support = [sum(row) for row in counts]
+    conf = confusion_matrix(pred, labels, 5)
+    assert conf.tolist() == counts
+    got = f1_scores(conf)
+    assert got["macro"].item() == pytest.approx(sum(f1) / 5)  # class 4 counts (it is predicted)
+    assert got["weighted"].item() == pytest.approx(
+        sum(f * n for f, n in zip(f1, support, strict=True)) / 300)
+    logits = torch.nn.functional.one_hot(pred, 5).float()
+    assert scores(logits, labels)["f1"] == pytest.approx(sum(f1) / 5)
+    absent = f1_scores(confusion_matrix(labels, labels, 6))  # class 5 nowhere: left out
+    assert absent["macro"].item() == 1.0
+
+
+class KnownAttention(torch.nn.Module):
+    """A stand-in fusion whose [cls] attention is a known function of its inputs: audio's share
+    is 0.1 + 0.8 sigmoid(mean audio input), visual gets the rest but 0.05."""
+
+    modalities = ["audio", "visual"]
+
+    def __init__(self):
+        super().__init__()
+        self.dummy = torch.nn.Parameter(torch.zeros(()))
+
+    def forward(self, inputs):
+        from types import SimpleNamespace
+
+        audio = 0.1 + 0.8 * torch.sigmoid(inputs["audio"].mean((1, 2)))
+        share = {"audio": audio, "visual": 0.95 - audio}
+        return SimpleNamespace(logits=torch.stack([audio, 1 - audio], 1), share=share)
+
+
+def test_attention_noise_per_modality_on_a_model_whose_attention_is_known():
+    from scipy import stats
+
+    n = 200
+    g = torch.Generator().manual_seed(3)
+    audio = torch.randn(n, 4, 5, generator=g) * 0.5 + 1.0
+    visual = torch.randn(n, 4, 5, generator=g)
+    split = Split({"audio": audio, "visual": visual}, torch.zeros(n, dtype=torch.long))
+    model = KnownAttention()
+    result = attention_noise(model, split, level=1.0, recipe="mixing", batch_size=n, seed=2)
+
+    def audio_share(x):
+        return 0.1 + 0.8 * torch.sigmoid(x.mean((1, 2))).double()
+
+    clean = audio_share(audio)
+    # mixing at λ = 1 replaces a modality by N(0, 1) drawn from the seeded generator of its
+    # condition (seed * 1000 + its position), one batch of the whole split
+    noise = {j: torch.randn(audio.shape, generator=torch.Generator().manual_seed(2000 + j))
+             for j in (0, 1)}
+    expected = {
+        "audio": (clean, audio_share(noise[0])),  # audio noised
+        "visual": (0.95 - clean, 0.95 - clean),  # noising visual leaves every share alone
+    }
+    for m, (before, after) in expected.items():
+        got = result["per_modality"][m]
+        shift = after - before
+        assert got["shift"] == pytest.approx(shift.mean().item(), abs=1e-6)
+        if m == "audio":
+            r = stats.pointbiserialr(np.r_[np.zeros(n), np.ones(n)],
+                                     torch.cat([before, after]).numpy()).statistic
+            assert got["r"] == pytest.approx(r, abs=1e-6)
+            half = stats.t.ppf(0.975, n - 1) * shift.std().item() / math.sqrt(n)
+            assert got["shift_low"] == pytest.approx(shift.mean().item() - half, abs=1e-6)
+            assert got["shift_high"] == pytest.approx(shift.mean().item() + half, abs=1e-6)
+            assert got["r"] < -0.5 and got["shift"] < -0.1  # attention leaves noised audio
+        else:
+            assert abs(got["shift"]) < 1e-6 and got["shift_low"] is None  # no spread
+    assert (result["samples"], result["evaluations"]) == (n, 3 * n)
+    # the pooled variant: each sample noised on one modality, chosen with the seed
+    choice = torch.randint(2, (n,), generator=torch.Generator().manual_seed(2))
+    a = torch.where(choice == 0, audio_share(noise[0]), clean)
+    shares = torch.cat([a, 0.95 - a]).numpy()
+    flags = torch.cat([choice == 0, choice == 1]).double().numpy()
+    assert result["pooled"]["r"] == pytest.approx(np.corrcoef(shares, flags)[0, 1], abs=1e-6)
+    assert result["pooled"]["adaptivity"] == -result["pooled"]["r"]
+    assert result["pooled"]["pairs"] == 2 * n
+
+
+def test_attention_noise_is_seeded_and_counts_draws(trained):
     model, split = trained
-    result = attention_noise_correlation(model, split, level=1.0, recipe="mixing")
-    assert math.isfinite(result["r"]) and -1 <= result["r"] <= 1
-    assert result["adaptivity"] == -result["r"]
-    assert result["pairs"] == 2 * len(split)
-    assert (result["level"], result["recipe"]) == (1.0, "mixing")
-    assert attention_noise_correlation(model, split, level=1.0, recipe="mixing") == result
+    result = attention_noise(model, split, level=1.0, recipe="mixing", draws=2)
+    assert result == attention_noise(model, split, level=1.0, recipe="mixing", draws=2)
+    assert result["evaluations"] == len(split) * (1 + 2 * 2)
+    for v in result["per_modality"].values():
+        assert -1 <= v["r"] <= 1 and v["shift_low"] <= v["shift"] <= v["shift_high"]
 
 
-def test_attention_noise_correlation_is_none_without_attention():
+def test_attention_noise_is_none_without_attention():
     model = small_model("concat")
     split = Split(
         {"audio": torch.randn(6, 8, 16), "visual": torch.randn(6, 8, 16)},
         torch.zeros(6, dtype=torch.long),
     )
-    assert attention_noise_correlation(model, split) is None
+    assert attention_noise(model, split) is None

@@ -23,7 +23,7 @@ import pytest
 import torch
 
 from rollingq.config import build_config
-from rollingq.diagnostics import attention_noise_correlation, noise_robustness
+from rollingq.diagnostics import attention_noise, noise_robustness
 from rollingq.train import fit
 
 SEEDS = (0, 1, 2)
@@ -42,8 +42,9 @@ def _run(enabled: bool, seed: int) -> dict:
     assert result.status == "finished", f"enabled={enabled} seed={seed}: {result.status}"
     assert result.data.favoured == "audio"
     last = result.history[-1]
-    noise = noise_robustness(result.model, result.data.test, "audio", LEVELS, RECIPE)
-    corr = attention_noise_correlation(result.model, result.data.test)
+    curve = noise_robustness(result.model, result.data.test, "audio", LEVELS, RECIPE)
+    noise = {level: v["acc"] for level, v in curve.items()}
+    corr = attention_noise(result.model, result.data.test)["pooled"]
     TRAJECTORIES.setdefault(enabled, []).append([h["val_air"] for h in result.history])
     return {
         "air": last["air"],

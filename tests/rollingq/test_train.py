@@ -102,6 +102,7 @@ def test_resume_equals_uninterrupted(tmp_path, anchor_stat, balance):
         fit(tiny(**over), on_epoch_end=crash, checkpoint_dir=tmp_path / "b")
     resumed = fit(tiny(**over), checkpoint_dir=tmp_path / "b", resume=True)
     assert _strip(resumed.history) == _strip(whole.history)
+    assert all(torch.equal(whole.best_state[k], resumed.best_state[k]) for k in whole.best_state)
     assert whole.summary["rotations"] == resumed.summary["rotations"] == [3]
     a, b = whole.model.state_dict(), resumed.model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)  # bit-exact on CPU
@@ -112,7 +113,8 @@ def test_metrics_record_every_epoch():
     result = fit(
         tiny(**{"rollingq.beta": 0.0, "rollingq.max_rotations": 1}), on_epoch_end=seen.append
     )
-    assert [m["epoch"] for m in seen] == [0, 1, 2, 3] and result.status == "finished"
+    assert [m["epoch"] for m in seen] == [-1, 0, 1, 2, 3] and result.status == "finished"
+    seen = seen[1:]  # epoch -1 (the untrained model) has its own test
     first = seen[0]
     for key in (
         "train_loss",
@@ -132,6 +134,9 @@ def test_metrics_record_every_epoch():
         "epoch_seconds",
         "samples_per_s",
         "test_acc_at_best_val",
+        "test_f1_at_best_val",
+        "val_f1",
+        "test_f1",
         "best_test_acc",
     ):
         assert key in first, key
@@ -140,7 +145,73 @@ def test_metrics_record_every_epoch():
     best = max(range(4), key=lambda i: (seen[i]["val_acc"], -i))
     assert result.summary["best_val_epoch"] == best
     assert result.summary["test_acc_at_best_val"] == seen[best]["test_acc"]
+    assert result.summary["test_f1_at_best_val"] == seen[best]["test_f1"]
     assert result.summary["best_test_acc_paper_style"] == max(m["test_acc"] for m in seen)
+    assert result.summary["epochs"] == 4
+
+
+def test_epoch_minus_one_is_an_evaluation_of_the_untrained_model():
+    from rollingq.train import autocast_for, evaluate
+
+    cfg = tiny(**{"train.epochs": 1})
+    result = fit(cfg)
+    before = result.history[0]
+    assert before["epoch"] == -1 and "train_loss" not in before and "best_val_acc" not in before
+    torch.manual_seed(cfg.train.seed)  # what fit builds its model from
+    untrained = MultimodalTransformer(result.data.specs, result.data.num_classes, cfg.model)
+    autocast = autocast_for(cfg, torch.device("cpu"))
+    for name, split in (("val", result.data.val), ("test", result.data.test)):
+        expected = evaluate(untrained, split, 256, autocast)
+        assert {k: before[f"{name}_{k}"] for k in expected} == expected
+    assert abs(before["val_air"]) < abs(result.history[-1]["val_air"]) + 1.0  # recorded, finite
+    assert {"val_air", "val_cos_audio", "val_share_visual"} <= set(before)
+
+
+def test_diagnostics_run_on_the_selected_model(tmp_path):
+    """The best validation epoch's model (rotation included) is kept, written to best.pt, and
+    its clean test accuracy (and every noise curve at λ = 0) is the headline."""
+    from rollingq.checkpoints import BEST, load_checkpoint
+
+    # validation accuracy peaks at epoch 3 of 0-5 here (ties keep the earlier epoch)
+    cfg = tiny(**{"train.epochs": 6, "optim.lr": 0.1, "rollingq.beta": 0.0})
+    r = fit(cfg, checkpoint_dir=tmp_path)
+    best_epoch = r.summary["best_val_epoch"]
+    saved = load_checkpoint(tmp_path / BEST)
+    assert saved["epoch"] == best_epoch
+    assert all(torch.equal(saved["model"][k], r.best_state[k]) for k in r.best_state)
+    selected = r.selected()
+    assert int(selected.rotations[0].count) == r.history[best_epoch + 1]["rotations"]
+    diag, predictions = run_diagnostics(cfg, selected, r.data, best_epoch)
+    head = r.summary["test_acc_at_best_val"]
+    assert diag["test"]["acc"] == head and diag["epoch"] == best_epoch
+    assert diag["test"]["f1"] == pytest.approx(r.summary["test_f1_at_best_val"], abs=1e-12)
+    assert {m: c["0.0"]["acc"] for m, c in diag["noise"]["curves"].items()} == {
+        m: head for m in r.model.modalities}
+    assert len(predictions["label"]) == len(r.data.test)
+    assert np.array_equal(predictions["label"], r.data.test.labels.numpy())
+    assert (predictions["pred"] == predictions["label"]).mean() == pytest.approx(head, abs=1e-6)
+    assert ((predictions["p_true"] > 0) & (predictions["p_true"] <= 1)).all()
+    assert best_epoch < 5  # so the last epoch's model is another model
+    last, _ = run_diagnostics(cfg, r.model, r.data)
+    assert last["test"]["acc"] == r.history[-1]["test_acc"]
+    assert any(not torch.equal(r.best_state[k], v) for k, v in r.model.state_dict().items())
+
+
+def test_zeroing_the_only_modality_a_model_uses_drops_it_to_chance():
+    from rollingq.diagnostics import missing_modality, predict
+
+    r = fit(tiny(**{"model.fusion": "audio", "rollingq.enabled": False, "train.epochs": 2}))
+    model, test = r.selected(), r.data.test
+    assert r.summary["test_acc_at_best_val"] > 0.5  # chance is 0.25
+    zeroed = missing_modality(model, test, "audio")
+    logits, _ = predict(model, test, 256, lambda x, i: {**x, "audio": torch.zeros_like(
+        x["audio"])})
+    pred = logits.argmax(1)
+    assert bool((pred == pred[0]).all())  # one class for every sample: no information left
+    assert zeroed["acc"] == pytest.approx((test.labels == pred[0]).float().mean().item())
+    assert zeroed["acc"] < 0.35 and zeroed["share"] is None
+    other = missing_modality(model, test, "visual")  # a modality it does not use
+    assert other["acc"] == pytest.approx(r.summary["test_acc_at_best_val"])
 
 
 def test_a_nan_loss_stops_as_diverged():
@@ -196,13 +267,13 @@ def test_fit_follows_the_published_schedule_with_its_epoch_end_steps():
     spe = math.ceil(len(r.data.train) / 64)  # 360 training samples: 6 steps an epoch
     assert spe == 6
     W, T = int(2.5 * spe), 5 * spe  # 15, 30
-    for e, h in enumerate(r.history):
+    for e, h in enumerate(r.history[1:]):  # after epoch -1 (the untrained model)
         step = e * (spe + 1) + spe  # the lr after the epoch's last batch, before the extra step
         want = step / W if step < W else 0.5 * (1 + math.cos(math.pi * (step - W) / (T - W)))
         assert h["lr"] == pytest.approx(lr * max(0.0, want)), e
     plain = fit(tiny(**{"optim.lr": lr, "optim.warmup_epochs": 2.5, "train.epochs": 5,
                         "optim.schedule": "plain"}))
-    assert plain.history[0]["lr"] == pytest.approx(lr * spe / 15 + lr / 15)  # (step + 1) / W
+    assert plain.history[1]["lr"] == pytest.approx(lr * spe / 15 + lr / 15)  # (step + 1) / W
     assert plain.history[-1]["lr"] == pytest.approx(0.0, abs=1e-12)
 
 
@@ -210,7 +281,7 @@ def test_every_fusion_layer_can_rotate():
     r = fit(tiny(**{"model.fusion_layers": 2, "rollingq.layers": "all", "rollingq.beta": 0.0,
                     "rollingq.max_rotations": 1, "train.epochs": 2}))
     assert r.summary["rotations"] == [1, 1]
-    assert r.history[0]["rotations_layer0"] == 1 and r.history[0]["rotations"] == 1
+    assert r.history[1]["rotations_layer0"] == 1 and r.history[1]["rotations"] == 1
     last = fit(tiny(**{"model.fusion_layers": 2, "rollingq.beta": 0.0, "train.epochs": 2,
                        "rollingq.max_rotations": 1}))
     assert last.summary["rotations"] == [0, 1]
@@ -285,8 +356,11 @@ def test_compiled_training_matches_the_eager_path_or_falls_back():
 def test_diagnostics_evaluate_in_the_runs_precision(precision):
     """Noise level 0 is the clean test set: its accuracy is the last epoch's test accuracy,
     also when the run trains (and evaluates) under bf16 autocast."""
-    r = fit(tiny(**{"train.epochs": 2, "data.test_size": 400, "train.precision": precision}))
-    clean = {m: acc["0.0"] for m, acc in run_diagnostics(r)["noise"].items()}
+    cfg = tiny(**{"train.epochs": 2, "data.test_size": 400, "train.precision": precision})
+    r = fit(cfg)
+    noise = {"train.noise_levels": [0.0, 0.5]}
+    diag, _ = run_diagnostics(tiny(**{**noise, "train.precision": precision}), r.model, r.data)
+    clean = {m: curve["0.0"]["acc"] for m, curve in diag["noise"]["curves"].items()}
     assert clean == {m: r.history[-1]["test_acc"] for m in r.model.modalities}
 
 
@@ -316,7 +390,7 @@ def test_rollingq_rotates_mmml_and_mult_through_their_attention_readout(fusion):
                     "rollingq.max_rotations": 1, "train.epochs": 2, "data.modalities": names}))
     assert list(r.model.modalities) == (["text", "visual"] if names else ["audio", "visual"])
     assert r.status == "finished" and r.summary["rotations"] == [1]
-    assert r.history[0]["rotated"] == 1 and "val_air" in r.history[-1]
+    assert r.history[1]["rotated"] == 1 and "val_air" in r.history[-1]
     plain = fit(tiny(**{"model.fusion": fusion, "rollingq.enabled": False, "train.epochs": 1}))
     assert plain.status == "finished" and "air" not in plain.history[-1]
 

@@ -15,8 +15,8 @@ def test_one_epoch_on_cremad_format(tmp_path):
     assert cfg.data.frame_size == 224 and cfg.model.dim == 32
     epochs = []
     result = fit(cfg, epochs.append)
-    assert result.status == "finished" and len(epochs) == 1
-    m = epochs[0]
+    assert result.status == "finished" and [e["epoch"] for e in epochs] == [-1, 0]
+    m = epochs[1]
     assert math.isfinite(m["train_loss"]) and 0 <= m["test_acc"] <= 1
     assert {"train_probe_acc_audio", "train_probe_acc_visual", "air"} <= set(m)
     assert result.model.modalities == ["audio", "visual"]
@@ -51,5 +51,6 @@ def test_the_training_cli_runs_on_cremad_with_diagnostics(tmp_path):
     argv = [x for k, v in sets.items() for x in ("--set", f"{k}={v}")]
     assert main([*argv, "--out", str(tmp_path / "run"), "--quiet"]) == 0
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
-    assert set(summary["diagnostics"]["noise"]) == {"audio", "visual"}
+    assert set(summary["diagnostics"]["noise"]["curves"]) == {"audio", "visual"}
+    assert summary["diagnostics"]["noise"]["recipe"] == "absolute"  # the cited recipe
     assert summary["config"]["data"]["name"] == "cremad"
