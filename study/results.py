@@ -3,7 +3,10 @@
     trials.csv   one row a trial: trial id, status (finished | diverged | errored | stopped |
                  incomplete), error, the searched parameters and the seed under their dotted
                  names, the headline and final metrics, the diagnostics, retries, time
-    curves.csv   one row a trial x epoch (de-duplicated after retries: the last report wins)
+    curves.csv   one row a trial x epoch (de-duplicated after retries: the last report wins;
+                 epoch -1 is the untrained model's evaluation)
+    predictions/ <trial_id>.npz: an ended trial's clean test predictions per sample (label,
+                 pred, p_true, in test split order; the selected model's)
     meta.json    provenance: git commit, versions, command line, cluster resources, hours
 
 Everything is read back from the experiment folder on disk (``tune.ExperimentAnalysis``), so
@@ -20,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow.fs
 from ray import tune
 from ray.tune.experiment import Trial
 
@@ -27,7 +31,10 @@ from analysis import outcomes
 from study.space import ROOT, Spec
 
 STATUS_ORDER = ("finished", "diverged", "stopped", "errored", "incomplete")
-DIAGNOSTIC_PREFIXES = ("noise_", "attn_noise", "params_")
+DIAGNOSTIC_PREFIXES = ("noise_", "attn_noise", "params_", "missing_", "diagnostics_")
+HEADLINE = ("test_acc_at_best_val", "test_f1_at_best_val", "test_binary_f1_at_best_val",
+            "val_f1_at_best_val", "best_val_acc", "best_val_epoch", "best_test_acc")
+PREDICTIONS_DIR = "predictions"  # <trial_id>.npz: each trial's clean test predictions
 RECORDED = (outcomes.DECLARED, outcomes.ON, outcomes.BETA)  # the final report's config facts
 RAY_COLUMNS = {"timestamp", "checkpoint_dir_name", "should_checkpoint", "done", "time_this_iter_s",
                "time_since_restore", "iterations_since_restore", "pid", "hostname", "node_ip",
@@ -66,12 +73,16 @@ def trial_params(spec: Spec, config: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-def collect(exp_path: str, spec: Spec) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Reads Ray's experiment folder into (trials, curves) tables."""
+def collect(exp_path: str, spec: Spec) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, bytes]]:
+    """Reads Ray's experiment folder into (trials, curves) tables and each ended trial's
+    ``predictions.npz`` (by trial id; the column ``predictions`` names its file in the
+    results folder)."""
+    from rollingq.train import PREDICTIONS
+
     analysis = tune.ExperimentAnalysis(exp_path)
     frames = analysis.trial_dataframes
     early = spec.tune["scheduler"] == "asha"
-    rows, curves = [], []
+    rows, curves, predictions = [], [], {}
     for trial in sorted(analysis.trials, key=lambda t: t.trial_id):
         history = with_saved_epochs(frames.get(trial.trial_id, pd.DataFrame()), trial)
         if "epoch" in history:
@@ -82,10 +93,11 @@ def collect(exp_path: str, spec: Spec) -> tuple[pd.DataFrame, pd.DataFrame]:
         params = trial_params(spec, trial.config)
         status = _status(trial, last, early)
         row = {"trial_id": trial.trial_id, "status": status, "error": _error(trial), **params}
-        for key in ("test_acc_at_best_val", "best_val_acc", "best_val_epoch", "best_test_acc"):
-            row[key] = last.get(key)
+        for key in HEADLINE:
+            if key in last or key != "test_binary_f1_at_best_val":
+                row[key] = last.get(key)
         row["epochs"] = int(last["epoch"]) + 1 if "epoch" in last else 0
-        for key in ("val_acc", "test_acc", "train_loss", "air", "rotations"):
+        for key in ("val_acc", "val_f1", "test_acc", "test_f1", "train_loss", "air", "rotations"):
             row[f"final_{key}"] = last.get(key)
         row.update({k: v for k, v in last.items() if k.startswith("val_share_")})
         row.update({k: v for k, v in last.items() if k.startswith(DIAGNOSTIC_PREFIXES)})
@@ -98,6 +110,10 @@ def collect(exp_path: str, spec: Spec) -> tuple[pd.DataFrame, pd.DataFrame]:
                                if "time_total_s" in history else 0.0)
         row["gpu"] = spec.tune["resources"]["gpu"]
         row["trial_dir"] = trial.path
+        saved = read_bytes(trial.storage.storage_filesystem, trial.path, PREDICTIONS)
+        if saved is not None:
+            predictions[trial.trial_id] = saved
+        row["predictions"] = f"{PREDICTIONS_DIR}/{trial.trial_id}.npz" if saved else ""
         rows.append(row)
         if len(history):
             keep = [c for c in history.columns if c not in RAY_COLUMNS
@@ -110,7 +126,16 @@ def collect(exp_path: str, spec: Spec) -> tuple[pd.DataFrame, pd.DataFrame]:
             curves.append(curve)
     trials = pd.DataFrame(rows)
     curve_df = pd.concat(curves, ignore_index=True) if curves else pd.DataFrame()
-    return with_outcomes(trials, curve_df, spec), curve_df
+    return with_outcomes(trials, curve_df, spec), curve_df, predictions
+
+
+def read_bytes(fs: pyarrow.fs.FileSystem, folder: str, name: str) -> bytes | None:
+    """A file of a trial's folder in the study storage, or None when it is not there."""
+    path = f"{folder}/{name}"
+    if fs.get_file_info(path).type == pyarrow.fs.FileType.NotFound:
+        return None
+    with fs.open_input_stream(path) as f:
+        return f.read()
 
 
 def with_saved_epochs(history: pd.DataFrame, trial: Trial) -> pd.DataFrame:
@@ -201,8 +226,13 @@ def meta(spec: Spec, trials: pd.DataFrame, *, argv: list[str], resources: dict[s
 
 
 def write(study_dir: Path, trials: pd.DataFrame, curves: pd.DataFrame,
-          info: dict[str, Any]) -> None:
-    """Writes trials.csv, curves.csv and meta.json into the study folder."""
+          info: dict[str, Any], predictions: dict[str, bytes] | None = None) -> None:
+    """Writes trials.csv, curves.csv, meta.json and predictions/<trial_id>.npz into the study
+    folder."""
+    if predictions:
+        (study_dir / PREDICTIONS_DIR).mkdir(exist_ok=True)
+        for trial_id, data in predictions.items():
+            (study_dir / PREDICTIONS_DIR / f"{trial_id}.npz").write_bytes(data)
     trials.to_csv(study_dir / "trials.csv", index=False)
     curves.to_csv(study_dir / "curves.csv", index=False)
     (study_dir / "meta.json").write_text(json.dumps(info, indent=2, default=str) + "\n")

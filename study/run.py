@@ -392,11 +392,11 @@ def run_study(spec: Spec, folder: Path, storage: str, args: argparse.Namespace, 
         tuner.fit()
     finally:
         ray.shutdown()
-    trials, curves = results.collect(exp, spec)
+    trials, curves, predictions = results.collect(exp, spec)
     info = results.meta(spec, trials, argv=["study/run.py", *argv], resources=resources,
                         nodes=nodes, wall_seconds=time.perf_counter() - t0, started=started,
                         finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"), resumed=bool(args.resume))
-    results.write(folder, trials, curves, info)
+    results.write(folder, trials, curves, info, predictions)
     c = info["trials"]
     done = c["finished"] + c["diverged"] + c["errored"] + c["stopped"]
     summary = ", ".join(f"{v} {k}" for k, v in c.items() if v)

@@ -51,7 +51,8 @@ TUNE_DEFAULTS: dict[str, Any] = {
 PARAM_FIELDS = {"role", "type", "values", "low", "high", "log", "step", "when"}
 VARIANT = "variant"  # the parameter (and trials.csv column) that names a trial's variant
 VARIANT_FIELDS = ("role", "values")
-METRICS = ("val_acc", "val_loss", "test_acc_at_best_val", "best_val_acc", "train_loss")
+METRICS = ("val_acc", "val_f1", "val_loss", "test_acc_at_best_val", "test_f1_at_best_val",
+           "best_val_acc", "train_loss")
 
 
 class SpecError(ValueError):

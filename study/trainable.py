@@ -17,7 +17,10 @@ was killed can start again a trial that had in fact ended; such a trial finds it
 re-reports it (``replayed: True``) without training. Beside it, ``history.json`` holds every
 epoch's metrics as ``fit`` kept them: Ray's ``result.json`` of a trial is copied to the storage
 with the snapshot and can miss an epoch the snapshot has (a driver killed mid-copy), and the
-study's curves take such an epoch from there (``study.results``).
+study's curves take such an epoch from there (``study.results``), and ``predictions.npz`` the
+selected model's clean test predictions per sample (the study copies it into its results).
+The diagnostics run on the selected model (the best validation epoch's), kept in memory; with
+``train.keep_best`` its ``best.pt`` also travels with every checkpoint to the storage.
 
 A trial trains in a working folder of its own under the machine's temporary folder
 (``rollingq-trial-<pid>-*``, the checkpoint ``fit`` writes: hundreds of MB at the paper's
@@ -27,6 +30,7 @@ every trial first removes the folders of processes that no longer run on this ma
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -34,6 +38,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow.fs
 import torch
 from ray import tune
@@ -41,7 +46,7 @@ from ray import tune
 from rollingq.checkpoints import CHECKPOINT
 from rollingq.config import build_config
 from rollingq.memory import TRIAL_MEMORY_FRACTION
-from rollingq.train import fit, run_diagnostics
+from rollingq.train import PREDICTIONS, fit, run_diagnostics
 from study.resume import write_atomic
 
 WORK_PREFIX = "rollingq-trial-"  # + "<pid>-": a trial's working folder
@@ -62,13 +67,40 @@ def trial_config(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def flatten_diagnostics(diag: dict[str, Any]) -> dict[str, Any]:
-    """Diagnostics as flat metrics: ``noise_<modality>_<level>``, ``attn_noise_r``, params."""
-    flat: dict[str, Any] = {"noise_recipe": diag["noise_recipe"]}
-    for m, accs in diag["noise"].items():
-        flat.update({f"noise_{m}_{level}": acc for level, acc in accs.items()})
-    corr = diag.get("attention_noise") or {}
-    flat["attn_noise_r"] = corr.get("r")
-    flat["attn_noise_adaptivity"] = corr.get("adaptivity")
+    """Diagnostics (``rollingq.train.run_diagnostics``) as flat metrics, named by what they are:
+
+    - ``diagnostics_epoch``: the epoch of the model they ran on (the best validation epoch);
+    - Table 3 on the test split: ``noise_recipe``, ``noise_seed``; ``noise_<m>_<λ>`` accuracy and
+      ``noise_f1_<m>_<λ>`` macro-F1 with noise on modality m; ``noise_auc_<m>`` (trapezoid over
+      λ), ``noise_drop_<m>`` (clean - largest level) and ``noise_rel_drop_<m>`` (drop / clean);
+    - ``missing_<m>_acc``, ``missing_<m>_f1``, ``missing_<m>_share``: m zeroed at test time;
+    - Table 2 (attention fusions): the protocol ``attn_noise_recipe``, ``_level``, ``_split``,
+      ``_draws``, ``_evaluations``; per modality ``attn_noise_r_<m>`` and the share shift
+      ``attn_noise_shift_<m>`` with ``_low``/``_high`` (95 %); the pooled variant
+      ``attn_noise_pooled_r`` and ``attn_noise_pooled_adaptivity`` (-r);
+    - ``params_paper``, ``params_all``, ``favoured_modality``.
+    """
+    noise = diag["noise"]
+    flat: dict[str, Any] = {"diagnostics_epoch": diag["epoch"], "noise_recipe": noise["recipe"],
+                            "noise_seed": noise["seed"]}
+    for m, curve in noise["curves"].items():
+        for level, v in curve.items():
+            flat[f"noise_{m}_{level}"] = v["acc"]
+            flat[f"noise_f1_{m}_{level}"] = v["f1"]
+        flat.update({f"noise_{k}_{m}": v for k, v in noise["summary"][m].items()})
+    for m, v in diag["missing"].items():
+        flat.update({f"missing_{m}_{k}": x for k, x in v.items()})
+    attn = diag.get("attention_noise")
+    if attn:
+        flat.update({f"attn_noise_{k}": attn[k]
+                     for k in ("recipe", "level", "split", "draws", "evaluations")})
+        for m, v in attn["per_modality"].items():
+            flat[f"attn_noise_r_{m}"] = v["r"]
+            flat[f"attn_noise_shift_{m}"] = v["shift"]
+            flat[f"attn_noise_shift_{m}_low"] = v["shift_low"]
+            flat[f"attn_noise_shift_{m}_high"] = v["shift_high"]
+        flat["attn_noise_pooled_r"] = attn["pooled"]["r"]
+        flat["attn_noise_pooled_adaptivity"] = attn["pooled"]["adaptivity"]
     flat["params_paper"] = diag["parameters"]["paper"]
     flat["params_all"] = diag["parameters"]["all_tensors"]
     flat["favoured_modality"] = diag.get("favoured_modality")  # None unless the data declares it
@@ -170,6 +202,8 @@ def train_trial(config: dict[str, Any]) -> None:
     def on_epoch_end(m: dict[str, Any]) -> None:
         m = {k: v for k, v in m.items() if v is not None}
         m["restarts"] = restarts
+        if m["epoch"] < 0:  # the untrained model: it reaches curves.csv through history.json
+            return  # (not a Ray result: it has no training loss, no best epoch, no clock tick)
         if m.get("status") == "diverged":
             m[metric] = worst
             held.append(m)  # reported after fit returns, with final: True
@@ -190,7 +224,13 @@ def train_trial(config: dict[str, Any]) -> None:
                      rollingq_on=cfg.rollingq.enabled and cfg.rollingq.max_rotations > 0,
                      rollingq_beta=cfg.rollingq.beta)
         if result.status == "finished":
-            final.update(flatten_diagnostics(run_diagnostics(result)))
+            diag, predictions = run_diagnostics(cfg, result.selected(), result.data,
+                                                final["best_val_epoch"])
+            final.update(flatten_diagnostics(diag))
+            buffer = io.BytesIO()
+            np.savez(buffer, **predictions, epoch=np.int64(final["best_val_epoch"]))
+            fs.create_dir(folder, recursive=True)
+            write_atomic(fs, f"{folder}/{PREDICTIONS}", buffer.getvalue())
         final = {k: v for k, v in final.items() if v is not None}
         write_json(fs, folder, HISTORY, [{k: v for k, v in h.items() if v is not None}
                                          for h in result.history])

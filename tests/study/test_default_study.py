@@ -35,12 +35,21 @@ def test_rotation_ablation_runs_end_to_end_with_its_report(tmp_path):
     assert trials["rollingq_on"].tolist() == (trials["rollingq.max_rotations"] > 0).tolist()
     assert (trials["rollingq_beta"] == 0.2).all() and (trials["favoured_modality"] == "audio").all()
     for col in ("out_abs_air", "out_favoured_share", "out_noise_drop", "out_adaptivity",
-                "out_air_slope"):
+                "out_air_slope", "out_noise_auc", "out_attn_shift"):
         assert trials[col].notna().all(), col
+    # the diagnostics ran on the headline's model; Table 2's protocol and per-modality numbers
+    assert (trials["noise_audio_0.0"] == trials["test_acc_at_best_val"]).all()
+    assert (trials["noise_visual_0.0"] == trials["test_acc_at_best_val"]).all()
+    for col in ("attn_noise_r_audio", "attn_noise_shift_audio", "attn_noise_pooled_r",
+                "missing_audio_acc", "test_f1_at_best_val"):
+        assert trials[col].notna().all(), col
+    assert (curves.groupby("trial_id")["epoch"].min() == -1).all()  # the untrained model
+    assert len(list((folder / "predictions").glob("*.npz"))) == 30
     fired = trials["final_rotations"] > 0
     assert trials.loc[~fired, "out_air_convergence"].isna().all()
     report = (folder / "report.md").read_text()
     for part in ("rollingq.max_rotations", "ANOVA", "Tukey", "partial η²",
+                 "Does attention follow input quality? (Table 2.)", "recipe mixing; level 1",
                  "## The paper's claims on this study", "| (2) RollingQ lowers \\|AIR\\| |",
                  "`out_abs_air ~ rollingq.max_rotations"):
         assert part in report, part

@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -178,7 +179,7 @@ def check_curves(study: Path, trials: pd.DataFrame, epochs: int) -> pd.DataFrame
     assert not curves.duplicated(["trial_id", "epoch"]).any()
     assert set(curves["trial_id"]) == set(trials["trial_id"])
     for _, group in curves.groupby("trial_id"):
-        assert sorted(group["epoch"]) == list(range(epochs))
+        assert sorted(group["epoch"]) == list(range(-1, epochs))  # -1: the untrained model
     assert not NOT_IN_CURVES & set(curves.columns)
     return curves
 
@@ -208,11 +209,35 @@ def test_smoke_study_end_to_end(tmp_path):
     assert set(noise) <= set(trials.columns)
     assert ((trials[noise] >= 0) & (trials[noise] <= 1)).all().all()
     assert (trials["noise_recipe"] == "additive").all()
-    assert trials["attn_noise_r"].notna().all() and trials["params_paper"].gt(0).all()
+    assert trials["params_paper"].gt(0).all()
     assert trials["time_total_s"].gt(0).all() and (trials["gpu"] == 0).all()
+    # the diagnostics ran on the selected model: λ = 0 is the headline, on every modality
+    for m in ("audio", "visual"):
+        assert (trials[f"noise_{m}_0.0"] == trials["test_acc_at_best_val"]).all()
+        for col in (f"noise_f1_{m}_0.0", f"noise_auc_{m}", f"noise_drop_{m}",
+                    f"noise_rel_drop_{m}", f"missing_{m}_acc", f"missing_{m}_f1"):
+            assert trials[col].notna().all(), col
+    assert (trials["diagnostics_epoch"] == trials["best_val_epoch"]).all()
+    assert trials["test_f1_at_best_val"].between(0, 1).all()
+    assert (trials["noise_f1_audio_0.0"] - trials["test_f1_at_best_val"]).abs().max() < 1e-9
+    # Table 2 with its protocol recorded (the smoke study's arms are attention fusions)
+    assert (trials["attn_noise_recipe"] == "mixing").all()
+    assert (trials["attn_noise_level"] == 1.0).all() and (trials["attn_noise_draws"] == 1).all()
+    assert (trials["attn_noise_split"] == "test").all()
+    for col in ("attn_noise_pooled_r", "attn_noise_r_audio", "attn_noise_shift_visual",
+                "attn_noise_shift_audio_low", "attn_noise_shift_audio_high"):
+        assert trials[col].notna().all(), col
+    # each trial's test predictions, collected into the results folder
+    for _, row in trials.iterrows():
+        pred = np.load(study / row["predictions"])
+        assert (pred["pred"] == pred["label"]).mean() == pytest.approx(
+            row["test_acc_at_best_val"], abs=1e-6)
+        assert int(pred["epoch"]) == row["best_val_epoch"]
 
     curves = check_curves(study, trials, epochs=2)
-    assert len(curves) == 4
+    assert len(curves) == 6
+    before = curves[curves["epoch"] == -1]
+    assert before["val_air"].notna().all() and before["train_loss"].isna().all()
     assert {"rollingq.enabled", "train.seed", "train_loss", "val_acc", "air"} <= set(curves.columns)
 
     merged = load_spec("smoke").to_dict()
@@ -243,7 +268,7 @@ def test_balance_rollingq_smoke_test_end_to_end(tmp_path):
     assert sorted(trials["balance.method"]) == ["none", "ogm_ge"]
     assert (trials["status"] == "finished").all()
     curves = pd.read_csv(study / "curves.csv")
-    ogm = curves[curves["balance.method"] == "ogm_ge"]
+    ogm = curves[(curves["balance.method"] == "ogm_ge") & (curves["epoch"] >= 0)]  # trained
     for m in ("audio", "visual"):
         assert ogm[f"balance_ratio_{m}"].notna().all()
         assert ogm[f"balance_coef_{m}"].between(0, 1).all()
@@ -376,6 +401,7 @@ def test_interrupt_kill_and_resume(tmp_path):
 
         wait_until(driver, log, one_more_one_mid)
         driver.kill()
+        killed_at = time.time()
         driver.wait(timeout=30)
         killed = driver.pid
         print(f"B: SIGKILL after {time.monotonic() - t0:.1f} s; left behind: "
@@ -442,12 +468,17 @@ def test_interrupt_kill_and_resume(tmp_path):
         new = after[tid][len(before_kill[tid]):]
         assert new and new[-1].get("final")
         assert new[0]["epoch"] >= 1, new[0]["epoch"]
-        assert all(r["restarts"] >= 1 for r in new)
+        # rows without a restart were reported before the kill and reached the storage only
+        # with Ray's staging copy, which the resumed study restores (a CI flake seen here)
+        assert new[-1]["restarts"] >= 1
+        assert all(r["restarts"] >= 1 or r["timestamp"] <= killed_at for r in new), [
+            (r["epoch"], r["restarts"], r["timestamp"] - killed_at) for r in new]
         assert trials.set_index("trial_id").loc[tid, "retries"] >= 1
     curves = check_curves(study, trials, EPOCHS)  # every epoch of every trial, the gap's too
     assert 2 not in [r["epoch"] for r in after[gap]]
     filled = curves[(curves["trial_id"] == gap) & (curves["epoch"] == 2)].iloc[0]
-    saved = json.loads(next((study / "ray").glob(f"*{gap}*/history.json")).read_text())[2]
+    history = json.loads(next((study / "ray").glob(f"*{gap}*/history.json")).read_text())
+    saved = next(h for h in history if h["epoch"] == 2)
     assert filled["val_acc"] == saved["val_acc"] and filled["air"] == saved["air"]
 
     # The same form as an uninterrupted study of the same space (one seed of it)
