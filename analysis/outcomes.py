@@ -12,14 +12,20 @@ where the trial cannot have it (no attention fusion: no AIR; no rotation: no con
                           last epoch)
     out_noise_drop        test accuracy lost (points) from clean (level 0) to the largest noise
                           level on the favoured modality; out_noise_drop_<m> for each modality
-                          (NaN without a level 0 and a larger one) m
-    out_adaptivity        attention-noise adaptivity (Table 2: -r between a modality's
-                          attention share and "it was the noised one"; higher = attention moves
-                          away from the noised input)
+                          (NaN without a level 0 and a larger one) m; the trial records it
+                          (noise_drop_<m>), older folders get it from the curve
+    out_noise_auc         area under the favoured modality's noise curve (points x λ, the
+                          trial's noise_auc_<m>)
+    out_adaptivity        attention-noise adaptivity, the pooled variant (Table 2: -r between a
+                          modality's attention share and "it was the noised one", pooled over
+                          the modalities; higher = attention moves away from the noised input)
+    out_attn_shift        the favoured modality's attention share when it is noised minus clean,
+                          per sample, averaged (share units; the trial's attn_noise_shift_<m>)
     out_rotations         rotations fired
     out_air_convergence   epochs from the first rotation until validation |AIR| first falls to
                           beta or below (0: at once); NaN when no rotation fired or it never does
-    out_air_slope         least-squares slope of validation |AIR| per epoch over training
+    out_air_slope         least-squares slope of validation |AIR| per epoch over training,
+                          from the untrained model's evaluation (epoch -1) where recorded
 
 The favoured modality of a data set (column ``favoured``) is the one it is built to favour (the
 synthetic data declares it: ``favoured_modality``), else the one the vanilla trials' [cls]
@@ -32,6 +38,7 @@ driver records the last two from each trial's config.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import numpy as np
@@ -47,26 +54,31 @@ OUTCOMES: dict[str, tuple[str, str]] = {
     "out_abs_air": ("final |AIR| (validation)", ""),
     "out_favoured_share": ("favoured modality's attention share (validation)", ""),
     "out_noise_drop": ("accuracy drop at the largest noise on the favoured modality", "points"),
-    "out_adaptivity": ("attention-noise adaptivity (Table 2)", ""),
+    "out_noise_auc": ("area under the favoured modality's noise curve", "points x λ"),
+    "out_adaptivity": ("attention-noise adaptivity, pooled (Table 2)", ""),
+    "out_attn_shift": ("favoured modality's attention share shift when it is noised", "share"),
     "out_rotations": ("rotations fired", ""),
     "out_air_convergence": ("epochs from the first rotation to |AIR| <= beta", "epochs"),
     "out_air_slope": ("slope of |AIR| per epoch", "per epoch"),
 }
-NOISE_PREFIX = "noise_"
+# noise_<modality>_<level>: accuracy (noise_f1_<m>_<level>, noise_auc_<m>, ... are not)
+NOISE_COLUMN = re.compile(
+    r"^noise_(?P<modality>[A-Za-z]+)_(?P<level>\d+(?:\.\d+)?(?:e-?\d+)?)$")
 
 
 def noise_columns(trials: pd.DataFrame) -> dict[str, dict[float, str]]:
-    """``noise_<modality>_<level>`` columns by modality and level."""
+    """``noise_<modality>_<level>`` accuracy columns by modality and level."""
     out: dict[str, dict[float, str]] = {}
     for col in trials.columns:
-        if not col.startswith(NOISE_PREFIX) or col == "noise_recipe":
-            continue
-        modality, _, level = col.removeprefix(NOISE_PREFIX).rpartition("_")
-        try:
-            out.setdefault(modality, {})[float(level)] = col
-        except ValueError:
-            continue
+        if match := NOISE_COLUMN.match(col):
+            out.setdefault(match["modality"], {})[float(match["level"])] = col
     return out
+
+
+def _favoured_column(t: pd.DataFrame, template: str) -> list[float]:
+    """Per trial, the column ``template.format(favoured modality)`` (NaN where absent)."""
+    return [pd.to_numeric(row.get(template.format(row[FAVOURED]), np.nan), errors="coerce")
+            if isinstance(row[FAVOURED], str) else np.nan for row in t.to_dict("records")]
 
 
 def rollingq_on(values: pd.Series) -> pd.Series:
@@ -152,15 +164,19 @@ def add_outcomes(trials: pd.DataFrame, curves: pd.DataFrame,
                                                               errors="coerce")
     noise = noise_columns(t)
     for m, cols in noise.items():
-        if 0.0 not in cols or max(cols) <= 0:
+        if f"noise_drop_{m}" in t:  # recorded by the trial
+            t[f"out_noise_drop_{m}"] = pd.to_numeric(t[f"noise_drop_{m}"], errors="coerce") * scale
+        elif 0.0 not in cols or max(cols) <= 0:
             t[f"out_noise_drop_{m}"] = np.nan  # no clean accuracy, or no noise level
-            continue
-        t[f"out_noise_drop_{m}"] = (pd.to_numeric(t[cols[0.0]], errors="coerce")
-                                    - pd.to_numeric(t[cols[max(cols)]], errors="coerce")) * scale
-    t["out_noise_drop"] = [row.get(f"out_noise_drop_{row[FAVOURED]}", np.nan)
-                           if isinstance(row[FAVOURED], str) else np.nan
-                           for row in t.to_dict("records")]
-    t["out_adaptivity"] = pd.to_numeric(t.get("attn_noise_adaptivity", np.nan), errors="coerce")
+        else:  # a folder written before the trials recorded it
+            t[f"out_noise_drop_{m}"] = (pd.to_numeric(t[cols[0.0]], errors="coerce")
+                                        - pd.to_numeric(t[cols[max(cols)]], errors="coerce")
+                                        ) * scale
+    t["out_noise_drop"] = _favoured_column(t, "out_noise_drop_{}")
+    t["out_noise_auc"] = np.asarray(_favoured_column(t, "noise_auc_{}"), dtype=float) * scale
+    t["out_adaptivity"] = pd.to_numeric(t.get("attn_noise_pooled_adaptivity", np.nan),
+                                        errors="coerce")
+    t["out_attn_shift"] = _favoured_column(t, "attn_noise_shift_{}")
     t["out_rotations"] = pd.to_numeric(t.get("final_rotations", np.nan), errors="coerce")
     keys = ["study", "trial_id"] if "study" in t and "study" in curves else ["trial_id"]
     by_trial = dict(tuple(curves.groupby(keys))) if len(curves) and "trial_id" in curves else {}

@@ -414,6 +414,15 @@ class Builder:
                            f"{tables.noise_recipe(res)}."))
         else:
             self.add(Para("No noise-robustness diagnostics in trials.csv."))
+        attn = tables.attention_noise_table(res)
+        if len(attn):
+            self.add(Table(attn, "Does attention follow input quality? (Table 2.) Per noised "
+                                 "modality: r between its attention share and \"it is noised\" "
+                                 "over clean and noised evaluations of the same samples (< 0: "
+                                 "attention moves away from the noise), and the mean share "
+                                 "shift (noised − clean); the pooled r mixes the modalities' "
+                                 "share gap into its variance and is kept for the paper's "
+                                 f"number. Protocol: {tables.attention_protocol(res)}."))
         self.figure("beta_rho", plots.beta_rho_heatmaps(res),
                     "β × ρ: mean of the headline and its seed sd (other parameters averaged).")
         for key, hue in self._point_plots():
@@ -452,13 +461,17 @@ class Builder:
             self.add(Para("None of the variants corresponds to a row of the paper's Table 1."))
         noise = tables.paper_noise_comparison(res)
         if len(noise):
-            self.add(Table(noise, f"Table 3 (Kinetics-Sounds, noise on audio) beside ours; the "
-                                  f"paper's recipe is unpublished, ours: "
-                                  f"{tables.noise_recipe(res)}."))
+            recipe = tables.noise_recipe(res)
+            self.add(Table(noise, "Table 3 (Kinetics-Sounds, noise on audio) beside ours; the "
+                                  "paper cites MultiBench's white noise (x + λ·N(0, 1), our "
+                                  f"`absolute` recipe); ours: {recipe}"
+                                  + ("." if recipe == "absolute" else
+                                     ", whose λ axis is not the paper's.")))
         attn = tables.paper_attention_comparison(res)
         if len(attn):
             self.add(Table(attn, "Table 2: Pearson r between attention share and \"input is "
-                                 "noise\"."))
+                                 "noise\" (the paper's protocol and sign are unpublished); "
+                                 f"ours: {tables.attention_protocol(res)}."))
 
     # 7. artifacts
     def artifacts(self) -> None:

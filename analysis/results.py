@@ -31,6 +31,9 @@ import yaml
 
 from analysis import outcomes
 
+# columns of folders written before the names said what they are: old -> new
+RENAMED = {"attn_noise_r": "attn_noise_pooled_r",
+           "attn_noise_adaptivity": "attn_noise_pooled_adaptivity"}
 HEADLINE = "test_acc_at_best_val"  # test accuracy at the best validation epoch
 PAPER_STYLE = "best_test_acc"  # best test epoch (model selection on test, as the paper does)
 VALIDATION = "best_val_acc"
@@ -244,6 +247,12 @@ def check_dir(path: Path) -> Path:
     return path
 
 
+def _renamed(trials: pd.DataFrame) -> pd.DataFrame:
+    """An older folder's trials with today's column names (``RENAMED``)."""
+    return trials.rename(columns={old: new for old, new in RENAMED.items()
+                                  if old in trials and new not in trials})
+
+
 def load(dirs: list[Path]) -> Results:
     """Reads one or more results folders (of one study, or of the same study on several data sets).
 
@@ -260,7 +269,7 @@ def load(dirs: list[Path]) -> Results:
 
     tables, curve_tables = [], []
     for i, (d, spec) in enumerate(zip(dirs, specs, strict=True)):
-        t = _read_csv(d / "trials.csv")
+        t = _renamed(_read_csv(d / "trials.csv"))
         for col, default in (("trial_id", ""), ("status", "incomplete"), ("error", "")):
             if col not in t:
                 t[col] = default

@@ -43,7 +43,8 @@ log = logging.getLogger(__name__)
 ALPHA = 0.05
 # The tune metric -> the trials.csv column that summarises it over a trial (and the direction).
 METRIC_COLUMN = {"val_acc": "acc_val", "best_val_acc": "acc_val", "test_acc_at_best_val": "acc",
-                 "train_loss": "final_train_loss", "val_loss": "acc_val"}
+                 "train_loss": "final_train_loss", "val_loss": "acc_val",
+                 "val_f1": "val_f1_at_best_val", "test_f1_at_best_val": "test_f1_at_best_val"}
 EVALUATOR = ("PED-ANOVA (optuna.importance.PedAnovaImportanceEvaluator, target_quantile 0.1, "
              "region_quantile 1.0: which parameters matter to land in the top 10 %)")
 
@@ -330,7 +331,9 @@ def importance(res: Results) -> list[Importance]:
     column = METRIC_COLUMN.get(res.metric, "acc_val")
     tune = (res.specs[0].get("tune") if res.specs else None) or {}
     direction = "minimize" if column == "final_train_loss" else "maximize"
-    target = (f"{column} ({'final train loss' if column == 'final_train_loss' else 'percent'}, "
+    unit = ("final train loss" if column == "final_train_loss" else
+            "macro-F1" if "f1" in column else "percent")
+    target = (f"{column} ({unit}, "
               f"{direction}d; the tune metric is {res.metric}, {tune.get('metric_mode', 'max')})")
     out = []
     for ds in res.datasets:

@@ -11,16 +11,15 @@ difference to the baseline is paired by seed when both have at least two seeds i
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
+from analysis.outcomes import NOISE_COLUMN
 from analysis.results import SEED, STATUSES, VARIANT, Results, level_str, variants_section
 
-NOISE_COLUMN = re.compile(r"^noise_(?P<modality>[A-Za-z]+)_(?P<level>\d+(?:\.\d+)?(?:e-?\d+)?)$")
 TOP_CONFIGS = 10  # rows of the main table of an Optuna study
 
 # ../shared/METHOD.md §5. Table 1: top-1 accuracy (%), the best test epoch of one seed.
@@ -459,9 +458,57 @@ def paper_noise_comparison(res: Results) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def attention_protocol(res: Results) -> str:
+    """How the trials measured Table 2, as one phrase (older folders: the pooled variant only,
+    at the settings of the time)."""
+    d = res.finished
+    if "attn_noise_recipe" not in d:
+        return ("each test sample noised on one modality chosen at random (mixing, λ = 1); the "
+                "pooled r only (a folder written before the protocol was recorded)")
+    parts = []
+    for key in ("recipe", "level", "split", "draws", "evaluations"):
+        values = [level_str(v) for v in d[f"attn_noise_{key}"].dropna().unique()]
+        parts.append(f"{key} {', '.join(values) or 'unknown'}")
+    return ("each sample of the split evaluated clean and with each modality noised; "
+            + "; ".join(parts))
+
+
+def attention_noise_table(res: Results) -> pd.DataFrame:
+    """Table 2 per data set × variant × modality: the point-biserial r between the modality's
+    attention share and "it is noised" (clean vs noised evaluations of the same samples), the
+    mean share shift (noised − clean, share units), and the pooled r, each ``mean ± sd`` over
+    seeds."""
+    d = res.finished
+    mods = sorted({c.removeprefix("attn_noise_r_") for c in d.columns
+                   if c.startswith("attn_noise_r_")})
+    if not mods or not len(d):
+        return pd.DataFrame()
+    rows = []
+    order = {v: i for i, v in enumerate(res.variants)}
+    groups = d.groupby(["dataset", "variant"], sort=False, observed=True)
+    for (ds, v), g in sorted(groups, key=lambda kv: (res.datasets.index(kv[0][0]),
+                                                     order.get(str(kv[0][1]), 0))):
+        pooled = t_interval(pd.to_numeric(g.get("attn_noise_pooled_r", pd.Series(dtype=float)),
+                                          errors="coerce"))
+        for m in mods:
+            r = t_interval(pd.to_numeric(g[f"attn_noise_r_{m}"], errors="coerce"))
+            shift = t_interval(pd.to_numeric(g[f"attn_noise_shift_{m}"], errors="coerce"))
+            if r[4] == 0:
+                continue
+            row = {"data set": ds} if len(res.datasets) > 1 else {}
+            row.update({res.variant_title: str(v), "noised modality": m,
+                        "r (clean vs noised)": mean_sd(r[0], r[1]),
+                        "share shift": mean_sd(shift[0], shift[1], 3),
+                        "pooled r": mean_sd(pooled[0], pooled[1]), "n": str(r[4])})
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def paper_attention_comparison(res: Results) -> pd.DataFrame:
-    """Table 2 (attention share vs "input is noise" Pearson r) beside ours."""
-    if "attn_noise_r" not in res.finished:
+    """Table 2 (attention share vs "input is noise" Pearson r) beside ours: the pooled r (the
+    variant comparable with the paper's single number), and where recorded the favoured
+    modality's own r and share shift."""
+    if "attn_noise_pooled_r" not in res.finished:
         return pd.DataFrame()
     rows = []
     for ds, (vanilla, rolling) in PAPER_TABLE2.items():
@@ -473,8 +520,16 @@ def paper_attention_comparison(res: Results) -> pd.DataFrame:
             name = paper_name(variant_values(res, study, str(v)))
             if name not in ("Vanilla MT", "Vanilla MT + RollingQ"):
                 continue
-            mean, sd, *_ = t_interval(pd.to_numeric(g["attn_noise_r"], errors="coerce"))
-            rows.append({"data set": ds, res.variant_title: str(v), "paper's row": name,
-                         "paper r": f"{vanilla if name == 'Vanilla MT' else rolling:.2f}",
-                         "ours r": mean_sd(mean, sd)})
+            mean, sd, *_ = t_interval(pd.to_numeric(g["attn_noise_pooled_r"], errors="coerce"))
+            row = {"data set": ds, res.variant_title: str(v), "paper's row": name,
+                   "paper r": f"{vanilla if name == 'Vanilla MT' else rolling:.2f}",
+                   "ours, pooled r": mean_sd(mean, sd)}
+            m = g["favoured"].dropna().iloc[0] if "favoured" in g and g["favoured"].notna().any() \
+                else None
+            if m is not None and f"attn_noise_r_{m}" in g:
+                r = t_interval(pd.to_numeric(g[f"attn_noise_r_{m}"], errors="coerce"))
+                shift = t_interval(pd.to_numeric(g[f"attn_noise_shift_{m}"], errors="coerce"))
+                row[f"ours, r of {m}"] = mean_sd(r[0], r[1])
+                row[f"ours, {m} share shift"] = mean_sd(shift[0], shift[1], 3)
+            rows.append(row)
     return pd.DataFrame(rows)

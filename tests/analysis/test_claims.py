@@ -156,6 +156,51 @@ def test_outcomes_of_one_trial_from_its_curve():
     assert np.isnan(outcomes.curve_outcomes(curve, 0.05)["out_air_convergence"])  # never
 
 
+def test_outcomes_take_what_the_trials_record():
+    """A trial's recorded drop, area and share shift are used as recorded (the analysis does
+    not recompute them); only a folder without them gets the drop from its curve."""
+    t = pd.DataFrame({"dataset": ["s", "s"], "trial_id": ["a", "b"], "rollingq_on": [False, True],
+                      "rollingq_beta": [0.1, 0.1], "favoured_modality": ["audio", "audio"],
+                      "noise_audio_0.0": [0.9, 0.8], "noise_audio_1.0": [0.5, 0.6],
+                      "noise_f1_audio_0.0": [0.1, 0.1],  # not a modality called "f1_audio"
+                      "noise_drop_audio": [0.33, 0.11], "noise_auc_audio": [0.7, 0.72],
+                      "attn_noise_shift_audio": [-0.2, -0.05],
+                      "attn_noise_pooled_adaptivity": [0.5, 0.4]})
+    out = outcomes.add_outcomes(t, pd.DataFrame())
+    assert out["out_noise_drop"].tolist() == pytest.approx([33.0, 11.0])  # recorded, in points
+    assert out["out_noise_auc"].tolist() == pytest.approx([70.0, 72.0])
+    assert out["out_attn_shift"].tolist() == [-0.2, -0.05]
+    assert out["out_adaptivity"].tolist() == [0.5, 0.4]
+    assert set(outcomes.noise_columns(t)) == {"audio"}
+    older = outcomes.add_outcomes(t.drop(columns="noise_drop_audio"), pd.DataFrame())
+    assert older["out_noise_drop"].tolist() == pytest.approx([40.0, 20.0])
+
+
+def test_the_attention_table_states_the_protocol_and_reads_older_folders(tmp_path):
+    from analysis import tables
+
+    folder = write_study(tmp_path, name="attn", search=ON_OFF, effect=lambda p: 0.7,
+                         seeds=SEEDS)
+    old = load([folder])  # written with the earlier names (attn_noise_r, ...)
+    assert "attn_noise_pooled_r" in old.finished and "attn_noise_r" not in old.finished
+    assert "pooled r only" in tables.attention_protocol(old)
+    assert not len(tables.attention_noise_table(old))  # no per-modality r recorded
+    trials = pd.read_csv(folder / "trials.csv")
+    on = trials["rollingq.enabled"].astype(str) == "True"
+    trials = trials.assign(attn_noise_recipe="mixing", attn_noise_level=1.0,
+                           attn_noise_split="test", attn_noise_draws=1,
+                           attn_noise_evaluations=300, attn_noise_r_audio=np.where(on, -0.3, -0.6),
+                           attn_noise_shift_audio=np.where(on, -0.1, -0.25),
+                           attn_noise_r_visual=-0.2, attn_noise_shift_visual=-0.05)
+    trials.to_csv(folder / "trials.csv", index=False)
+    res = load([folder])
+    table = tables.attention_noise_table(res)
+    assert len(table) == 4 and set(table["noised modality"]) == {"audio", "visual"}
+    audio = table[table["noised modality"] == "audio"]
+    assert sorted(audio["share shift"]) == ["-0.100 ± 0.000", "-0.250 ± 0.000"]
+    assert "recipe mixing; level 1; split test; draws 1" in tables.attention_protocol(res)
+
+
 def test_the_favoured_modality_is_declared_else_what_vanilla_attends_most():
     t = pd.DataFrame({"dataset": ["a", "a", "b", "b"], "rollingq_on": [False, True] * 2,
                       "val_share_audio": [0.3, 0.6, 0.7, 0.4],
