@@ -2,6 +2,7 @@
 
 import math
 
+import pytest
 import torch
 
 from rollingq.train import fit
@@ -36,7 +37,17 @@ def test_one_epoch_on_kinetics_and_mosei_formats(tmp_path):
             make_mosei(root)
         cfg = config(name, root, **{"train.epochs": 1, "train.batch_size": 4,
                                     "train.device": "cpu", **extra})
-        assert fit(cfg).status == "finished"
+        result = fit(cfg)
+        assert result.status == "finished"
+        if name == "mosei":  # MulT's binary F1: the support-weighted F1 of the two classes
+            from rollingq.diagnostics import confusion_matrix, f1_scores, predict
+
+            logits, _ = predict(result.selected(), result.data.test, 256)
+            weighted = f1_scores(confusion_matrix(logits.argmax(1), result.data.test.labels, 2))
+            assert result.summary["test_binary_f1_at_best_val"] == pytest.approx(
+                weighted["weighted"].item(), abs=1e-12)
+        else:
+            assert "test_binary_f1_at_best_val" not in result.summary
 
 
 def test_the_training_cli_runs_on_cremad_with_diagnostics(tmp_path):
