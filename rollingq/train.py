@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import io
 import json
 import logging
 import math
@@ -639,11 +640,17 @@ def run_diagnostics(
     return out, predictions
 
 
+def predictions_npz(predictions: dict[str, np.ndarray], epoch: int | None) -> bytes:
+    """``predictions.npz``'s bytes: one row a test sample, in split order, plus the epoch."""
+    buffer = io.BytesIO()
+    np.savez(buffer, **predictions, epoch=np.int64(-1 if epoch is None else epoch))
+    return buffer.getvalue()
+
+
 def write_predictions(path: Path, predictions: dict[str, np.ndarray], epoch: int | None) -> None:
-    """``predictions.npz``: one row a test sample, in split order, plus the model's epoch."""
+    """Writes ``predictions.npz`` through a temporary file and a rename."""
     tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("wb") as f:
-        np.savez(f, **predictions, epoch=np.int64(-1 if epoch is None else epoch))
+    tmp.write_bytes(predictions_npz(predictions, epoch))
     tmp.replace(path)
 
 

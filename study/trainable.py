@@ -30,7 +30,6 @@ every trial first removes the folders of processes that no longer run on this ma
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import shutil
@@ -38,7 +37,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pyarrow.fs
 import torch
 from ray import tune
@@ -46,7 +44,7 @@ from ray import tune
 from rollingq.checkpoints import CHECKPOINT
 from rollingq.config import build_config
 from rollingq.memory import TRIAL_MEMORY_FRACTION
-from rollingq.train import PREDICTIONS, fit, run_diagnostics
+from rollingq.train import PREDICTIONS, fit, predictions_npz, run_diagnostics
 from study.resume import write_atomic
 
 WORK_PREFIX = "rollingq-trial-"  # + "<pid>-": a trial's working folder
@@ -227,10 +225,9 @@ def train_trial(config: dict[str, Any]) -> None:
             diag, predictions = run_diagnostics(cfg, result.selected(), result.data,
                                                 final["best_val_epoch"])
             final.update(flatten_diagnostics(diag))
-            buffer = io.BytesIO()
-            np.savez(buffer, **predictions, epoch=np.int64(final["best_val_epoch"]))
             fs.create_dir(folder, recursive=True)
-            write_atomic(fs, f"{folder}/{PREDICTIONS}", buffer.getvalue())
+            write_atomic(fs, f"{folder}/{PREDICTIONS}",
+                         predictions_npz(predictions, final["best_val_epoch"]))
         final = {k: v for k, v in final.items() if v is not None}
         write_json(fs, folder, HISTORY, [{k: v for k, v in h.items() if v is not None}
                                          for h in result.history])
