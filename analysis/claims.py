@@ -1,39 +1,68 @@
-"""The paper's claims, judged on one study: effect, 95 % interval, test, p and a verdict each.
+"""The paper's claims, judged on one study as a reviewer would accept them.
 
 RollingQ's paper (Ni et al., ICML 2025) claims a mechanism and its consequences:
 
-    1. without RollingQ |AIR| grows during training           vanilla trials' |AIR| slope > 0
-    2. RollingQ lowers |AIR|                                  final |AIR|: on - off < 0
-    3. RollingQ lowers the favoured modality's share          its attention share: on - off < 0
-    4. RollingQ makes attention follow input quality          adaptivity (Table 2): on - off > 0
-    5. RollingQ degrades less under noise on the favoured     accuracy drop at the largest
-       modality (Table 3)                                     noise: on - off < 0
-    6. RollingQ improves accuracy (Table 1)                   headline: on - off > 0
+    1. without RollingQ |AIR| grows during training   Vanilla MT trials' |AIR| growth from
+                                                      initialisation to the last epoch > 0
+    2. RollingQ lowers |AIR| (a manipulation check:   final |AIR|: on - off < 0
+       the trigger rotates until |AIR| <= beta)
+    3. RollingQ rebalances attention                  imbalance magnitude: on - off < 0
+    4. RollingQ makes attention follow input quality  adaptivity (Table 2): on - off > 0
+    5. RollingQ degrades less under noise on the      accuracy drop at the largest noise:
+       favoured modality (Table 3)                    on - off < 0
+    6. RollingQ improves accuracy (Table 1)           headline: on - off > 0
 
 The arms: a trial is *RollingQ on* when it enables RollingQ with a rotation allowed
 (``rollingq.enabled`` and ``rollingq.max_rotations > 0``), *off* (vanilla) otherwise. A
 comparison pairs an on trial with the off trials of the same configuration but for RollingQ
 (every config value except ``rollingq.*`` and ``model.readout``, which RollingQ needs) and the
-same seed: per seed the mean difference over the configurations that have both arms, then a
-paired t-test over seeds (claim 1: a one-sample t-test of the vanilla slopes, seed means).
-Verdict: ``reproduced`` when the 95 % interval lies on the claimed side of 0, ``contradicted``
-when it lies on the other side, ``inconclusive`` when it crosses 0 (or fewer than 2 seeds pair).
+same seed; per seed the mean difference over the configurations that have both arms: the
+per-seed differences ``x`` (claim 1: the seed means of the Vanilla MT trials' growth).
+
+The inference runs over one family: every claim judged on every data set of the study
+(``m`` tests). Per claim and data set:
+    - the raw two-sided one-sample t-test of ``x`` (scipy ``ttest_1samp``) and its 95 % interval;
+    - the Holm-adjusted p over the family (statsmodels ``multipletests``), the interval at
+      the claim's Holm level (0.05 / (m - k + 1) for the k-th smallest p while Holm rejects,
+      else the level where it stopped: it excludes 0 exactly when the verdict says so), and the
+      simultaneous interval at Bonferroni's level 1 - 0.05/m (it covers all m effects at once,
+      and can touch 0 where Holm, the stronger procedure, rejects);
+    - the equivalence test (TOST, statsmodels ``DescrStatsW.ttost_mean``) against the claim's
+      smallest effect of interest ``MARGINS`` (or the paper's own gap on its data sets,
+      ``PAPER_GAPS``), Holm-adjusted over the family's equivalence tests;
+    - d_z = mean / sd of ``x``, and the seeds needed (statsmodels ``TTestPower``): the fewest
+      at which, with this study's sd, the Bonferroni-level test finds an effect of the margin
+      with 80 % power and the TOST finds "no effect" with 80 % power when there is none (its
+      power bounded below by 2·P - 1 from the one-sided tests' P).
+Verdicts: ``reproduced`` (Holm p < 0.05 on the claimed side), ``contradicted`` (Holm p < 0.05
+on the other side), ``no effect`` (the TOST's Holm p < 0.05: the effect lies within the
+margin), ``inconclusive`` (none of these: too few seeds to tell, with the seeds needed). On
+the synthetic data set, built to show the mechanism, a verdict is a *mechanism check*.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from scipy import stats
+from statsmodels.stats.multitest import multipletests
+from statsmodels.stats.power import TTestPower
+from statsmodels.stats.weightstats import DescrStatsW
 
 from analysis import outcomes
 from analysis.results import SEED, Results, config_values, level_str
 
-REPRODUCED, CONTRADICTED, INCONCLUSIVE, CANNOT = (
-    "reproduced", "contradicted", "inconclusive", "cannot judge")
+REPRODUCED, CONTRADICTED, NO_EFFECT, INCONCLUSIVE, CANNOT = (
+    "reproduced", "contradicted", "no effect", "inconclusive", "cannot judge")
+VERDICTS = (REPRODUCED, CONTRADICTED, NO_EFFECT, INCONCLUSIVE, CANNOT)
+ALPHA = 0.05
+POWER = 0.8
+MOST_SEEDS = 200  # the seeds-needed search stops here
+SYNTHETIC = "synthetic"  # built to show the mechanism: its verdicts are mechanism checks
+FAILED = ("diverged", "errored", "incomplete")  # a trial the arm lost (ASHA's stops are not)
 
 
 @dataclass(frozen=True)
@@ -42,19 +71,20 @@ class Claim:
     text: str
     column: str  # the outcome (analysis.outcomes)
     sign: int  # the claimed direction of the effect: +1 or -1
-    paired: bool  # RollingQ on vs off (else: the vanilla trials alone, against 0)
+    paired: bool  # RollingQ on vs off (else: the Vanilla MT trials alone, against 0)
     quantity: str  # what the effect measures
+    kind: str = "claim"  # or "manipulation check"
 
 
 CLAIMS = (
-    Claim(1, "Without RollingQ |AIR| grows during training", "out_air_slope", +1, False,
-          "vanilla trials' slope of validation |AIR| per epoch (vs 0)"),
+    Claim(1, "Without RollingQ |AIR| grows during training", "out_air_growth", +1, False,
+          "Vanilla MT trials' validation |AIR| at the last epoch − at initialisation"),
     Claim(2, "RollingQ lowers |AIR|", "out_abs_air", -1, True,
-          "final validation |AIR|, on − off"),
-    Claim(3, "RollingQ lowers the favoured modality's attention share", "out_favoured_share",
-          -1, True, "favoured modality's validation attention share, on − off"),
+          "final validation |AIR|, on − off", "manipulation check"),
+    Claim(3, "RollingQ rebalances the modalities' attention", "out_imbalance", -1, True,
+          "attention imbalance |s_a − s_b| / (s_a + s_b), validation, on − off"),
     Claim(4, "RollingQ makes attention follow input quality (Table 2)", "out_adaptivity", +1,
-          True, "attention-noise adaptivity, on − off"),
+          True, "attention-noise adaptivity (−r, pooled), on − off"),
     Claim(5, "RollingQ degrades less under noise on the favoured modality (Table 3)",
           "out_noise_drop", -1, True,
           "accuracy drop (points) at the largest noise on the favoured modality, on − off"),
@@ -62,6 +92,16 @@ CLAIMS = (
           "headline accuracy (%), on − off"),
 )
 
+# The smallest effect of interest per claim (the equivalence margin, in the claim's units; the
+# README lists them): an |AIR| or imbalance change of 0.05, an adaptivity change of 0.1 in r,
+# 2 points of noise drop, 1 accuracy point.
+MARGINS: dict[int, float] = {1: 0.05, 2: 0.05, 3: 0.05, 4: 0.1, 5: 2.0, 6: 1.0}
+# The paper's own gaps (its Tables 1-3), the margin on its data sets.
+PAPER_GAPS: dict[int, dict[str, float]] = {
+    4: {"cremad": 0.24, "kinetics_sounds": 0.34},
+    5: {"kinetics_sounds": 3.6},
+    6: {"cremad": 3.1, "kinetics_sounds": 2.3, "mosei": 0.5},
+}
 # The paper's own figures, per claim and data set (Tables 1-3; claims 1-3 are figures only).
 PAPER_FIGURES: dict[int, dict[str, str]] = {
     4: {"cremad": "r 0.52 → 0.76", "kinetics_sounds": "r 0.44 → 0.78"},
@@ -71,9 +111,35 @@ PAPER_FIGURES: dict[int, dict[str, str]] = {
 IGNORED_PREFIXES = ("rollingq.", "model.readout", "train.seed")
 
 
+def margin(claim: Claim, dataset: str) -> tuple[float, str]:
+    """The claim's equivalence margin on a data set and where it comes from."""
+    gap = PAPER_GAPS.get(claim.number, {}).get(dataset)
+    if gap is not None:
+        return gap, "the paper's gap"
+    return MARGINS[claim.number], "default"
+
+
 @dataclass
 class Judgement:
-    """One claim on one data set."""
+    """One claim on one data set.
+
+    Attributes:
+        diffs: The per-seed differences (on − off; claim 1: the vanilla growth), by seed.
+        effect, low, high, p: Their mean, raw 95 % t-interval and raw two-sided p.
+        sim_low, sim_high: The simultaneous interval (Bonferroni level 1 − 0.05 / family).
+        holm_low, holm_high: The interval at the judgement's Holm level ``holm_level``
+            (``_holm_intervals``): it excludes 0 exactly when Holm rejects, as the verdict.
+        sd: The sd of the per-seed differences.
+        p_holm: The Holm-adjusted p over the family; ``family`` its size.
+        margin, margin_source: The equivalence margin; tost_p, tost_holm its TOST p (raw,
+            Holm over the family's equivalence tests).
+        d_z: mean / sd of the differences.
+        seeds_needed, power, power_null: The seeds at which the verdict would be reached with
+            80 % power (module docstring; 0 when not computable) and the power promised there
+            to find an effect of the margin and to show no effect when there is none.
+        used, expected: Trials used per arm (``on``, ``off``) and the arm's trials in the study.
+        label: ``mechanism check`` on synthetic data, ``manipulation check`` for claim 2.
+    """
 
     claim: Claim
     dataset: str
@@ -85,6 +151,31 @@ class Judgement:
     n: int = 0
     test: str = ""
     reason: str = ""
+    diffs: pd.Series = field(default_factory=lambda: pd.Series(dtype=float))
+    sim_low: float = np.nan
+    sim_high: float = np.nan
+    holm_low: float = np.nan
+    holm_high: float = np.nan
+    holm_level: float = np.nan
+    sd: float = np.nan
+    p_holm: float = np.nan
+    family: int = 0
+    margin: float = np.nan
+    margin_source: str = ""
+    tost_p: float = np.nan
+    tost_holm: float = np.nan
+    d_z: float = np.nan
+    seeds_needed: int = 0
+    power: float = np.nan
+    power_null: float = np.nan
+    used: dict[str, int] = field(default_factory=dict)
+    expected: dict[str, int] = field(default_factory=dict)
+    label: str = ""
+    trend: str = ""  # claim 1: the saturation-robust trend test beside the growth
+
+    @property
+    def judged(self) -> bool:
+        return self.verdict != CANNOT and len(self.diffs) >= 2
 
 
 def _context(values: dict[str, Any]) -> str:
@@ -94,53 +185,53 @@ def _context(values: dict[str, Any]) -> str:
 
 
 def frame(res: Results) -> pd.DataFrame:
-    """The finished trials with ``context`` (configuration but for RollingQ) and ``on``."""
+    """The finished trials with ``context`` (configuration but for RollingQ), ``on`` and
+    ``vanilla_mt`` (an off trial of the paper's Vanilla MT: attention fusion, one layer, no
+    balance method)."""
+    from analysis.tables import paper_name
+
     df = res.finished
     if not len(df):
-        return df.assign(context=pd.Series(dtype=str), on=pd.Series(dtype=bool))
+        return df.assign(context=pd.Series(dtype=str), on=pd.Series(dtype=bool),
+                         vanilla_mt=pd.Series(dtype=bool))
     values = config_values(df, res.specs)
     on = outcomes.rollingq_on(df[outcomes.ON])
-    return df.assign(context=[_context(v) for v in values], on=on)[on.notna()].assign(
-        on=lambda d: d["on"].astype(bool))
+    return df.assign(context=[_context(v) for v in values], on=on,
+                     vanilla_mt=[paper_name(v) == "Vanilla MT" for v in values])[
+        on.notna()].assign(on=lambda d: d["on"].astype(bool))
 
 
-def _interval(x: np.ndarray, claim: Claim) -> Judgement:
-    n = len(x)
-    j = Judgement(claim, "", INCONCLUSIVE, n=n)
-    if n < 2:
-        j.reason = f"{n} paired seed(s); at least 2 are needed"
-        if n == 1:
-            j.effect = float(x[0])
-        return j
-    mean, sd = float(x.mean()), float(x.std(ddof=1))
-    j.effect = mean
-    if sd == 0:
-        j.low = j.high = mean
-        j.p = 0.0 if mean != 0 else 1.0
-    else:
-        half = float(stats.t.ppf(0.975, n - 1)) * sd / np.sqrt(n)
-        j.low, j.high = mean - half, mean + half
-        j.p = float(stats.ttest_1samp(x, 0.0).pvalue)
-    signed_low, signed_high = sorted((claim.sign * j.low, claim.sign * j.high))
-    if signed_low > 0:
-        j.verdict = REPRODUCED
-    elif signed_high < 0:
-        j.verdict = CONTRADICTED
-    return j
+def arms(res: Results) -> pd.DataFrame:
+    """Every experiment of the study (structural copies aside) with its data set, arm and
+    status: what each arm was expected to give and what it lost."""
+    from analysis.tables import paper_name
+
+    t = res.trials[res.trials["duplicate_of"] == ""]
+    on = outcomes.rollingq_on(t[outcomes.ON])
+    return pd.DataFrame({"dataset": t["dataset"], "on": on.fillna(False).astype(bool),
+                         "status": t["status"], "vanilla_mt": [
+                             paper_name(v) == "Vanilla MT" for v in config_values(t, res.specs)]})
 
 
-def judge(res: Results) -> list[Judgement]:
-    """Every claim on every data set of the study."""
+def judge(res: Results, alpha: float = ALPHA) -> list[Judgement]:
+    """Every claim on every data set of the study, decided over the whole family."""
     df = frame(res)
+    expected = arms(res)
     out = []
     for ds in res.datasets:
         d = df[df["dataset"] == ds]
+        e = expected[expected["dataset"] == ds]
         for claim in CLAIMS:
-            out.append(_judge_one(claim, d, ds))
-    return out
+            j = _evidence(claim, d, ds)
+            j.expected = {"on": int(e["on"].sum()), "off": int((~e["on"]).sum())}
+            if not claim.paired:  # the Vanilla MT trials
+                j.expected = {"off": int((~e["on"] & e["vanilla_mt"]).sum())}
+            out.append(j)
+    return decide(out, alpha)
 
 
-def _judge_one(claim: Claim, d: pd.DataFrame, ds: str) -> Judgement:
+def _evidence(claim: Claim, d: pd.DataFrame, ds: str) -> Judgement:
+    """The claim's per-seed differences on one data set (not yet decided)."""
     def cannot(reason: str) -> Judgement:
         return Judgement(claim, ds, CANNOT, reason=reason)
 
@@ -152,9 +243,19 @@ def _judge_one(claim: Claim, d: pd.DataFrame, ds: str) -> Judgement:
         return cannot("the study has no vanilla arm (RollingQ off or 0 rotations) with this "
                       "outcome")
     if not claim.paired:
-        per_seed = off.groupby(SEED)["y"].mean()
-        j = _interval(per_seed.to_numpy(dtype=float), claim)
-        j.dataset, j.test = ds, f"one-sample t-test over {len(per_seed)} seed(s), vanilla trials"
+        pool = off[off["vanilla_mt"]]
+        if not len(pool):
+            return cannot("the study has no Vanilla MT trial (attention fusion, one layer, "
+                          "RollingQ off, no balance method) with this outcome")
+        diffs = pool.groupby(SEED)["y"].mean()
+        j = Judgement(claim, ds, INCONCLUSIVE, diffs=diffs, used={"off": len(pool)})
+        j.test = f"one-sample t-test over {len(diffs)} seed(s), Vanilla MT trials"
+        if "out_air_tau" in pool:
+            tau = pd.to_numeric(pool["out_air_tau"], errors="coerce")
+            per_seed = tau.groupby(pool[SEED]).mean().dropna()
+            if len(per_seed) >= 2 and per_seed.std(ddof=1) > 0:
+                p = float(stats.ttest_1samp(per_seed, 0.0).pvalue)
+                j.trend = f"Kendall τ (epoch, |AIR|) {per_seed.mean():+.2f} over seeds, p {_pv(p)}"
         return j
     if not len(on):
         return cannot("the study has no RollingQ arm with this outcome")
@@ -163,13 +264,107 @@ def _judge_one(claim: Claim, d: pd.DataFrame, ds: str) -> Judgement:
     both = on_means.index.intersection(off_means.index)
     if not len(both):
         return cannot("no RollingQ trial has a vanilla trial of the same configuration and seed")
-    diff = (on_means.loc[both] - off_means.loc[both]).groupby(level=SEED).mean()
-    j = _interval(diff.to_numpy(dtype=float), claim)
+    diffs = (on_means.loc[both] - off_means.loc[both]).groupby(level=SEED).mean()
+    pairs = pd.MultiIndex.from_frame(d[["context", SEED]])
+    used = d[pairs.isin(both)]
     contexts = len(set(both.get_level_values("context")))
-    j.dataset = ds
-    j.test = (f"paired t-test over {len(diff)} seed(s)"
+    j = Judgement(claim, ds, INCONCLUSIVE, diffs=diffs,
+                  used={"on": int(used["on"].sum()), "off": int((~used["on"]).sum())})
+    j.test = (f"paired t-test over {len(diffs)} seed(s)"
               + (f", mean over {contexts} configurations" if contexts > 1 else ""))
     return j
+
+
+def _pv(p: float) -> str:
+    return "< 0.001" if p < 0.001 else f"= {p:.3f}"
+
+
+def seeds_needed(sd: float, delta: float, family: int, alpha: float = ALPHA,
+                 power: float = POWER) -> tuple[int, float, float]:
+    """The fewest seeds (at most ``MOST_SEEDS``) at which, with per-seed sd ``sd``, the
+    Bonferroni-level (``alpha / family``) two-sided t-test finds an effect of ``delta`` with
+    ``power`` and the TOST with margin ``delta`` finds no effect when there is none with
+    ``power``; and those two powers there (the TOST's is its lower bound 2·P − 1 from the
+    one-sided tests' power P). (0, NaN, NaN) when not computable."""
+    if not (sd > 0 and delta > 0 and family > 0):
+        return 0, np.nan, np.nan
+    n = np.arange(2, MOST_SEEDS + 1)
+    level = alpha / family
+    tp = TTestPower()
+    detect = tp.power(effect_size=delta / sd, nobs=n, alpha=level, alternative="two-sided")
+    one = tp.power(effect_size=delta / sd, nobs=n, alpha=level, alternative="larger")
+    null = np.clip(2 * one - 1, 0, 1)
+    ok = np.flatnonzero(np.minimum(detect, null) >= power)
+    if not len(ok):
+        return 0, np.nan, np.nan
+    i = ok[0]
+    return int(n[i]), float(detect[i]), float(null[i])
+
+
+def decide(judgements: list[Judgement], alpha: float = ALPHA) -> list[Judgement]:
+    """Tests every judgement with two or more seeds and decides its verdict over the family
+    of them all (module docstring); the others stay ``cannot judge`` or ``inconclusive``."""
+    family = [j for j in judgements if j.judged]
+    m = len(family)
+    for j in judgements:
+        j.label = ("manipulation check" if j.claim.kind == "manipulation check" else "")
+        if j.dataset == SYNTHETIC:
+            j.label = "mechanism check" + (" (manipulation check)" if j.label else "")
+        j.margin, j.margin_source = margin(j.claim, j.dataset)
+        x = j.diffs.to_numpy(dtype=float)
+        j.n = len(x)
+        if j.n:
+            j.effect = float(x.mean())
+        if j.verdict != CANNOT and j.n < 2:
+            j.reason = f"{j.n} seed(s); at least 2 are needed"
+    for j in family:
+        x = j.diffs.to_numpy(dtype=float)
+        sd = j.sd = float(x.std(ddof=1))
+        j.family = m
+        if sd == 0:  # no spread: the interval is the point; the tests are exact
+            j.low = j.high = j.sim_low = j.sim_high = j.effect
+            j.p = 0.0 if j.effect != 0 else 1.0
+            j.tost_p = 0.0 if abs(j.effect) < j.margin else 1.0
+            continue
+        t = stats.ttest_1samp(x, 0.0)
+        j.p = float(t.pvalue)
+        j.low, j.high = map(float, t.confidence_interval(1 - alpha))
+        j.sim_low, j.sim_high = map(float, t.confidence_interval(1 - alpha / m))
+        j.tost_p = float(DescrStatsW(x).ttost_mean(-j.margin, j.margin)[0])
+        j.d_z = j.effect / sd
+    if family:
+        holm = multipletests([j.p for j in family], alpha=alpha, method="holm")[1]
+        tost = multipletests([j.tost_p for j in family], alpha=alpha, method="holm")[1]
+        _holm_intervals(family, holm, alpha)
+        for j, ph, pt in zip(family, holm, tost, strict=True):
+            j.p_holm, j.tost_holm = float(ph), float(pt)
+            if ph < alpha and j.effect != 0:
+                j.verdict = REPRODUCED if np.sign(j.effect) == j.claim.sign else CONTRADICTED
+            elif pt < alpha:
+                j.verdict = NO_EFFECT
+            else:
+                j.verdict = INCONCLUSIVE
+                sd = float(j.diffs.std(ddof=1))
+                j.seeds_needed, j.power, j.power_null = seeds_needed(sd, j.margin, m, alpha)
+    return judgements
+
+
+def _holm_intervals(family: list[Judgement], holm: np.ndarray, alpha: float) -> None:
+    """Each judgement's interval at its Holm level: the k-th smallest p is tested at
+    alpha / (m − k + 1) while Holm rejects, the rest at the level where it stopped, alpha /
+    (m − r) with r rejections; so the interval excludes 0 exactly when Holm rejects."""
+    m = len(family)
+    order = np.argsort([j.p for j in family], kind="stable")
+    rejected = int((np.asarray(holm) < alpha).sum())
+    for k, i in enumerate(order):
+        j = family[i]
+        level = alpha / (m - k) if k < rejected else alpha / (m - rejected)
+        j.holm_level = level
+        if j.sd > 0:
+            t = stats.ttest_1samp(j.diffs.to_numpy(dtype=float), 0.0)
+            j.holm_low, j.holm_high = map(float, t.confidence_interval(1 - level))
+        else:
+            j.holm_low = j.holm_high = j.effect
 
 
 def _number(x: float) -> str:
@@ -178,28 +373,89 @@ def _number(x: float) -> str:
     return f"{x:+.3g}" if abs(x) < 0.1 else f"{x:+.2f}"
 
 
+def _p(p: float) -> str:
+    return "-" if pd.isna(p) else ("< 0.001" if p < 0.001 else f"{p:.3f}")
+
+
+def verdict_text(j: Judgement) -> str:
+    text = f"**{j.verdict}**"
+    if j.verdict == INCONCLUSIVE and j.seeds_needed:
+        text += (f" (needs {j.seeds_needed} seeds: power {j.power:.2f} at the margin, "
+                 f"{j.power_null:.2f} to show no effect)")
+    elif j.verdict == INCONCLUSIVE and j.judged:
+        text += f" (needs more than {MOST_SEEDS} seeds)"
+    elif j.reason:
+        text += f" ({j.reason})"
+    return text + (f"; {j.label}" if j.label else "")
+
+
 def table(res: Results, judgements: list[Judgement]) -> pd.DataFrame:
-    """One row a claim: what it rests on, then per data set the effect, test, p and verdict
-    (and the paper's figure where the paper has one for that data set)."""
+    """The verdicts: a row per claim × data set with the effect and its simultaneous interval,
+    the raw and Holm p, the margin and the TOST's Holm p, the verdict and the seeds it needs,
+    and the paper's figure."""
     several = len(res.datasets) > 1
     rows = []
-    for claim in CLAIMS:
-        row = {"claim": f"({claim.number}) {claim.text}", "effect measured": claim.quantity,
-               "claimed sign": "> 0" if claim.sign > 0 else "< 0"}
-        for j in (j for j in judgements if j.claim == claim):
-            pre = f"{j.dataset}: " if several else ""
-            if j.verdict == CANNOT:
-                row[f"{pre}effect [95% CI]"] = "-"
-                row[f"{pre}test, p"] = "-"
-            else:
-                ci = (f" [{_number(j.low)}, {_number(j.high)}]" if not pd.isna(j.low) else "")
-                row[f"{pre}effect [95% CI]"] = _number(j.effect) + ci
-                p = "" if pd.isna(j.p) else (", p < 0.001" if j.p < 0.001 else f", p = {j.p:.3f}")
-                row[f"{pre}test, p"] = j.test + p
-            row[f"{pre}verdict"] = f"**{j.verdict}**" + (f" ({j.reason})" if j.reason else "")
-            row[f"{pre}paper"] = PAPER_FIGURES.get(claim.number, {}).get(j.dataset, "-")
+    for j in judgements:
+        row = {"claim": f"({j.claim.number}) {j.claim.text}"}
+        if several:
+            row["data set"] = j.dataset
+        row.update({
+            "claimed sign": "> 0" if j.claim.sign > 0 else "< 0",
+            "effect [interval at its Holm level]":
+                "-" if not j.n else _number(j.effect) + (
+                    f" [{_number(j.holm_low)}, {_number(j.holm_high)}] "
+                    f"({100 * (1 - j.holm_level):.1f}%)" if not pd.isna(j.holm_low) else ""),
+            "p": _p(j.p), "p (Holm)": _p(j.p_holm),
+            "margin": "-" if pd.isna(j.margin) else f"±{j.margin:g} ({j.margin_source})",
+            "TOST p (Holm)": _p(j.tost_holm),
+            "verdict": verdict_text(j),
+            "paper": PAPER_FIGURES.get(j.claim.number, {}).get(j.dataset, "-"),
+        })
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def evidence_table(res: Results, judgements: list[Judgement]) -> pd.DataFrame:
+    """What each verdict rests on: the quantity, the per-seed differences, the raw 95 %
+    interval, d_z, the test, and the trials used against those expected per arm."""
+    several = len(res.datasets) > 1
+    rows = []
+    for j in judgements:
+        row = {"claim": f"({j.claim.number})"}
+        if several:
+            row["data set"] = j.dataset
+        diffs = ", ".join(f"{level_str(s)}: {_number(v)}" for s, v in j.diffs.items())
+        used = "; ".join(f"{arm} {j.used.get(arm, 0)} of {n}" for arm, n in j.expected.items())
+        row.update({
+            "effect measured": j.claim.quantity, "per-seed differences": diffs or "-",
+            "effect [95% CI]": "-" if pd.isna(j.low) else
+            f"{_number(j.effect)} [{_number(j.low)}, {_number(j.high)}]",
+            f"simultaneous interval (Bonferroni, {100 * (1 - ALPHA / max(j.family, 1)):.1f}%)":
+            "-" if pd.isna(j.sim_low) else f"[{_number(j.sim_low)}, {_number(j.sim_high)}]",
+            "d_z": "-" if pd.isna(j.d_z) else f"{j.d_z:+.2f}",
+            "test": j.test + (f"; {j.trend}" if j.trend else "") or "-",
+            "trials used (of the arm's)": used or "-"})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def failures(res: Results) -> pd.DataFrame:
+    """Per data set: the trials each arm lost (diverged, errored, incomplete) and a Fisher
+    exact test of losing a trial by arm (scipy ``fisher_exact``)."""
+    a = arms(res)
+    rows = []
+    for ds, d in a.groupby("dataset", sort=False):
+        lost = d["status"].isin(FAILED)
+        counts = {arm: (int((lost & (d["on"] == flag)).sum()), int((d["on"] == flag).sum()))
+                  for arm, flag in (("on", True), ("off", False))}
+        row = {"dataset": ds, "on_lost": counts["on"][0], "on_trials": counts["on"][1],
+               "off_lost": counts["off"][0], "off_trials": counts["off"][1], "p": np.nan}
+        if counts["on"][1] and counts["off"][1]:
+            tab = [[counts[k][0], counts[k][1] - counts[k][0]] for k in ("on", "off")]
+            row["p"] = float(stats.fisher_exact(tab).pvalue)
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["dataset", "on_lost", "on_trials", "off_lost",
+                                       "off_trials", "p"])
 
 
 def cannot_judge(judgements: list[Judgement]) -> list[str]:

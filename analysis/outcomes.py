@@ -23,13 +23,28 @@ where the trial cannot have it (no attention fusion: no AIR; no rotation: no con
                           per sample, averaged (share units; the trial's attn_noise_shift_<m>)
     out_rotations         rotations fired
     out_air_convergence   epochs from the first rotation until validation |AIR| first falls to
-                          beta or below (0: at once); NaN when no rotation fired or it never does
+                          beta or below (0: at once), or, when it never does, until the last
+                          epoch (censored: out_air_converged is 0); NaN when no rotation fired
+    out_air_converged     1 when |AIR| fell to beta after the first rotation, 0 when it never
+                          did (a censored time), NaN when no rotation fired
     out_air_slope         least-squares slope of validation |AIR| per epoch over training,
                           from the untrained model's evaluation (epoch -1) where recorded
+    out_air_growth        validation |AIR| at the last epoch minus at initialisation (the
+                          untrained model's epoch -1 where recorded, else the first epoch):
+                          what claim 1 tests (a slope over all epochs cannot see a rise that
+                          saturates early)
+    out_air_tau           Kendall's tau between epoch and validation |AIR| (a trend test that
+                          a saturating rise does not fool)
+    out_imbalance         attention imbalance magnitude (max share - min share) / (sum of the
+                          shares) over the modalities, validation, last epoch: |s_a - s_b| /
+                          (s_a + s_b) with two (no favoured modality needed; an overshoot to
+                          the other modality is not a rebalance)
 
-The favoured modality of a data set (column ``favoured``) is the one it is built to favour (the
-synthetic data declares it: ``favoured_modality``), else the one the vanilla trials' [cls]
-attends most, else the one all trials attend most.
+The favoured modality of a data set (column ``favoured``) is declared, never chosen from the
+attention shares under test: the one the data set is built to favour (the synthetic data
+records it: ``favoured_modality``), else the paper's (``PAPER_FAVOURED``: audio on CREMA-D and
+Kinetics-Sounds, text on MOSEI), else none (the favoured-modality outcomes are then NaN, and
+the report says how to declare one).
 
 ``add_outcomes`` needs per trial ``dataset``, ``rollingq_on`` (RollingQ enabled with
 max_rotations > 0) and ``rollingq_beta`` (its effective beta, NaN where unknown); the study
@@ -43,8 +58,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 DECLARED = "favoured_modality"  # what a data set declares it favours (synthetic), per trial
+# The modality the paper reports each of its data sets to favour (its Figures 1 and 4).
+PAPER_FAVOURED = {"cremad": "audio", "kinetics_sounds": "audio", "mosei": "text"}
 FAVOURED = "favoured"  # the favoured modality the outcomes use, per trial
 BETA = "rollingq_beta"  # the trial's effective beta (recorded by the study driver)
 ON = "rollingq_on"  # RollingQ enabled with max_rotations > 0 (recorded by the study driver)
@@ -58,8 +76,11 @@ OUTCOMES: dict[str, tuple[str, str]] = {
     "out_adaptivity": ("attention-noise adaptivity, pooled (Table 2)", ""),
     "out_attn_shift": ("favoured modality's attention share shift when it is noised", "share"),
     "out_rotations": ("rotations fired", ""),
-    "out_air_convergence": ("epochs from the first rotation to |AIR| <= beta", "epochs"),
+    "out_air_convergence": ("epochs from the first rotation to |AIR| <= beta (censored)",
+                            "epochs"),
     "out_air_slope": ("slope of |AIR| per epoch", "per epoch"),
+    "out_air_growth": ("growth of |AIR| from initialisation to the last epoch", ""),
+    "out_imbalance": ("attention imbalance magnitude (validation)", ""),
 }
 # noise_<modality>_<level>: accuracy (noise_f1_<m>_<level>, noise_auc_<m>, ... are not)
 NOISE_COLUMN = re.compile(
@@ -89,23 +110,19 @@ def rollingq_on(values: pd.Series) -> pd.Series:
 
 
 def favoured_modalities(trials: pd.DataFrame) -> dict[str, tuple[str | None, str]]:
-    """The favoured modality of each data set and how it was chosen (module docstring)."""
-    shares = [c for c in trials.columns if c.startswith("val_share_")]
+    """The favoured modality of each data set and where the declaration comes from (module
+    docstring); never from the attention shares the claims test."""
     out: dict[str, tuple[str | None, str]] = {}
     for ds, t in trials.groupby("dataset", sort=False):
         declared = t[DECLARED].dropna().astype(str) if DECLARED in t else pd.Series(dtype=str)
         declared = declared[declared != ""]
         if len(declared):
             out[ds] = (declared.mode().iloc[0], "the data set is built to favour it")
-            continue
-        vanilla = rollingq_on(t[ON]).eq(False).fillna(False).astype(bool)
-        pick, whose = (t[vanilla], "the vanilla trials") if vanilla.any() else (t, "all trials")
-        means = pick[shares].apply(pd.to_numeric, errors="coerce").mean() if shares else None
-        if means is None or not means.notna().any():
-            out[ds] = (None, "no attention shares were recorded")
+        elif ds in PAPER_FAVOURED:
+            out[ds] = (PAPER_FAVOURED[ds], "the paper reports this data set favours it")
         else:
-            out[ds] = (means.idxmax().removeprefix("val_share_"),
-                       f"{whose}' [cls] attends it most")
+            out[ds] = (None, "not declared: the data set records no favoured modality and "
+                             "is not one of the paper's")
     return out
 
 
@@ -115,18 +132,26 @@ def _slope(epochs: np.ndarray, values: np.ndarray) -> float:
     return float(np.polyfit(epochs, values, 1)[0])
 
 
+CENSORED = {"out_air_convergence": "out_air_converged"}  # a time -> its event indicator
+
+
 def _convergence(epochs: np.ndarray, abs_air: np.ndarray, rotated: np.ndarray,
-                 beta: float) -> float:
+                 beta: float) -> tuple[float, float]:
+    """(epochs from the first rotation to |AIR| <= beta or to the last epoch, converged)."""
     if not np.isfinite(beta) or not rotated.any():
-        return np.nan
+        return np.nan, np.nan
     first = epochs[rotated][0]
     after = (epochs >= first) & (abs_air <= beta)
-    return float(epochs[after][0] - first) if after.any() else np.nan
+    if after.any():
+        return float(epochs[after][0] - first), 1.0
+    return float(epochs[-1] - first), 0.0
 
 
 def curve_outcomes(curve: pd.DataFrame, beta: float) -> dict[str, float]:
-    """``out_abs_air``, ``out_air_convergence`` and ``out_air_slope`` of one trial's curve."""
-    out = {"out_abs_air": np.nan, "out_air_convergence": np.nan, "out_air_slope": np.nan}
+    """``out_abs_air``, ``out_air_convergence`` (with ``out_air_converged``) and
+    ``out_air_slope`` of one trial's curve."""
+    out = {"out_abs_air": np.nan, "out_air_convergence": np.nan, "out_air_converged": np.nan,
+           "out_air_slope": np.nan, "out_air_growth": np.nan, "out_air_tau": np.nan}
     if not len(curve) or "val_air" not in curve or "epoch" not in curve:
         return out
     c = curve.assign(val_air=pd.to_numeric(curve["val_air"], errors="coerce"))
@@ -138,7 +163,12 @@ def curve_outcomes(curve: pd.DataFrame, beta: float) -> dict[str, float]:
     rotated = (pd.to_numeric(c.get("rotated", 0), errors="coerce").fillna(0) > 0).to_numpy()
     out["out_abs_air"] = float(abs_air[-1])
     out["out_air_slope"] = _slope(epochs, abs_air)
-    out["out_air_convergence"] = _convergence(epochs, abs_air, rotated, beta)
+    if len(abs_air) >= 2:
+        out["out_air_growth"] = float(abs_air[-1] - abs_air[0])
+        tau = stats.kendalltau(epochs, abs_air).statistic
+        out["out_air_tau"] = float(tau) if np.isfinite(tau) else np.nan
+    out["out_air_convergence"], out["out_air_converged"] = _convergence(epochs, abs_air,
+                                                                         rotated, beta)
     return out
 
 
@@ -184,6 +214,12 @@ def add_outcomes(trials: pd.DataFrame, curves: pd.DataFrame,
     for _, row in t.iterrows():
         curve = by_trial.get(tuple(row[k] for k in keys), pd.DataFrame())
         rows.append(curve_outcomes(curve, float(pd.to_numeric(row[BETA], errors="coerce"))))
-    for col in ("out_abs_air", "out_air_convergence", "out_air_slope"):
+    shares = t[[c for c in t.columns if c.startswith("val_share_")]].apply(
+        pd.to_numeric, errors="coerce")
+    # over the modalities a trial has (a folder of audio-visual trials beside one with text)
+    imbalance = (shares.max(axis=1) - shares.min(axis=1)) / shares.sum(axis=1, min_count=2)
+    t["out_imbalance"] = imbalance.where(shares.notna().sum(axis=1) >= 2)
+    for col in ("out_abs_air", "out_air_convergence", "out_air_converged", "out_air_slope",
+                "out_air_growth", "out_air_tau"):
         t[col] = [r[col] for r in rows]
     return t

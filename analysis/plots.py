@@ -6,6 +6,9 @@
     attention_shares    validation attention share per modality over epochs, per variant
     noise_curves        test accuracy vs noise level per variant, one panel per noised modality
     beta_rho_heatmaps   mean and seed sd of the headline over β × ρ
+    convergence_km      Kaplan–Meier curves of the time to |AIR| <= β, a line per level
+    claims_forest       each claim's effect per data set in margin units, simultaneous
+                        interval, coloured by verdict
     factor_points       one factor's levels as a point plot with 95 % t-intervals
     importance_bars     PED-ANOVA importance of an Optuna study
     optimization_history the Optuna study's trials and running best
@@ -29,7 +32,7 @@ from matplotlib.lines import Line2D
 
 from analysis.outcomes import BETA, ON
 from analysis.results import Results, level_str
-from analysis.sensitivity import Importance
+from analysis.sensitivity import Importance, Survival
 from analysis.tables import noise_long, noise_recipe, t_interval
 
 DPI = 100
@@ -148,8 +151,10 @@ def air_curves(res: Results) -> Figure | None:
 
 
 def air_convergence(res: Results) -> Figure | None:
-    """Validation |AIR| over epochs, vanilla trials against RollingQ trials (95 % t-bands over
-    seeds), beta dashed: the claims' AIR growth and convergence, a column per data set."""
+    """Validation |AIR| over epochs, vanilla trials against RollingQ trials, beta dashed: the
+    claims' AIR growth and convergence, a column per data set. Each arm is averaged within a
+    seed first (its configurations), then the 95 % t-band is over seeds (structural copies
+    are not counted: ``Results.curves`` marks them)."""
     c = _finished_curves(res, "val_air")
     if not len(c):
         return None
@@ -157,6 +162,8 @@ def air_convergence(res: Results) -> Figure | None:
     c["arm"] = ["RollingQ on" if arm.get(k, False) else "RollingQ off"
                 for k in zip(c["study"], c["trial_id"], strict=True)]
     c["abs_air"] = pd.to_numeric(c["val_air"], errors="coerce").abs()
+    # one value a seed and epoch (the arm's configurations averaged), then the band over seeds
+    c = c.groupby(["dataset", "arm", "seed", "epoch"], as_index=False)["abs_air"].mean()
     datasets = [d for d in res.datasets if (c["dataset"] == d).any()]
     order = [a for a in ("RollingQ off", "RollingQ on") if (c["arm"] == a).any()]
     palette = _palette(order)
@@ -241,9 +248,9 @@ def beta_rho_heatmaps(res: Results, beta: str = "rollingq.beta",
         d = df[df["dataset"] == ds]
         mean = d.pivot_table(index=beta, columns=rho, values="acc", aggfunc="mean",
                              observed=True)
-        # sd over seeds within each variant, then averaged over the other factors
-        sd_cell = d.groupby(["variant", beta, rho], observed=True)["acc"].std(ddof=1)
-        sd = sd_cell.groupby(level=[1, 2], observed=True).mean().unstack(rho)
+        # sd over seeds within each variant, pooled over the other factors (root mean variance)
+        var_cell = d.groupby(["variant", beta, rho], observed=True)["acc"].var(ddof=1)
+        sd = np.sqrt(var_cell.groupby(level=[1, 2], observed=True).mean()).unstack(rho)
         for k, (table, what, cmap) in enumerate(((mean, "mean", "viridis"),
                                                  (sd, "seed sd", "magma_r"))):
             ax = axes[r, k]
@@ -320,4 +327,64 @@ def optimization_history(res: Results) -> Figure | None:
         ax.set_ylabel("best_val_acc (%)")
         ax.set_title(ds)
         ax.legend(loc="lower right", fontsize="small")
+    return fig
+
+
+def convergence_km(surv: Survival, key: str) -> Figure | None:
+    """Kaplan–Meier estimate of "|AIR| still above β" against epochs since the first rotation,
+    a step line per level of ``key`` (censored trials keep a line above 0)."""
+    if not len(surv.levels):
+        return None
+    rows = surv.levels[surv.levels["factor"] == key]
+    if len(rows) < 2:
+        return None
+    palette = _palette([str(lv) for lv in rows["level"]])
+    fig, axes = _figure(1, 1, legend=len(rows) + 1)
+    ax = axes[0, 0]
+    for r in rows.to_dict("records"):
+        times = [0.0, *r["times"]]
+        probs = [1.0, *r["survival"]]
+        end = max(times[-1], 1.0)
+        ax.step([*times, end + 1], [*probs, probs[-1]], where="post",
+                color=palette[str(r["level"])], lw=1.6, label=str(r["level"]))
+    ax.set_ylim(-0.03, 1.03)
+    ax.set_xlabel("epochs since the first rotation")
+    ax.set_ylabel("share with |AIR| still above β")
+    ax.set_title("time to |AIR| <= β (Kaplan–Meier)")
+    _legend(fig, palette, key)
+    return fig
+
+
+VERDICT_COLOURS = {"reproduced": "#1a9641", "contradicted": "#d7191c", "no effect": "#2b83ba",
+                   "inconclusive": "#7f7f7f", "cannot judge": "#bdbdbd"}
+
+
+def claims_forest(judgements: list[Any]) -> Figure | None:
+    """The claims at a glance: per claim and data set the effect and its interval at its Holm
+    level (the one the verdict reads) divided by the claim's equivalence margin and multiplied
+    by its claimed sign (the claimed direction to the right, the margin at ±1), coloured by
+    verdict."""
+    rows = [j for j in judgements if j.n and not np.isnan(j.margin) and j.margin > 0]
+    if not rows:
+        return None
+    fig, axes = _figure(1, 1, legend=len(VERDICT_COLOURS))
+    fig.set_figheight(max(2.2, 0.32 * len(rows) + 1.0))
+    ax = axes[0, 0]
+    labels = []
+    for i, j in enumerate(reversed(rows)):
+        scale = j.claim.sign / j.margin
+        lo, hi = sorted((j.holm_low * scale, j.holm_high * scale)) if not np.isnan(
+            j.holm_low) else (np.nan, np.nan)
+        colour = VERDICT_COLOURS.get(j.verdict, "#7f7f7f")
+        if not np.isnan(lo):
+            ax.plot([lo, hi], [i, i], color=colour, lw=2)
+        ax.plot(j.effect * scale, i, "o", color=colour, ms=6)
+        labels.append(f"({j.claim.number}) {j.dataset}")
+    ax.axvline(0, color="black", lw=1)
+    for edge in (-1, 1):
+        ax.axvline(edge, color="black", lw=1, ls="--")
+    ax.set_yticks(range(len(rows)), labels)
+    ax.set_xlabel("effect / margin (claimed direction →)")
+    ax.set_title("the paper's claims: intervals at the Holm level")
+    _legend(fig, dict(VERDICT_COLOURS), "verdict")
     return fig

@@ -12,8 +12,14 @@ Vocabulary used by the rest of the package:
               in the space file
     variant   one combination of scientific levels, labelled ``"0 / svd"``
     baseline  the vanilla variant: ``rollingq.enabled = false`` or ``rollingq.max_rotations =
-              0`` where searched, else each factor's first level
+              0`` where searched, else each factor's first level; a factor that does nothing
+              in the vanilla arm (``rollingq.rotation`` at 0 rotations) has level ``NA`` there
     data set  ``data.name`` (searched, fixed, or "synthetic" when absent)
+    experiment one trained model: a data set, a seed and an *effective* configuration, the
+              config values with the keys that do nothing removed (``INACTIVE``). Trials of the
+              same experiment are structural copies (a grid crossing ``rollingq.rotation`` with
+              0 rotations trains vanilla once per rotation kind); the analysis counts the first
+              finished one and names the others (``duplicate_of``), everywhere.
 """
 
 from __future__ import annotations
@@ -44,6 +50,9 @@ STATUSES = ("finished", "diverged", "stopped", "errored", "incomplete")
 # Levels that switch the method off; a factor not listed here has its first level as baseline.
 VANILLA: dict[str, Any] = {"rollingq.enabled": False, "rollingq.max_rotations": 0}
 VARIANT = "variant"  # the column (and factor) of a space's named variants
+# Keys that do nothing, and when: RollingQ's keys when it cannot rotate (disabled, 0 rotations,
+# or a fusion without attention), the balance method's keys when it is `none`.
+INACTIVE = ("rollingq.* when RollingQ cannot rotate", "balance.* when balance.method is none")
 
 
 class ResultsError(ValueError):
@@ -129,9 +138,18 @@ class Results:
 
     @property
     def finished(self) -> pd.DataFrame:
-        """Trials the statistics use: status ``finished`` with a headline accuracy."""
+        """Trials the statistics use: status ``finished`` with a headline accuracy, one per
+        experiment (structural copies left out)."""
         t = self.trials
-        return t[(t["status"] == "finished") & t["acc"].notna()].copy()
+        return t[(t["status"] == "finished") & t["acc"].notna()
+                 & (t["duplicate_of"] == "")].copy()
+
+    @property
+    def duplicates(self) -> pd.DataFrame:
+        """The structural copies left out: ``trial_id``, ``duplicate_of``, ``variant``, seed."""
+        t = self.trials
+        return t.loc[t["duplicate_of"] != "", ["study", "trial_id", "duplicate_of", "dataset",
+                                                "variant", SEED]]
 
     @property
     def variants(self) -> list[str]:
@@ -215,7 +233,9 @@ def _is_number(s: str) -> bool:
     return True
 
 
-def _factor(key: str, raw: dict[str, Any], observed: pd.Series) -> Factor:
+def _factor(key: str, raw: dict[str, Any], observed: pd.Series, vanilla: np.ndarray) -> Factor:
+    """A factor from its search entry and its observed values (``vanilla``: the trials where
+    RollingQ cannot rotate; a factor that is NA in all of them has its baseline there)."""
     levels = _spec_levels(raw)
     seen = [level_str(v) for v in observed.dropna().unique()]
     extra = [s for s in seen if s not in levels]
@@ -224,8 +244,10 @@ def _factor(key: str, raw: dict[str, Any], observed: pd.Series) -> Factor:
     levels = levels + extra
     if observed.isna().any() and "NA" not in levels:
         levels.append("NA")  # an inactive conditional parameter
-    vanilla = level_str(VANILLA[key]) if key in VANILLA else None
-    baseline = vanilla if vanilla in levels else (levels[0] if levels else "NA")
+    off = level_str(VANILLA[key]) if key in VANILLA else None
+    if off is None and vanilla.any() and observed[vanilla].isna().all() and "NA" in levels:
+        off = "NA"  # nested: the factor exists in the RollingQ arm only
+    baseline = off if off in levels else (levels[0] if levels else "NA")
     numeric = bool(levels) and all(_is_number(s) for s in levels if s != "NA")
     return Factor(key, raw.get("role", "scientific"), raw.get("type", "choice"), levels,
                   baseline, numeric)
@@ -293,12 +315,20 @@ def load(dirs: list[Path]) -> Results:
         trials[SEED] = 0
 
     search = _search(specs)
-    factors = [_factor(k, raw, trials[k]) for k, raw in search.items()
+    values = config_values(trials, specs)
+    spec_side = [effective_rollingq(v) for v in values]
+    effective = [effective_config(v, on) for v, (on, _) in zip(values, spec_side, strict=True)]
+    for key in search:  # a factor that does nothing in a trial reads NA there
+        if key in trials and key not in VANILLA:
+            idle = [key in v and key not in e for v, e in zip(values, effective, strict=True)]
+            trials[key] = trials[key].astype(object).mask(idle, np.nan)
+    vanilla = ~np.array([on for on, _ in spec_side], dtype=bool)
+    factors = [_factor(k, raw, trials[k], vanilla) for k, raw in search.items()
                if raw.get("role", "scientific") == "scientific" and k != DATASET_KEY]
     named = variants_section(specs)
     if named and VARIANT in trials:  # the spec's `variants` axis is one more factor
         factors.insert(0, _variant_factor(named, trials[VARIANT]))
-    nuisance = [_factor(k, raw, trials[k]) for k, raw in search.items()
+    nuisance = [_factor(k, raw, trials[k], vanilla) for k, raw in search.items()
                 if raw.get("role") == "nuisance" and k != DATASET_KEY]
 
     for col in (HEADLINE, PAPER_STYLE, VALIDATION):
@@ -316,16 +346,19 @@ def load(dirs: list[Path]) -> Results:
     order = _variant_order(factors, labels)
     trials["variant"] = pd.Categorical(labels, categories=order, ordered=True)
     datasets = list(dict.fromkeys(trials["dataset"]))
+    trials["experiment"] = [repr((ds, level_str(seed), sorted(e.items()))) for ds, seed, e in
+                            zip(trials["dataset"], trials[SEED], effective, strict=True)]
+    trials["duplicate_of"] = _copies(trials)
 
     curves = pd.concat(curve_tables, ignore_index=True) if curve_tables else pd.DataFrame()
     if len(curves) and "trial_id" in curves:
         keep = trials[["study", "trial_id", "dataset", "variant", "status", SEED]].rename(
             columns={"status": "trial_status", SEED: "seed"})
+        keep.loc[trials["duplicate_of"] != "", "trial_status"] = "duplicate"
         drop = [c for c in ("dataset", "variant", "trial_status", "seed") if c in curves]
         curves = curves.drop(columns=drop).merge(keep, on=["study", "trial_id"], how="inner")
 
     # what the study driver did not record (older folders, errored trials), from the spec
-    spec_side = [effective_rollingq(v) for v in config_values(trials, specs)]
     recorded = trials.get(outcomes.ON, pd.Series(np.nan, index=trials.index))
     trials[outcomes.ON] = [level_str(r) == "True" if level_str(r) != "NA" else on
                            for r, (on, _) in zip(recorded, spec_side, strict=True)]
@@ -358,6 +391,51 @@ def config_values(trials: pd.DataFrame, specs: list[dict[str, Any]]) -> list[dic
             values.update(named.get(str(row[VARIANT]), {}))
         out.append(values)
     return out
+
+
+def effective_config(values: dict[str, Any], on: bool) -> dict[str, str]:
+    """A trial's config values (``config_values``) as level strings, with the keys that do
+    nothing removed (``INACTIVE``); ``on``: RollingQ can rotate (``effective_rollingq``)."""
+    out = {k: level_str(v) for k, v in values.items()}
+    if not on:
+        out = {k: v for k, v in out.items() if not k.startswith("rollingq.")}
+        out["rollingq"] = "off"
+    if out.get("balance.method", "none") == "none":
+        out = {k: v for k, v in out.items() if not k.startswith("balance.")}
+    return out
+
+
+def _copies(trials: pd.DataFrame) -> list[str]:
+    """Per trial, the trial id of the experiment's first usable trial when it is a later copy
+    (else ""): a finished trial with a headline stands for its experiment."""
+    usable = (trials["status"] == "finished") & trials["acc"].notna()
+    first: dict[str, str] = {}
+    out = []
+    for exp, tid, ok in zip(trials["experiment"], trials["trial_id"], usable, strict=True):
+        if not ok:
+            out.append("")
+        elif exp in first:
+            out.append(first[exp])
+        else:
+            first[exp] = str(tid)
+            out.append("")
+    return out
+
+
+def identical_results(res: Results) -> list[list[str]]:
+    """Groups of counted trials (different experiments, same data set and seed) whose results
+    are bit-identical: the headline, validation accuracy, final |AIR|, attention shares and
+    noise accuracies. Not copies (their configurations differ), so they stay; e.g. caps of 3
+    and 5 rotations where only 2 fire. The report flags them."""
+    d = res.finished
+    cols = [c for c in d.columns if c in (HEADLINE, VALIDATION, "final_air", "final_val_acc")
+            or c.startswith(("val_share_", "noise_"))]
+    cols = [c for c in cols if pd.api.types.is_numeric_dtype(d[c])]
+    if not len(d) or not cols:
+        return []
+    key = d[["dataset", SEED, *cols]].astype(str).apply(tuple, axis=1)
+    groups = d.groupby(key, sort=False)["trial_id"].apply(list)
+    return [list(map(str, g)) for g in groups if len(g) > 1]
 
 
 _EFFECTIVE: dict[str, tuple[bool, float]] = {}  # config values -> effective_rollingq's answer

@@ -1,22 +1,34 @@
-"""Sensitivity statistics: which scientific parameters move the headline accuracy, and by how much.
+"""Sensitivity statistics: which scientific parameters move an outcome, and by how much.
 
-Grid studies (balanced, equal budget) get
+Grid studies are randomised complete block designs: every configuration trains with each seed
+(its initialisation and data order), so the seed is a block. One trial is counted per
+experiment (``analysis.results``: structural copies left out). They get
     1. OLS with every scientific parameter as a categorical factor (``C()``) and their
-       interactions, seeds as replicates (they are the residual), the data set as an additive
-       fixed factor when there are several, nuisance parameters as additive factors;
-    2. a Type II ANOVA table with F, p, η² (share of the total sum of squares) and partial η²
-       (``SS / (SS + SS_residual)``);
+       interactions, the seed block ``C(seed)`` (with several data sets: seeds within each data
+       set, the data set a fixed factor and each parameter's interaction with it, the F tests
+       HC3-robust), nuisance parameters as additive factors;
+    2. a Type II ANOVA table with F, p, η² = SS / SS_total, partial η² = SS / (SS +
+       SS_residual) and ω²;
     3. estimated marginal means (EMMs: the model's prediction averaged over a balanced grid of
-       the other factors) and each level's difference to the baseline level with its 95 %
-       interval (the sign of an effect);
+       the other factors and the blocks) and each level's difference to the reference level
+       (the vanilla level where the factor has one, else its first) with its 95 % interval,
+       by ``t_test``;
     4. Tukey HSD on the EMMs for factors with more than two levels (Tukey–Kramer with the
-       model's covariance, as R's emmeans), so a missing trial does not bias a comparison.
+       model's covariance, as R's emmeans), so a missing trial does not bias a comparison;
+    5. a dose-response test for numeric factors of three or more levels (a linear term, and
+       the lack of fit against the categorical model);
+    6. in a nested design (a parameter that does not exist in the vanilla arm, level ``NA``)
+       the factorial model on the RollingQ trials, and the vanilla arm against each RollingQ
+       level as Holm-adjusted contrasts of a cell-means model with the block.
 The interaction order is lowered (full -> pairs -> main effects) until the model keeps residual
-degrees of freedom and full rank; the report says which model was fitted.
+degrees of freedom and full rank; the report says which model was fitted. An outcome that is a
+time to an event which may never happen (``out_air_convergence``) is censored survival data:
+``survival`` gives Kaplan–Meier per level and the log-rank test instead.
 
 Optuna studies (adaptive, unbalanced) get parameter importance with PED-ANOVA (Optuna's default
 evaluator), built offline from ``trials.csv``: trials stopped early by ASHA are excluded and
 counted (Optuna's own journal records them as COMPLETE), seeds of a configuration are averaged.
+They get no OLS p-values: the sampler chose each cell from earlier outcomes.
 """
 
 from __future__ import annotations
@@ -26,18 +38,19 @@ import logging
 import math
 import warnings
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any
 
 import numpy as np
 import optuna
 import pandas as pd
+import patsy
 import statsmodels.formula.api as smf
 from scipy import stats
 from scipy.stats import studentized_range
 from statsmodels.stats.anova import anova_lm
+from statsmodels.stats.multitest import multipletests
 
-from analysis.results import Results, level_str
+from analysis.results import SEED, Results, level_str
 
 log = logging.getLogger(__name__)
 ALPHA = 0.05
@@ -55,9 +68,16 @@ class Sensitivity:
 
     Attributes:
         formula: The fitted ANOVA model, with dotted names (empty when none was fitted).
-        anova: Rows ``term, df, sum_sq, F, p, eta_sq, partial_eta_sq`` (Residual last).
-        effects: Rows ``factor, level, n, mean (EMM), delta, low, high, p, reference``.
+        anova: Rows ``term, df, sum_sq, F, p, eta_sq, partial_eta_sq, omega_sq`` (Residual
+            last).
+        effects: Rows ``factor, level, n, mean (EMM), delta, low, high, p, reference,
+            vanilla``.
         tukey: Rows ``factor, group1, group2, meandiff, low, high, p_adj, reject``.
+        trends: Rows ``factor, levels, slope, low, high, p, lack_of_fit_p``.
+        vanilla: A nested design's contrasts against the vanilla arm: rows ``dataset,
+            contrast, cells, n, n_vanilla, delta, low, high, p, p_holm, df``.
+        design: A nested design in words (empty for a crossed one).
+        blocked: Whether the model has the seed block.
         n: Trials in the model.
         notes: Sentences: skipped factors, the reduced model, what could not be tested.
     """
@@ -66,6 +86,10 @@ class Sensitivity:
     anova: pd.DataFrame = field(default_factory=pd.DataFrame)
     effects: pd.DataFrame = field(default_factory=pd.DataFrame)
     tukey: pd.DataFrame = field(default_factory=pd.DataFrame)
+    trends: pd.DataFrame = field(default_factory=pd.DataFrame)
+    vanilla: pd.DataFrame = field(default_factory=pd.DataFrame)
+    design: str = ""
+    blocked: bool = False
     n: int = 0
     notes: list[str] = field(default_factory=list)
 
@@ -112,7 +136,12 @@ def active_factors(res: Results, df: pd.DataFrame) -> tuple[list[str], list[str]
 
 
 def analyse(res: Results, metric: str = "acc") -> Sensitivity:
-    """OLS + Type II ANOVA, adjusted effects and Tukey HSD on the finished trials.
+    """The design's model of one outcome on the finished trials (one per experiment).
+
+    A crossed grid gets one OLS of every factor, its interactions and the seed block. A nested
+    grid (a factor that does not exist in the vanilla arm, level ``NA``: the rotation kind at 0
+    rotations, β when RollingQ is off) gets the factorial model on the RollingQ trials and each
+    RollingQ level against the vanilla arm as a contrast (``vanilla``).
 
     Args:
         metric: The trials' column to explain: ``acc`` (the headline accuracy) or an outcome
@@ -133,48 +162,91 @@ def analyse(res: Results, metric: str = "acc") -> Sensitivity:
         out.notes.append("No scientific parameter has two or more levels among the finished "
                          "trials, so there is no ANOVA.")
         return out
+    nested = [k for k in factors if (df[k] == "NA").any()]
+    if nested:
+        inside = df[~df[nested].eq("NA").any(axis=1)]
+        outside = df[df[nested].eq("NA").any(axis=1)]
+        keep = [k for k in factors if inside[k].nunique() >= 2]
+        out.design = (f"a vanilla arm ({len(outside)} trials where "
+                      + ", ".join(f"`{k}`" for k in nested) + " does not apply) beside the "
+                      f"factorial of {' × '.join(f'`{k}`' for k in keep) or 'one cell'} "
+                      f"({len(inside)} trials)")
+        out.notes.append(f"Design: {out.design}. The factorial model is fitted on the RollingQ "
+                         f"trials; the vanilla arm enters through the contrasts against it.")
+        out.vanilla = _vanilla_contrasts(res, df, keep, metric)
+        df, factors = inside, keep
+        if not factors:
+            return out
+    _factorial(res, df, metric, factors, out)
+    return out
+
+
+def _block_terms(df: pd.DataFrame, several: bool) -> list[str]:
+    """The seed block: ``C(seed)``, or seeds within each data set."""
+    if df[SEED].nunique() < 2:
+        return []
+    return ["C(dataset):C(seed)"] if several else ["C(seed)"]
+
+
+def _factorial(res: Results, df: pd.DataFrame, metric: str, factors: list[str],
+               out: Sensitivity) -> None:
+    """OLS of the crossed factors with the seed block; Type II ANOVA, EMMs, Tukey, trends."""
     nuisance = [f.key for f in res.nuisance if df[f.key].nunique() >= 2]
     several = df["dataset"].nunique() >= 2
     if several:
-        out.notes.append("The data set enters as an additive fixed factor.")
+        out.notes.append("The data set enters as a fixed factor, with each parameter's "
+                         "interaction with it; the F tests use heteroscedasticity-robust (HC3) "
+                         "covariance, as the data sets' variances differ.")
     if nuisance:
         out.notes.append("Nuisance parameters enter as additive factors: "
                          + ", ".join(f"`{k}`" for k in nuisance) + ".")
 
     safe = {key: f"x{i}" for i, key in enumerate(factors + nuisance)}
-    data = pd.DataFrame({"acc": pd.to_numeric(df[metric]), "dataset": df["dataset"]})
+    data = pd.DataFrame({"acc": pd.to_numeric(df[metric]), "dataset": df["dataset"],
+                         "seed": df[SEED].map(level_str)})
     for key, name in safe.items():
         col = df[key].cat.remove_unused_categories()
         data[name] = col.astype(str)
-    names = {f"C({v})": k for k, v in safe.items()} | {"C(dataset)": "data set"}
+    names = ({f"C({v})": k for k, v in safe.items()}
+             | {"C(dataset)": "data set", "C(seed)": "seed (block)"})
 
-    extra = [f"C({safe[k]})" for k in nuisance] + (["C(dataset)"] if several else [])
-    model, order = None, 0
-    for order in range(len(factors), 0, -1):
-        terms = _terms([f"C({safe[k]})" for k in factors], order) + extra
-        candidate = _fit(" + ".join(terms), data)
-        if candidate is not None:
-            model = candidate
+    by_data = [f"C({safe[k]}):C(dataset)" for k in factors] if several else []
+    blocks = _block_terms(df, several)
+    extra = ([f"C({safe[k]})" for k in nuisance] + (["C(dataset)"] if several else [])
+             + by_data)
+    model, order, terms = None, 0, []
+    for block in (blocks, []):  # without the block only when the study cannot afford it
+        for order in range(len(factors), 0, -1):
+            terms = _terms([f"C({safe[k]})" for k in factors], order) + extra + block
+            model = _fit(" + ".join(terms), data)
+            if model is not None:
+                break
+        if model is not None:
+            if blocks and not block:
+                out.notes.append("Too few trials to fit the seed block as well; seeds are "
+                                 "replicates in this model.")
             break
     if model is None:
         out.notes.append(
             f"With {len(data)} finished trials the model of {len(factors)} factor(s) has no "
             f"residual degrees of freedom (one trial per cell?): run more seeds to test effects.")
-        return out
+        return
     if order < len(factors):
         kept = "main effects only" if order == 1 else f"interactions up to order {order}"
         out.notes.append(f"Not enough trials for the full interaction model; fitted {kept}.")
     out.n = int(model.nobs)
+    out.blocked = any("seed" in t for t in terms)
     label = "test_acc_at_best_val" if metric == "acc" else metric
     out.formula = f"{label} ~ " + " + ".join(_rename(t, names) for t in terms)
-    out.anova = _anova_table(model, names)
-    columns = [safe[k] for k in factors + nuisance] + (["dataset"] if several else [])
+    out.anova = _anova_table(model, names, robust=several)
+    columns = ([safe[k] for k in factors + nuisance] + (["dataset"] if several else [])
+               + (["seed"] if out.blocked else []))
     out.effects, out.tukey = _emm(data, model, factors, safe, res, columns)
+    out.trends = _trends(res, data, model, factors, safe, terms)
     multi = [k for k in factors if df[k].nunique() > 2]
     if not multi:
         out.notes.append("No factor has more than two levels, so there is no Tukey HSD (the "
                          "ANOVA F test is the pairwise test).")
-    return out
 
 
 def _terms(factors: list[str], order: int) -> list[str]:
@@ -193,61 +265,66 @@ def _fit(rhs: str, data: pd.DataFrame) -> Any:
 
 
 def _rename(term: str, names: dict[str, str]) -> str:
-    return " × ".join(names.get(p, p) for p in term.split(":"))
+    return " × ".join(names.get(p, p) for p in term.split(":")).replace(
+        "data set × seed (block)", "seed within data set (block)")
 
 
-def _anova_table(model: Any, names: dict[str, str]) -> pd.DataFrame:
+def _anova_table(model: Any, names: dict[str, str], robust: bool = False) -> pd.DataFrame:
+    """Type II ANOVA: sums of squares, η² = SS / SS_total (``model.centered_tss``), partial η²
+    = SS / (SS + SS_residual), ω² = (SS − df·MS_residual) / (SS_total + MS_residual); with
+    ``robust`` the F tests use HC3 covariance (the sums of squares stay the classical ones)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         a = anova_lm(model, typ=2)
-    total = a["sum_sq"].sum()
+        if robust:
+            r = anova_lm(model, typ=2, robust="hc3")
+            a[["F", "PR(>F)"]] = r[["F", "PR(>F)"]]
+    total = float(model.centered_tss)
     resid = a.loc["Residual", "sum_sq"]
+    mse = resid / a.loc["Residual", "df"]
     a["eta_sq"] = a["sum_sq"] / total if total > 0 else np.nan
     a["partial_eta_sq"] = a["sum_sq"] / (a["sum_sq"] + resid) if resid + total > 0 else np.nan
-    a.loc["Residual", ["partial_eta_sq", "F", "PR(>F)"]] = np.nan
+    a["omega_sq"] = ((a["sum_sq"] - a["df"] * mse) / (total + mse)) if total > 0 else np.nan
+    a.loc["Residual", ["partial_eta_sq", "omega_sq", "F", "PR(>F)"]] = np.nan
     a = a.rename(columns={"PR(>F)": "p"})
     a.insert(0, "term", [("Residual" if t == "Residual" else _rename(t, names)) for t in a.index])
     return a.reset_index(drop=True)[["term", "df", "sum_sq", "F", "p", "eta_sq",
-                                     "partial_eta_sq"]]
+                                     "partial_eta_sq", "omega_sq"]]
 
 
 def _emm_rows(model: Any, data: pd.DataFrame, columns: list[str]) -> tuple[np.ndarray,
                                                                              pd.DataFrame]:
-    """The design matrix of the balanced grid of the model's factor levels (for EMMs)."""
+    """The design matrix of the balanced grid of the model's factor levels (for EMMs), coded
+    by the fitted model's own design (patsy's ``build_design_matrices``)."""
     levels = [list(dict.fromkeys(data[c])) for c in columns]
     if math.prod(len(lv) for lv in levels) > 200_000:
         grid = data[columns].drop_duplicates()
     else:
         grid = pd.DataFrame(list(itertools.product(*levels)), columns=columns)
-    # The same formula on the grid codes the same levels into the same columns.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        on_grid = smf.ols(model.model.formula, data=grid.assign(acc=0.0))
-    if list(on_grid.exog_names) != list(model.model.exog_names):
-        raise ValueError(f"the EMM grid codes columns {on_grid.exog_names}, the model "
-                         f"{model.model.exog_names}")
-    return np.asarray(on_grid.exog, dtype=float), grid
+    (X,) = patsy.build_design_matrices([model.model.data.model_spec], grid.assign(acc=0.0))
+    return np.asarray(X, dtype=float), grid
 
 
-def _contrast(L: dict[str, np.ndarray], beta: np.ndarray, cov: np.ndarray, a: str,
-              b: str) -> tuple[float, float]:
-    """``EMM_b - EMM_a`` and its standard error."""
-    c = L[b] - L[a]
-    return float(c @ beta), float(np.sqrt(max(c @ cov @ c, 0.0)))
+def _contrast(model: Any, c: np.ndarray) -> tuple[float, float, float]:
+    """A linear contrast of the coefficients: (estimate, standard error, two-sided p), from
+    statsmodels' ``t_test``."""
+    t = model.t_test(c.reshape(1, -1))
+    se = float(np.asarray(t.sd).ravel()[0])
+    p = float(np.asarray(t.pvalue).ravel()[0]) if se > 0 else 0.0
+    return float(np.asarray(t.effect).ravel()[0]), se, p
 
 
 def _emm(data: pd.DataFrame, model: Any, factors: list[str], safe: dict[str, str],
          res: Results, columns: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Estimated marginal means of each factor's levels, effects and Tukey HSD from them.
 
-    An EMM is the model's prediction averaged over a balanced grid of the other factors, so an
-    unbalanced study (a trial errored) does not shift a level's mean; contrasts get their
-    standard error from the model's covariance. Tukey: ``p = P(Q_{k, df} > |Δ| / se · √2)``,
-    interval ``Δ ± q(.95; k, df) / √2 · se`` (Tukey–Kramer, as R's emmeans).
+    An EMM is the model's prediction averaged over a balanced grid of the other factors (and
+    the seed blocks), so an unbalanced study (a trial errored) does not shift a level's mean;
+    contrasts are ``model.t_test``s. Tukey: ``p = P(Q_{k, df} > |Δ| / se · √2)``, interval
+    ``Δ ± q(.95; k, df) / √2 · se`` (Tukey–Kramer, as R's emmeans).
     """
     X, grid = _emm_rows(model, data, columns)
     beta = model.params.to_numpy()
-    cov = model.cov_params().to_numpy()
     dof = float(model.df_resid)
     t_crit = float(stats.t.ppf(1 - ALPHA / 2, dof))
     effects, tukey = [], []
@@ -258,15 +335,14 @@ def _emm(data: pd.DataFrame, model: Any, factors: list[str], safe: dict[str, str
         levels = [lv for lv in (f.levels if f else []) if (col == lv).any()]
         base = f.baseline if f is not None and f.baseline in levels else levels[0]
         L = {lv: X[(grid[name] == lv).to_numpy()].mean(axis=0) for lv in levels}
-        contrast = partial(_contrast, L, beta, cov)
         for lv in levels:
             row = {"factor": key, "level": lv, "n": int((col == lv).sum()),
-                   "mean": float(L[lv] @ beta), "reference": lv == base}
+                   "mean": float(L[lv] @ beta), "reference": lv == base,
+                   "vanilla": f is not None and lv == f.baseline and lv == _vanilla_level(f)}
             if lv == base:
                 row.update(delta=0.0, low=np.nan, high=np.nan, p=np.nan)
             else:
-                d, se = contrast(base, lv)
-                p = float(2 * stats.t.sf(abs(d) / se, dof)) if se > 0 else 0.0
+                d, se, p = _contrast(model, L[lv] - L[base])
                 row.update(delta=d, low=d - t_crit * se, high=d + t_crit * se, p=p)
             effects.append(row)
         k = len(levels)
@@ -274,7 +350,7 @@ def _emm(data: pd.DataFrame, model: Any, factors: list[str], safe: dict[str, str
             continue
         q_crit = float(studentized_range.ppf(1 - ALPHA, k, dof)) / np.sqrt(2)
         for a, b in itertools.combinations(levels, 2):
-            d, se = contrast(a, b)
+            d, se, _ = _contrast(model, L[b] - L[a])
             p = float(studentized_range.sf(abs(d) / se * np.sqrt(2), k, dof)) if se > 0 else 0.0
             p = min(max(p, 0.0), 1.0)
             tukey.append({"factor": key, "group1": a, "group2": b, "meandiff": d,
@@ -283,12 +359,143 @@ def _emm(data: pd.DataFrame, model: Any, factors: list[str], safe: dict[str, str
     return pd.DataFrame(effects), pd.DataFrame(tukey)
 
 
-def significant_terms(s: Sensitivity, alpha: float = ALPHA) -> list[str]:
-    """ANOVA terms with p < alpha."""
+def _vanilla_level(f: Any) -> str | None:
+    """The level of a factor that is the vanilla arm (RollingQ off), if it has one."""
+    from analysis.results import VANILLA
+
+    if f.key in VANILLA:
+        return level_str(VANILLA[f.key])
+    return "NA" if f.baseline == "NA" else None
+
+
+def _trends(res: Results, data: pd.DataFrame, model: Any, factors: list[str],
+            safe: dict[str, str], terms: list[str]) -> pd.DataFrame:
+    """A dose-response test for each numeric factor with three or more levels: the main-effect
+    model with the factor as a number (its slope per unit, 95 % interval and p) against the
+    same model with it categorical (lack of fit: an F test, ``anova_lm``)."""
+    rows = []
+    for key in factors:
+        f = res.factor(key)
+        name = safe[key]
+        levels = data[name].unique()
+        if f is None or not f.numeric or len(levels) < 3:
+            continue
+        others = [t for t in terms if ":" not in t and t != f"C({name})"]
+        others += [t for t in terms if t.endswith("C(seed)") and ":" in t]
+        numeric = data.assign(dose=pd.to_numeric(data[name]))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            linear = smf.ols("acc ~ " + " + ".join(["dose", *others]), data=numeric).fit()
+            categorical = smf.ols("acc ~ " + " + ".join([f"C({name})", *others]),
+                                  data=numeric).fit()
+            lack = anova_lm(linear, categorical)
+        low, high = linear.conf_int(ALPHA).loc["dose"]
+        rows.append({"factor": key, "levels": len(levels), "slope": float(linear.params["dose"]),
+                     "low": float(low), "high": float(high),
+                     "p": float(linear.pvalues["dose"]),
+                     "lack_of_fit_p": float(lack["Pr(>F)"].iloc[1])})
+    return pd.DataFrame(rows)
+
+
+def _vanilla_contrasts(res: Results, df: pd.DataFrame, factors: list[str],
+                       metric: str) -> pd.DataFrame:
+    """Each RollingQ level (averaged over the other RollingQ factors) and the whole RollingQ
+    arm against the vanilla arm, per data set: ``y ~ C(cell) + C(seed)`` (a cell = a variant),
+    contrasts of cell means by ``t_test``, Holm-adjusted over the data set's contrasts."""
+    rows = []
+    for ds in res.datasets:
+        d = df[df["dataset"] == ds]
+        if not len(d):
+            continue
+        cell = d["variant"].astype(str)
+        data = pd.DataFrame({"acc": pd.to_numeric(d[metric]), "cell": cell,
+                             "seed": d[SEED].map(level_str)})
+        vanilla_cells = set(cell[d[factors].eq("NA").any(axis=1)]) if factors else set()
+        vanilla_cells = vanilla_cells or set(cell[~outcome_on(d)])
+        if not vanilla_cells or set(cell) <= vanilla_cells:
+            continue
+        rhs = "C(cell)" + (" + C(seed)" if data["seed"].nunique() >= 2 else "")
+        model = _fit(rhs, data) or (_fit("C(cell)", data) if "seed" in rhs else None)
+        if model is None:
+            continue
+        X, grid = _emm_rows(model, data, ["cell"] + (["seed"] if "C(seed)" in
+                                                      model.model.formula else []))
+        means = {c: X[(grid["cell"] == c).to_numpy()].mean(axis=0) for c in cell.unique()}
+        base = np.mean([means[c] for c in vanilla_cells], axis=0)
+        on_cells = [c for c in cell.unique() if c not in vanilla_cells]
+        groups = [("RollingQ (every cell)", on_cells)]
+        for key in factors:
+            for lv in [lv for lv in res.factor(key).levels if (d[key] == lv).any()]:
+                here = sorted(set(cell[d[key] == lv]) - vanilla_cells)
+                if here:
+                    groups.append((f"{key} = {lv}", here))
+        t_crit = float(stats.t.ppf(1 - ALPHA / 2, model.df_resid))
+        block = []
+        for what, cells in groups:
+            c = np.mean([means[x] for x in cells], axis=0) - base
+            est, se, p = _contrast(model, c)
+            block.append({"dataset": ds, "contrast": f"{what} − vanilla", "cells": len(cells),
+                          "n": int(cell.isin(cells).sum()),
+                          "n_vanilla": int(cell.isin(vanilla_cells).sum()), "delta": est,
+                          "low": est - t_crit * se, "high": est + t_crit * se, "p": p,
+                          "df": float(model.df_resid)})
+        adjusted = multipletests([r["p"] for r in block], alpha=ALPHA, method="holm")[1]
+        for r, p in zip(block, adjusted, strict=True):
+            r["p_holm"] = float(p)
+        rows += block
+    return pd.DataFrame(rows)
+
+
+def outcome_on(d: pd.DataFrame) -> pd.Series:
+    """The trials' RollingQ arm as booleans (unknown: off)."""
+    from analysis.outcomes import ON, rollingq_on
+
+    return rollingq_on(d[ON]).fillna(False).astype(bool)
+
+
+def fdr(fits: dict[str, Sensitivity],
+        survivals: dict[str, Survival] | None = None) -> pd.DataFrame:
+    """The exploratory family of a report: every ANOVA term test (blocks aside), every
+    vanilla-arm contrast and every log-rank test of every outcome, Benjamini–Hochberg adjusted
+    together (``multipletests(method="fdr_bh")``). Rows ``metric, kind, term, p, q``."""
+    rows = []
+    for metric, surv in (survivals or {}).items():
+        if len(surv.tests):
+            rows += [{"metric": metric, "kind": "log-rank", "term": t, "p": p}
+                     for t, p in zip(surv.tests["factor"], surv.tests["p"], strict=True)]
+    for metric, s in fits.items():
+        if len(s.anova):
+            a = _tested(s)
+            rows += [{"metric": metric, "kind": "anova", "term": t, "p": p}
+                     for t, p in zip(a["term"], a["p"], strict=True)]
+        if len(s.vanilla):
+            rows += [{"metric": metric, "kind": "vanilla", "term": f"{ds}: {c}", "p": p}
+                     for ds, c, p in zip(s.vanilla["dataset"], s.vanilla["contrast"],
+                                         s.vanilla["p"], strict=True)]
+    out = pd.DataFrame(rows, columns=["metric", "kind", "term", "p"])
+    out = out[pd.to_numeric(out["p"], errors="coerce").notna()].reset_index(drop=True)
+    out["q"] = (multipletests(out["p"].astype(float), alpha=ALPHA, method="fdr_bh")[1]
+                if len(out) else [])
+    return out
+
+
+def _tested(s: Sensitivity) -> pd.DataFrame:
+    """The ANOVA rows that test an effect (the residual and the blocks aside)."""
     if not len(s.anova):
-        return []
-    a = s.anova[s.anova["term"] != "Residual"]
-    return list(a.loc[a["p"] < alpha, "term"])
+        return s.anova
+    return s.anova[(s.anova["term"] != "Residual")
+                   & ~s.anova["term"].str.contains("(block)", regex=False)]
+
+
+def tested_terms(s: Sensitivity) -> list[str]:
+    """The ANOVA terms that test an effect (blocks aside)."""
+    return list(_tested(s)["term"]) if len(s.anova) else []
+
+
+def significant_terms(s: Sensitivity, alpha: float = ALPHA) -> list[str]:
+    """ANOVA terms with an unadjusted p < alpha (blocks aside)."""
+    a = _tested(s)
+    return list(a.loc[a["p"] < alpha, "term"]) if len(a) else []
 
 
 # -- Optuna importance -----------------------------------------------------------------------
@@ -340,7 +547,8 @@ def importance(res: Results) -> list[Importance]:
         t = res.trials[res.trials["dataset"] == ds]
         if column not in t:
             continue
-        fin = t[(t["status"] == "finished") & pd.to_numeric(t[column], errors="coerce").notna()]
+        fin = t[(t["status"] == "finished") & (t["duplicate_of"] == "")
+                & pd.to_numeric(t[column], errors="coerce").notna()]
         stopped = int((t["status"] == "stopped").sum())
         other = len(t) - len(fin) - stopped
         rows: dict[tuple[str, ...], list[float]] = {}
@@ -396,4 +604,77 @@ def journal_summary(res: Results) -> list[str]:
             log.warning("cannot read %s: %s", path, e)
             out.append(f"`{path.name}` could not be read ({type(e).__name__}); the importance "
                        f"is built from trials.csv.")
+    return out
+
+
+# -- censored outcomes -----------------------------------------------------------------------
+
+@dataclass
+class Survival:
+    """A time-to-event outcome (``outcomes.CENSORED``) as survival data.
+
+    Attributes:
+        column: The time column; ``event`` its indicator (1 event, 0 censored).
+        levels: Rows ``factor, level, trials, events, share, median, times, survival`` (the
+            Kaplan–Meier estimate: ``survival[i]`` is the share without the event after
+            ``times[i]``; ``median`` NaN when under half had it).
+        tests: Rows ``factor, levels, chi2, p, strata``: the log-rank test across a factor's
+            levels (``survdiff``), stratified by seed.
+        n: Trials at risk (the others never started the clock: no rotation fired).
+        notes: Sentences for the report.
+    """
+
+    column: str
+    event: str
+    levels: pd.DataFrame = field(default_factory=pd.DataFrame)
+    tests: pd.DataFrame = field(default_factory=pd.DataFrame)
+    n: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+def survival(res: Results, column: str = "out_air_convergence") -> Survival:
+    """Kaplan–Meier per level of each factor and the log-rank test between the levels
+    (statsmodels ``SurvfuncRight`` and ``survdiff``), for a censored time outcome."""
+    from statsmodels.duration.survfunc import SurvfuncRight, survdiff
+
+    from analysis.outcomes import CENSORED
+
+    out = Survival(column, CENSORED[column])
+    df = res.frame()
+    if column not in df or out.event not in df:
+        out.notes.append(f"No trial recorded `{column}`.")
+        return out
+    time = pd.to_numeric(df[column], errors="coerce")
+    event = pd.to_numeric(df[out.event], errors="coerce")
+    d = df[time.notna() & event.notna()].assign(_t=time, _e=event)
+    out.n = len(d)
+    if not len(d):
+        out.notes.append("No trial started the clock (no rotation fired), so there is nothing "
+                         "to analyse.")
+        return out
+    factors, notes = active_factors(res, d)
+    out.notes += notes
+    strata = (d["dataset"].astype(str) + ":" + d[SEED].map(level_str))
+    levels, tests = [], []
+    for key in factors:
+        f = res.factor(key)
+        present = [lv for lv in f.levels if (d[key] == lv).any()]
+        for lv in present:
+            g = d[d[key] == lv]
+            sf = SurvfuncRight(g["_t"].to_numpy(float), g["_e"].to_numpy(float))
+            levels.append({"factor": key, "level": lv, "trials": len(g),
+                           "events": int(g["_e"].sum()), "share": float(g["_e"].mean()),
+                           "median": float(sf.quantile(0.5)) if g["_e"].any() else np.nan,
+                           "times": [float(t) for t in sf.surv_times],
+                           "survival": [float(p) for p in sf.surv_prob]})
+        group = d[key].astype(str).to_numpy()
+        stratified = strata.nunique() >= 2
+        try:
+            chi2, p = survdiff(d["_t"].to_numpy(float), d["_e"].to_numpy(float), group,
+                               strata=strata.to_numpy() if stratified else None)
+        except (ValueError, np.linalg.LinAlgError, ZeroDivisionError):
+            chi2, p = np.nan, np.nan
+        tests.append({"factor": key, "levels": len(present), "chi2": float(chi2),
+                      "p": float(p), "strata": "seed" if stratified else "none"})
+    out.levels, out.tests = pd.DataFrame(levels), pd.DataFrame(tests)
     return out

@@ -124,8 +124,10 @@ def status_counts(res: Results) -> pd.DataFrame:
 
 
 def excluded_trials(res: Results, limit: int = 30) -> pd.DataFrame:
-    """The trials the statistics leave out, with their status and error line."""
-    t = res.trials[~res.trials.index.isin(res.finished.index)]
+    """The trials the statistics leave out, with their status and error line (structural copies
+    are listed by ``duplicate_trials``)."""
+    t = res.trials
+    t = t[~t.index.isin(res.finished.index) & (t["duplicate_of"] == "")]
     cols = ["trial_id", "dataset", "variant", SEED, "status", "epochs", "error"]
     out = t[[c for c in cols if c in t]].head(limit).copy()
     out["variant"] = out["variant"].astype(str)
@@ -133,6 +135,32 @@ def excluded_trials(res: Results, limit: int = 30) -> pd.DataFrame:
         out["epochs"] = out["epochs"].map(lambda v: level_str(v))
     out["error"] = out["error"].map(lambda e: e if len(e) <= 160 else e[:157] + "...")
     return out.rename(columns={SEED: "seed"})
+
+
+def duplicate_trials(res: Results) -> pd.DataFrame:
+    """The structural copies: each trial, the trial that stands for its experiment, the data
+    set, variant and seed."""
+    d = res.duplicates.copy()
+    d["variant"] = d["variant"].astype(str)
+    return d.drop(columns="study").rename(columns={"duplicate_of": "copy of", SEED: "seed"})
+
+
+def realised_rotations(res: Results, cap: str = "rollingq.max_rotations") -> pd.DataFrame:
+    """Per data set and rotation cap: the trials and the rotations that fired (mean, min,
+    max), from ``out_rotations``; empty when the cap is not a factor."""
+    d = res.finished
+    if cap not in d or "out_rotations" not in d:
+        return pd.DataFrame()
+    rows = []
+    for (ds, lv), g in d.groupby(["dataset", cap], observed=True, sort=False):
+        fired = pd.to_numeric(g["out_rotations"], errors="coerce").dropna()
+        rows.append({"data set": ds, "cap": str(lv), "trials": len(g),
+                     "rotations fired (mean)": f"{fired.mean():.2f}" if len(fired) else "",
+                     "min": f"{fired.min():.0f}" if len(fired) else "",
+                     "max": f"{fired.max():.0f}" if len(fired) else "",
+                     "trials below the cap": int((fired < pd.to_numeric(lv, errors="coerce"))
+                                                 .sum()) if str(lv) != "NA" else 0})
+    return pd.DataFrame(rows)
 
 
 def provenance(res: Results, i: int) -> list[tuple[str, str]]:

@@ -65,7 +65,8 @@ def _error(trial: Trial) -> str:
 
 def trial_params(spec: Spec, config: dict[str, Any]) -> dict[str, Any]:
     """The searched parameters and the seed of a trial, by dotted name."""
-    row = {p.key: config.get(p.key) for p in spec.search}
+    point = config.get("_point") or {}  # a conditional grid's point; absent: NA
+    row = {p.key: point.get(p.key, config.get(p.key)) for p in spec.search}
     if "__trial_index__" in config and "_seeds" in config:
         row["train.seed"] = config["_seeds"][config["__trial_index__"]]
     else:

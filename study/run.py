@@ -110,6 +110,15 @@ def smoke(spec: Spec) -> Spec:
             keep = max(1, min(budget, len(p.grid_values())))
             p.type, p.values, p.step = "choice", p.grid_values()[:keep], None
             budget = max(1, budget // keep)
+        kept = {p.key: p.values for p in spec.search}
+        for p in list(spec.search):  # a condition on a value no longer searched
+            for k, cond in list(p.when.items()):
+                if k in kept and isinstance(cond, list):
+                    p.when[k] = [v for v in cond if v in kept[k]]
+                if k in kept and not any(v in kept[k] for v in (
+                        p.when[k] if isinstance(p.when[k], list) else [p.when[k]])):
+                    spec.search.remove(p)  # it never applies within the budget
+                    break
     else:
         spec.tune["num_samples"] = 2
         spec.tune["grace_period"] = 1
@@ -191,7 +200,10 @@ def build_tuner(spec: Spec, storage: str, folder: Path, callbacks: Sequence[Any]
                                "max_concurrent_trials": t["max_concurrent"] or None,
                                "reuse_actors": True}
     if spec.grid:
-        param_space.update({p.key: tune.grid_search(p.grid_values()) for p in spec.search})
+        if spec.conditional:  # not a full factorial: the grid's points, each one a dict
+            param_space["_point"] = tune.grid_search(spec.grid_points())
+        else:
+            param_space.update({p.key: tune.grid_search(p.grid_values()) for p in spec.search})
         param_space["train.seed"] = tune.grid_search(spec.seeds)
         tune_kw["num_samples"] = 1
     else:

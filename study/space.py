@@ -3,9 +3,11 @@
 A spec file has the sections ``fixed`` (config values), ``search`` (one entry per parameter:
 ``role`` scientific | nuisance, ``type`` choice | int | float, with ``values`` or
 ``low``/``high``/``log``/``step``, and optionally ``when: {key: value}`` for a conditional
-parameter), ``variants`` (optional: ``role`` and ``values``, named sets of config values that
-form one more axis, the parameter ``variant``, for comparisons a factorial grid cannot express,
-such as the fusions of a table where only one of them may enable RollingQ), ``seeds`` and
+parameter: it exists only where each key has that value, or one of a list of values; elsewhere
+the trial keeps the config's default and the column reads NA), ``variants`` (optional:
+``role`` and ``values``, named sets of config values that form one more axis, the parameter
+``variant``, for comparisons a factorial grid cannot express, such as the fusions of a table
+where only one of them may enable RollingQ), ``seeds`` and
 ``tune`` (mode, metric, num_samples, scheduler, resources, max_failures, ...). Every name is a
 dotted config key (``rollingq.beta``); every value is checked against the config
 (``rollingq.config``) before any trial runs.
@@ -68,7 +70,9 @@ class Param:
         role: ``scientific`` (the question) or ``nuisance`` (tuned away).
         type: ``choice``, ``int`` or ``float``.
         values: The choices (``choice``) or, in grid mode, the enumerated range.
-        when: Conditions ``{key: value}`` under which the parameter exists (define-by-run).
+        when: Conditions ``{key: value}`` (or ``{key: [values]}``: one of them) under which the
+            parameter exists. Optuna suggests it only then (define-by-run); a grid leaves it
+            out elsewhere, so a grid point without it is one trial, not one per value.
         table: For the ``variant`` parameter only: variant name -> its config values.
     """
 
@@ -82,6 +86,10 @@ class Param:
     step: float | None = None
     when: dict[str, Any] = field(default_factory=dict)
     table: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def active(self, values: dict[str, Any]) -> bool:
+        """Whether the parameter exists given the other values (``when``)."""
+        return all(_holds(values.get(k), v) for k, v in self.when.items())
 
     def grid_values(self) -> list[Any]:
         """The values a grid enumerates: the choices, or the stepped range."""
@@ -102,6 +110,10 @@ class Param:
         if self.when:
             d["when"] = dict(self.when)
         return d
+
+
+def _holds(value: Any, condition: Any) -> bool:
+    return value in condition if isinstance(condition, list) else value == condition
 
 
 @dataclass
@@ -137,20 +149,38 @@ class Spec:
         p = next((p for p in self.search if p.key == VARIANT), None)
         return {name: dict(p.table[name]) for name in p.values} if p else {}
 
+    @property
+    def conditional(self) -> bool:
+        """Whether a searched parameter has ``when`` conditions (a grid that is not a full
+        factorial)."""
+        return any(p.when for p in self.search)
+
     def expected_trials(self) -> int:
         """How many trials a complete study has."""
         if self.grid:
-            return math.prod(len(p.grid_values()) for p in self.search) * len(self.seeds)
+            return len(self.grid_points()) * len(self.seeds)
         return self.tune["num_samples"] * len(self.seeds)
 
-    def grid_configs(self) -> list[dict[str, Any]]:
-        """Every trial's searched values and seed in grid mode (full factorial x seeds).
+    def grid_points(self) -> list[dict[str, Any]]:
+        """The distinct searched values of a grid, seeds aside: the full factorial, with each
+        conditional parameter left out where its ``when`` does not hold (then the points that
+        differ only in it are one point).
 
         A variant appears by name (``variant``); ``apply_variant`` gives its config values.
         """
         axes = [[(p.key, v) for v in p.grid_values()] for p in self.search]
         combos = [dict(c) for c in itertools.product(*axes)] if axes else [{}]
-        return [{**c, "train.seed": s} for c in combos for s in self.seeds]
+        points: dict[str, dict[str, Any]] = {}
+        for c in combos:
+            values = {**self.fixed, **apply_variant(c, self.variants)}
+            point = {k: v for k, v in c.items()
+                     if next(p for p in self.search if p.key == k).active(values)}
+            points.setdefault(repr(sorted(point.items())), point)
+        return list(points.values())
+
+    def grid_configs(self) -> list[dict[str, Any]]:
+        """Every trial's searched values and seed in grid mode (``grid_points`` x seeds)."""
+        return [{**c, "train.seed": s} for c in self.grid_points() for s in self.seeds]
 
     def to_dict(self) -> dict[str, Any]:
         """The merged spec, as written to the results folder (``space.yaml``)."""
@@ -325,8 +355,10 @@ def _parse_param(key: str, raw: Any, where: str, mode: str) -> Param:
     if kind not in TYPES:
         raise SpecError(f"type={kind!r} is not valid {at}; valid: {', '.join(TYPES)}")
     when = raw.get("when") or {}
-    if not isinstance(when, dict) or any(k not in valid_keys() for k in when):
-        raise SpecError(f"when={when!r} must map config keys to values {at}")
+    if (not isinstance(when, dict) or any(k not in valid_keys() for k in when)
+            or any(isinstance(v, list) and not v for v in when.values())):
+        raise SpecError(f"when={when!r} must map config keys to a value or a non-empty list of "
+                        f"values {at}")
     if kind == "choice":
         values = raw.get("values")
         if not isinstance(values, list) or not values:
@@ -364,6 +396,18 @@ def _validate_values(spec: Spec, where: str) -> None:
         except ConfigError as e:
             raise SpecError(f"{e} [{where}: {key}]") from None
 
+    searched = {p.key: p.values for p in spec.search if p.type == "choice"}
+    for p in spec.search:
+        for k, cond in p.when.items():
+            wanted = cond if isinstance(cond, list) else [cond]
+            if k in searched:
+                stray = [v for v in wanted if v not in searched[k]]
+                if stray:
+                    raise SpecError(f"search.{p.key}.when: {k}={stray[0]!r} is not one of the "
+                                    f"values {k} is searched over {list(searched[k])!r}, so "
+                                    f"the condition can never hold there ({spec.source}); use "
+                                    f"those values")
+
     base = {**spec.fixed, "train.seed": spec.seeds[0]}
     for key in spec.fixed:
         check(base, f"fixed.{key}")
@@ -375,10 +419,11 @@ def _validate_values(spec: Spec, where: str) -> None:
             continue
         values = p.values if p.type == "choice" else [p.low, p.high]
         for sets in variants.values() or [{}]:  # the grid crosses each value with each variant
-            if any(k in sets and sets[k] != v for k, v in p.when.items()):
+            if any(k in sets and not _holds(sets[k], v) for k, v in p.when.items()):
                 continue  # the parameter does not exist with this variant
+            where_true = {k: v[0] if isinstance(v, list) else v for k, v in p.when.items()}
             for v in values:
-                check({**base, **sets, **p.when, p.key: v}, f"search.{p.key}")
+                check({**base, **sets, **where_true, p.key: v}, f"search.{p.key}")
 
 
 def data_overrides(spec: Spec) -> list[dict[str, Any]]:
@@ -457,8 +502,6 @@ def parse_spec(tree: dict[str, Any], name: str, source: str, question: str = "")
               for k, v in (tree.get("search") or {}).items()]
     if tree.get("variants") is not None:
         search.insert(0, _parse_variants(tree["variants"], fixed, {p.key for p in search}, source))
-    if tune["mode"] == "grid" and any(p.when for p in search):
-        raise SpecError(f"`when` (conditional parameters) needs tune.mode: optuna ({source})")
     spec = Spec(name, question, source, fixed, search, seeds, tune)
     _validate_values(spec, source)
     return spec
@@ -489,7 +532,7 @@ class OptunaSpace:
     def __call__(self, trial: Any) -> None:
         drawn: dict[str, Any] = dict(self.fixed)
         for p in self.params:
-            if any(drawn.get(k) != v for k, v in p.when.items()):
+            if not p.active(drawn):
                 continue
             if p.type == "choice":
                 drawn[p.key] = trial.suggest_categorical(p.key, p.values)

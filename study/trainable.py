@@ -1,8 +1,9 @@
 """One trial: a Ray Tune config dict -> ``rollingq.train.fit`` -> ``tune.report`` per epoch.
 
 The config holds dotted config keys (``rollingq.beta``), plus, in Optuna mode, Ray's
-``__trial_index__`` (the repeat of a sampled point) and ``_seeds`` (the seeds it indexes), and,
-when the space has variants, ``variant`` (a name) and ``_variants`` (name -> config values).
+``__trial_index__`` (the repeat of a sampled point) and ``_seeds`` (the seeds it indexes), in a
+grid with conditional parameters ``_point`` (the searched values of one grid point), and, when
+the space has variants, ``variant`` (a name) and ``_variants`` (name -> config values).
 
 Every epoch is reported with the checkpoint ``fit`` wrote, so a retried trial (``FailureConfig``)
 or a restored study resumes from its last epoch. The last epoch's report also carries the
@@ -57,6 +58,7 @@ def trial_config(config: dict[str, Any]) -> dict[str, Any]:
     """The dotted config overrides of one trial (seed resolved in Optuna mode; a ``variant``
     name replaced by its config values from ``_variants``)."""
     over = {k: v for k, v in config.items() if not k.startswith("_")}
+    over.update(config.get("_point") or {})  # a conditional grid's point (study.space)
     if "__trial_index__" in config and "_seeds" in config:
         over["train.seed"] = config["_seeds"][config["__trial_index__"]]
     if "variant" in over:

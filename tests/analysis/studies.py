@@ -107,6 +107,9 @@ def write_study(
             "final_train_loss": 0.3 if status != "diverged" else np.inf,
             "final_air": 0.05 if rot else 0.4,
             "final_rotations": min(int(params.get("rollingq.max_rotations", 1)), 2) if rot else 0,
+            # the synthetic data set declares the modality it is built to favour
+            "favoured_modality": "audio" if fixed.get("data.name", "synthetic") == "synthetic"
+            else "",
             "val_share_audio": plant.get("share", 0.5 if rot else 0.7),
             "val_share_visual": 0.95 - plant.get("share", 0.5 if rot else 0.7),
         })

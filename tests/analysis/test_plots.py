@@ -37,10 +37,11 @@ def test_air_curves_one_line_per_variant_and_rotation_events(ablation, tmp_path)
     fig = plots.air_curves(res)
     (ax,) = fig.axes
     assert (ax.get_xlabel(), ax.get_ylabel(), ax.get_title()) == ("epoch", "air", "synthetic")
-    assert series(ax) == res.variants == ["0 / svd", "0 / plane", "1 / svd", "1 / plane",
-                                          "2 / svd", "2 / plane"]
+    # vanilla once: the rotation kind does nothing at 0 rotations (its copies are not drawn)
+    assert series(ax) == res.variants == ["0 / NA", "1 / svd", "1 / plane", "2 / svd",
+                                          "2 / plane"]
     bands = [c for c in ax.collections if c.get_label().startswith("_band")]
-    assert len(bands) == 6
+    assert len(bands) == 5
     events = [c for c in ax.collections if isinstance(c, PathCollection)]
     assert len(events) == 4  # the four rotating variants, one event at epoch 1 per seed
     assert all(len(c.get_offsets()) == 3 and (c.get_offsets()[:, 0] == 1).all() for c in events)
@@ -53,7 +54,7 @@ def test_curves_are_grouped_by_one_factor_when_there_are_many_variants(planted, 
     res = load([planted])
     assert len(res.variants) == 27
     fig = plots.air_curves(res)
-    assert series(fig.axes[0]) == ["0", "1", "3"]
+    assert series(fig.axes[0]) == ["1", "2", "3"]
     assert fig.legends[0].get_title().get_text() == (
         "rollingq.max_rotations (other parameters pooled)")
     check_png(fig, tmp_path / "air.png")
@@ -64,7 +65,7 @@ def test_attention_shares_one_panel_per_modality(ablation, tmp_path):
     fig = plots.attention_shares(res)
     assert [ax.get_ylabel() for ax in fig.axes] == ["val_share_audio", "val_share_visual"]
     assert [ax.get_title() for ax in fig.axes] == ["audio", "visual"]
-    assert all(len(series(ax)) == 6 and ax.get_xlabel() == "epoch" for ax in fig.axes)
+    assert all(len(series(ax)) == 5 and ax.get_xlabel() == "epoch" for ax in fig.axes)
     check_png(fig, tmp_path / "shares.png")
 
 
@@ -74,8 +75,8 @@ def test_noise_curves_per_modality_with_the_five_levels(ablation, tmp_path):
     assert [ax.get_xlabel() for ax in fig.axes] == ["noise level λ on audio (additive)",
                                                     "noise level λ on visual (additive)"]
     for ax in fig.axes:
-        assert ax.get_ylabel() == "test accuracy (%)" and len(series(ax)) == 6
-        line = next(ln for ln in ax.get_lines() if ln.get_label() == "0 / svd")
+        assert ax.get_ylabel() == "test accuracy (%)" and len(series(ax)) == 5
+        line = next(ln for ln in ax.get_lines() if ln.get_label() == "0 / NA")
         assert list(line.get_xdata()) == [0.0, 0.25, 0.5, 0.75, 1.0]
         assert line.get_ydata()[0] > line.get_ydata()[-1]  # noise hurts
     check_png(fig, tmp_path / "noise.png")
@@ -107,7 +108,7 @@ def test_point_plot_of_the_rotation_count_per_hue_level(planted, tmp_path):
     (ax,) = fig.axes
     assert (ax.get_xlabel(), ax.get_ylabel()) == ("rollingq.max_rotations",
                                                   "test_acc_at_best_val (%)")
-    assert [t.get_text() for t in ax.get_xticklabels()] == ["0", "1", "3"]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["1", "2", "3"]
     assert legend_texts(fig) == ["0", "0.1", "0.3"]
     check_png(fig, tmp_path / "points.png")
 

@@ -39,7 +39,9 @@ def test_report_files_sections_and_figures(ablation_report):
     assert md.index("## Provenance") < md.index("## Main table") < md.index("## Sensitivity")
     assert "could not be generated" not in md
     figures = re.findall(r"!\[[^\]]*\]\((figures/[^)]+\.png)\)", md)
-    assert figures == ["figures/air_convergence.png", "figures/air.png",
+    assert figures == ["figures/claims_forest.png", "figures/air_convergence.png",
+                       "figures/km_rollingq_max_rotations.png", "figures/km_rollingq_rotation.png",
+                       "figures/air.png",
                        "figures/attention_shares.png", "figures/noise.png",
                        "figures/points_rollingq_max_rotations.png",
                        "figures/points_rollingq_rotation.png"]
@@ -54,22 +56,27 @@ def test_report_main_table_and_anova_rows(ablation_report):
     md = ablation_report.with_suffix(".md").read_text()
     assert ("| rollingq.max_rotations | rollingq.rotation | n | test acc at best val (%) | "
             "95% CI | Δ vs baseline [95% CI] | best test epoch, paper-style (%) |") in md
-    assert re.search(r"\| 0 \| svd \| 3 \| \d+\.\d\d ± \d\.\d\d \| \[.*\] \| baseline \|", md)
-    assert "| term | df | sum of squares | F | p | η² | partial η² | p < 0.05 |" in md
-    assert re.search(r"\| rollingq\.max_rotations \| 2 \| [\d.]+ \| [\d.]+ \| < 0\.001 \|", md)
-    assert "| rollingq.max_rotations × rollingq.rotation | 2 |" in md
-    assert re.search(r"ANOVA of the headline accuracy: `rollingq.max_rotations` \((higher|lower) "
-                     r"at \d: [+-][\d.]+ vs 0\) significant at p < 0.05\.", md)
+    # vanilla once (the rotation kind does nothing at 0 rotations), the factorial on RollingQ
+    assert re.search(r"\| 0 \| NA \| 3 \| \d+\.\d\d ± \d\.\d\d \| \[.*\] \| baseline \|", md)
+    assert ("| term | df | sum of squares | F | p | q (BH) | η² | partial η² | ω² | q < 0.05 |"
+            in md)
+    assert "`test_acc_at_best_val ~ rollingq.max_rotations + rollingq.rotation + " \
+           "rollingq.max_rotations × rollingq.rotation + seed (block)`" in md
+    assert "| rollingq.max_rotations × rollingq.rotation | 1 |" in md
+    assert re.search(r"\| synthetic \| RollingQ \(every cell\) − vanilla \| 4 \| 12 / 3 \| "
+                     r"\+\d\.\d+ \[", md)
+    assert re.search(r"ANOVA of the headline accuracy: RollingQ vs vanilla on synthetic "
+                     r"\(\+\d\.\d*; q < 0\.001\) significant at q < 0\.05 \(BH\)\.", md)
     assert "Tukey HSD" in md and "test_acc_at_best_val" in md and "paper-style" in md
     assert "is not one of the paper's" in md  # synthetic
 
 
 def test_partial_study_reports_and_counts_exclusions(planted, tmp_path):
     md = generate([planted], out=tmp_path).with_suffix(".md").read_text()
-    assert "The statistics use the 78 finished trials of 81; excluded: 1 diverged, 1 errored, " \
-           "1 incomplete." in md
+    assert "The statistics use the 78 finished experiments of 81; excluded: 1 diverged, " \
+           "1 errored, 1 incomplete." in md
     assert "| 20260101-000000 | 78 | 1 | 0 | 1 | 1 | 1 | 81 | 81 |" in md
-    assert "| abcde_00000 | synthetic | 0 / 0.5 / 0 | 0 | errored | 2 | RuntimeError: CUDA " \
+    assert "| abcde_00000 | synthetic | 0 / 0.5 / 1 | 0 | errored | 2 | RuntimeError: CUDA " \
            "error: out of memory |" in md
     assert "figures/beta_rho.png" in md and "could not be generated" not in md
 
@@ -111,7 +118,9 @@ def test_paper_comparison_on_the_papers_data_sets(paper_report):
     assert re.search(r"\| ours: True / 1 \|", md)
     assert re.search(r"\| cremad \| False / 1 \| Vanilla MT \| 0\.52 \|", md)  # Table 2
     assert "single seed" in md  # the protocol difference is stated
-    assert "The data set enters as an additive fixed factor." in md
+    assert "The data set enters as a fixed factor, with each parameter's interaction with " \
+           "it; the F tests use heteroscedasticity-robust (HC3) covariance" in md
+    assert "seed within data set (block)" in md
     assert "| data set | rollingq.enabled | model.fusion_layers | n |" in md
 
 
@@ -123,7 +132,8 @@ def test_optuna_study_reports_importance_and_asha(optuna_study, tmp_path):
     assert "the most important parameter is `rollingq.beta`" in md
     assert "`optuna.journal` (study `hpo`) holds 47 complete" in md
     assert "figures/importance.png" in md and "figures/history.png" in md
-    assert "No ANOVA: the Optuna study samples continuous parameters" in md
+    assert "No ANOVA and no p-values: the Optuna sampler chose each configuration" in md
+    assert "| term | df |" not in md
 
 
 def test_a_failing_section_does_not_lose_the_report(ablation, tmp_path, monkeypatch):

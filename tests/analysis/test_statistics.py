@@ -24,8 +24,8 @@ def test_load_reads_factors_baseline_and_percent(planted):
     res = load([planted])
     assert [f.key for f in res.factors] == ["rollingq.beta", "rollingq.rho",
                                             "rollingq.max_rotations"]
-    assert res.factor("rollingq.max_rotations").baseline == "0"
-    assert res.baseline == "0 / 0.5 / 0"
+    assert res.factor("rollingq.max_rotations").baseline == "1"  # no vanilla level: the first
+    assert res.baseline == "0 / 0.5 / 1"
     assert res.datasets == ["synthetic"]  # data.name absent from fixed
     assert len(res.trials) == 81 and len(res.finished) == 78
     assert res.finished["acc"].between(50, 80).all()  # fractions became percent
@@ -65,11 +65,11 @@ def test_difference_is_paired_by_seed_when_seeds_match():
 def test_main_table_marks_baseline_best_and_signs(ablation):
     res = load([ablation])
     table = tables.main_table(res)
-    assert list(table["variant"]) == ["0 / svd", "0 / plane", "1 / svd", "1 / plane",
-                                      "2 / svd", "2 / plane"]
-    assert table["n"].tolist() == [3] * 6
+    # the rotation kind does nothing at 0 rotations: one vanilla cell of 3 experiments
+    assert list(table["variant"]) == ["0 / NA", "1 / svd", "1 / plane", "2 / svd", "2 / plane"]
+    assert table["n"].tolist() == [3] * 5
     base = table[table["baseline"]]
-    assert base["variant"].tolist() == ["0 / svd"]
+    assert base["variant"].tolist() == ["0 / NA"]
     rotating = table[table["variant"].str.startswith(("1", "2"))]
     assert (rotating["delta"] > 1.0).all() and (rotating["delta_low"] > 0).all()
     assert (rotating["delta_method"] == "paired").all()
@@ -92,7 +92,12 @@ def test_strong_beta_effect_is_significant_with_the_right_sign_and_large_eta(pla
     assert eff.loc["0", "reference"]
     assert eff.loc["0.3", "delta"] == pytest.approx(-10.0, abs=0.5)  # planted: -10 points
     assert eff.loc["0.3", "high"] < 0 and eff.loc["0.1", "high"] < 0
-    assert a["eta_sq"].sum() == pytest.approx(1.0)  # Type II on a balanced-ish grid
+    acc = load([planted]).finished["acc"]
+    total = float(((acc - acc.mean()) ** 2).sum())  # η² divides by the total sum of squares
+    assert a["eta_sq"].to_numpy() == pytest.approx(a["sum_sq"].to_numpy() / total)
+    mse = a.loc["Residual", "sum_sq"] / a.loc["Residual", "df"]
+    assert beta["omega_sq"] == pytest.approx((beta["sum_sq"] - beta["df"] * mse) / (total + mse))
+    assert "seed (block)" in a.index and s.blocked
 
 
 def test_null_factor_is_not_significant(planted):
@@ -108,24 +113,52 @@ def test_tukey_finds_the_planted_pair(planted):
     s = sensitivity.analyse(load([planted]))
     t = s.tukey[s.tukey["factor"] == "rollingq.max_rotations"]
     found = {(r.group1, r.group2) for r in t.itertuples() if r.reject}
-    assert found == {("0", "3"), ("1", "3")}
-    pair = t[(t["group1"] == "0") & (t["group2"] == "3")].iloc[0]
+    assert found == {("1", "3"), ("2", "3")}
+    pair = t[(t["group1"] == "1") & (t["group2"] == "3")].iloc[0]
     assert pair["meandiff"] == pytest.approx(3.0, abs=0.3) and pair["low"] > 0
 
 
-def test_tukey_equals_statsmodels_on_a_one_factor_study(tmp_path):
-    """With one factor the EMMs are the level means and the model's MSE is the within-group
-    variance, so the result must equal statsmodels' pairwise_tukeyhsd."""
-    search = {"rollingq.max_rotations": {"role": "scientific", "type": "choice",
-                                         "values": [0, 1, 2, 3]}}
-    d = write_study(tmp_path, search=search, seeds=(0, 1, 2, 3), noise_sd=0.01,
-                    effect=lambda p: 0.6 + 0.01 * p["rollingq.max_rotations"])
-    res = load([d])
+def _one_factor_study(tmp_path):
+    search = {"rollingq.beta": {"role": "scientific", "type": "choice",
+                                "values": [0.0, 0.1, 0.2, 0.3]}}
+    return load([write_study(tmp_path, search=search, seeds=(0, 1, 2, 3), noise_sd=0.01,
+                             effect=lambda p: 0.6 + 0.1 * p["rollingq.beta"])])
+
+
+def test_tukey_in_the_seed_blocked_design_matches_the_two_way_layout(tmp_path):
+    """A balanced one-factor RCBD: the EMMs are the level means and the residual is the level
+    × seed interaction, so Tukey must equal the textbook two-way formula (scipy's studentized
+    range on MSE = SS_interaction / ((k − 1)(b − 1)), se = √(2 MSE / b))."""
+    res = _one_factor_study(tmp_path)
     ours = sensitivity.analyse(res).tukey
+    y = res.finished.pivot_table(index="rollingq.beta", columns="train.seed", values="acc",
+                                 observed=True).to_numpy()
+    k, b = y.shape
+    inter = y - y.mean(axis=1, keepdims=True) - y.mean(axis=0, keepdims=True) + y.mean()
+    df = (k - 1) * (b - 1)
+    se = np.sqrt(2 * (inter ** 2).sum() / df / b)
+    for r in ours.itertuples():
+        i, j = (["0", "0.1", "0.2", "0.3"].index(g) for g in (r.group1, r.group2))
+        d = y[j].mean() - y[i].mean()
+        assert r.meandiff == pytest.approx(d)
+        assert r.p_adj == pytest.approx(stats.studentized_range.sf(abs(d) / se * np.sqrt(2),
+                                                                   k, df), abs=1e-6)
+        half = stats.studentized_range.ppf(0.95, k, df) / np.sqrt(2) * se
+        assert (r.low, r.high) == pytest.approx((d - half, d + half))
+
+
+def test_tukey_without_the_block_equals_statsmodels(tmp_path):
+    """Without the block (each seed once: the block cannot be fitted beside a saturated
+    model, so it falls back) and with one factor, the result is pairwise_tukeyhsd's."""
+    res = _one_factor_study(tmp_path)
+    res.trials["train.seed"] = range(len(res.trials))  # every trial its own seed: no block
+    s = sensitivity.analyse(res)
+    assert not s.blocked
     df = res.finished
-    ref = pairwise_tukeyhsd(df["acc"], df["rollingq.max_rotations"].astype(str))
+    ref = pairwise_tukeyhsd(df["acc"], df["rollingq.beta"].astype(str))
     header, *rows = ref.summary().data
     ref = pd.DataFrame(rows, columns=header)
+    ours = s.tukey
     assert ours["meandiff"].to_numpy() == pytest.approx(ref["meandiff"].to_numpy(), abs=1e-3)
     assert ours["low"].to_numpy() == pytest.approx(ref["lower"].to_numpy(), abs=2e-3)
     assert ours["reject"].tolist() == ref["reject"].tolist()
@@ -138,7 +171,7 @@ def test_single_level_factor_is_skipped_with_a_sentence(tmp_path):
     d = write_study(tmp_path, search=search, effect=lambda p: 0.6 + 0.1 * p["rollingq.beta"])
     s = sensitivity.analyse(load([d]))
     assert any("`rollingq.rotation` has a single level (svd)" in n for n in s.notes)
-    assert s.anova["term"].tolist() == ["rollingq.beta", "Residual"]
+    assert s.anova["term"].tolist() == ["rollingq.beta", "seed (block)", "Residual"]
     assert any("no Tukey HSD" in n for n in s.notes)
 
 
@@ -213,5 +246,6 @@ def test_nuisance_parameter_is_tuned_away_per_variant(tmp_path):
     assert table["n"].tolist() == [3, 3] and table["mean"].min() > 64
     assert "nuisance setting (best val)" in tables.format_main(table, res).columns
     s = sensitivity.analyse(res)
-    assert s.anova["term"].tolist() == ["rollingq.enabled", "optim.lr", "Residual"]
+    assert s.anova["term"].tolist() == ["rollingq.enabled", "optim.lr", "seed (block)",
+                                        "Residual"]
     assert any("Nuisance parameters enter as additive factors" in n for n in s.notes)

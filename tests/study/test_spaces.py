@@ -7,7 +7,6 @@ overrides, variants and the define-by-run Optuna space behave as documented in s
 from __future__ import annotations
 
 import copy
-import math
 import re
 import subprocess
 import sys
@@ -48,15 +47,15 @@ GRID_FILES = [p for p in SPACE_FILES if _mode(p) == "grid"]
 # The spaces issue 3 asks for, with the trial count of a complete study.
 REQUIRED = {
     "smoke": 2,
-    "rotation_ablation": 5 * 2 * 3,
+    "rotation_ablation": (1 + 4 * 2) * 5,  # vanilla (no rotation kind) + caps x kinds
     "beta_rho_sensitivity": 5 * 5 * 3,
-    "fusion_layers": 3 * 2 * 3,
+    "fusion_layers": 3 * 2 * 5,
     "statistic_modes": 2 * 2 * 3,
     "noise_robustness": 2 * 5,
-    "paper_table1": 14 * 3,
-    "paper_table1_text": 16 * 3,
+    "paper_table1": 14 * 5,
+    "paper_table1_text": 16 * 5,
     "hpo": 20,
-    "balance_rollingq": 3 * 2 * 3,
+    "balance_rollingq": 3 * 2 * 5,
 }
 FEATURES = ["data.name=features", "data.root=/data/features"]
 
@@ -71,15 +70,26 @@ def _implied_trials(tree: dict) -> int:
     seeds = len(tree.get("seeds", [0]))
     if tune.get("mode", "grid") == "optuna":
         return tune.get("num_samples", 1) * seeds
-    sizes = []
-    for raw in (tree.get("search") or {}).values():
-        if raw["type"] == "choice":
-            sizes.append(len(raw["values"]))
+    sizes, conditional = [], {}
+    for key, raw in (tree.get("search") or {}).items():
+        n = (len(raw["values"]) if raw["type"] == "choice"
+             else int(round((raw["high"] - raw["low"]) / raw["step"])) + 1)
+        if raw.get("when"):  # a parameter of one condition key: n values where it holds, else 1
+            (on, allowed), = raw["when"].items()
+            conditional[on] = (n, allowed)
         else:
-            sizes.append(int(round((raw["high"] - raw["low"]) / raw["step"])) + 1)
+            sizes.append((key, n, raw.get("values")))
     if tree.get("variants"):
-        sizes.append(len(tree["variants"]["values"]))
-    return math.prod(sizes) * seeds
+        sizes.append(("variant", len(tree["variants"]["values"]), None))
+    points = 1
+    for key, n, values in sizes:
+        if key in conditional:
+            inner, allowed = conditional.pop(key)
+            points *= sum(inner if v in allowed else 1 for v in values)
+        else:
+            points *= n
+    assert not conditional, "a condition on a key this test does not enumerate"
+    return points * seeds
 
 
 def _trial_configs(spec) -> list[dict]:
@@ -378,7 +388,9 @@ def test_override_of_a_config_key_fixes_it_and_removes_it_from_the_search():
     assert "rollingq.max_rotations" not in out["search"]
     assert "rollingq.max_rotations" in tree["search"], "the input tree must not change"
     spec = load_spec("rotation_ablation", ["rollingq.max_rotations=2"])
-    assert spec.expected_trials() == 2 * 3
+    assert spec.expected_trials() == 2 * 5  # the rotation kinds, where a rotation is allowed
+    vanilla = load_spec("rotation_ablation", ["rollingq.max_rotations=0"])
+    assert vanilla.grid_points() == [{}] and vanilla.expected_trials() == 5
 
 
 def test_override_of_spec_fields():
@@ -526,3 +538,52 @@ def test_optuna_space_sees_a_drawn_variants_values_in_conditions():
     assert {t.params[VARIANT] for t in study.trials} == set(TABLE)
     for t in study.trials:
         assert ("rollingq.beta" in t.params) == (t.params[VARIANT] == "attn_rollingq")
+
+
+# --- grids with conditional parameters --------------------------------------------------------
+
+def test_a_grid_leaves_a_conditional_parameter_out_where_its_condition_fails():
+    """The rotation kind exists only where a rotation is allowed: 0 rotations is one point,
+    not one per kind, so vanilla trains once per seed."""
+    spec = parse_spec({
+        "fixed": {"model.fusion": "attn"}, "seeds": [0, 1],
+        "search": {
+            "rollingq.max_rotations": {"role": "scientific", "type": "choice",
+                                       "values": [0, 1, 3]},
+            "rollingq.rotation": {"role": "scientific", "type": "choice",
+                                  "values": ["svd", "plane"],
+                                  "when": {"rollingq.max_rotations": [1, 3]}}}},
+        "g", "g.yaml")
+    assert spec.grid_points() == [
+        {"rollingq.max_rotations": 0},
+        {"rollingq.max_rotations": 1, "rollingq.rotation": "svd"},
+        {"rollingq.max_rotations": 1, "rollingq.rotation": "plane"},
+        {"rollingq.max_rotations": 3, "rollingq.rotation": "svd"},
+        {"rollingq.max_rotations": 3, "rollingq.rotation": "plane"}]
+    assert spec.expected_trials() == len(spec.grid_configs()) == 5 * 2
+
+
+def test_a_grid_condition_on_an_unknown_value_is_refused():
+    with pytest.raises(SpecError, match="rollingq.max_rotations"):
+        parse_spec({"fixed": {"model.fusion": "attn"}, "search": {
+            "rollingq.max_rotations": {"role": "scientific", "type": "choice", "values": [0, 1]},
+            "rollingq.rotation": {"role": "scientific", "type": "choice",
+                                  "values": ["svd", "plane"],
+                                  "when": {"rollingq.max_rotations": [1, 7]}}}}, "g", "g.yaml")
+
+
+@pytest.mark.parametrize("path", GRID_FILES, ids=_ids(GRID_FILES))
+def test_no_grid_space_trains_the_same_experiment_twice(path):
+    """Two trials of one seed whose effective configurations (the keys that do nothing
+    removed: the analysis's definition) are equal would train the same model twice."""
+    from analysis.results import effective_config, effective_rollingq
+
+    spec = load_spec(path.stem)
+    seen: dict[str, dict] = {}
+    for config in _trial_configs(spec):
+        values = {k: v for k, v in config.items() if k != "train.seed"}
+        on, _ = effective_rollingq(values)
+        key = repr((config["train.seed"], sorted(effective_config(values, on).items())))
+        assert key not in seen, (f"{path.name}: {config} trains the same experiment as "
+                                 f"{seen[key]}")
+        seen[key] = config
