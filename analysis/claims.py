@@ -301,9 +301,11 @@ def seeds_needed(sd: float, delta: float, family: int, alpha: float = ALPHA,
     return int(n[i]), float(detect[i]), float(null[i])
 
 
-def decide(judgements: list[Judgement], alpha: float = ALPHA) -> list[Judgement]:
+def decide(judgements: list[Judgement], alpha: float = ALPHA,
+           plan: bool = True) -> list[Judgement]:
     """Tests every judgement with two or more seeds and decides its verdict over the family
-    of them all (module docstring); the others stay ``cannot judge`` or ``inconclusive``."""
+    of them all (module docstring); the others stay ``cannot judge`` or ``inconclusive``.
+    ``plan``: give each inconclusive one the seeds it needs (a simulation may skip it)."""
     family = [j for j in judgements if j.judged]
     m = len(family)
     for j in judgements:
@@ -344,8 +346,9 @@ def decide(judgements: list[Judgement], alpha: float = ALPHA) -> list[Judgement]
                 j.verdict = NO_EFFECT
             else:
                 j.verdict = INCONCLUSIVE
-                sd = float(j.diffs.std(ddof=1))
-                j.seeds_needed, j.power, j.power_null = seeds_needed(sd, j.margin, m, alpha)
+                if plan:
+                    j.seeds_needed, j.power, j.power_null = seeds_needed(j.sd, j.margin, m,
+                                                                         alpha)
     return judgements
 
 

@@ -291,7 +291,7 @@ def load(dirs: list[Path]) -> Results:
 
     tables, curve_tables = [], []
     for i, (d, spec) in enumerate(zip(dirs, specs, strict=True)):
-        t = _renamed(_read_csv(d / "trials.csv"))
+        t = _renamed(_read_csv(d / "trials.csv")).copy()  # one block a dtype: cheap inserts
         for col, default in (("trial_id", ""), ("status", "incomplete"), ("error", "")):
             if col not in t:
                 t[col] = default
@@ -307,7 +307,7 @@ def load(dirs: list[Path]) -> Results:
         if len(c):
             c.insert(0, "study", i)
             curve_tables.append(c)
-    trials = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
+    trials = pd.concat(tables, ignore_index=True).copy() if tables else pd.DataFrame()
     trials["status"] = trials["status"].astype(object).fillna("incomplete").astype(str)
     trials["error"] = trials["error"].astype(object).fillna("").astype(str)
     trials["dataset"] = trials[DATASET_KEY].fillna(DEFAULT_DATASET).astype(str)
