@@ -48,6 +48,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from scipy import stats
+from statsmodels.stats.contingency_tables import mcnemar
+from statsmodels.stats.meta_analysis import combine_effects
 from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.power import TTestPower
 from statsmodels.stats.weightstats import DescrStatsW
@@ -184,13 +186,13 @@ def _context(values: dict[str, Any]) -> str:
     return repr(sorted(keep.items()))
 
 
-def frame(res: Results) -> pd.DataFrame:
-    """The finished trials with ``context`` (configuration but for RollingQ), ``on`` and
-    ``vanilla_mt`` (an off trial of the paper's Vanilla MT: attention fusion, one layer, no
-    balance method)."""
+def frame(res: Results, trials: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The finished trials (or ``trials``) with ``context`` (configuration but for RollingQ),
+    ``on`` and ``vanilla_mt`` (an off trial of the paper's Vanilla MT: attention fusion, one
+    layer, no balance method)."""
     from analysis.tables import paper_name
 
-    df = res.finished
+    df = res.finished if trials is None else trials
     if not len(df):
         return df.assign(context=pd.Series(dtype=str), on=pd.Series(dtype=bool),
                          vanilla_mt=pd.Series(dtype=bool))
@@ -213,9 +215,11 @@ def arms(res: Results) -> pd.DataFrame:
                              paper_name(v) == "Vanilla MT" for v in config_values(t, res.specs)]})
 
 
-def judge(res: Results, alpha: float = ALPHA) -> list[Judgement]:
-    """Every claim on every data set of the study, decided over the whole family."""
-    df = frame(res)
+def judge(res: Results, alpha: float = ALPHA, df: pd.DataFrame | None = None,
+          plan: bool = True) -> list[Judgement]:
+    """Every claim on every data set of the study, decided over the whole family; ``df``: the
+    trials judged (default: the finished ones, ``frame``)."""
+    df = frame(res) if df is None else df
     expected = arms(res)
     out = []
     for ds in res.datasets:
@@ -227,7 +231,7 @@ def judge(res: Results, alpha: float = ALPHA) -> list[Judgement]:
             if not claim.paired:  # the Vanilla MT trials
                 j.expected = {"off": int((~e["on"] & e["vanilla_mt"]).sum())}
             out.append(j)
-    return decide(out, alpha)
+    return decide(out, alpha, plan)
 
 
 def _evidence(claim: Claim, d: pd.DataFrame, ds: str) -> Judgement:
@@ -459,6 +463,290 @@ def failures(res: Results) -> pd.DataFrame:
         rows.append(row)
     return pd.DataFrame(rows, columns=["dataset", "on_lost", "on_trials", "off_lost",
                                        "off_trials", "p"])
+
+
+def grow_commands(res: Results, judgements: list[Judgement]) -> list[str]:
+    """For each inconclusive claim with a seeds-needed figure: a sentence with the exact command
+    that grows its study (each grid study holding the claim's data set) to that many seeds;
+    an Optuna study cannot grow, and its sentence says so."""
+    out = []
+    for j in judgements:
+        if j.verdict != INCONCLUSIVE or not j.seeds_needed:
+            continue
+        studies = sorted(res.trials.loc[res.trials["dataset"] == j.dataset, "study"].unique())
+        for i in studies:
+            spec = res.specs[int(i)]
+            seeds = [int(s) for s in spec.get("seeds") or [0]]
+            new = max(1, j.seeds_needed - len(seeds))
+            grown = seeds + list(range(max(seeds) + 1, max(seeds) + 1 + new))
+            where = f"{j.dataset}: claim ({j.claim.number}) needs {j.seeds_needed} seeds"
+            if (spec.get("tune") or {}).get("mode", "grid") != "grid":
+                out.append(f"{where}; its study `{res.dirs[int(i)]}` is an Optuna study, which "
+                           f"cannot grow by seeds: run it anew with "
+                           f"`--set seeds=[{', '.join(map(str, grown))}]`.")
+                continue
+            out.append(f"{where}; add them (only the new seeds' trials train) with "
+                       f"`python study/run.py --space {spec.get('name', '')} --resume "
+                       f"{res.dirs[int(i)]} --set seeds=[{','.join(map(str, grown))}]`.")
+    return out
+
+
+BOOTSTRAP_RESAMPLES = 4999
+
+
+def _correct(res: Results, row: dict[str, Any]) -> tuple[np.ndarray, np.ndarray] | None:
+    """A trial's saved test predictions as (labels, correct), or None when it has none or
+    they disagree with its recorded headline accuracy."""
+    name = row.get("predictions")
+    if not isinstance(name, str) or not name:
+        return None
+    path = res.dirs[int(row["study"])] / name
+    if not path.is_file():
+        return None
+    with np.load(path) as f:
+        label, pred = np.asarray(f["label"]).ravel(), np.asarray(f["pred"]).ravel()
+    correct = pred == label
+    if not len(label) or abs(100 * correct.mean() - float(row["acc"])) > 1e-3:
+        return None
+    return label, correct
+
+
+def test_set(res: Results, alpha: float = ALPHA) -> pd.DataFrame:
+    """Claim 6 (accuracy) from the test set's per-sample predictions, per data set: the same
+    pairs as the seed-level test (on and off trials of one configuration and seed), each test
+    sample's accuracy difference averaged as the claim averages (over configurations, then
+    seeds), so its mean is the claim's effect; a paired bootstrap over test samples (scipy
+    ``bootstrap``, BCa, 95 %) of that mean, and per pair McNemar's test (statsmodels
+    ``mcnemar``: exact binomial under 25 discordant samples) with Holm over the data set's
+    pairs. Given the trained models, this is the test set's sampling uncertainty only.
+
+    Columns: ``dataset, pairs, samples, effect, low, high, mcnemar`` (per pair: seed, the
+    discordant counts on-only / off-only correct, p, Holm p), ``significant`` (pairs with Holm
+    p < alpha, by direction), ``reason`` (why a data set has no row's figures)."""
+    df = frame(res)
+    rows = []
+    for ds in res.datasets:
+        d = df[df["dataset"] == ds]
+        row: dict[str, Any] = {"dataset": ds, "pairs": 0, "samples": 0, "effect": np.nan,
+                               "low": np.nan, "high": np.nan, "mcnemar": [], "significant": "",
+                               "reason": ""}
+        rows.append(row)
+        cells: dict[tuple[str, Any], dict[bool, list[np.ndarray]]] = {}
+        labels = None
+        missing = 0
+        for r in d.to_dict("records"):
+            got = _correct(res, r)
+            if got is None:
+                missing += 1
+                continue
+            if labels is not None and not np.array_equal(labels, got[0]):
+                row["reason"] = "the trials' test labels differ (not the same test set)"
+                break
+            labels = got[0]
+            cells.setdefault((r["context"], r[SEED]), {True: [], False: []})[
+                bool(r["on"])].append(got[1])
+        if row["reason"]:
+            continue
+        pairs = {k: v for k, v in cells.items() if v[True] and v[False]}
+        if not pairs:
+            row["reason"] = ("no RollingQ trial and vanilla trial of the same configuration and "
+                             "seed both have saved predictions" + (
+                                 f" ({missing} trial(s) have none)" if missing else ""))
+            continue
+        per_seed: dict[Any, list[np.ndarray]] = {}
+        tests = []
+        for (_, seed), arm in pairs.items():
+            on, off = np.mean(arm[True], axis=0), np.mean(arm[False], axis=0)
+            per_seed.setdefault(seed, []).append(on - off)
+            if len(arm[True]) == len(arm[False]) == 1:  # one model per arm: McNemar's table
+                a, b = arm[True][0], arm[False][0]
+                table = [[int((a & b).sum()), int((a & ~b).sum())],
+                         [int((~a & b).sum()), int((~a & ~b).sum())]]
+                discordant = table[0][1] + table[1][0]
+                p = float(mcnemar(table, exact=discordant < 25, correction=True).pvalue)
+                tests.append({"seed": seed, "on_only": table[0][1], "off_only": table[1][0],
+                              "p": p})
+        x = 100 * np.mean([np.mean(v, axis=0) for v in per_seed.values()], axis=0)
+        row.update(pairs=len(pairs), samples=len(x), effect=float(x.mean()))
+        if np.ptp(x) > 0:
+            ci = stats.bootstrap((x,), np.mean, method="BCa", confidence_level=1 - alpha,
+                                 n_resamples=BOOTSTRAP_RESAMPLES,
+                                 rng=np.random.default_rng(0)).confidence_interval
+            row.update(low=float(ci.low), high=float(ci.high))
+        else:
+            row.update(low=float(x.mean()), high=float(x.mean()))
+        if tests:
+            holm = multipletests([t["p"] for t in tests], alpha=alpha, method="holm")[1]
+            for t, q in zip(tests, holm, strict=True):
+                t["p_holm"] = float(q)
+            better = sum(t["p_holm"] < alpha and t["on_only"] > t["off_only"] for t in tests)
+            worse = sum(t["p_holm"] < alpha and t["on_only"] < t["off_only"] for t in tests)
+            row["significant"] = (f"RollingQ better in {better}, worse in {worse} of "
+                                  f"{len(tests)} pairs")
+        row["mcnemar"] = tests
+    return pd.DataFrame(rows)
+
+
+def pooled(judgements: list[Judgement]) -> pd.DataFrame:
+    """Each claim judged on two or more data sets, pooled across them: the random-effects
+    (Paule–Mandel τ², which stays >= 0) mean of the data sets' effects weighted by their
+    variance sd² / n (statsmodels ``combine_effects``), its 95 % interval and z-test p, and the
+    heterogeneity: τ², Cochran's Q with its p, and I² = max(0, (Q − df) / Q). A summary of
+    these data sets, outside the family. (statsmodels' DerSimonian–Laird τ² is not truncated
+    at 0, which breaks its weights when Q < df.)"""
+    rows = []
+    for claim in CLAIMS:
+        here = [j for j in judgements if j.claim == claim and j.judged and j.sd > 0]
+        if len(here) < 2:
+            continue
+        eff = np.array([j.effect for j in here])
+        var = np.array([j.sd**2 / j.n for j in here])
+        with np.errstate(divide="ignore"):  # I² at Q = 0
+            r = combine_effects(eff, var, method_re="iterated", use_t=False)
+        low, high = r.conf_int(alpha=ALPHA, use_t=False)[1]
+        z = r.mean_effect_re / r.sd_eff_w_re
+        homogeneity = r.test_homogeneity()
+        rows.append({"claim": claim.number, "datasets": ", ".join(j.dataset for j in here),
+                     "k": len(here), "verdicts": ", ".join(j.verdict for j in here),
+                     "effect": float(r.mean_effect_re), "low": float(low), "high": float(high),
+                     "p": float(2 * stats.norm.sf(abs(z))), "tau2": float(r.tau2),
+                     "q": float(r.q), "q_p": float(homogeneity.pvalue),
+                     "i2": max(0.0, float(np.nan_to_num(r.i2, neginf=0.0)))})
+    return pd.DataFrame(rows, columns=["claim", "datasets", "k", "verdicts", "effect", "low",
+                                       "high", "p", "tau2", "q", "q_p", "i2"])
+
+
+def pooled_text(table: pd.DataFrame) -> list[str]:
+    """A plain sentence per pooled claim: what its data sets support together."""
+    out = []
+    for r in table.to_dict("records"):
+        verdicts = r["verdicts"].split(", ")
+        names = r["datasets"].split(", ")
+        het = (f"heterogeneity I² = {100 * r['i2']:.0f} % (Q = {r['q']:.2f}, p {_pv(r['q_p'])}, "
+               f"τ² = {r['tau2']:.3g})")
+        head = (f"Claim ({r['claim']}) across {r['k']} data sets: pooled effect "
+                f"{_number(r['effect'])} [{_number(r['low'])}, {_number(r['high'])}] (random "
+                f"effects), {het}. ")
+        if r["q_p"] < ALPHA:
+            body = ("The effect differs between the data sets: "
+                    + ", ".join(f"{v} on {n}" for v, n in zip(verdicts, names, strict=True))
+                    + "; it depends on the data set, so the pooled effect is not a claim about "
+                      "any one of them.")
+        elif len(set(verdicts)) == 1 and verdicts[0] in (REPRODUCED, CONTRADICTED, NO_EFFECT):
+            body = (f"It is {verdicts[0]} on each data set with no sign that the effect differs "
+                    f"between them.")
+        else:
+            body = ("The verdicts differ (" + ", ".join(f"{v} on {n}" for v, n in
+                                                         zip(verdicts, names, strict=True))
+                    + ") without evidence that the effect does: some data sets have too few "
+                      "seeds to tell.")
+        out.append(head + body + f" With {r['k']} data sets τ² rests on {r['k'] - 1} degree(s) "
+                   f"of freedom and Q has little power: this summarises these data sets, not "
+                   f"data sets in general.")
+    return out
+
+
+# Trials of a data set with this many classes when no predictions say otherwise.
+CLASSES = {"cremad": 6, "kinetics_sounds": 31, "mosei": 2}
+
+
+def chance_accuracy(res: Results, dataset: str) -> float:
+    """The accuracy (%) at chance on a data set's test set: the most frequent test label's
+    share, from a trial's saved predictions; else 100 / classes (the synthetic data set's
+    ``data.num_classes``); NaN when neither is known."""
+    t = res.trials[(res.trials["dataset"] == dataset)]
+    for row in t.to_dict("records"):
+        name = row.get("predictions")
+        path = res.dirs[int(row["study"])] / str(name) if isinstance(name, str) and name else None
+        if path is not None and path.is_file():
+            with np.load(path) as f:
+                labels = np.asarray(f["label"]).astype(int).ravel()
+            if len(labels):
+                return float(100 * np.bincount(labels).max() / len(labels))
+    classes = CLASSES.get(dataset)
+    if dataset == SYNTHETIC and len(t):
+        classes = int(config_values(t.head(1), res.specs)[0].get("data.num_classes", 4))
+    return 100.0 / classes if classes else np.nan
+
+
+def worst_case(res: Results, judgements: list[Judgement], alpha: float = ALPHA) -> pd.DataFrame:
+    """The verdicts again with the lost trials (diverged, errored, incomplete) put back at the
+    worst value for each claim, and at the best: one row per claim × data set with lost
+    trials (none when the study lost none).
+
+    Against a claim, a lost RollingQ trial takes the value least favourable to it (accuracy:
+    chance, ``chance_accuracy``; the other outcomes: the least favourable value any trial of
+    the data set reached) and a lost vanilla trial the most favourable to the vanilla arm; in
+    the claim's favour, the reverse. Columns: ``dataset``, ``claim``, ``lost`` (per arm),
+    ``verdict``, ``against``, ``for`` (the verdicts), ``effect_against``, ``effect_for`` (the
+    effects), ``changes`` (whether either verdict differs from ``verdict``).
+    """
+    t = res.trials[(res.trials["duplicate_of"] == "") & res.trials["status"].isin(FAILED)]
+    columns = ["dataset", "claim", "lost", "verdict", "against", "for", "effect_against",
+               "effect_for", "changes"]
+    if not len(t):
+        return pd.DataFrame(columns=columns)
+    finished = frame(res)
+    lost = frame(res, t)
+    out = {}
+    for direction, name in ((-1, "against"), (+1, "for")):
+        imputed = lost.copy()
+        for ds, idx in lost.groupby("dataset").groups.items():
+            seen = finished[finished["dataset"] == ds]
+            for claim in CLAIMS:
+                if claim.column not in seen:
+                    continue
+                y = pd.to_numeric(seen[claim.column], errors="coerce").dropna()
+                if not len(y):
+                    continue
+                # the on arm's value that helps the claim most / least
+                helps, hurts = (y.max(), y.min()) if claim.sign > 0 else (y.min(), y.max())
+                if claim.column == "acc":
+                    hurts = min(hurts, chance_accuracy(res, ds))  # a lost trial at chance
+                on = imputed.loc[idx, "on"].astype(bool)
+                if not claim.paired:  # claim 1: the vanilla trials' own growth
+                    value = np.where(on, np.nan, hurts if direction < 0 else helps)
+                elif direction < 0:
+                    value = np.where(on, hurts, helps)
+                else:
+                    value = np.where(on, helps, hurts)
+                imputed.loc[idx, claim.column] = value
+        both = pd.concat([finished, imputed.assign(acc=imputed["acc"].astype(float))])
+        out[name] = {(j.dataset, j.claim.number): (j.verdict, j.effect)
+                     for j in judge(res, alpha, both, plan=False)}
+    arms_lost = lost.groupby(["dataset", "on"]).size()
+    rows = []
+    for j in judgements:
+        n_on = int(arms_lost.get((j.dataset, True), 0))
+        n_off = int(arms_lost.get((j.dataset, False), 0))
+        if not n_on + n_off:
+            continue
+        key = (j.dataset, j.claim.number)
+        (against, low), (favour, high) = (out[k].get(key, (CANNOT, np.nan))
+                                          for k in ("against", "for"))
+        rows.append({"dataset": j.dataset, "claim": j.claim.number,
+                     "lost": f"on {n_on}, off {n_off}", "verdict": j.verdict,
+                     "against": against, "for": favour, "effect_against": low,
+                     "effect_for": high,
+                     "changes": against != j.verdict or favour != j.verdict})
+    return pd.DataFrame(rows, columns=columns)
+
+
+def worst_case_text(table: pd.DataFrame) -> str:
+    """The worst-case line of the report."""
+    if not len(table):
+        return ""
+    changed = table[table["changes"]]
+    head = ("With the lost trials put back at the worst value for each claim (a lost RollingQ "
+            "trial at chance accuracy or the least favourable value the data set reached, a "
+            "lost vanilla trial at the most favourable) and at the best")
+    if not len(changed):
+        return head + ", no verdict changes: the verdicts do not hang on the lost trials."
+    parts = [f"({r['claim']}){' on ' + r['dataset'] if table['dataset'].nunique() > 1 else ''} "
+             f"{r['verdict']} → {r['against']} (worst, effect {_number(r['effect_against'])}) "
+             f"/ {r['for']} (best, {_number(r['effect_for'])})"
+             for r in changed.to_dict("records")]
+    return head + f", {len(changed)} verdict(s) would change: " + "; ".join(parts) + "."
 
 
 def cannot_judge(judgements: list[Judgement]) -> list[str]:

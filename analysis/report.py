@@ -33,7 +33,15 @@ import pandas as pd
 
 from analysis import claims, outcomes, plots, sensitivity, tables
 from analysis.claims import SYNTHETIC
-from analysis.results import INACTIVE, STATUSES, Results, ResultsError, identical_results, load
+from analysis.results import (
+    INACTIVE,
+    STATUSES,
+    Results,
+    ResultsError,
+    identical_results,
+    level_str,
+    load,
+)
 
 log = logging.getLogger(__name__)
 EXIT_BAD_INPUT = 2
@@ -133,6 +141,38 @@ def _effects_strings(e: pd.DataFrame, unit: str = "%") -> pd.DataFrame:
                      f"adjusted mean ({unit})": _num(r["mean"], 2 if unit == "%" else 3),
                      "Δ vs reference [95% CI]": delta, "p": _p(r["p"])})
     return pd.DataFrame(rows)
+
+
+def _test_set_strings(t: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    for r in t.to_dict("records"):
+        tests = "; ".join(f"seed {level_str(m['seed'])}: {m['on_only']}/{m['off_only']}, p "
+                          f"{_p(m['p'])} (Holm {_p(m['p_holm'])})" for m in r["mcnemar"])
+        rows.append({"data set": r["dataset"], "pairs": str(r["pairs"]),
+                     "test samples": str(r["samples"]),
+                     "effect (points) [BCa 95% CI]": r["reason"] or _interval(
+                         r["effect"], r["low"], r["high"], 2),
+                     "McNemar per pair (on-only/off-only)": tests or "-",
+                     "pairs significant (Holm)": r["significant"] or "-"})
+    return pd.DataFrame(rows)
+
+
+def _pooled_strings(t: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame([{"claim": f"({r['claim']})", "data sets": r["datasets"],
+                          "verdicts": r["verdicts"],
+                          "pooled effect [95% CI]": _interval(r["effect"], r["low"], r["high"], 3),
+                          "p": _p(r["p"]), "Q (p)": f"{r['q']:.2f} ({_p(r['q_p'])})",
+                          "I²": f"{100 * r['i2']:.0f} %", "τ²": f"{r['tau2']:.3g}"}
+                         for r in t.to_dict("records")])
+
+
+def _simple_strings(e: pd.DataFrame, unit: str = "%") -> pd.DataFrame:
+    digits = 2 if unit == "%" else 3
+    return pd.DataFrame([{"data set": r["dataset"], "parameter": r["factor"],
+                          "level vs reference": f"{r['level']} vs {r['reference']}",
+                          "Δ [95% CI]": _interval(r["delta"], r["low"], r["high"], digits),
+                          "p": _p(r["p"]), "p (Holm)": _p(r["p_holm"])}
+                         for r in e.to_dict("records")])
 
 
 def _tukey_strings(t: pd.DataFrame) -> pd.DataFrame:
@@ -412,6 +452,14 @@ class Builder:
                            f"controls the family-wise error within a parameter."
                            if headline else f"Estimated marginal means of {label} and each "
                            f"level's difference to the reference level (95 % interval)."))
+        if len(s.simple):
+            self.add(Table(_simple_strings(s.simple, unit),
+                           f"Simple effects of {label}: each level against the reference level "
+                           f"within each data set, from the same model (its parameter × data "
+                           f"set interaction); p (Holm) over each parameter's simple effects "
+                           f"(every data set × level). A parameter whose interaction with the "
+                           f"data set is significant above acts differently per data set: "
+                           f"read these, not the marginal means."))
         if len(s.tukey):
             self.add(Table(_tukey_strings(s.tukey),
                            "Tukey HSD on the estimated marginal means for parameters with more "
@@ -536,11 +584,35 @@ class Builder:
                            "Trials lost by arm (diverged, errored or incomplete) and the Fisher "
                            "exact test of losing a trial by arm: a method that fails more "
                            "often is judged on its survivors."))
+            line = claims.worst_case_text(claims.worst_case(res, judgements))
+            if line:
+                self.add(Para(line))
         fav = outcomes.favoured_modalities(res.trials)
         self.add(Para("Favoured modality (declared, never chosen from the shares under test): "
                       + "; ".join(f"{ds}: `{m}` ({how})" if m else f"{ds}: none ({how})"
                                   for ds, (m, how) in fav.items()) + "."))
-        for sentence in claims.cannot_judge(judgements):
+        tested = claims.test_set(res)
+        if len(tested) and (tested["pairs"] > 0).any():
+            self.add(Table(_test_set_strings(tested),
+                           "Claim (6) from the test set's per-sample predictions, beside the "
+                           "seed-level test above: the same on/off pairs, each test sample's "
+                           "accuracy difference averaged as the claim averages (its mean is "
+                           "the claim's effect), a paired bootstrap over test samples (BCa, "
+                           f"{claims.BOOTSTRAP_RESAMPLES} resamples, 95 %), and per pair "
+                           "McNemar's test (on-only / off-only correct samples; exact under 25 "
+                           "discordant) with Holm over the data set's pairs. Given the trained "
+                           "models this is the test set's sampling uncertainty only; the "
+                           "verdict rests on the seeds, as the claim is about training runs."))
+        across = claims.pooled(judgements)
+        if len(across):
+            self.add(Table(_pooled_strings(across),
+                           "Each claim across data sets: the random-effects (Paule–Mandel τ²) "
+                           "pooled effect of the data sets' per-seed effects with its 95 % "
+                           "interval and z-test p (a summary, outside the Holm family), and the "
+                           "heterogeneity between data sets: Cochran's Q and its p, I², τ²."))
+            for sentence in claims.pooled_text(across):
+                self.add(Para(sentence))
+        for sentence in claims.cannot_judge(judgements) + claims.grow_commands(res, judgements):
             self.add(Para(sentence))
         self.figure("air_convergence", plots.air_convergence(res),
                     "Validation |AIR| over epochs, RollingQ on vs off (each arm averaged "

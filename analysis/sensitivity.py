@@ -45,7 +45,6 @@ import optuna
 import pandas as pd
 import patsy
 import statsmodels.formula.api as smf
-from scipy import stats
 from scipy.stats import studentized_range
 from statsmodels.stats.anova import anova_lm
 from statsmodels.stats.multitest import multipletests
@@ -74,6 +73,9 @@ class Sensitivity:
             vanilla``.
         tukey: Rows ``factor, group1, group2, meandiff, low, high, p_adj, reject``.
         trends: Rows ``factor, levels, slope, low, high, p, lack_of_fit_p``.
+        simple: With several data sets, each level's effect within each data set (the simple
+            effects, from the model with the factor × data set interaction): rows ``dataset,
+            factor, level, delta, low, high, p, p_holm`` (Holm over a factor's simple effects).
         vanilla: A nested design's contrasts against the vanilla arm: rows ``dataset,
             contrast, cells, n, n_vanilla, delta, low, high, p, p_holm, df``.
         design: A nested design in words (empty for a crossed one).
@@ -87,6 +89,7 @@ class Sensitivity:
     effects: pd.DataFrame = field(default_factory=pd.DataFrame)
     tukey: pd.DataFrame = field(default_factory=pd.DataFrame)
     trends: pd.DataFrame = field(default_factory=pd.DataFrame)
+    simple: pd.DataFrame = field(default_factory=pd.DataFrame)
     vanilla: pd.DataFrame = field(default_factory=pd.DataFrame)
     design: str = ""
     blocked: bool = False
@@ -243,6 +246,8 @@ def _factorial(res: Results, df: pd.DataFrame, metric: str, factors: list[str],
                + (["seed"] if out.blocked else []))
     out.effects, out.tukey = _emm(data, model, factors, safe, res, columns)
     out.trends = _trends(res, data, model, factors, safe, terms)
+    if several:
+        out.simple = _simple_effects(data, model, factors, safe, res, columns)
     multi = [k for k in factors if df[k].nunique() > 2]
     if not multi:
         out.notes.append("No factor has more than two levels, so there is no Tukey HSD (the "
@@ -305,13 +310,15 @@ def _emm_rows(model: Any, data: pd.DataFrame, columns: list[str]) -> tuple[np.nd
     return np.asarray(X, dtype=float), grid
 
 
-def _contrast(model: Any, c: np.ndarray) -> tuple[float, float, float]:
-    """A linear contrast of the coefficients: (estimate, standard error, two-sided p), from
-    statsmodels' ``t_test``."""
+def _contrast(model: Any, c: np.ndarray) -> tuple[float, float, float, float, float]:
+    """A linear contrast of the coefficients: (estimate, standard error, two-sided p, and the
+    95 % interval), from statsmodels' ``t_test``."""
     t = model.t_test(c.reshape(1, -1))
     se = float(np.asarray(t.sd).ravel()[0])
+    est = float(np.asarray(t.effect).ravel()[0])
     p = float(np.asarray(t.pvalue).ravel()[0]) if se > 0 else 0.0
-    return float(np.asarray(t.effect).ravel()[0]), se, p
+    low, high = (np.asarray(t.conf_int(alpha=ALPHA)).ravel() if se > 0 else (est, est))
+    return est, se, p, float(low), float(high)
 
 
 def _emm(data: pd.DataFrame, model: Any, factors: list[str], safe: dict[str, str],
@@ -326,7 +333,6 @@ def _emm(data: pd.DataFrame, model: Any, factors: list[str], safe: dict[str, str
     X, grid = _emm_rows(model, data, columns)
     beta = model.params.to_numpy()
     dof = float(model.df_resid)
-    t_crit = float(stats.t.ppf(1 - ALPHA / 2, dof))
     effects, tukey = [], []
     for key in factors:
         name = safe[key]
@@ -342,21 +348,56 @@ def _emm(data: pd.DataFrame, model: Any, factors: list[str], safe: dict[str, str
             if lv == base:
                 row.update(delta=0.0, low=np.nan, high=np.nan, p=np.nan)
             else:
-                d, se, p = _contrast(model, L[lv] - L[base])
-                row.update(delta=d, low=d - t_crit * se, high=d + t_crit * se, p=p)
+                d, _, p, low, high = _contrast(model, L[lv] - L[base])
+                row.update(delta=d, low=low, high=high, p=p)
             effects.append(row)
         k = len(levels)
         if k <= 2:
             continue
         q_crit = float(studentized_range.ppf(1 - ALPHA, k, dof)) / np.sqrt(2)
         for a, b in itertools.combinations(levels, 2):
-            d, se, _ = _contrast(model, L[b] - L[a])
+            d, se, *_ = _contrast(model, L[b] - L[a])
             p = float(studentized_range.sf(abs(d) / se * np.sqrt(2), k, dof)) if se > 0 else 0.0
             p = min(max(p, 0.0), 1.0)
             tukey.append({"factor": key, "group1": a, "group2": b, "meandiff": d,
                           "low": d - q_crit * se, "high": d + q_crit * se, "p_adj": p,
                           "reject": p < ALPHA})
     return pd.DataFrame(effects), pd.DataFrame(tukey)
+
+
+def _simple_effects(data: pd.DataFrame, model: Any, factors: list[str], safe: dict[str, str],
+                    res: Results, columns: list[str]) -> pd.DataFrame:
+    """Each factor level's effect against the reference level within each data set: the
+    marginal means over that data set's part of the balanced grid, contrasts by ``t_test``,
+    Holm-adjusted over each factor's simple effects (every data set × level)."""
+    X, grid = _emm_rows(model, data, columns)
+    rows = []
+    for key in factors:
+        name, f = safe[key], res.factor(key)
+        levels = [lv for lv in (f.levels if f else []) if (data[name] == lv).any()]
+        if len(levels) < 2:
+            continue
+        base = f.baseline if f is not None and f.baseline in levels else levels[0]
+        block = []
+        for ds in data["dataset"].unique():
+            here = (grid["dataset"] == ds).to_numpy()
+            seen = set(data.loc[data["dataset"] == ds, name])
+            if base not in seen:
+                continue
+            ref = X[here & (grid[name] == base).to_numpy()].mean(axis=0)
+            for lv in levels:
+                if lv == base or lv not in seen:
+                    continue
+                d, _, p, low, high = _contrast(model, X[here & (grid[name] == lv).to_numpy()]
+                                               .mean(axis=0) - ref)
+                block.append({"dataset": ds, "factor": key, "level": lv, "reference": base,
+                              "delta": d, "low": low, "high": high, "p": p})
+        if block:
+            adjusted = multipletests([r["p"] for r in block], alpha=ALPHA, method="holm")[1]
+            for r, q in zip(block, adjusted, strict=True):
+                r["p_holm"] = float(q)
+            rows += block
+    return pd.DataFrame(rows)
 
 
 def _vanilla_level(f: Any) -> str | None:
@@ -429,15 +470,14 @@ def _vanilla_contrasts(res: Results, df: pd.DataFrame, factors: list[str],
                 here = sorted(set(cell[d[key] == lv]) - vanilla_cells)
                 if here:
                     groups.append((f"{key} = {lv}", here))
-        t_crit = float(stats.t.ppf(1 - ALPHA / 2, model.df_resid))
         block = []
         for what, cells in groups:
             c = np.mean([means[x] for x in cells], axis=0) - base
-            est, se, p = _contrast(model, c)
+            est, _, p, low, high = _contrast(model, c)
             block.append({"dataset": ds, "contrast": f"{what} − vanilla", "cells": len(cells),
                           "n": int(cell.isin(cells).sum()),
                           "n_vanilla": int(cell.isin(vanilla_cells).sum()), "delta": est,
-                          "low": est - t_crit * se, "high": est + t_crit * se, "p": p,
+                          "low": low, "high": high, "p": p,
                           "df": float(model.df_resid)})
         adjusted = multipletests([r["p"] for r in block], alpha=ALPHA, method="holm")[1]
         for r, p in zip(block, adjusted, strict=True):

@@ -59,7 +59,8 @@ PROTOCOL = (
 # -- statistics of one cell ------------------------------------------------------------------
 
 def t_interval(values: Any, level: float = 0.95) -> tuple[float, float, float, float, int]:
-    """Mean, sd, and the t-interval of a sample: ``(mean, sd, low, high, n)``; NaN where n < 2."""
+    """Mean, sd, and the t-interval of a sample (scipy ``ttest_1samp``): ``(mean, sd, low,
+    high, n)``; NaN where n < 2, the mean itself where the sd is 0."""
     x = np.asarray(pd.Series(values).dropna(), dtype=float)
     n = len(x)
     if n == 0:
@@ -68,16 +69,19 @@ def t_interval(values: Any, level: float = 0.95) -> tuple[float, float, float, f
     if n < 2:
         return (mean, np.nan, np.nan, np.nan, 1)
     sd = float(x.std(ddof=1))
-    half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * sd / np.sqrt(n)
-    return (mean, sd, mean - half, mean + half, n)
+    if sd == 0:
+        return (mean, sd, mean, mean, n)
+    ci = stats.ttest_1samp(x, 0.0).confidence_interval(level)
+    return (mean, sd, float(ci.low), float(ci.high), n)
 
 
 def difference(a: pd.Series, b: pd.Series, level: float = 0.95) -> tuple[float, float, float, str]:
     """``mean(a) - mean(b)`` with its interval; a and b are indexed by seed.
 
     Returns:
-        ``(delta, low, high, method)``, method ``paired`` (by seed, over the seeds both have),
-        ``Welch`` or ``-`` (too few seeds for an interval).
+        ``(delta, low, high, method)``, method ``paired`` (by seed, over the seeds both have:
+        the t-interval of the differences), ``Welch`` (scipy ``ttest_ind(equal_var=False)``) or
+        ``-`` (too few seeds for an interval).
     """
     a, b = a.dropna(), b.dropna()
     if not len(a) or not len(b):
@@ -90,13 +94,11 @@ def difference(a: pd.Series, b: pd.Series, level: float = 0.95) -> tuple[float, 
     delta = float(a.mean() - b.mean())
     if len(a) < 2 or len(b) < 2:
         return (delta, np.nan, np.nan, "-")
-    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
-    se = np.sqrt(va + vb)
-    if se == 0:
+    if a.var(ddof=1) + b.var(ddof=1) == 0:
         return (delta, delta, delta, "Welch")
-    dof = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
-    half = float(stats.t.ppf(0.5 + level / 2, dof)) * se
-    return (delta, delta - half, delta + half, "Welch")
+    ci = stats.ttest_ind(a.to_numpy(float), b.to_numpy(float),
+                         equal_var=False).confidence_interval(level)
+    return (delta, float(ci.low), float(ci.high), "Welch")
 
 
 # -- counts and provenance -------------------------------------------------------------------

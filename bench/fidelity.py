@@ -47,9 +47,10 @@ FEATURES = {"num_classes": 6, "tokens": 12, "features": 24, "distractor_channels
             "train_size": 2400, "test_size": 800, "data_seed": 7, "val_fraction": 0.0}
 
 
-def write_features(root: Path) -> Path:
+def write_features(root: Path, train_size: int | None = None) -> Path:
     """Writes ``train.npz`` / ``test.npz`` (audio, visual (N, 12, 24) float32, label)."""
-    bundle = load_synthetic(DataConfig(**FEATURES))
+    bundle = load_synthetic(DataConfig(**{**FEATURES, **(
+        {"train_size": train_size} if train_size else {})}))
     for name, split in (("train", bundle.train), ("test", bundle.test)):
         arrays = {m: x.numpy().astype(np.float32) for m, x in split.inputs.items()}
         np.savez(root / f"{name}.npz", **arrays, label=split.labels.numpy())
@@ -94,10 +95,12 @@ def run(overrides: dict) -> dict:
     }
 
 
-def precision(seeds: list[int], epochs: int | None, datasets: list[str]) -> None:
+def precision(seeds: list[int], epochs: int | None, datasets: list[str],
+              train_size: int | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        sets = {"synthetic": {}, "features": {"data.name": "features",
-                                              "data.root": str(write_features(Path(tmp)))}}
+        root = write_features(Path(tmp), train_size)
+        sets = {"synthetic": {"data.train_size": train_size} if train_size else {},
+                "features": {"data.name": "features", "data.root": str(root)}}
         for name, data in sets.items():
             if name not in datasets:
                 continue
@@ -130,7 +133,8 @@ def pearson(x: list[float], y: list[float]) -> float:
     return float(np.corrcoef(np.asarray(x), np.asarray(y))[0, 1])
 
 
-def heads(seeds: list[int], epochs: int | None, datasets: list[str]) -> None:
+def heads(seeds: list[int], epochs: int | None, datasets: list[str],
+          train_size: int | None = None) -> None:
     arms = {
         "MT (1 published layer)": {"model.fusion_layers": 1},
         "MT*, 4-head pre-norm 2nd": {"model.fusion_layers": 2, "model.fusion_block": "prenorm"},
@@ -145,6 +149,8 @@ def heads(seeds: list[int], epochs: int | None, datasets: list[str]) -> None:
             air, diff, rotations = [], [], []
             for s in seeds:
                 extra = {"train.epochs": epochs} if epochs else {}
+                if train_size:
+                    extra["data.train_size"] = train_size
                 # beta 0: the query is rotated at the first max_rotations (4) epoch ends
                 result = fit(build_config(overrides={
                     "rollingq.enabled": enabled, "rollingq.beta": 0.0, "train.seed": s,
@@ -168,9 +174,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, help="override the data set's epochs (default: its own)")
     ap.add_argument("--datasets", nargs="+", choices=("synthetic", "features"),
                     default=["synthetic", "features"], help="precision: the data sets to run")
+    ap.add_argument("--train-size", type=int, metavar="N",
+                    help="training samples of each data set (default: its own; a quick check)")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)  # the models are tiny; as the studies run them
-    (precision if args.part == "precision" else heads)(args.seeds, args.epochs, args.datasets)
+    (precision if args.part == "precision" else heads)(args.seeds, args.epochs, args.datasets,
+                                                       args.train_size)
     return 0
 
 

@@ -74,17 +74,25 @@ def trial_params(spec: Spec, config: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-def collect(exp_path: str, spec: Spec) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, bytes]]:
-    """Reads Ray's experiment folder into (trials, curves) tables and each ended trial's
-    ``predictions.npz`` (by trial id; the column ``predictions`` names its file in the
-    results folder)."""
+def collect(exp_paths: list[str],
+            spec: Spec) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, bytes]]:
+    """Reads the study's Ray experiment folders (one, and one more per growth by seeds) into
+    (trials, curves) tables and each ended trial's ``predictions.npz`` (by trial id; the column
+    ``predictions`` names its file in the results folder)."""
     from rollingq.train import PREDICTIONS
 
-    analysis = tune.ExperimentAnalysis(exp_path)
-    frames = analysis.trial_dataframes
     early = spec.tune["scheduler"] == "asha"
     rows, curves, predictions = [], [], {}
-    for trial in sorted(analysis.trials, key=lambda t: t.trial_id):
+    found, frames = [], {}
+    for exp_path in exp_paths:
+        analysis = tune.ExperimentAnalysis(exp_path)
+        clash = {t.trial_id for t in analysis.trials} & {t.trial_id for t in found}
+        if clash:  # Ray's trial ids carry a random prefix per experiment
+            raise RuntimeError(f"trial id {sorted(clash)[0]} is in two of the study's Ray "
+                               f"experiments ({', '.join(exp_paths)})")
+        found += sorted(analysis.trials, key=lambda t: t.trial_id)
+        frames.update(analysis.trial_dataframes)
+    for trial in found:
         history = with_saved_epochs(frames.get(trial.trial_id, pd.DataFrame()), trial)
         if "epoch" in history:
             history = history.dropna(subset=["epoch"]).drop_duplicates("epoch", keep="last")

@@ -5,6 +5,7 @@
     python study/run.py --space hpo --dataset features --data-root /data/feats --gpus-per-trial 0.25
     python study/run.py --space rotation_ablation --address auto --storage s3://bucket/studies
     python study/run.py --space rotation_ablation --resume [STUDY_DIR]
+    python study/run.py --space rotation_ablation --resume STUDY_DIR --set seeds=[0,1,2,3,4,5]
 
 Flow: validate the spec (exit 2 with one line on any problem, before Ray starts) -> Ray Tune
 (grid: full factorial x seeds, never early-stopped; optuna: TPE with seeds as repeats, ASHA
@@ -18,6 +19,11 @@ before Ray starts); 3 incomplete (interrupted: the resume command is printed); 4
 ended but some errored (their errors are in trials.csv and printed; the results and the report
 are written, and the printed resume command retries the errored trials).
 
+A grid study grows by seeds: ``--resume DIR --set seeds=[...]`` with the old seeds and new ones
+trains only the new seeds' trials, as a further Ray experiment of the same study (``ray-2/``,
+... beside ``ray/``; ``experiments.json`` lists each one's seeds), and rewrites the results and
+the report as one study. Any other change to the spec on resume is bad input (exit 2).
+
 Trials share their Ray actor (``reuse_actors``): a trial that ends hands its process, with
 torch already imported, to the next one, which saves seconds per trial on a laptop.
 """
@@ -25,6 +31,9 @@ torch already imported, to the next one, which saves seconds per trial on a lapt
 from __future__ import annotations
 
 import argparse
+import copy
+import dataclasses
+import json
 import os
 import re
 import sys
@@ -43,6 +52,7 @@ from study.space import (  # noqa: E402
     VARIANT,
     Spec,
     SpecError,
+    apply_overrides,
     apply_variant,
     available_spaces,
     data_overrides,
@@ -52,6 +62,7 @@ from study.space import (  # noqa: E402
 
 EXIT_BAD_INPUT, EXIT_INCOMPLETE, EXIT_TRIAL_ERRORS = 2, 3, 4
 RAY_DIR = "ray"
+EXPERIMENTS = "experiments.json"  # a grown study's Ray experiments and the seeds of each
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -69,7 +80,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--storage", default=str(ROOT / "results"),
                     help="results root: a local folder, NFS or s3:// (default: results/)")
     ap.add_argument("--resume", nargs="?", const="latest", metavar="STUDY_DIR",
-                    help="resume an interrupted study (default: the latest of this space)")
+                    help="resume an interrupted study (default: the latest of this space); "
+                         "with --set seeds=[...] (the old seeds and new ones) a grid study "
+                         "grows by the new seeds' trials")
     ap.add_argument("--smoke-test", action="store_true", help="tiny budget: 2 epochs, 2 trials")
     ap.add_argument("--gpus-per-trial", type=float, help="GPU share of each trial, in [0, 1]")
     ap.add_argument("--gpu-gib", type=float, metavar="G",
@@ -174,10 +187,12 @@ def make_trainable(spec: Spec):
     return tune.with_resources(train_trial, {"cpu": res["cpu"], "gpu": res["gpu"]})
 
 
-def build_tuner(spec: Spec, storage: str, folder: Path, callbacks: Sequence[Any] = ()):
-    """The Tuner for a new study (grid or Optuna mode).
+def build_tuner(spec: Spec, storage: str, folder: Path, callbacks: Sequence[Any] = (),
+                ray_dir: str = RAY_DIR):
+    """The Tuner for a new study (grid or Optuna mode), or for the seeds a grid study grows by.
 
     Args:
+        ray_dir: The Ray experiment's folder in the study's storage.
         callbacks: Extra ``tune.Callback``s after the progress lines. They are pickled into the
             experiment state (a resumed study gets them back), so they must hold plain values.
     """
@@ -226,7 +241,7 @@ def build_tuner(spec: Spec, storage: str, folder: Path, callbacks: Sequence[Any]
                 grace_period=min(t["grace_period"], epochs), reduction_factor=t["reduction_factor"],
             )
     run_config = tune.RunConfig(
-        name=RAY_DIR, storage_path=storage,
+        name=ray_dir, storage_path=storage,
         failure_config=tune.FailureConfig(max_failures=t["max_failures"]),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
         callbacks=[TrialLines(spec.expected_trials(), t["metric"]), *callbacks], verbose=0,
@@ -276,10 +291,9 @@ def main(argv: list[str] | None = None, callbacks: Sequence[Any] = ()) -> int:
         if not args.space:
             raise SpecError("--space NAME is required; available: " + ", ".join(available_spaces()))
         folder, storage = study_folder(args, Path(args.space).stem)
+        added: list[int] = []
         if args.resume:
-            tree = yaml.safe_load((folder / "space.yaml").read_text())
-            spec = parse_spec(tree, tree.get("name") or Path(args.space).stem,
-                              str(folder / "space.yaml"), tree.get("question", ""))
+            spec, added = resumed_spec(args, folder)
         else:
             spec = load_spec(args.space, cli_overrides(args))
             if args.smoke_test:
@@ -288,12 +302,101 @@ def main(argv: list[str] | None = None, callbacks: Sequence[Any] = ()) -> int:
         check_data(spec)
         check_memory(spec, args.gpu_gib)
         if args.resume:
-            repair_state(spec, storage, folder, callbacks)
+            for ray_dir, seeds in experiments(folder, spec, added):
+                if not set(seeds) & set(added):
+                    repair_state(dataclasses.replace(spec, seeds=seeds), storage, folder,
+                                 callbacks, ray_dir)
     except SpecError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    if added:
+        grow(spec, folder, added)
     return run_study(spec, folder, storage, args, argv if argv is not None else sys.argv[1:],
                      callbacks)
+
+
+def resumed_spec(args: argparse.Namespace, folder: Path) -> tuple[Spec, list[int]]:
+    """The spec of a resumed study and the seeds it grows by (none for a plain resume).
+
+    The study's ``space.yaml`` with the command line's overrides: the seed list may grow (the old
+    seeds kept, in a grid study); any other change is a SpecError naming the first key changed.
+    """
+    path = folder / "space.yaml"
+    tree = yaml.safe_load(path.read_text())
+    name = tree.get("name") or Path(args.space).stem
+
+    def parse(t: dict[str, Any]) -> Spec:
+        return parse_spec(t, name, str(path), tree.get("question", ""))
+
+    stored, sets = parse(tree), cli_overrides(args)
+    if not sets and not args.smoke_test:
+        return stored, []
+    requested = parse(apply_overrides(copy.deepcopy(tree), sets))
+    if args.smoke_test:
+        requested = smoke(requested)
+    absolute_paths(requested)
+    old, new = stored.to_dict(), requested.to_dict()
+    fix = ("only the seed list may grow on resume (--set seeds=[...] with the old seeds and new "
+           "ones); start a new study for another spec")
+    for key, before, after in changes(old, new):
+        if key != "seeds":
+            was = "not set" if before is None else repr(before)
+            raise SpecError(f"--resume {folder}: {key.removeprefix('fixed.')} is {was} in the "
+                            f"study's space.yaml but {after!r} on the command line; {fix}")
+    if requested.seeds == stored.seeds:
+        return stored, []
+    dropped = [s for s in stored.seeds if s not in requested.seeds]
+    repeated = sorted({s for s in requested.seeds if requested.seeds.count(s) > 1})
+    added = [s for s in requested.seeds if s not in stored.seeds]
+    if dropped or repeated or not added:
+        problem = (f"drops the trained seed(s) {dropped}" if dropped else
+                   f"repeats the seed(s) {repeated}" if repeated else "reorders the seeds")
+        raise SpecError(f"--resume {folder}: seeds={requested.seeds} {problem}; a study grows "
+                        f"by new seeds after its own {stored.seeds}, e.g. seeds="
+                        f"{stored.seeds + [max(stored.seeds) + 1]}")
+    if not stored.grid:
+        raise SpecError(f"--resume {folder}: an Optuna study cannot grow by seeds (its sampler "
+                        f"chose each configuration with the seeds {stored.seeds} as repeats); "
+                        f"run a new study with seeds={requested.seeds}")
+    stored.seeds = stored.seeds + added
+    return stored, added
+
+
+def changes(old: Any, new: Any, key: str = "") -> list[tuple[str, Any, Any]]:
+    """(dotted key, old value, new value) for each value that differs between two spec trees."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for k in list(old) + [k for k in new if k not in old]:
+            out += changes(old.get(k), new.get(k), f"{key}.{k}" if key else str(k))
+        return out
+    return [] if old == new else [(key, old, new)]
+
+
+def experiments(folder: Path, spec: Spec, added: Sequence[int] = ()) -> list[tuple[str, list[int]]]:
+    """The study's Ray experiments, each (its folder in the study's storage, its seeds): one
+    (``ray``, every seed) until the study grows by seeds; ``added`` names the seeds it grows by
+    now (a further experiment)."""
+    path = folder / EXPERIMENTS
+    listed = ([(e["ray"], list(e["seeds"])) for e in json.loads(path.read_text())]
+              if path.is_file() else [(RAY_DIR, [s for s in spec.seeds if s not in added])])
+    if added:
+        listed.append((f"{RAY_DIR}-{len(listed) + 1}", list(added)))
+    return listed
+
+
+def grow(spec: Spec, folder: Path, added: list[int]) -> None:
+    """Records that the study grows by the seeds ``added``: its ``space.yaml`` with the longer
+    seed list and ``experiments.json`` with the new Ray experiment (so a plain ``--resume``
+    continues an interrupted growth)."""
+    listed = experiments(folder, spec, added)
+    path = folder / "space.yaml"
+    header = "".join(line + "\n" for line in path.read_text().splitlines() if line.startswith("#"))
+    path.write_text(header + yaml.safe_dump(spec.to_dict(), sort_keys=False))
+    (folder / EXPERIMENTS).write_text(
+        json.dumps([{"ray": d, "seeds": s} for d, s in listed], indent=2) + "\n")
+    kept = [seed for seed in spec.seeds if seed not in added]
+    print(f"study {spec.name}: grows by seed(s) {added}: {len(spec.grid_points()) * len(added)} "
+          f"new trials in {listed[-1][0]}/ (the trials of seeds {kept} are kept)", flush=True)
 
 
 def check_data(spec: Spec) -> None:
@@ -394,17 +497,21 @@ def run_study(spec: Spec, folder: Path, storage: str, args: argparse.Namespace, 
              log_to_driver=False)
     try:
         resources, nodes = cluster_resources()
-        exp = f"{storage.rstrip('/')}/{RAY_DIR}"
         print(f"study {spec.name}: {spec.expected_trials()} trials -> {folder}", flush=True)
-        if args.resume and tune.Tuner.can_restore(exp):
-            tuner = tune.Tuner.restore(exp, trainable=make_trainable(spec),
-                                       resume_unfinished=True, resume_errored=True)
-        else:
-            tuner = build_tuner(spec, storage, folder, callbacks)
-        tuner.fit()
+        exps = []
+        for ray_dir, seeds in experiments(folder, spec):
+            part = dataclasses.replace(spec, seeds=seeds)
+            exp = f"{storage.rstrip('/')}/{ray_dir}"
+            exps.append(exp)
+            if args.resume and tune.Tuner.can_restore(exp):
+                tuner = tune.Tuner.restore(exp, trainable=make_trainable(part),
+                                           resume_unfinished=True, resume_errored=True)
+            else:
+                tuner = build_tuner(part, storage, folder, callbacks, ray_dir)
+            tuner.fit()
     finally:
         ray.shutdown()
-    trials, curves, predictions = results.collect(exp, spec)
+    trials, curves, predictions = results.collect(exps, spec)
     info = results.meta(spec, trials, argv=["study/run.py", *argv], resources=resources,
                         nodes=nodes, wall_seconds=time.perf_counter() - t0, started=started,
                         finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"), resumed=bool(args.resume))
@@ -423,7 +530,8 @@ def run_study(spec: Spec, folder: Path, storage: str, args: argparse.Namespace, 
     if "://" in storage:
         results.publish(folder, storage)
         print(f"copied the results folder to {storage}")
-    print(f"results: {folder}/trials.csv, curves.csv, meta.json, space.yaml; Ray: {exp}")
+    print(f"results: {folder}/trials.csv, curves.csv, meta.json, space.yaml; Ray: "
+          f"{', '.join(exps)}")
     if report is not None:
         print(f"report: {report}")
     if c["errored"]:
@@ -435,14 +543,15 @@ def run_study(spec: Spec, folder: Path, storage: str, args: argparse.Namespace, 
     return 0
 
 
-def repair_state(spec: Spec, storage: str, folder: Path, callbacks: Sequence[Any]) -> None:
-    """Makes Ray's resume state of the study readable (``study.resume``) before Ray starts,
-    saying what it repaired; a state past repair is a SpecError."""
+def repair_state(spec: Spec, storage: str, folder: Path, callbacks: Sequence[Any],
+                 ray_dir: str = RAY_DIR) -> None:
+    """Makes Ray's resume state of one of the study's experiments readable (``study.resume``)
+    before Ray starts, saying what it repaired; a state past repair is a SpecError."""
     from study.resume import RepairError, repair
 
-    exp = f"{storage.rstrip('/')}/{RAY_DIR}"
+    exp = f"{storage.rstrip('/')}/{ray_dir}"
     try:
-        lines = repair(exp, lambda: build_tuner(spec, storage, folder, callbacks))
+        lines = repair(exp, lambda: build_tuner(spec, storage, folder, callbacks, ray_dir))
     except RepairError as e:
         raise SpecError(str(e)) from None
     for line in lines:

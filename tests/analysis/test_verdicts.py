@@ -26,12 +26,14 @@ def _standard(n: int) -> np.ndarray:
     return (z - z.mean()) / z.std(ddof=1)
 
 
-def plant_claims(tmp_path, diffs: dict[int, np.ndarray], statuses=None):
-    """A RollingQ on/off study on synthetic data whose per-seed on − off differences (claim 1:
+def plant_claims(tmp_path, diffs: dict[int, np.ndarray], statuses=None,
+                 dataset: str = "synthetic"):
+    """A RollingQ on/off study on ``dataset`` whose per-seed on − off differences (claim 1:
     the vanilla |AIR| growth) are exactly ``diffs[claim]``, in the claims' units."""
     n = len(next(iter(diffs.values())))
-    folder = write_study(tmp_path, name="verdicts", search=ON_OFF, effect=lambda p: 0.7,
-                         seeds=tuple(range(n)), statuses=statuses)
+    folder = write_study(tmp_path, name=f"verdicts_{dataset}", search=ON_OFF,
+                         effect=lambda p: 0.7, seeds=tuple(range(n)), statuses=statuses,
+                         fixed={"model.fusion": "attn", "data.name": dataset})
     t = pd.read_csv(folder / "trials.csv")
     seed, on = t["train.seed"].to_numpy(), t["rollingq.enabled"].to_numpy(dtype=bool)
     x = {k: np.asarray(v, dtype=float)[seed] * on for k, v in diffs.items()}  # 0 for off
@@ -136,3 +138,180 @@ def test_the_report_opens_the_claims_with_the_forest_plot(tmp_path):
     assert section.lstrip().startswith("![Each claim's effect per data set")
     assert (tmp_path / "report" / "figures" / "claims_forest.png").is_file()
     assert "mechanism checks" in md and "Holm over the 6 claims × data sets" in md
+
+
+def test_the_worst_case_puts_lost_trials_at_chance_and_says_which_verdicts_change(tmp_path):
+    """Ten seeds, a clear effect on every claim; one RollingQ trial errored. Put back at
+    chance accuracy (25 % with 4 classes) claim 6's mean difference falls by (70 − 25) / 10
+    points and it is no longer reproduced; put back at the best accuracy seen it stays so."""
+    n = 10
+    folder = plant_claims(tmp_path, _effects(0.3, n, mean=3.0), statuses={2 * n - 1: "errored"})
+    res = load([folder])
+    got = claims.judge(res)
+    assert {j.verdict for j in got} == {claims.REPRODUCED}
+    assert claims.chance_accuracy(res, "synthetic") == pytest.approx(25.0)
+    table = claims.worst_case(res, got).set_index("claim")
+    assert table.loc[6, "lost"] == "on 1, off 0"
+    assert table.loc[6, "verdict"] == claims.REPRODUCED and table.loc[6, "for"] == claims.REPRODUCED
+    assert table.loc[6, "against"] != claims.REPRODUCED and table.loc[6, "changes"]
+    # the vanilla trials lost nothing: claim 1 stands either way
+    assert table.loc[1, "against"] == table.loc[1, "for"] == claims.REPRODUCED
+    assert not table.loc[1, "changes"]
+    # by hand: the errored seed's difference at chance, the other nine as planted
+    planted = _effects(0.3, n, mean=3.0)[6]
+    t = pd.read_csv(folder / "trials.csv")
+    lost_seed = int(t.loc[2 * n - 1, "train.seed"])
+    off = 100 * t.loc[(t["train.seed"] == lost_seed) & ~t["rollingq.enabled"],
+                      "test_acc_at_best_val"].iloc[0]
+    x = planted.copy()
+    x[lost_seed] = 25.0 - off
+    assert table.loc[6, "effect_against"] == pytest.approx(x.mean())
+    p = stats.ttest_1samp(x, 0.0).pvalue
+    assert p * 6 > 0.05  # Holm's first step over the six already fails: not reproduced
+    line = claims.worst_case_text(claims.worst_case(res, got))
+    assert "(6) reproduced → " in line and "verdict(s) would change" in line
+    generate([folder], out=tmp_path / "report")
+    assert line in (tmp_path / "report" / "report.md").read_text()
+
+
+def test_no_lost_trials_no_worst_case(tmp_path):
+    res = load([plant_claims(tmp_path, _effects(0.3, 5, mean=2.0))])
+    assert claims.worst_case(res, claims.judge(res)).empty
+    assert claims.worst_case_text(claims.worst_case(res, claims.judge(res))) == ""
+
+
+def test_a_planted_interaction_with_data_set_is_found(tmp_path):
+    """RollingQ adds 3 accuracy points on CREMA-D and nothing on Kinetics-Sounds (8 seeds,
+    0.3 margins of spread): the ANOVA's RollingQ × data set term finds it (HC3), the simple
+    effects give +3 on one and about 0 on the other, and the pooled claim 6 says the effect
+    depends on the data set (Q, I²) as statsmodels' combine_effects computes it."""
+    from statsmodels.stats.meta_analysis import combine_effects
+
+    from analysis import sensitivity
+
+    n = 8
+    folders = []
+    for ds, mean in (("cremad", 3.0), ("kinetics_sounds", 0.0)):
+        diffs = _effects(0.3, n, mean=2.0)
+        diffs[6] = mean + 0.3 * _standard(n)
+        folders.append(plant_claims(tmp_path / ds, diffs, dataset=ds))
+    res = load(folders)
+    assert res.datasets == ["cremad", "kinetics_sounds"]
+    s = sensitivity.analyse(res)
+    a = s.anova.set_index("term")
+    assert a.loc["rollingq.enabled × data set", "p"] < 1e-4
+    simple = s.simple.set_index("dataset")
+    assert simple.loc["cremad", "delta"] == pytest.approx(3.0, abs=1e-6)
+    assert simple.loc["cremad", "low"] > 0 and simple.loc["cremad", "p_holm"] < 0.05
+    assert simple.loc["kinetics_sounds", "delta"] == pytest.approx(0.0, abs=1e-6)
+    assert simple.loc["kinetics_sounds", "low"] < 0 < simple.loc["kinetics_sounds", "high"]
+
+    got = claims.judge(res)
+    v = {(j.dataset, j.claim.number): j for j in got}
+    assert v[("cremad", 6)].verdict == claims.REPRODUCED
+    assert v[("kinetics_sounds", 6)].verdict != claims.REPRODUCED
+    table = claims.pooled(got).set_index("claim")
+    ref = combine_effects(np.array([3.0, 0.0]), np.array(
+        [v[(ds, 6)].sd ** 2 / n for ds in res.datasets]), method_re="iterated", use_t=False)
+    assert table.loc[6, "effect"] == pytest.approx(ref.mean_effect_re)
+    assert table.loc[6, "q"] == pytest.approx(ref.q) and table.loc[6, "i2"] == pytest.approx(
+        ref.i2)
+    assert table.loc[6, "q_p"] < 1e-6 and table.loc[6, "i2"] > 0.9
+    assert table.loc[2, "q_p"] > 0.5  # the same planted effect on both: no heterogeneity
+    assert table.loc[2, "tau2"] == 0 and table.loc[2, "i2"] == 0
+    text = dict(zip(table.index, claims.pooled_text(claims.pooled(got)), strict=True))
+    assert "depends on the data set" in text[6]
+    assert "on each data set with no sign that the effect differs" in text[2]
+    generate(folders, out=tmp_path / "report")
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert text[6] in md and "Simple effects of the headline accuracy" in md
+
+
+def _with_predictions(folder, samples: int, on_gain: dict[int, int], seed: int = 0):
+    """Writes each trial's predictions.npz (one shared test set) and its headline accuracy
+    from them: off trials right on a random 70 %; an on trial of seed s right on the same
+    samples, with ``on_gain[s]`` of the off trial's wrong ones made right."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 4, samples).astype(np.int16)
+    t = pd.read_csv(folder / "trials.csv")
+    (folder / "predictions").mkdir(exist_ok=True)
+    base = {s: rng.random(samples) < 0.7 for s in t["train.seed"].unique()}
+    paths, accs = [], []
+    for row in t.to_dict("records"):
+        right = base[row["train.seed"]].copy()
+        if row["rollingq.enabled"]:
+            wrong = np.flatnonzero(~right)
+            right[wrong[:on_gain[row["train.seed"]]]] = True
+        pred = np.where(right, labels, (labels + 1) % 4).astype(np.int16)
+        path = f"predictions/{row['trial_id']}.npz"
+        np.savez(folder / path, label=labels, pred=pred, epoch=np.int64(3))
+        paths.append(path)
+        accs.append(right.mean())
+    t["predictions"], t["test_acc_at_best_val"] = paths, accs
+    t.to_csv(folder / "trials.csv", index=False)
+    return labels
+
+
+def test_claim_6_from_the_test_set_bootstrap_and_mcnemar(tmp_path):
+    """Five seeds, a test set of 600: RollingQ turns 6–14 of the vanilla model's wrong samples
+    right per seed. The test-set effect is the seed-level claim's effect exactly; its BCa
+    interval is about the normal one; McNemar per seed is the exact binomial test of the
+    discordant samples (here all on-only)."""
+    from statsmodels.stats.multitest import multipletests
+
+    folder = plant_claims(tmp_path, _effects(0.3, 5, mean=2.0))
+    gain = {0: 6, 1: 8, 2: 10, 3: 12, 4: 14}
+    _with_predictions(folder, 600, gain)
+    res = load([folder])
+    j = next(j for j in claims.judge(res) if j.claim.number == 6)
+    row = claims.test_set(res).iloc[0]
+    assert row["pairs"] == 5 and row["samples"] == 600 and not row["reason"]
+    assert row["effect"] == pytest.approx(j.effect) == pytest.approx(100 * 10 / 600)
+    # each test sample's difference, averaged over the seeds, from the files themselves
+    t = pd.read_csv(folder / "trials.csv")
+    right = {(r["train.seed"], r["rollingq.enabled"]): np.load(folder / r["predictions"])
+             for r in t.to_dict("records")}
+    x = 100 * np.mean([(right[(s, True)]["pred"] == right[(s, True)]["label"]).astype(float)
+                       - (right[(s, False)]["pred"] == right[(s, False)]["label"])
+                       for s in gain], axis=0)
+    assert x.mean() == pytest.approx(row["effect"])
+    half = stats.norm.ppf(0.975) * x.std(ddof=1) / np.sqrt(len(x))  # the normal interval
+    assert row["low"] < row["effect"] < row["high"]
+    assert (row["high"] - row["low"]) / 2 == pytest.approx(half, rel=0.15)
+    ps = []
+    for m in row["mcnemar"]:
+        assert m["on_only"] == gain[m["seed"]] and m["off_only"] == 0
+        want = stats.binomtest(gain[m["seed"]], gain[m["seed"]], 0.5).pvalue
+        assert m["p"] == pytest.approx(want)
+        ps.append(want)
+    holm = multipletests(ps, method="holm")[1]
+    assert [m["p_holm"] for m in row["mcnemar"]] == pytest.approx(list(holm))
+    better = int((holm < 0.05).sum())
+    assert row["significant"] == f"RollingQ better in {better}, worse in 0 of 5 pairs"
+    generate([folder], out=tmp_path / "report")
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "paired bootstrap over test samples" in md and "seed 0: 6/0" in md
+
+
+def test_predictions_that_disagree_with_the_accuracy_are_not_used(tmp_path):
+    folder = plant_claims(tmp_path, _effects(0.3, 3, mean=2.0))
+    _with_predictions(folder, 200, {0: 5, 1: 5, 2: 5})
+    t = pd.read_csv(folder / "trials.csv")
+    t["test_acc_at_best_val"] += 0.01  # the files no longer match the recorded accuracy
+    t.to_csv(folder / "trials.csv", index=False)
+    row = claims.test_set(load([folder])).iloc[0]
+    assert row["pairs"] == 0 and "6 trial(s) have none" in row["reason"]
+
+
+def test_an_inconclusive_claim_prints_the_command_that_grows_its_study(tmp_path):
+    folder = plant_claims(tmp_path, _effects(0.4, 3))
+    res = load([folder])
+    got = claims.judge(res)
+    lines = claims.grow_commands(res, got)
+    assert len(lines) == 6
+    for j, line in zip(got, lines, strict=True):
+        seeds = ",".join(map(str, range(j.seeds_needed)))
+        assert line.endswith(f"`python study/run.py --space verdicts_synthetic --resume {folder} "
+                             f"--set seeds=[{seeds}]`."), line
+    generate([folder], out=tmp_path / "report")
+    assert lines[0] in (tmp_path / "report" / "report.md").read_text()

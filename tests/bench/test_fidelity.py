@@ -17,7 +17,7 @@ def bench(*args: str) -> str:
 
 
 def test_precision_prints_both_data_sets_fp32_beside_bf16():
-    out = bench("precision", "--seeds", "0", "--epochs", "1")
+    out = bench("precision", "--seeds", "0", "--epochs", "1", "--train-size", "600")
     assert "synthetic: seeds [0], 1 epochs" in out and "features: seeds [0], 1 epochs" in out
     for key in ("air at 1st rotation", "angle of 1st (deg)", "end: AIR, same model"):
         rows = [line for line in out.splitlines() if line.startswith(key)]
@@ -29,7 +29,7 @@ def test_precision_prints_both_data_sets_fp32_beside_bf16():
 
 
 def test_heads_prints_a_correlation_per_arm():
-    out = bench("heads", "--seeds", "0", "--epochs", "3")
+    out = bench("heads", "--seeds", "0", "--epochs", "3", "--train-size", "600")
     for arm, heads in (("MT (1 published layer)", 1), ("MT*, 4-head pre-norm 2nd", 4),
                        ("MT*, published 2nd", 1)):
         lines = [x for x in out.splitlines() if x.startswith(arm)]

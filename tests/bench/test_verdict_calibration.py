@@ -20,12 +20,12 @@ def test_effects_far_beyond_the_noise_are_decided_and_counted():
     mostly `no effect` (a t-test still rejects a null at its nominal rate)."""
     sd = {c.number: 0.01 * claims.MARGINS[c.number] for c in claims.CLAIMS}
     rng = np.random.default_rng(0)
-    shares, false = vc.simulate({c.number: 1.0 for c in claims.CLAIMS}, 5, 2, sd, 10, rng)
+    shares, false = vc.simulate({c.number: 1.0 for c in claims.CLAIMS}, 5, 2, sd, 4, rng)
     assert set(shares["verdict"]) == {claims.REPRODUCED} and false == 0.0
     assert shares["share"].to_numpy().tolist() == [1.0] * 6  # per claim, over both data sets
-    shares, false = vc.simulate({c.number: -1.0 for c in claims.CLAIMS}, 5, 1, sd, 10, rng)
+    shares, false = vc.simulate({c.number: -1.0 for c in claims.CLAIMS}, 5, 1, sd, 4, rng)
     assert set(shares["verdict"]) == {claims.CONTRADICTED} and false == 1.0
-    shares, _ = vc.simulate({c.number: 0.0 for c in claims.CLAIMS}, 10, 1, sd, 20, rng)
+    shares, _ = vc.simulate({c.number: 0.0 for c in claims.CLAIMS}, 10, 1, sd, 10, rng)
     assert shares.groupby("verdict")["share"].sum()[claims.NO_EFFECT] / 6 > 0.9
 
 

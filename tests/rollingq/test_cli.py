@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -91,8 +92,9 @@ def test_bad_input_exits_2_with_one_line(tmp_path):
         (["--set", "model.fusion=concat"],
          "joint [cls] attention over every modality when rollingq.enabled"),
     ]
-    for args, message in cases:
-        p = run(*args, *FAST)
+    with ThreadPoolExecutor(max_workers=2) as pool:  # each a CLI process: two at a time
+        done = list(pool.map(lambda case: run(*case[0], *FAST), cases))
+    for (args, message), p in zip(cases, done, strict=True):
         assert p.returncode == 2, (args, p.stderr)
         lines = p.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], p.stderr

@@ -37,11 +37,12 @@ TRAJECTORIES: dict[bool, list[list[float]]] = {}  # val_air per epoch, per seed,
 LARGE_AIR = 0.3  # "large": AIR ranges over [-2, 2]; the synthetic preset rotates above 0.2
 
 
-def _run(enabled: bool, seed: int) -> tuple[dict, list[float]]:
+def _run(enabled: bool, seed: int, precision: str = "fp32") -> tuple[dict, list[float]]:
     """One run's row and its validation AIR per epoch (in a worker process: one thread; the
     model is tiny, and on a shared machine OpenMP threads only wait)."""
     torch.set_num_threads(1)
-    cfg = build_config(overrides={"rollingq.enabled": enabled, "train.seed": seed})
+    cfg = build_config(overrides={"rollingq.enabled": enabled, "train.seed": seed,
+                                  "train.precision": precision})
     began = time.perf_counter()
     result = fit(cfg)
     wall = time.perf_counter() - began
@@ -96,16 +97,19 @@ def _print_table(runs: dict[str, list[dict]]) -> None:
 
 @pytest.fixture(scope="module")
 def runs() -> dict[str, list[dict]]:
-    """The six runs, two at a time in worker processes (one per core of a 2-core machine)."""
-    jobs = [(arm, enabled, seed) for arm, enabled in ARMS.items() for seed in SEEDS]
+    """The six runs and RollingQ's three under bf16 autocast (``bf16``, for the last test), two
+    at a time in worker processes (one per core of a 2-core machine)."""
+    jobs = [(arm, enabled, seed, "fp32") for arm, enabled in ARMS.items() for seed in SEEDS]
+    jobs += [("bf16", True, seed, "bf16") for seed in SEEDS]
     with ProcessPoolExecutor(max_workers=min(2, os.cpu_count() or 1),
                              mp_context=multiprocessing.get_context("spawn")) as pool:
-        done = list(pool.map(_run, [j[1] for j in jobs], [j[2] for j in jobs]))
-    out: dict[str, list[dict]] = {arm: [] for arm in ARMS}
-    for (arm, enabled, _), (row, trajectory) in zip(jobs, done, strict=True):
+        done = list(pool.map(_run, *zip(*[j[1:] for j in jobs], strict=True)))
+    out: dict[str, list[dict]] = {arm: [] for arm in [*ARMS, "bf16"]}
+    for (arm, enabled, _, _), (row, trajectory) in zip(jobs, done, strict=True):
         out[arm].append(row)
-        TRAJECTORIES.setdefault(enabled, []).append(trajectory)
-    _print_table(out)
+        if arm in ARMS:
+            TRAJECTORIES.setdefault(enabled, []).append(trajectory)
+    _print_table({arm: out[arm] for arm in ARMS})
     return out
 
 
@@ -142,18 +146,7 @@ def test_the_bf16_path_ends_within_noise_of_fp32(runs):
     runs above, same seeds, RollingQ on. Within noise: test accuracy at the best validation
     epoch within 1 point on the mean over the seeds (its seed-to-seed sd is about 0.4), and the
     same rebalancing (|val AIR| within 0.1, below vanilla's)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        bf16 = []
-        for seed in SEEDS:
-            cfg = build_config(overrides={"train.seed": seed, "train.precision": "bf16"})
-            result = fit(cfg)
-            assert result.status == "finished"
-            bf16.append(result.history[-1])
-    finally:
-        torch.set_num_threads(threads)
-    fp32, vanilla = runs["rollingq"], runs["vanilla"]
+    fp32, bf16, vanilla = runs["rollingq"], runs["bf16"], runs["vanilla"]
     acc = [sum(r["test_acc_at_best_val"] for r in rows) / 3 for rows in (fp32, bf16)]
     air = [sum(abs(r["val_air"]) for r in rows) / 3 for rows in (fp32, bf16)]
     print(f"\nfp32 vs bf16 (RollingQ, seeds {SEEDS}): test acc at best val {acc[0]:.4f} vs "

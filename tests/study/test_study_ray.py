@@ -469,10 +469,14 @@ def test_interrupt_kill_and_resume(tmp_path):
         assert new and new[-1].get("final")
         assert new[0]["epoch"] >= 1, new[0]["epoch"]
         # rows without a restart were reported before the kill and reached the storage only
-        # with Ray's staging copy, which the resumed study restores (a CI flake seen here)
-        assert new[-1]["restarts"] >= 1
+        # with Ray's staging copy, which the resumed study restores
         assert all(r["restarts"] >= 1 or r["timestamp"] <= killed_at for r in new), [
             (r["epoch"], r["restarts"], r["timestamp"] - killed_at) for r in new]
+        # a trial that looked mid-run may have ended before the kill, its last epochs still in
+        # the staging copy (the flake this test once had); else it went on from a checkpoint
+        if new[-1]["restarts"] == 0:
+            assert all(r["timestamp"] <= killed_at for r in new)
+            continue
         assert trials.set_index("trial_id").loc[tid, "retries"] >= 1
     curves = check_curves(study, trials, EPOCHS)  # every epoch of every trial, the gap's too
     assert 2 not in [r["epoch"] for r in after[gap]]
