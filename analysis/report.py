@@ -152,7 +152,9 @@ def _test_set_strings(t: pd.DataFrame) -> pd.DataFrame:
                      "test samples": str(r["samples"]),
                      "effect (points) [BCa 95% CI]": r["reason"] or _interval(
                          r["effect"], r["low"], r["high"], 2),
-                     "McNemar per pair (on-only/off-only)": tests or "-",
+                     "McNemar per pair (on-only/off-only)": tests or (
+                         "- (each pair averages several trials of an arm)" if r["pairs"]
+                         else "-"),
                      "pairs significant (Holm)": r["significant"] or "-"})
     return pd.DataFrame(rows)
 

@@ -486,7 +486,8 @@ def test_interrupt_kill_and_resume(tmp_path):
     assert filled["val_acc"] == saved["val_acc"] and filled["air"] == saved["air"]
 
     # The same form as an uninterrupted study of the same space (one seed of it)
-    ref = run_cli("--space", str(spec), "--storage", str(tmp_path / "ref"), "--set", "seeds=[0]")
+    ref = run_cli("--space", str(spec), "--storage", str(tmp_path / "ref"), "--set", "seeds=[0]",
+                  "--set", "train.epochs=2")
     assert ref.returncode == 0, ref.stdout[-3000:] + ref.stderr[-3000:]
     ref_study = the_study(tmp_path / "ref", "chain")
     assert list(pd.read_csv(ref_study / "trials.csv").columns) == list(trials.columns)
