@@ -111,6 +111,8 @@ PAPER_FIGURES: dict[int, dict[str, str]] = {
     6: {"cremad": "48.8 → 51.9 %", "kinetics_sounds": "67.0 → 69.3 %", "mosei": "62.7 → 63.2 %"},
 }
 IGNORED_PREFIXES = ("rollingq.", "model.readout", "train.seed")
+# Outcomes of the favoured modality: NaN where a data set declares none.
+FAVOURED_OUTCOMES = ("out_noise_drop", "out_noise_auc", "out_favoured_share", "out_attn_shift")
 
 
 def margin(claim: Claim, dataset: str) -> tuple[float, str]:
@@ -241,6 +243,10 @@ def _evidence(claim: Claim, d: pd.DataFrame, ds: str) -> Judgement:
 
     if claim.column not in d:
         return cannot(f"no `{claim.column}` was recorded")
+    undeclared = "favoured" in d and len(d) and d["favoured"].isna().all()
+    if claim.column in FAVOURED_OUTCOMES and undeclared:
+        return cannot(f"no favoured modality is declared for {ds} (`{claim.column}` is the "
+                      f"favoured modality's); declare it with `--set data.favoured=<modality>`")
     d = d.assign(y=pd.to_numeric(d[claim.column], errors="coerce")).dropna(subset=["y"])
     off, on = d[~d["on"]], d[d["on"]]
     if not len(off):
@@ -426,6 +432,8 @@ def evidence_table(res: Results, judgements: list[Judgement]) -> pd.DataFrame:
     """What each verdict rests on: the quantity, the per-seed differences, the raw 95 %
     interval, d_z, the test, and the trials used against those expected per arm."""
     several = len(res.datasets) > 1
+    m = max((j.family for j in judgements), default=0)
+    simultaneous = f"simultaneous interval (Bonferroni, {100 * (1 - ALPHA / max(m, 1)):.1f}%)"
     rows = []
     for j in judgements:
         row = {"claim": f"({j.claim.number})"}
@@ -437,7 +445,7 @@ def evidence_table(res: Results, judgements: list[Judgement]) -> pd.DataFrame:
             "effect measured": j.claim.quantity, "per-seed differences": diffs or "-",
             "effect [95% CI]": "-" if pd.isna(j.low) else
             f"{_number(j.effect)} [{_number(j.low)}, {_number(j.high)}]",
-            f"simultaneous interval (Bonferroni, {100 * (1 - ALPHA / max(j.family, 1)):.1f}%)":
+            simultaneous:
             "-" if pd.isna(j.sim_low) else f"[{_number(j.sim_low)}, {_number(j.sim_high)}]",
             "d_z": "-" if pd.isna(j.d_z) else f"{j.d_z:+.2f}",
             "test": j.test + (f"; {j.trend}" if j.trend else "") or "-",

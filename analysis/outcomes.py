@@ -117,12 +117,14 @@ def favoured_modalities(trials: pd.DataFrame) -> dict[str, tuple[str | None, str
         declared = t[DECLARED].dropna().astype(str) if DECLARED in t else pd.Series(dtype=str)
         declared = declared[declared != ""]
         if len(declared):
-            out[ds] = (declared.mode().iloc[0], "the data set is built to favour it")
+            out[ds] = (declared.mode().iloc[0], "declared by the trials: the data set's built-in "
+                                                "bias or `data.favoured`")
         elif ds in PAPER_FAVOURED:
             out[ds] = (PAPER_FAVOURED[ds], "the paper reports this data set favours it")
         else:
             out[ds] = (None, "not declared: the data set records no favoured modality and "
-                             "is not one of the paper's")
+                             "is not one of the paper's; declare it with "
+                             "`--set data.favoured=<modality>`")
     return out
 
 

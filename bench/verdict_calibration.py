@@ -139,9 +139,12 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     sd = dict(SEED_SD)
     if args.study:
-        sd.update(measured_sd(args.study))
+        measured = measured_sd(args.study)
+        sd.update(measured)
         print("seed sd of each claim's per-seed differences in", args.study)
-        print("  " + ", ".join(f"({k}) {v:.4g}" for k, v in sorted(sd.items())))
+        print("  " + ", ".join(f"({k}) {v:.4g}" + ("" if k in measured else " (built-in: not "
+                                                     "judged in that study)")
+                               for k, v in sorted(sd.items())))
     rng = np.random.default_rng(args.seed)
     gc.freeze()  # statsmodels' Holm calls gc.collect(): keep the long-lived objects out of it
     print(f"\nVerdict shares over the claims ({args.sims} simulated studies a row; the family: "

@@ -81,6 +81,10 @@ class DataConfig:
     # (replaced by 0, counted in the log); MOSEI's published -inf -> 0 in audio applies anyway
     nonfinite: str = "error"
     modalities: str = ""  # comma-separated, fusion order; "" = audio,visual (mosei: visual,text)
+    # the modality the data set favours, declared (claims 3 and 5 of the paper are about it): ""
+    # = the data set's own (the synthetic one is built to favour audio; the paper's: audio on
+    # CREMA-D and Kinetics-Sounds, text on MOSEI); a features data set has none until declared
+    favoured: str = ""
     train_list: str = ""  # cremad train.csv; kinetics_sounds ks_train_overlap.txt
     test_list: str = ""  # cremad test.csv; kinetics_sounds ks_test_overlap.txt
     audio_dir: str = ""  # cremad AudioWAV (both splits); kinetics_sounds train_spec
@@ -313,6 +317,10 @@ class Config:
         need(d.name != "synthetic" or len(mods) in (0, 2), "data.modalities",
              "two names for the synthetic data set, the easy modality first",
              "e.g. data.modalities=text,visual (default audio,visual)")
+        default_mods = {"mosei": ["visual", "text"]}.get(d.name, ["audio", "visual"])
+        need(not d.favoured or d.name == "features" or d.favoured in (mods or default_mods),
+             "data.favoured", "favoured: one of the data set's modalities, or ''",
+             f"valid: {', '.join(mods or default_mods)}")
         need(d.decode_size >= 1, "data.decode_size", "decode_size >= 1")
         need(d.name not in ("cremad", "kinetics_sounds") or d.frame_size >= m.patch_size,
              "data.frame_size", "frame_size >= model.patch_size",

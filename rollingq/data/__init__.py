@@ -32,6 +32,11 @@ def load_data(cfg: DataConfig) -> DataBundle:
         raise ValueError(f"unknown data set {cfg.name!r}; valid: {', '.join(LOADERS)}")
     bundle = LOADERS[cfg.name](cfg)
     bundle.check_labels(cfg.name)
+    if cfg.favoured:
+        if cfg.favoured not in bundle.specs:
+            raise ValueError(f"data.favoured={cfg.favoured!r} is not a modality of the "
+                             f"{cfg.name} data set; valid: {', '.join(bundle.specs)}")
+        bundle.favoured = cfg.favoured
     return bundle
 
 

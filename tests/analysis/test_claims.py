@@ -222,7 +222,8 @@ def test_the_favoured_modality_is_declared_never_chosen_from_the_shares_under_te
                       "favoured_modality": [None, None, "visual", "visual", None, None]})
     fav = outcomes.favoured_modalities(t)
     assert fav["a"][0] is None and "not declared" in fav["a"][1]  # vanilla's visual ignored
-    assert fav["b"] == ("visual", "the data set is built to favour it")
+    assert fav["b"] == ("visual", "declared by the trials: the data set's built-in bias or "
+                          "`data.favoured`")
     assert fav["cremad"][0] == "audio" and fav["mosei"][0] == "text"  # the paper's, not argmax
 
 

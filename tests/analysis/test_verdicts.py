@@ -315,3 +315,17 @@ def test_an_inconclusive_claim_prints_the_command_that_grows_its_study(tmp_path)
                              f"--set seeds=[{seeds}]`."), line
     generate([folder], out=tmp_path / "report")
     assert lines[0] in (tmp_path / "report" / "report.md").read_text()
+
+
+def test_a_data_set_without_a_favoured_modality_says_how_to_declare_one(tmp_path):
+    """A features data set declares no favoured modality: claim 5 (the favoured modality's
+    noise drop) cannot be judged and says how to declare it; the other claims are judged, and
+    the evidence table keeps one simultaneous-interval column for the whole family."""
+    res = load([plant_claims(tmp_path, _effects(0.3, 5, mean=2.0), dataset="features")])
+    got = {j.claim.number: j for j in claims.judge(res)}
+    assert got[5].verdict == claims.CANNOT
+    assert "--set data.favoured=<modality>" in got[5].reason
+    assert all(got[c].verdict == claims.REPRODUCED for c in (1, 2, 3, 4, 6))
+    table = claims.evidence_table(res, list(got.values()))
+    assert [c for c in table.columns if c.startswith("simultaneous")] == [
+        "simultaneous interval (Bonferroni, 99.0%)"]  # a family of 5

@@ -113,3 +113,17 @@ def test_file_errors_name_file_and_line(tmp_path):
 def test_override_syntax():
     with pytest.raises(ConfigError, match="key=value"):
         build_config(overrides=["rollingq.beta"])
+
+
+def test_the_favoured_modality_is_declared_and_checked():
+    from rollingq.data import load_data
+
+    cfg = build_config(overrides={"data.favoured": "visual", "data.train_size": 200,
+                                  "data.test_size": 50})
+    assert load_data(cfg.data).favoured == "visual"  # the declaration replaces the built-in
+    assert load_data(build_config(overrides={"data.train_size": 200, "data.test_size": 50})
+                     .data).favoured == "audio"
+    with pytest.raises(ConfigError, match=r"data.favoured.*valid: audio, visual"):
+        build_config(overrides={"data.favoured": "text"})
+    with pytest.raises(ConfigError, match=r"valid: visual, text"):
+        build_config(overrides={"data.name": "mosei", "data.root": "/x", "data.favoured": "audio"})
