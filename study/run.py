@@ -340,7 +340,8 @@ def resumed_spec(args: argparse.Namespace, folder: Path) -> tuple[Spec, list[int
            "ones); start a new study for another spec")
     for key, before, after in changes(old, new):
         if key != "seeds":
-            was = "not set" if before is None else repr(before)
+            was = ("not set" if not key.startswith("fixed.") else "not a fixed value"
+                   ) if before is None else repr(before)
             raise SpecError(f"--resume {folder}: {key.removeprefix('fixed.')} is {was} in the "
                             f"study's space.yaml but {after!r} on the command line; {fix}")
     if requested.seeds == stored.seeds:

@@ -26,8 +26,8 @@ def planted_study(tmp_path: Path, space: str = "smoke", *sets: str) -> Path:
 
 
 @pytest.mark.parametrize("sets, says", [
-    (["rollingq.beta=0.5"], "rollingq.beta is not set in the study's space.yaml but 0.5 on "
-                            "the command line; only the seed list may grow"),
+    (["rollingq.beta=0.5"], "rollingq.beta is not a fixed value in the study's space.yaml but "
+                            "0.5 on the command line; only the seed list may grow"),
     (["tune.max_failures=3"], "tune.max_failures is 1 in the study's space.yaml but 3"),
     (["seeds=[1, 2]"], "seeds=[1, 2] drops the trained seed(s) [0]; a study grows by new "
                        "seeds after its own [0, 1], e.g. seeds=[0, 1, 2]"),
