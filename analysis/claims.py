@@ -502,9 +502,8 @@ def grow_commands(res: Results, judgements: list[Judgement]) -> list[str]:
 BOOTSTRAP_RESAMPLES = 4999
 
 
-def _correct(res: Results, row: dict[str, Any]) -> tuple[np.ndarray, np.ndarray] | None:
-    """A trial's saved test predictions as (labels, correct), or None when it has none or
-    they disagree with its recorded headline accuracy."""
+def _predictions(res: Results, row: dict[str, Any]) -> tuple[np.ndarray, np.ndarray] | None:
+    """A trial's saved test predictions as (labels, predicted), or None when it saved none."""
     name = row.get("predictions")
     if not isinstance(name, str) or not name:
         return None
@@ -512,7 +511,16 @@ def _correct(res: Results, row: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]
     if not path.is_file():
         return None
     with np.load(path) as f:
-        label, pred = np.asarray(f["label"]).ravel(), np.asarray(f["pred"]).ravel()
+        return np.asarray(f["label"]).ravel(), np.asarray(f["pred"]).ravel()
+
+
+def _correct(res: Results, row: dict[str, Any]) -> tuple[np.ndarray, np.ndarray] | None:
+    """A trial's saved test predictions as (labels, correct), or None when it has none or
+    they disagree with its recorded headline accuracy."""
+    saved = _predictions(res, row)
+    if saved is None:
+        return None
+    label, pred = saved
     correct = pred == label
     if not len(label) or abs(100 * correct.mean() - float(row["acc"])) > 1e-3:
         return None
@@ -664,13 +672,10 @@ def chance_accuracy(res: Results, dataset: str) -> float:
     ``data.num_classes``); NaN when neither is known."""
     t = res.trials[(res.trials["dataset"] == dataset)]
     for row in t.to_dict("records"):
-        name = row.get("predictions")
-        path = res.dirs[int(row["study"])] / str(name) if isinstance(name, str) and name else None
-        if path is not None and path.is_file():
-            with np.load(path) as f:
-                labels = np.asarray(f["label"]).astype(int).ravel()
-            if len(labels):
-                return float(100 * np.bincount(labels).max() / len(labels))
+        saved = _predictions(res, row)
+        if saved is not None and len(saved[0]):
+            labels = saved[0].astype(int)
+            return float(100 * np.bincount(labels).max() / len(labels))
     classes = CLASSES.get(dataset)
     if dataset == SYNTHETIC and len(t):
         classes = int(config_values(t.head(1), res.specs)[0].get("data.num_classes", 4))
