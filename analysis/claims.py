@@ -302,6 +302,10 @@ def seeds_needed(sd: float, delta: float, family: int, alpha: float = ALPHA,
     level = alpha / family
     tp = TTestPower()
     detect = tp.power(effect_size=delta / sd, nobs=n, alpha=level, alternative="two-sided")
+    # At large effects scipy's noncentral t cdf of the far (wrong-side) tail returns NaN, and so
+    # the two-sided power; that tail is then negligible: the near tail's power (level / 2) alone
+    detect = np.where(np.isnan(detect), tp.power(effect_size=delta / sd, nobs=n, alpha=level / 2,
+                                                 alternative="larger"), detect)
     one = tp.power(effect_size=delta / sd, nobs=n, alpha=level, alternative="larger")
     null = np.clip(2 * one - 1, 0, 1)
     ok = np.flatnonzero(np.minimum(detect, null) >= power)

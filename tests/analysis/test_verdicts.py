@@ -329,3 +329,21 @@ def test_a_data_set_without_a_favoured_modality_says_how_to_declare_one(tmp_path
     table = claims.evidence_table(res, list(got.values()))
     assert [c for c in table.columns if c.startswith("simultaneous")] == [
         "simultaneous interval (Bonferroni, 99.0%)"]  # a family of 5
+
+
+def test_seeds_needed_at_a_large_standardised_effect():
+    """At d = 1 / 0.32 statsmodels' two-sided power is NaN for 5 to 12 seeds (scipy's
+    noncentral t cdf fails in the far tail): the seeds needed must still be the fewest at which
+    both powers reach 80 %, here computed from scipy's noncentral t near tail (the far tail is
+    below the central t's, level / 2), not the first n past the NaNs."""
+    sd, delta, m = 0.3195, 1.0, 6
+    want = None
+    for n in range(2, 30):
+        df, nc, level = n - 1, delta / sd * math.sqrt(n), 0.05 / m
+        detect = stats.nct.sf(stats.t.isf(level / 2, df), df, nc)
+        null = 2 * stats.nct.sf(stats.t.isf(level, df), df, nc) - 1
+        if min(detect, null) >= 0.8:
+            want = n
+            break
+    got, power, _ = claims.seeds_needed(sd, delta, m)
+    assert got == want == 5 and power == pytest.approx(detect, abs=1e-2)
