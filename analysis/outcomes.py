@@ -16,9 +16,19 @@ where the trial cannot have it (no attention fusion: no AIR; no rotation: no con
                           (noise_drop_<m>), older folders get it from the curve
     out_noise_auc         area under the favoured modality's noise curve (points x λ, the
                           trial's noise_auc_<m>)
-    out_adaptivity        attention-noise adaptivity, the pooled variant (Table 2: -r between a
-                          modality's attention share and "it was the noised one", pooled over
-                          the modalities; higher = attention moves away from the noised input)
+    out_noise_mean_drop   test accuracy lost (points) averaged over the favoured modality's
+                          whole noise curve: clean accuracy minus the curve's area (trapezoid
+                          rule, ``np.trapezoid``) over its λ range (what claim 5 tests; every
+                          level counts, not the largest alone); out_noise_mean_drop_<m> for
+                          each modality m (NaN without a level 0 and a larger one)
+    out_adaptivity        attention-noise adaptivity (Table 2), per modality: -r between a
+                          modality's attention share and "it is noised" over the clean and the
+                          noised evaluations of the same samples (the trial's attn_noise_r_<m>),
+                          averaged over the modalities (higher = attention moves away from a
+                          noised input; no favoured modality needed; the between-modality gap
+                          of the shares does not enter, as it does in the pooled r)
+    out_adaptivity_pooled the pooled variant (-r over all (sample, modality) pairs, one random
+                          modality noised per sample): for comparison with the paper only
     out_attn_shift        the favoured modality's attention share when it is noised minus clean,
                           per sample, averaged (share units; the trial's attn_noise_shift_<m>)
     out_rotations         rotations fired
@@ -73,7 +83,11 @@ OUTCOMES: dict[str, tuple[str, str]] = {
     "out_favoured_share": ("favoured modality's attention share (validation)", ""),
     "out_noise_drop": ("accuracy drop at the largest noise on the favoured modality", "points"),
     "out_noise_auc": ("area under the favoured modality's noise curve", "points x λ"),
-    "out_adaptivity": ("attention-noise adaptivity, pooled (Table 2)", ""),
+    "out_noise_mean_drop": ("accuracy drop averaged over the favoured modality's noise curve",
+                            "points"),
+    "out_adaptivity": ("attention-noise adaptivity (−r), mean over the modalities (Table 2)", ""),
+    "out_adaptivity_pooled": ("attention-noise adaptivity (−r), pooled (Table 2, the paper's "
+                              "single number)", ""),
     "out_attn_shift": ("favoured modality's attention share shift when it is noised", "share"),
     "out_rotations": ("rotations fired", ""),
     "out_air_convergence": ("epochs from the first rotation to |AIR| <= beta (censored)",
@@ -87,6 +101,9 @@ NOISE_COLUMN = re.compile(
     r"^noise_(?P<modality>[A-Za-z]+)_(?P<level>\d+(?:\.\d+)?(?:e-?\d+)?)$")
 
 
+ATTN_R = re.compile(r"^attn_noise_r_[A-Za-z]+$")  # Table 2's per-modality r
+
+
 def noise_columns(trials: pd.DataFrame) -> dict[str, dict[float, str]]:
     """``noise_<modality>_<level>`` accuracy columns by modality and level."""
     out: dict[str, dict[float, str]] = {}
@@ -94,6 +111,18 @@ def noise_columns(trials: pd.DataFrame) -> dict[str, dict[float, str]]:
         if match := NOISE_COLUMN.match(col):
             out.setdefault(match["modality"], {})[float(match["level"])] = col
     return out
+
+
+def mean_drop(levels: list[float], acc: list[float]) -> float:
+    """Accuracy lost averaged over a noise curve: the clean accuracy (λ = 0) minus the curve's
+    area (``np.trapezoid`` over λ) divided by its λ range; NaN without a λ = 0 and a larger level,
+    or with a missing accuracy."""
+    x, y = np.asarray(levels, dtype=float), np.asarray(acc, dtype=float)
+    order = np.argsort(x)
+    x, y = x[order], y[order]
+    if len(x) < 2 or x[0] != 0 or x[-1] <= 0 or not np.isfinite(y).all():
+        return np.nan
+    return float(y[0] - np.trapezoid(y, x) / x[-1])
 
 
 def _favoured_column(t: pd.DataFrame, template: str) -> list[float]:
@@ -204,10 +233,23 @@ def add_outcomes(trials: pd.DataFrame, curves: pd.DataFrame,
             t[f"out_noise_drop_{m}"] = (pd.to_numeric(t[cols[0.0]], errors="coerce")
                                         - pd.to_numeric(t[cols[max(cols)]], errors="coerce")
                                         ) * scale
+        levels = sorted(cols)
+        accs = t[[cols[lv] for lv in levels]].apply(pd.to_numeric, errors="coerce").to_numpy()
+        t[f"out_noise_mean_drop_{m}"] = [mean_drop(levels, a) * scale for a in accs]
     t["out_noise_drop"] = _favoured_column(t, "out_noise_drop_{}")
+    t["out_noise_mean_drop"] = _favoured_column(t, "out_noise_mean_drop_{}")
     t["out_noise_auc"] = np.asarray(_favoured_column(t, "noise_auc_{}"), dtype=float) * scale
-    t["out_adaptivity"] = pd.to_numeric(t.get("attn_noise_pooled_adaptivity", np.nan),
-                                        errors="coerce")
+    r_cols = [c for c in t.columns if ATTN_R.match(c)]
+    r = t[r_cols].apply(pd.to_numeric, errors="coerce")
+    # the modalities a trial evaluated have a share shift (a mean, always defined); one of them
+    # with an undefined r (no variation) leaves the mean undefined rather than dropping it
+    shift = t.reindex(columns=[c.replace("_r_", "_shift_") for c in r_cols]).apply(
+        pd.to_numeric, errors="coerce").set_axis(r_cols, axis=1)
+    evaluated = shift.notna() | r.notna()
+    complete = (r.notna() | ~evaluated).all(axis=1) & evaluated.any(axis=1)
+    t["out_adaptivity"] = (-r.mean(axis=1)).where(complete)
+    t["out_adaptivity_pooled"] = pd.to_numeric(t.get("attn_noise_pooled_adaptivity", np.nan),
+                                               errors="coerce")
     t["out_attn_shift"] = _favoured_column(t, "attn_noise_shift_{}")
     t["out_rotations"] = pd.to_numeric(t.get("final_rotations", np.nan), errors="coerce")
     keys = ["study", "trial_id"] if "study" in t and "study" in curves else ["trial_id"]

@@ -43,7 +43,7 @@ from analysis import claims  # noqa: E402
 
 # Per claim: the sd over seeds of its per-seed differences in the default study (synthetic data,
 # 5 seeds, `python bench/verdict_calibration.py --study DIR` prints them).
-SEED_SD: dict[int, float] = {1: 0.111, 2: 0.108, 3: 0.044, 4: 0.044, 5: 1.96, 6: 0.377}
+SEED_SD: dict[int, float] = {1: 0.111, 2: 0.108, 3: 0.043, 4: 0.031, 5: 0.795, 6: 0.320}
 TRUTHS = {"null": 0.0, "small (0.5 margin)": 0.5, "paper-sized (1 margin)": 1.0}
 SEEDS = (3, 5, 10)
 DATASETS = (1, 3)

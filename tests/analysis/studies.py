@@ -121,6 +121,10 @@ def write_study(
                     slope = plant["drop"]
                 for lv in NOISE_LEVELS:
                     row[f"noise_{m}_{lv}"] = acc - slope * float(lv)
+            for m in MODALITIES:  # Table 2 per modality: -r is the planted adaptivity
+                row[f"attn_noise_r_{m}"] = -plant.get("adaptivity", 0.2)
+                row[f"attn_noise_shift_{m}"] = -0.1
+            # the pooled variant under the names of folders written before it was one of two
             row.update(attn_noise_r=0.7 if rot else 0.5,
                        attn_noise_adaptivity=plant.get("adaptivity", 0.2),
                        params_paper=119820.0, params_all=125261.0)

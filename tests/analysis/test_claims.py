@@ -80,11 +80,12 @@ def test_each_claims_verdict_follows_the_planted_effect(tmp_path, planted, effec
             assert np.sign(j.effect) == j.claim.sign * (1 if expected == claims.REPRODUCED
                                                         else -1)
     assert "manipulation check" in got[2].label
-    # the planted sizes come back (claim 2: 0.10 - 0.45; claim 5: (0.12 - 0.30) points x 100;
+    # the planted sizes come back (claim 2: 0.10 - 0.45; claim 5: (0.12 - 0.30) / 2 x 100 points
+    # (the drop averaged over λ in [0, 1] of a straight curve is half its slope);
     # claim 1: 0.03 an epoch over 3 epochs; claim 3: imbalance 0.09 / 0.95 - 0.45 / 0.95)
     if expected == claims.REPRODUCED:
         assert got[2].effect == pytest.approx(-0.35, abs=0.02)
-        assert got[5].effect == pytest.approx(-18, abs=1.5)
+        assert got[5].effect == pytest.approx(-9, abs=0.8)  # a linear curve's mean drop
         assert got[1].effect == pytest.approx(0.09, abs=0.01)
         assert got[3].effect == pytest.approx((0.09 - 0.45) / 0.95, abs=0.02)
 
@@ -174,16 +175,27 @@ def test_outcomes_take_what_the_trials_record():
     not recompute them); only a folder without them gets the drop from its curve."""
     t = pd.DataFrame({"dataset": ["s", "s"], "trial_id": ["a", "b"], "rollingq_on": [False, True],
                       "rollingq_beta": [0.1, 0.1], "favoured_modality": ["audio", "audio"],
-                      "noise_audio_0.0": [0.9, 0.8], "noise_audio_1.0": [0.5, 0.6],
+                      "noise_audio_0.0": [0.9, 0.8], "noise_audio_0.5": [0.8, 0.8],
+                      "noise_audio_1.0": [0.5, 0.6],
                       "noise_f1_audio_0.0": [0.1, 0.1],  # not a modality called "f1_audio"
                       "noise_drop_audio": [0.33, 0.11], "noise_auc_audio": [0.7, 0.72],
-                      "attn_noise_shift_audio": [-0.2, -0.05],
+                      "attn_noise_r_audio": [-0.6, -0.3], "attn_noise_shift_audio": [-0.2, -0.05],
+                      "attn_noise_r_visual": [-0.2, None],  # b: visual's r undefined
+                      "attn_noise_shift_visual": [-0.05, -0.01],
+                      "attn_noise_r_text": [None, None],  # a modality neither trial has
                       "attn_noise_pooled_adaptivity": [0.5, 0.4]})
     out = outcomes.add_outcomes(t, pd.DataFrame())
     assert out["out_noise_drop"].tolist() == pytest.approx([33.0, 11.0])  # recorded, in points
     assert out["out_noise_auc"].tolist() == pytest.approx([70.0, 72.0])
+    # the whole curve: clean minus the trapezoid mean, (0.9 - (0.85 + 0.65) / 2) = 0.15
+    assert out["out_noise_mean_drop"].tolist() == pytest.approx([15.0, 5.0])
+    assert out["out_noise_mean_drop"].tolist() == pytest.approx(
+        [(a[0] - np.trapezoid(a, [0, 0.5, 1])) * 100 for a in ([0.9, 0.8, 0.5], [0.8, 0.8, 0.6])])
     assert out["out_attn_shift"].tolist() == [-0.2, -0.05]
-    assert out["out_adaptivity"].tolist() == [0.5, 0.4]
+    # per-modality -r averaged over the modalities a trial evaluated; undefined when one is
+    assert out["out_adaptivity"].iloc[0] == pytest.approx(0.4)
+    assert np.isnan(out["out_adaptivity"].iloc[1])
+    assert out["out_adaptivity_pooled"].tolist() == [0.5, 0.4]
     assert set(outcomes.noise_columns(t)) == {"audio"}
     older = outcomes.add_outcomes(t.drop(columns="noise_drop_audio"), pd.DataFrame())
     assert older["out_noise_drop"].tolist() == pytest.approx([40.0, 20.0])
@@ -194,6 +206,9 @@ def test_the_attention_table_states_the_protocol_and_reads_older_folders(tmp_pat
 
     folder = write_study(tmp_path, name="attn", search=ON_OFF, effect=lambda p: 0.7,
                          seeds=SEEDS)
+    trials = pd.read_csv(folder / "trials.csv")  # as written before the per-modality r
+    trials.drop(columns=[c for c in trials if c.startswith(("attn_noise_r_", "attn_noise_shift_"))]
+                ).to_csv(folder / "trials.csv", index=False)
     old = load([folder])  # written with the earlier names (attn_noise_r, ...)
     assert "attn_noise_pooled_r" in old.finished and "attn_noise_r" not in old.finished
     assert "pooled r only" in tables.attention_protocol(old)

@@ -39,8 +39,10 @@ def plant_claims(tmp_path, diffs: dict[int, np.ndarray], statuses=None,
     x = {k: np.asarray(v, dtype=float)[seed] * on for k, v in diffs.items()}  # 0 for off
     finished = t["status"].eq("finished")
     t["test_acc_at_best_val"] = np.where(finished, 0.70 + x[6] / 100, np.nan)
-    t["attn_noise_pooled_adaptivity"] = 0.2 + x[4]
-    t["noise_drop_audio"] = (20 + x[5]) / 100
+    for m in ("audio", "visual"):  # per modality: -r = 0.2 + x
+        t[f"attn_noise_r_{m}"] = -(0.2 + x[4])
+    for lv in (0.0, 0.25, 0.5, 0.75, 1.0):  # straight curves: mean drop = half the slope
+        t[f"noise_audio_{lv}"] = np.where(finished, 0.9 - 2 * (20 + x[5]) / 100 * lv, np.nan)
     imbalance = 0.4 + x[3]
     t["val_share_audio"], t["val_share_visual"] = (1 + imbalance) / 2, (1 - imbalance) / 2
     t.to_csv(folder / "trials.csv", index=False)
