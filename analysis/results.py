@@ -52,7 +52,9 @@ VANILLA: dict[str, Any] = {"rollingq.enabled": False, "rollingq.max_rotations": 
 VARIANT = "variant"  # the column (and factor) of a space's named variants
 # Keys that do nothing, and when: RollingQ's keys when it cannot rotate (disabled, 0 rotations,
 # or a fusion without attention), the balance method's keys when it is `none`.
-INACTIVE = ("rollingq.* when RollingQ cannot rotate", "balance.* when balance.method is none")
+INACTIVE = ("rollingq.* when RollingQ cannot rotate", "balance.* when balance.method is none",
+            "the other balance method's keys (balance.ogm_* under pmr, balance.pmr_* and "
+            "balance.prototype_fraction under ogm and ogm_ge)")
 
 
 class ResultsError(ValueError):
@@ -400,8 +402,12 @@ def effective_config(values: dict[str, Any], on: bool) -> dict[str, str]:
     if not on:
         out = {k: v for k, v in out.items() if not k.startswith("rollingq.")}
         out["rollingq"] = "off"
-    if out.get("balance.method", "none") == "none":
+    method = out.get("balance.method", "none")
+    if method == "none":
         out = {k: v for k, v in out.items() if not k.startswith("balance.")}
+    else:  # the other method's keys
+        other = "balance.ogm_" if method == "pmr" else ("balance.pmr_", "balance.prototype_")
+        out = {k: v for k, v in out.items() if not k.startswith(other)}
     return out
 
 

@@ -150,7 +150,7 @@ def balance_cost(model, forward, optimizer, inputs, labels, autocast, args) -> s
     balancers = {}
     for method in ("ogm_ge", "pmr"):
         b = Balancer(BalanceConfig(method=method), model, classes)
-        b.start_epoch(0, lambda: iter([batch]), 1, autocast)
+        b.start_epoch(0, lambda: iter([batch]), 1, autocast, 1)
         balancers[method] = b
     for _ in range(2):  # interleaved, so drift shows up in both
         times["plain"].append(run(None))
@@ -165,7 +165,7 @@ def balance_cost(model, forward, optimizer, inputs, labels, autocast, args) -> s
     out.logits.float().sum().backward()
     alone = timed(lambda: ogm.modulate(out, labels), args.steps, args.warmup, device)
     pmr = balancers["pmr"]
-    proto = timed(lambda: pmr.start_epoch(0, lambda: iter([batch]), 1, autocast), args.steps,
+    proto = timed(lambda: pmr.start_epoch(0, lambda: iter([batch]), 1, autocast, 1), args.steps,
                   args.warmup, device)
     share = pmr.cfg.prototype_fraction * proto / mean["pmr"]
     over = {k: 100 * (mean[k] / mean["plain"] - 1) for k in ("ogm_ge", "pmr")}

@@ -56,7 +56,7 @@ def ogm_coefficients(scores: Tensor, alpha: float, variant: str = "published") -
 
     Args:
         scores: (M,) per-modality scores (``modality_scores``).
-        alpha: OGM's α (``balance.alpha``).
+        alpha: OGM's α (``balance.ogm_alpha``).
         variant: ``published`` 1 − tanh(α relu(ρ)), ``minus_one`` 1 − tanh(α relu(ρ − 1)).
     """
     assert variant in OGM_VARIANTS, f"variant must be one of {OGM_VARIANTS}, got {variant!r}"

@@ -4,20 +4,22 @@
 
     epoch start    ``start_epoch``: PMR estimates the class prototypes of every modality from
                    the first ``prototype_fraction`` of the epoch's batches (eval mode, no grad),
-                   smoothed with ``momentum``; a class absent there keeps its prototype
-    per batch      ``extra_loss``: PMR's α-weighted prototype cross-entropies (features not
-                   detached, so they train the encoders)
+                   smoothed with ``pmr_momentum``; a class absent there keeps its prototype
+    per batch      ``extra_loss``: PMR's ``pmr_alpha``-weighted prototype cross-entropies
+                   (features not detached, so they train the encoders)
                    ``modulate`` (after backward, before the optimizer step): OGM scales the
                    strongest modality's encoder gradients by k; OGM-GE also adds N(0, std(g)²)
                    noise to every modality's encoder gradients
     epoch end      ``epoch_metrics``: each modality's mean ratio and mean coefficient (OGM's k,
                    PMR's weight) over the epoch's steps
 
-Only inside [start_epoch, end_epoch]. The scores come from ``model.branch_logits`` (concat/mbt:
-the head's block of each modality; sum: each modality's head; the others: the probe heads).
-Modulated parameters: every parameter of a modality's encoder with more than one dimension (the
-weights, positional embedding and [cls]; not the biases and LayerNorm gains, as BalanceBenchmark
-does); the fusion layers and heads never. Statistics stay on the device (no host sync a step).
+Only inside the method's window (``ogm_window``, ``pmr_window``: fractions of the run, as
+``BalanceConfig.acts``); outside it the step is the unmodulated one. The scores come from
+``model.branch_logits`` (concat/mbt: the head's block of each modality; sum: each modality's
+head; the others: the probe heads). Modulated parameters: every parameter of a modality's
+encoder with more than one dimension (the weights, positional embedding and [cls]; not the
+biases and LayerNorm gains, as BalanceBenchmark does); the fusion layers and heads never.
+Statistics stay on the device (no host sync a step).
 """
 
 from __future__ import annotations
@@ -59,15 +61,16 @@ class Balancer:
         self._steps = 0
 
     def start_epoch(self, epoch: int, batches: Callable[[], Iterable], steps: int,
-                    autocast: Callable) -> None:
+                    autocast: Callable, epochs: int) -> None:
         """Decides whether the method acts this epoch; PMR re-estimates its prototypes.
 
         Args:
             batches: Returns this epoch's training batches (``Split.batches`` in its order).
             steps: How many batches the epoch has.
+            epochs: The run's epochs (the window is a fraction of them).
         """
         c = self.cfg
-        self.active = c.start_epoch <= epoch and (c.end_epoch < 0 or epoch <= c.end_epoch)
+        self.active = c.acts(epoch, epochs)
         self._sums, self._steps = None, 0
         if self.active and c.method == "pmr":
             take = max(1, math.ceil(c.prototype_fraction * steps))
@@ -89,7 +92,7 @@ class Balancer:
         for m in self.modalities:
             new, present = bal.class_means(torch.cat(feats[m]), y, self.num_classes)
             self.prototypes[m] = bal.smooth_prototypes(self.prototypes[m], new, present,
-                                                       self.cfg.momentum)
+                                                       self.cfg.pmr_momentum)
         self.model.train(was_training)
 
     def _record(self, ratio: Tensor, coef: Tensor) -> None:
@@ -104,7 +107,7 @@ class Balancer:
         logits = [bal.prototype_logits(out.features[m], self.prototypes[m])
                   for m in self.modalities]
         scores = bal.modality_scores(logits, labels)
-        weights = bal.pmr_weights(scores, self.cfg.alpha)
+        weights = bal.pmr_weights(scores, self.cfg.pmr_alpha)
         self._record(bal.ratios(scores), weights)
         losses = torch.stack([torch.nn.functional.cross_entropy(x, labels) for x in logits])
         return (weights * losses).sum()
@@ -116,7 +119,7 @@ class Balancer:
             return
         branch = self.model.branch_logits(out)
         scores = bal.modality_scores([branch[m] for m in self.modalities], labels)
-        k = bal.ogm_coefficients(scores, self.cfg.alpha, self.cfg.ogm_variant)
+        k = bal.ogm_coefficients(scores, self.cfg.ogm_alpha, self.cfg.ogm_variant)
         self._record(bal.ratios(scores), k)
         ge = self.cfg.method == "ogm_ge"
         for i, m in enumerate(self.modalities):

@@ -138,12 +138,27 @@ class BalanceConfig:
     """The balancing baselines of Table 1 (rollingq/balance.py, README: Balancing methods)."""
 
     method: str = "none"  # ogm, ogm_ge (gradient modulation), pmr (prototype losses)
-    alpha: float = 0.8  # OGM's alpha (original README, CREMA-D); PMR's weight
-    start_epoch: int = 0  # first epoch the method acts in
-    end_epoch: int = -1  # last epoch it acts in; -1 = through the last epoch
-    momentum: float = 0.2  # pmr: prototypes c <- (1 - m) c_new + m c_old (original PMR 0.2)
+    # Each method with its reference's CREMA-D values. A window [start, end] is a fraction of
+    # train.epochs: the method acts in the epochs e (0-based) with start * E <= e <= end * E,
+    # the references' `modulation_starts <= epoch <= modulation_ends` scaled to our run.
+    # OGM / OGM-GE (OGM-GE_CVPR2022: alpha 0.8 for CREMA-D, epochs 0-50 of 100)
+    ogm_alpha: float = 0.8
+    ogm_window: list[float] = field(default_factory=lambda: [0.0, 0.5])
     ogm_variant: str = "published"  # published: 1 - tanh(a relu(rho)); minus_one: relu(rho - 1)
-    prototype_fraction: float = 0.1  # pmr: share of an epoch's batches the prototypes come from
+    # PMR (Modal-Imbalance-PMR's CREMA-D concat script: alpha 2.0, momentum 0, epochs 0-70 of 130)
+    pmr_alpha: float = 2.0
+    pmr_momentum: float = 0.0  # prototypes c <- (1 - m) c_new + m c_old
+    pmr_window: list[float] = field(default_factory=lambda: [0.0, 0.54])
+    prototype_fraction: float = 0.1  # share of an epoch's batches the prototypes come from
+
+    def window(self) -> list[float]:
+        """The window of ``method`` (fractions of the run)."""
+        return self.pmr_window if self.method == "pmr" else self.ogm_window
+
+    def acts(self, epoch: int, epochs: int) -> bool:
+        """Whether ``method`` acts in ``epoch`` (0-based) of a run of ``epochs``."""
+        start, end = self.window()
+        return self.method != "none" and start * epochs - 1e-9 <= epoch <= end * epochs + 1e-9
 
 
 @dataclass
@@ -361,12 +376,14 @@ class Config:
              f"fusion in ({', '.join(BALANCE_FUSIONS)}) when balance.method != 'none'",
              f"balance.method={b.method!r} balances two or more modalities; a unimodal model "
              "has one")
-        need(b.alpha >= 0, "balance.alpha", "alpha >= 0")
-        need(b.start_epoch >= 0, "balance.start_epoch", "start_epoch >= 0")
-        need(b.end_epoch == -1 or b.end_epoch >= b.start_epoch, "balance.end_epoch",
-             "end_epoch >= start_epoch (or -1: through the last epoch)",
-             f"balance.start_epoch={b.start_epoch}")
-        need(0 <= b.momentum < 1, "balance.momentum", "0 <= momentum < 1")
+        need(b.ogm_alpha >= 0, "balance.ogm_alpha", "ogm_alpha >= 0")
+        need(b.pmr_alpha >= 0, "balance.pmr_alpha", "pmr_alpha >= 0")
+        for key in ("balance.ogm_window", "balance.pmr_window"):
+            w = self.flat()[key]
+            need(len(w) == 2 and 0 <= w[0] <= w[1] <= 1, key,
+                 "a window [start, end] with 0 <= start <= end <= 1 (fractions of train.epochs)",
+                 f"e.g. {key}=[0.0,0.5]")
+        need(0 <= b.pmr_momentum < 1, "balance.pmr_momentum", "0 <= pmr_momentum < 1")
         need(0 < b.prototype_fraction <= 1, "balance.prototype_fraction",
              "0 < prototype_fraction <= 1")
         need(o.lr > 0, "optim.lr", "lr > 0")
@@ -465,6 +482,26 @@ def _flatten_file(path: Path) -> dict[str, Any]:
     return flat
 
 
+# Keys that were replaced: where their meaning went.
+REPLACED = {
+    "balance.alpha": "balance.ogm_alpha (OGM, OGM-GE) or balance.pmr_alpha (PMR): each method "
+                     "has its own weight now",
+    "balance.start_epoch": "balance.ogm_window or balance.pmr_window, [start, end] as fractions "
+                           "of train.epochs (e.g. [0.0, 0.5])",
+    "balance.end_epoch": "balance.ogm_window or balance.pmr_window, [start, end] as fractions "
+                         "of train.epochs (e.g. [0.0, 0.5])",
+    "balance.momentum": "balance.pmr_momentum",
+}
+
+
+def _hint(key: str, keys: set[str]) -> str:
+    if key in REPLACED:
+        return f"it was replaced by {REPLACED[key]}"
+    close = [k for k in sorted(keys) if k.split(".")[-1] == key.split(".")[-1]]
+    return (f"did you mean {', '.join(close)}?" if close
+            else f"valid keys: {', '.join(sorted(keys))}")
+
+
 def build_config(
     file: str | Path | None = None,
     overrides: dict[str, Any] | list[str] | None = None,
@@ -488,10 +525,7 @@ def build_config(
     keys = set(valid_keys())
     for key, (_, source) in user.items():
         if key not in keys:
-            close = [k for k in sorted(keys) if k.split(".")[-1] == key.split(".")[-1]]
-            hint = (f"did you mean {', '.join(close)}?" if close
-                    else f"valid keys: {', '.join(sorted(keys))}")
-            raise ConfigError(f"unknown config key {key!r} ({source}); {hint}")
+            raise ConfigError(f"unknown config key {key!r} ({source}); {_hint(key, keys)}")
 
     name = user.get("data.name", (DataConfig.name, ""))[0]
     values = dict(PRESETS.get(name, {}))
@@ -508,4 +542,10 @@ def build_config(
 
 def config_from_dict(tree: dict[str, dict[str, Any]]) -> Config:
     """Rebuilds a Config from ``Config.to_dict()`` output (a checkpoint or summary.json)."""
+    keys = set(valid_keys())
+    for group, sub in tree.items():
+        for name in sub:
+            if f"{group}.{name}" not in keys:
+                raise ConfigError(f"unknown config key {group}.{name!r} in a saved config (written "
+                                  f"by an older version?); {_hint(f'{group}.{name}', keys)}")
     return Config(**{g: GROUPS[g](**tree.get(g, {})) for g in GROUPS}).validate()

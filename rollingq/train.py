@@ -419,7 +419,7 @@ def fit(
             stats.reset()
         if balancer is not None:
             balancer.start_epoch(epoch, partial(bundle.train.batches, t.batch_size, order),
-                                 steps_per_epoch, autocast)
+                                 steps_per_epoch, autocast, t.epochs)
         for b in bundle.train.batches(t.batch_size, order):
             out, loss, probe_loss = train_step(forward, optimizer, b.batch(), b.labels, autocast,
                                                balancer)

@@ -155,3 +155,20 @@ def test_a_numeric_dose_factor_gets_a_trend_and_a_lack_of_fit_test(planted):
     assert beta["slope"] == pytest.approx(-100 / 3, rel=0.1) and beta["p"] < 1e-10
     assert beta["lack_of_fit_p"] > 0.01
     assert t.loc["rollingq.max_rotations", "lack_of_fit_p"] < 0.01  # a step at 3, not a line
+
+
+def test_the_other_balance_methods_keys_do_nothing():
+    """Under PMR the OGM keys do nothing, under OGM(-GE) the PMR keys: trials that differ only
+    there are one experiment; the method's own keys still tell trials apart."""
+    from analysis.results import effective_config
+
+    pmr = {"balance.method": "pmr", "balance.pmr_alpha": 2.0, "balance.ogm_alpha": 0.8,
+           "balance.ogm_window": [0.0, 0.5], "balance.prototype_fraction": 0.1}
+    assert effective_config(pmr, True) == effective_config(
+        {**pmr, "balance.ogm_alpha": 0.1, "balance.ogm_window": [0.0, 1.0]}, True)
+    assert effective_config(pmr, True) != effective_config({**pmr, "balance.pmr_alpha": 1.0}, True)
+    ogm = {"balance.method": "ogm_ge", "balance.ogm_alpha": 0.8, "balance.pmr_alpha": 2.0,
+           "balance.prototype_fraction": 0.1}
+    assert effective_config(ogm, True) == effective_config(
+        {**ogm, "balance.pmr_alpha": 1.0, "balance.prototype_fraction": 0.2}, True)
+    assert effective_config(ogm, True) != effective_config({**ogm, "balance.ogm_alpha": 0.3}, True)

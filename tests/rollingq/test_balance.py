@@ -1,6 +1,7 @@
 """The balancing baselines: each formula against BASELINES.md's definitions written out
 independently here, and the training glue (which gradients move, and which never)."""
 
+import contextlib
 import math
 
 import pytest
@@ -115,7 +116,7 @@ def grads_after(method: str, fusion: str, seed: int = 0) -> tuple[dict, dict, to
                                                         fusion=fusion))
     x = {m: torch.randn(8, *s.shape) for m, s in SPECS.items()}
     y = torch.randint(0, 3, (8,))
-    balancer = Balancer(BalanceConfig(method=method, alpha=A), model, 3)
+    balancer = Balancer(BalanceConfig(method=method, ogm_alpha=A), model, 3)
     balancer.active = True
     out = model(x)
     torch.nn.functional.cross_entropy(out.logits, y).backward()
@@ -161,17 +162,82 @@ def test_concat_branch_logits_split_the_head():
 
 @pytest.mark.parametrize("method", ["ogm", "ogm_ge", "pmr"])
 def test_rollingq_trains_beside_every_balancing_method(method):
+    window = "balance.pmr_window" if method == "pmr" else "balance.ogm_window"
     cfg = build_config(overrides={"data.train_size": 400, "data.test_size": 200,
                                   "train.epochs": 3, "balance.method": method,
-                                  "balance.start_epoch": 1, "rollingq.beta": 0.0})
+                                  window: [0.3, 1.0], "rollingq.beta": 0.0})
     result = fit(cfg)
     assert result.status == "finished" and result.summary["rotations"] == [3]
     first, *rest = result.history[1:]  # after epoch -1 (the untrained model)
-    assert not any(k.startswith("balance_") for k in first)  # before the window
+    assert not any(k.startswith("balance_") for k in first)  # before the window (0.3 x 3)
     for h in rest:
         for m in ("audio", "visual"):
             assert math.isfinite(h[f"balance_ratio_{m}"])
-            assert 0 <= h[f"balance_coef_{m}"] <= (A if method == "pmr" else 1) + 1e-6
+            assert 0 <= h[f"balance_coef_{m}"] <= (cfg.balance.pmr_alpha if method == "pmr"
+                                                   else 1) + 1e-6
+
+
+def test_each_method_acts_only_in_its_window_of_the_run():
+    """The references' `starts <= epoch <= ends`, as fractions of the run: OGM-GE's 0-50 of
+    100 epochs and PMR's 0-70 of 130 by default, scaled to any run length."""
+    ogm, pmr = BalanceConfig(method="ogm_ge"), BalanceConfig(method="pmr")
+    assert [e for e in range(100) if ogm.acts(e, 100)] == list(range(51))
+    assert [e for e in range(130) if pmr.acts(e, 130)] == list(range(71))
+    assert [e for e in range(12) if ogm.acts(e, 12)] == list(range(7))
+    late = BalanceConfig(method="ogm", ogm_window=[0.07, 0.57])  # 7 and 57 of 100, exactly
+    assert [e for e in range(100) if late.acts(e, 100)] == list(range(7, 58))
+    assert not any(BalanceConfig().acts(e, 10) for e in range(10))  # method none
+
+
+def test_outside_its_window_ogm_ge_leaves_the_step_unmodulated():
+    """An epoch outside OGM-GE's window: after ``start_epoch`` and ``modulate`` every gradient
+    is bit-identical to the plain backward's (inside it they move: the test can fail)."""
+    def run(epoch: int) -> tuple[dict, dict]:
+        torch.manual_seed(0)
+        model = MultimodalTransformer(SPECS, 3, ModelConfig(dim=16, depth=1, heads=2,
+                                                            fusion="concat"))
+        x = {m: torch.randn(8, *s.shape) for m, s in SPECS.items()}
+        y = torch.randint(0, 3, (8,))
+        balancer = Balancer(BalanceConfig(method="ogm_ge"), model, 3)
+        balancer.start_epoch(epoch, lambda: iter(()), 1, contextlib.nullcontext, 10)
+        out = model(x)
+        torch.nn.functional.cross_entropy(out.logits, y).backward()
+        before = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        balancer.modulate(out, y)
+        return before, {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+
+    before, after = run(6)  # the window is epochs 0-5 of 10
+    assert all(torch.equal(after[n], g) for n, g in before.items())
+    before, after = run(5)
+    assert not all(torch.equal(after[n], g) for n, g in before.items())
+
+
+def test_pmr_weighs_its_prototype_loss_by_its_own_alpha():
+    """PMR's extra loss is pmr_alpha x the weaker modality's prototype CE; OGM's alpha plays
+    no part in it."""
+    torch.manual_seed(0)
+    model = MultimodalTransformer(SPECS, 3, ModelConfig(dim=16, depth=1, heads=2,
+                                                        fusion="concat"))
+    x = {m: torch.randn(8, *s.shape) for m, s in SPECS.items()}
+    y = torch.arange(8) % 3
+    batch = type("B", (), {"batch": lambda self: x, "labels": y})()
+    losses = {}
+    for pmr_alpha, ogm_alpha in ((2.0, 0.8), (2.0, 0.1), (0.5, 0.8)):
+        balancer = Balancer(BalanceConfig(method="pmr", pmr_alpha=pmr_alpha, ogm_alpha=ogm_alpha),
+                            model, 3)
+        balancer.start_epoch(0, lambda: iter([batch]), 1, contextlib.nullcontext, 10)
+        with torch.no_grad():
+            out = model(x)
+            loss = balancer.extra_loss(out, y)
+        logits = [bal.prototype_logits(out.features[m], balancer.prototypes[m])
+                  for m in ("audio", "visual")]
+        scores = bal.modality_scores(logits, y)
+        weak = int(torch.argmin(scores))
+        want = pmr_alpha * torch.nn.functional.cross_entropy(logits[weak], y)
+        torch.testing.assert_close(loss, want)
+        losses[(pmr_alpha, ogm_alpha)] = loss
+    assert torch.equal(losses[(2.0, 0.8)], losses[(2.0, 0.1)])
+    assert BalanceConfig().pmr_alpha == 2.0 and BalanceConfig().ogm_alpha == 0.8
 
 
 def test_pmr_on_concat_learns_finite_prototypes():

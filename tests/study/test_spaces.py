@@ -288,9 +288,8 @@ BAD_SPECS = {
         ["balance.method='ogm_gee' is not a valid choice", "valid: none, ogm, ogm_ge, pmr"],
     ),
     "balance_window_backwards": (
-        "fixed:\n  balance.method: ogm_ge\n  balance.start_epoch: 5\n"
-        "  balance.end_epoch: 2\n" + GOOD_TUNE,
-        ["end_epoch >= start_epoch", "balance.end_epoch=2"],
+        "fixed:\n  balance.method: ogm_ge\n  balance.ogm_window: [0.6, 0.2]\n" + GOOD_TUNE,
+        ["0 <= start <= end <= 1", "balance.ogm_window=[0.6, 0.2]"],
     ),
     "pmr_on_one_modality": (
         "fixed:\n  balance.method: pmr\n  model.fusion: audio\n  rollingq.enabled: false\n"
