@@ -417,8 +417,10 @@ def paper_name(values: dict[str, Any]) -> str | None:
         return f"{fusion.capitalize()} only"
     if fusion == "concat":  # no attention: RollingQ does not apply
         return "Concat"
-    if fusion in ("mbt", "jmt"):
-        return None if on else fusion.upper()
+    if fusion == "mbt":  # Table 1's MBT has 2 bottleneck layers; another depth is not its row
+        return None if on or layers != 2 else "MBT"
+    if fusion == "jmt":
+        return None if on else "JMT"
     if fusion in ("mmml", "mult"):  # "+ RollingQ": our reading, the attention read-out
         name = {"mmml": "MMML", "mult": "MulT"}[fusion]
         if str(values.get("model.readout", "own")) == "own":

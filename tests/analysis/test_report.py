@@ -198,6 +198,9 @@ def test_paper_rows_follow_fusion_rollingq_and_balance():
          "MMML + RollingQ"),
         ({"model.fusion": "mmml", "model.readout": "attn", "rollingq.enabled": False}, None),
         ({"model.fusion": "jmt", "rollingq.enabled": False}, "JMT"),
+        # Table 1's MBT has 2 bottleneck layers: a 1-layer MBT is not its row
+        ({"model.fusion": "mbt", "model.fusion_layers": 2, "rollingq.enabled": False}, "MBT"),
+        ({"model.fusion": "mbt", "model.fusion_layers": 1, "rollingq.enabled": False}, None),
         ({"model.fusion": "mult", "rollingq.enabled": False}, "MulT"),
         ({"model.fusion": "mult", "model.readout": "attn", "rollingq.enabled": True},
          "MulT + RollingQ"),

@@ -398,3 +398,14 @@ def test_attention_noise_is_none_without_attention():
         torch.zeros(6, dtype=torch.long),
     )
     assert attention_noise(model, split) is None
+
+
+@pytest.mark.parametrize("space", ["paper_table1", "paper_table1_text"])
+def test_the_table_1_spaces_run_mbt_with_its_2_bottleneck_layers(space):
+    """Table 1's MBT row (2 fusion layers, the published default), not a 1-layer MBT: its
+    model at CREMA-D shapes has 85,863,954 parameters under the paper's counter."""
+    from study.space import load_spec
+
+    values = load_spec(space).variants["mbt"]
+    model = {k.removeprefix("model."): v for k, v in values.items() if k.startswith("model.")}
+    assert count_parameters(cremad_model(**model))["paper"] == 85_863_954
