@@ -116,6 +116,8 @@ class ModelConfig:
     mlp_ratio: float = 4.0
     patch_size: int = 16
     fusion_dropout: float = 0.2  # attention and output dropout of the published fusion layer
+    # mmml's cross-modal layers: attention and hidden dropout (MMML's own BertConfig's 0.3)
+    mmml_dropout: float = 0.3
     bottleneck_tokens: int = 4  # mbt only
     # encoder weights: a state dict file (published or timm layout, detected) or timm:<model>
     pretrained: str = ""
@@ -353,6 +355,7 @@ class Config:
              f"pick heads that divide model.dim={m.dim}")
         need(m.patch_size >= 1, "model.patch_size", "patch_size >= 1")
         need(0 <= m.fusion_dropout < 1, "model.fusion_dropout", "0 <= fusion_dropout < 1")
+        need(0 <= m.mmml_dropout < 1, "model.mmml_dropout", "0 <= mmml_dropout < 1")
         need(m.bottleneck_tokens >= 1, "model.bottleneck_tokens", "bottleneck_tokens >= 1")
         need(r.beta >= 0, "rollingq.beta", "beta >= 0")
         need(r.rho >= 0, "rollingq.rho", "rho >= 0")

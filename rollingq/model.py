@@ -160,9 +160,11 @@ class MMML(nn.Module):
         d = cfg.dim
         self.cls = nn.ParameterDict({m: nn.Parameter(torch.empty(1, 1, d)) for m in modalities})
         for p in self.cls.values():
-            nn.init.normal_(p, std=0.02)  # nn.Embedding(1, D), BERT's initializer range
+            # nn.Embedding(1, D) in both MMML and the published copy: PyTorch's N(0, 1), which
+            # neither one's weight init touches
+            nn.init.normal_(p, std=1.0)
         self.layers = nn.ModuleList(
-            CrossModalLayer(modalities, d, MMML_HEADS, cfg.mlp_ratio, cfg.fusion_dropout)
+            CrossModalLayer(modalities, d, MMML_HEADS, cfg.mlp_ratio, cfg.mmml_dropout)
             for _ in range(cfg.fusion_layers))
         if cfg.readout == "attn":
             self.readout = FusionAttention(d, cfg.fusion_dropout)

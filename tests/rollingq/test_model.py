@@ -243,6 +243,20 @@ def test_mmml_shapes_and_its_multi_loss_trains_the_encoders(readout):
     assert model.encoders["visual"].blocks[0].attn.qkv.weight.grad is None
 
 
+def test_mmml_starts_as_its_references_and_drops_out_at_its_own_rate():
+    """The [cls] of each modality is nn.Embedding's N(0, 1) (std within 10 % over D = 768
+    draws; the earlier N(0, 0.02) fails this), and the cross-modal layers use model.mmml_dropout
+    (MMML's 0.3 by default), not the published fusion layer's fusion_dropout."""
+    torch.manual_seed(0)
+    model = MultimodalTransformer(AV, C, ModelConfig(dim=768, depth=1, heads=12, fusion="mmml"))
+    for cls in model.mmml.cls.values():
+        assert 0.9 < float(cls.std()) < 1.1 and abs(float(cls.mean())) < 0.15
+    assert [layer.dropout for layer in model.mmml.layers] == [0.3]
+    other = MultimodalTransformer(AV, C, small(fusion="mmml", mmml_dropout=0.1,
+                                               fusion_dropout=0.4))
+    assert [layer.dropout for layer in other.mmml.layers] == [0.1]
+
+
 def test_mmml_needs_two_modalities():
     with pytest.raises(ValueError, match="pairs two modalities; the data set has 3"):
         MultimodalTransformer(SPECS, C, small(fusion="mmml"))
