@@ -116,6 +116,9 @@ class ModelConfig:
     mlp_ratio: float = 4.0
     patch_size: int = 16
     fusion_dropout: float = 0.2  # attention and output dropout of the published fusion layer
+    # mult: the reference's causal mask in its crossmodal and memory attentions (query i sees the
+    # keys j <= i + |Lk - Lq|), on by default there
+    mult_causal_mask: bool = True
     # mmml's cross-modal layers: attention and hidden dropout (MMML's own BertConfig's 0.3)
     mmml_dropout: float = 0.3
     bottleneck_tokens: int = 4  # mbt only
@@ -174,6 +177,9 @@ class OptimConfig:
     # published: warm-up over int(warmup_epochs * steps) steps from lr 0, and one extra
     # scheduler step at every epoch end; plain: from lr/warmup, fractional, one step a batch
     schedule: str = "published"
+    # clip the gradients' total L2 norm to this before each step (0: off, as the published
+    # RollingQ code; MulT's reference clips at 0.8)
+    grad_clip: float = 0.0
 
 
 @dataclass
@@ -391,6 +397,7 @@ class Config:
              "0 < prototype_fraction <= 1")
         need(o.lr > 0, "optim.lr", "lr > 0")
         need(o.weight_decay >= 0, "optim.weight_decay", "weight_decay >= 0")
+        need(o.grad_clip >= 0, "optim.grad_clip", "grad_clip >= 0 (0: off)")
         need(0 <= o.momentum < 1, "optim.momentum", "0 <= momentum < 1")
         need(o.warmup_epochs >= 0, "optim.warmup_epochs", "warmup_epochs >= 0")
         need(0 <= o.min_lr_ratio <= 1, "optim.min_lr_ratio", "0 <= min_lr_ratio <= 1")

@@ -116,11 +116,12 @@ class Mlp(nn.Module):
 
 
 def multihead(q: Tensor, k: Tensor, v: Tensor, heads: int, dropout: float = 0.0,
-              training: bool = False) -> Tensor:
-    """SDPA over projected (B, Lq, D) queries and (B, Lk, D) keys and values -> (B, Lq, D)."""
+              training: bool = False, mask: Tensor | None = None) -> Tensor:
+    """SDPA over projected (B, Lq, D) queries and (B, Lk, D) keys and values -> (B, Lq, D);
+    ``mask``: (Lq, Lk) booleans, True where a query may attend to a key."""
     B, L, D = q.shape
     split = lambda t: t.reshape(B, t.shape[1], heads, D // heads).transpose(1, 2)
-    out = F.scaled_dot_product_attention(split(q), split(k), split(v),
+    out = F.scaled_dot_product_attention(split(q), split(k), split(v), attn_mask=mask,
                                          dropout_p=dropout if training else 0.0)
     return out.transpose(1, 2).reshape(B, L, D)
 
@@ -411,30 +412,58 @@ def sinusoidal_positions(length: int, dim: int, device: torch.device | None = No
     return F.pad(table, (0, dim - 2 * half))
 
 
+def future_mask(lq: int, lk: int, device: torch.device | None = None) -> Tensor:
+    """MulT's causal mask (its ``buffered_future_mask``), as booleans: query i may attend to
+    the keys j <= i + |lk - lq| (the last query sees every key)."""
+    return torch.ones(lq, lk, dtype=torch.bool, device=device).tril(abs(lk - lq))
+
+
 class MulTLayer(nn.Module):
     """One layer of MulT's transformers (Tsai et al., ACL 2019), pre-norm. A crossmodal layer
-    attends from the target sequence to a source sequence, the first LayerNorm normalising
-    queries, keys and values alike (as the reference does); without a source it is a
-    self-attention layer. ReLU feed-forward 4D; dropout on the attention weights, after the ReLU
-    and on each residual branch.
+    attends from the target sequence to a source sequence (keys and values, each with its own
+    embedding-dropout draw), the first LayerNorm normalising queries, keys and values alike (as
+    the reference does); without a source it is a self-attention layer. With ``causal`` the
+    reference's future mask (``future_mask``). ReLU feed-forward 4D; dropout on the attention
+    weights, after the ReLU and on each residual branch. Initialised as the reference: q, k, v
+    as the slices of one xavier-uniform (3D, D) matrix, the other weights xavier-uniform, zero
+    biases (``init_as_reference``; the model calls it after its own init).
     """
 
-    def __init__(self, dim: int, heads: int, attn_dropout: float, dropout: float):
+    def __init__(self, dim: int, heads: int, attn_dropout: float, dropout: float,
+                 causal: bool = False):
         super().__init__()
         self.heads, self.attn_dropout, self.dropout = heads, attn_dropout, dropout
+        self.causal = causal
         self.norm1 = nn.LayerNorm(dim)
         self.q, self.k, self.v, self.o = (nn.Linear(dim, dim) for _ in range(4))
         self.norm2 = nn.LayerNorm(dim)
         self.fc1, self.fc2 = nn.Linear(dim, 4 * dim), nn.Linear(4 * dim, dim)
+        self.init_as_reference()
 
-    def forward(self, x: Tensor, source: Tensor | None = None, last: bool = False) -> Tensor:
-        """(B, L, D) -> (B, L, D), or with ``last`` only the last row (B, 1, D)."""
+    @torch.no_grad()
+    def init_as_reference(self) -> None:
+        fused = torch.empty(3 * self.q.weight.shape[0], self.q.weight.shape[1],
+                            device=self.q.weight.device)
+        nn.init.xavier_uniform_(fused)
+        for lin, w in zip((self.q, self.k, self.v), fused.chunk(3), strict=True):
+            lin.weight.copy_(w)
+        for lin in (self.o, self.fc1, self.fc2):
+            nn.init.xavier_uniform_(lin.weight)
+        for lin in (self.q, self.k, self.v, self.o, self.fc1, self.fc2):
+            nn.init.zeros_(lin.bias)
+
+    def forward(self, x: Tensor, source: Tensor | None = None, last: bool = False,
+                value: Tensor | None = None) -> Tensor:
+        """(B, L, D) -> (B, L, D), or with ``last`` only the last row (B, 1, D); ``source``
+        the keys' sequence, ``value`` the values' (default: ``source``)."""
         h = self.norm1(x)
-        kv = h if source is None else self.norm1(source)
-        if last:
-            x, h = x[:, -1:], h[:, -1:]
-        a = multihead(self.q(h), self.k(kv), self.v(kv), self.heads, self.attn_dropout,
-                      self.training)
+        k = h if source is None else self.norm1(source)
+        v = k if value is None else self.norm1(value)
+        mask = future_mask(h.shape[1], k.shape[1], h.device) if self.causal else None
+        if last:  # the last query sees every key: no mask
+            x, h, mask = x[:, -1:], h[:, -1:], None
+        a = multihead(self.q(h), self.k(k), self.v(v), self.heads, self.attn_dropout,
+                      self.training, mask)
         x = x + F.dropout(self.o(a), self.dropout, self.training)
         f = F.dropout(F.relu(self.fc1(self.norm2(x))), self.dropout, self.training)
         return x + F.dropout(self.fc2(f), self.dropout, self.training)
@@ -442,24 +471,32 @@ class MulTLayer(nn.Module):
 
 class MulTEncoder(nn.Module):
     """A MulT transformer: inputs scaled by sqrt(D) plus sinusoidal positions, embedding
-    dropout, ``layers`` ``MulTLayer``s (crossmodal when given a source), a final LayerNorm."""
+    dropout (the source's keys and values each their own draw, as the reference), ``layers``
+    ``MulTLayer``s (crossmodal when given a source; ``causal``: the reference's future mask), a
+    final LayerNorm."""
 
     def __init__(self, dim: int, heads: int, layers: int, attn_dropout: float,
-                 dropout: float, embed_dropout: float):
+                 dropout: float, embed_dropout: float, causal: bool = False):
         super().__init__()
         self.scale, self.embed_dropout = math.sqrt(dim), embed_dropout
         self.layers = nn.ModuleList(
-            MulTLayer(dim, heads, attn_dropout, dropout) for _ in range(layers))
+            MulTLayer(dim, heads, attn_dropout, dropout, causal) for _ in range(layers))
         self.norm = nn.LayerNorm(dim)
 
     def _embed(self, x: Tensor) -> Tensor:
         pos = sinusoidal_positions(x.shape[1], x.shape[2], x.device).to(x.dtype)
-        return F.dropout(self.scale * x + pos, self.embed_dropout, self.training)
+        return self.scale * x + pos
+
+    def _drop(self, x: Tensor) -> Tensor:
+        return F.dropout(x, self.embed_dropout, self.training)
 
     def forward(self, x: Tensor, source: Tensor | None = None, last: bool = False) -> Tensor:
         """(B, L, D) -> (B, L, D); with ``last`` the last layer computes only the last row."""
-        x = self._embed(x)
-        source = None if source is None else self._embed(source)
+        x = self._drop(self._embed(x))
+        keys = values = None
+        if source is not None:
+            embedded = self._embed(source)
+            keys, values = self._drop(embedded), self._drop(embedded)
         for i, layer in enumerate(self.layers):
-            x = layer(x, source, last=last and i == len(self.layers) - 1)
+            x = layer(x, keys, last=last and i == len(self.layers) - 1, value=values)
         return self.norm(x)

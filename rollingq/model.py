@@ -32,6 +32,7 @@ from rollingq.layers import (
     JMTLayer,
     LinearEmbed,
     MulTEncoder,
+    MulTLayer,
     PatchEmbed2d,
     TubeletEmbed,
 )
@@ -258,12 +259,12 @@ class MulT(nn.Module):
                                   ) if d != cfg.dim else None
         self.cross = nn.ModuleDict({t: nn.ModuleDict({
             s: MulTEncoder(d, MULT_HEADS, cfg.fusion_layers, MULT_ATTN_DROPOUT[s], MULT_DROPOUT,
-                           MULT_EMBED_DROPOUT)
+                           MULT_EMBED_DROPOUT, cfg.mult_causal_mask)
             for s in modalities if s != t}) for t in modalities})
         w = (M - 1) * d
         self.memory = nn.ModuleDict({t: MulTEncoder(
             w, MULT_HEADS, max(cfg.fusion_layers, 3), MULT_ATTN_DROPOUT["text"], MULT_DROPOUT,
-            MULT_EMBED_DROPOUT) for t in modalities})
+            MULT_EMBED_DROPOUT, cfg.mult_causal_mask) for t in modalities})
         if cfg.readout == "attn":
             self.readout = FusionAttention(w, cfg.fusion_dropout)
             self.head = nn.Linear(w, num_classes)
@@ -350,6 +351,9 @@ class MultimodalTransformer(nn.Module):
         else:
             self.head = nn.Linear(d, num_classes)
         self.apply(_init_weights)
+        for module in self.modules():  # MulT's layers keep their reference's init
+            if isinstance(module, MulTLayer):
+                module.init_as_reference()
 
     def set_activation_checkpointing(self, on: bool) -> None:
         """``train.activation_checkpointing``: the encoder blocks keep only their inputs for the

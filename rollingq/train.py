@@ -211,9 +211,11 @@ def _losses(out: ModelOutput, labels: torch.Tensor) -> tuple[torch.Tensor, torch
 def train_step(
     forward: Callable, optimizer: torch.optim.Optimizer, inputs: dict[str, torch.Tensor],
     labels: torch.Tensor, autocast: Callable, balancer: Balancer | None = None,
+    grad_clip: float = 0.0,
 ) -> tuple[ModelOutput, torch.Tensor, torch.Tensor]:
     """One optimisation step: forward, fusion CE + the probes' CEs (+ PMR's prototype CEs),
-    backward, (OGM's gradient modulation,) optimizer step.
+    backward, (OGM's gradient modulation,) (the gradients' total norm clipped to
+    ``grad_clip``,) optimizer step.
 
     Returns:
         The forward's output record and the two losses (on the device; no host sync).
@@ -229,6 +231,9 @@ def train_step(
     total.backward()
     if balancer is not None:
         balancer.modulate(out, labels)
+    if grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(
+            [p for group in optimizer.param_groups for p in group["params"]], grad_clip)
     optimizer.step()
     return out, loss, probe_loss
 
@@ -422,7 +427,7 @@ def fit(
                                  steps_per_epoch, autocast, t.epochs)
         for b in bundle.train.batches(t.batch_size, order):
             out, loss, probe_loss = train_step(forward, optimizer, b.batch(), b.labels, autocast,
-                                               balancer)
+                                               balancer, config.optim.grad_clip)
             scheduler.step()
             with torch.no_grad():
                 B = len(b)

@@ -250,7 +250,7 @@ def test_mmml_starts_as_its_references_and_drops_out_at_its_own_rate():
     torch.manual_seed(0)
     model = MultimodalTransformer(AV, C, ModelConfig(dim=768, depth=1, heads=12, fusion="mmml"))
     for cls in model.mmml.cls.values():
-        assert 0.9 < float(cls.std()) < 1.1 and abs(float(cls.mean())) < 0.15
+        assert 0.9 < float(cls.detach().std()) < 1.1 and abs(float(cls.detach().mean())) < 0.15
     assert [layer.dropout for layer in model.mmml.layers] == [0.3]
     other = MultimodalTransformer(AV, C, small(fusion="mmml", mmml_dropout=0.1,
                                                fusion_dropout=0.4))
@@ -316,3 +316,110 @@ def test_mult_last_row_path_equals_the_full_computation():
             full = enc(x, source)
             torch.testing.assert_close(enc(x, source, last=True), full[:, -1:])
             assert full.shape == x.shape
+
+
+def _reference_mult_encoder(enc: MulTEncoder, x: torch.Tensor, source: torch.Tensor | None,
+                            causal: bool) -> torch.Tensor:
+    """MulT's reference TransformerEncoder (modules/transformer.py, multihead_attention.py) in
+    eval mode, written out from its formulas on ``enc``'s weights: per head softmax(q kᵀ /
+    sqrt(d_h) + mask) v with mask -inf where key j > query i + |Lk - Lq|."""
+    import math
+
+    import torch.nn.functional as F
+
+    from rollingq.layers import sinusoidal_positions
+
+    def embed(t):
+        return math.sqrt(t.shape[-1]) * t + sinusoidal_positions(t.shape[1], t.shape[2])
+
+    h, src = embed(x), None if source is None else embed(source)
+    for layer in enc.layers:
+        residual = h
+        q_in = layer.norm1(h)
+        kv_in = q_in if src is None else layer.norm1(src)
+        q, k, v = layer.q(q_in), layer.k(kv_in), layer.v(kv_in)
+        heads, (_, lq, d), lk = layer.heads, q.shape, kv_in.shape[1]
+        dh = d // heads
+        mask = torch.zeros(lq, lk)
+        if causal:
+            for i in range(lq):
+                for j in range(lk):
+                    if j > i + abs(lk - lq):
+                        mask[i, j] = float("-inf")
+        out = []
+        for head in range(heads):
+            sl = slice(head * dh, (head + 1) * dh)
+            w = (q[..., sl] * dh ** -0.5) @ k[..., sl].transpose(1, 2) + mask
+            out.append(w.softmax(-1) @ v[..., sl])
+        h = residual + layer.o(torch.cat(out, -1))
+        residual = h
+        h = residual + layer.fc2(F.relu(layer.fc1(layer.norm2(h))))
+    return enc.norm(h)
+
+
+@pytest.mark.parametrize("lq,lk", [(7, 4), (4, 7), (6, None)], ids=["long_target",
+                                                                   "long_source", "self"])
+def test_mult_causal_mask_is_the_references(lq, lk):
+    """With the mask on (the reference's default) the encoder equals the reference's masked
+    formulas, off the unmasked ones. The mask masks nothing when the target is at least as long
+    as the source; else it changes every row of a crossmodal stack but the last (each row sees
+    only the source), and in self-attention every row of the stack's output."""
+    torch.manual_seed(0)
+    x = torch.randn(B, lq, 30)
+    src = None if lk is None else torch.randn(B, lk, 30)
+    masked = MulTEncoder(30, 5, 2, 0.1, 0.1, 0.25, causal=True).eval()
+    plain = MulTEncoder(30, 5, 2, 0.1, 0.1, 0.25, causal=False).eval()
+    plain.load_state_dict(masked.state_dict())
+    with torch.no_grad():
+        got, free = masked(x, src), plain(x, src)
+        torch.testing.assert_close(got, _reference_mult_encoder(masked, x, src, True),
+                                   rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(free, _reference_mult_encoder(plain, x, src, False),
+                                   rtol=1e-5, atol=1e-5)
+        if lk is not None and lq >= lk:
+            torch.testing.assert_close(got, free, rtol=0, atol=0)
+        else:
+            assert (got[:, :-1] - free[:, :-1]).abs().max() > 1e-3  # the mask matters
+        if lk is not None:  # the last query sees every key
+            torch.testing.assert_close(got[:, -1], free[:, -1])
+        torch.testing.assert_close(masked(x, src, last=True), got[:, -1:])
+    assert ModelConfig().mult_causal_mask is True  # the reference's default
+
+
+def test_mult_draws_its_keys_and_values_embedding_dropout_apart():
+    """The reference drops out the source's keys and values separately: the encoder in train
+    mode equals the eval-mode layers fed three draws in the reference's order (target, keys,
+    values), and not the same run with one draw shared by keys and values."""
+    torch.manual_seed(0)
+    enc = MulTEncoder(30, 5, 1, 0.0, 0.0, 0.5)
+    x, src = torch.randn(B, 5, 30), torch.randn(B, 4, 30)
+    torch.manual_seed(7)
+    with torch.no_grad():
+        got = enc.train()(x, src)
+        enc.eval()
+        torch.manual_seed(7)
+        drop = lambda t: torch.nn.functional.dropout(enc._embed(t), 0.5, True)
+        h, keys, values = drop(x), drop(src), drop(src)
+        want = enc.norm(enc.layers[0](h, keys, value=values))
+        shared = enc.norm(enc.layers[0](h, keys, value=keys))
+    torch.testing.assert_close(got, want)
+    assert not torch.allclose(got, shared)
+
+
+def test_mult_layers_start_as_the_reference():
+    """q, k, v: the slices of one xavier-uniform (3D, D) matrix (bound sqrt(6 / 4D), std
+    sqrt(1 / 2D): 0.129 at D = 30, not the separate xavier-normal's 0.183); o, fc1, fc2
+    xavier-uniform; biases 0 — in the model, after the model's own init."""
+    import math
+
+    torch.manual_seed(0)
+    model = MultimodalTransformer(AV, C, small(fusion="mult"))
+    layer = model.mult.cross["audio"]["visual"].layers[0]
+    d = 30
+    qkv = torch.cat([layer.q.weight, layer.k.weight, layer.v.weight]).detach()
+    assert qkv.abs().max() <= math.sqrt(6 / (4 * d))
+    assert abs(float(qkv.std()) / math.sqrt(1 / (2 * d)) - 1) < 0.1
+    fc1 = layer.fc1.weight.detach()
+    assert fc1.abs().max() <= math.sqrt(6 / (5 * d))
+    for lin in (layer.q, layer.k, layer.v, layer.o, layer.fc1, layer.fc2):
+        assert not lin.bias.detach().any()

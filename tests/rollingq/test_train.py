@@ -412,3 +412,28 @@ def test_rollingq_needs_a_joint_cls_attention():
         tiny(**{"model.fusion": "mmml"})  # RollingQ on by default; MMML's MLP read-out
     with pytest.raises(ConfigError, match="only those fusions have a choice of read-out"):
         tiny(**{"model.readout": "attn"})
+
+
+@pytest.mark.parametrize("clip", [0.0, 0.05])
+def test_grad_clip_bounds_the_steps_gradient_norm(clip):
+    """optim.grad_clip clips the total L2 norm of every parameter's gradient before the step
+    (MulT's reference clips at 0.8); 0 leaves it alone (here above 0.05)."""
+    import contextlib
+
+    from rollingq.config import ModelConfig
+    from rollingq.data.base import ModalitySpec
+    from rollingq.train import train_step
+
+    torch.manual_seed(0)
+    specs = {"audio": ModalitySpec("sequence", (5, 6)), "visual": ModalitySpec("sequence", (4, 6))}
+    model = MultimodalTransformer(specs, 3, ModelConfig(dim=16, depth=1, heads=2))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    x = {m: torch.randn(8, *s.shape) for m, s in specs.items()}
+    train_step(model, optimizer, x, torch.arange(8) % 3, contextlib.nullcontext, None, clip)
+    norm = torch.linalg.vector_norm(torch.stack([
+        torch.linalg.vector_norm(p.grad) for p in model.parameters() if p.grad is not None]))
+    if clip:
+        assert float(norm) <= clip * (1 + 1e-5)
+    else:
+        assert float(norm) > 0.05
+    assert build_config().optim.grad_clip == 0.0  # off, as the published code
