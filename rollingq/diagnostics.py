@@ -30,7 +30,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from rollingq.config import NOISE_RECIPES
 from rollingq.data.base import ModalitySpec, Split
-from rollingq.layers import Rotation
+from rollingq.fusions.attention import Rotation
 
 Transform = Callable[[dict[str, Tensor], Tensor], dict[str, Tensor]]
 Autocast = Callable[[], contextlib.AbstractContextManager]

@@ -1,14 +1,15 @@
 """The multimodal Transformer: one encoder per modality, a fusion, detached probes.
 
     inputs {modality: tensor} -> Encoder per modality -> tokens (B, 1 + L_m, D) each
-        -> fusion: attn (the published single-head layer + optional further layers, pre-norm
-           blocks or published layers; RollingQ acts on a [cls] query) | concat | sum
-           | mbt (bottleneck) | mmml (cross-modal layers) | jmt (joint representation and
-           cross-attentions) | mult (crossmodal transformers) | one modality alone
+        -> fusion (rollingq.fusions, one module each): attn (the published single-head
+           layer + optional further layers, pre-norm blocks or published layers; RollingQ acts
+           on a [cls] query) | concat | sum | mbt (bottleneck) | mmml (cross-modal layers)
+           | jmt (joint representation and cross-attentions) | mult (crossmodal transformers)
+           | one modality alone
         -> ModelOutput(logits, probe logits, [cls] query, mean keys, attention row, shares)
 
-Shapes follow METHOD.md §3: an encoder is a ViT-B-style stream with its own [cls] and learned
-positional embeddings; the encoder [cls] is part of its modality's tokens in the fusion.
+An encoder is a ViT-B-style stream with its own [cls] and learned positional embeddings, as
+published; the encoder [cls] is part of its modality's tokens in the fusion.
 """
 
 from __future__ import annotations
@@ -20,22 +21,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from rollingq.config import MMML_HEADS, MULT_HEADS, ModelConfig
+from rollingq.config import ModelConfig
 from rollingq.data.base import ModalitySpec
-from rollingq.layers import (
-    LN_EPS,
-    Block,
-    CrossModalLayer,
-    FusionAttention,
-    FusionBlock,
-    FusionStats,
-    JMTLayer,
-    LinearEmbed,
-    MulTEncoder,
-    MulTLayer,
-    PatchEmbed2d,
-    TubeletEmbed,
-)
+from rollingq.fusions.attention import FusionAttention, FusionBlock, FusionStats
+from rollingq.fusions.jmt import JMT
+from rollingq.fusions.mbt import Bottleneck
+from rollingq.fusions.mmml import MMML
+from rollingq.fusions.mult import MulT, MulTLayer
+from rollingq.layers import LN_EPS, Block, LinearEmbed, PatchEmbed2d, TubeletEmbed
 
 
 @dataclass
@@ -118,176 +111,6 @@ class Encoder(nn.Module):
             # backward pass (the blocks have no dropout, so the recomputation is exact)
             z = checkpoint(block, z, use_reentrant=False) if recompute else block(z)
         return self.norm(z) if norm else z
-
-
-class Bottleneck(nn.Module):
-    """MBT fusion layers (the published ``MBTBackbone``): ``fusion_layers`` blocks per stream
-    over [tokens; bottleneck], 1 head, the bottleneck tokens (N(0, 0.02)) replaced by the mean of
-    the streams' bottleneck outputs after each layer. They run on the streams before their final
-    LayerNorm; the model applies each stream's own norm after them. Table 4's MBT (114.21 M at
-    CREMA-D shapes) is ``fusion_layers: 4``; the published default of 2 gives 85.86 M."""
-
-    def __init__(self, modalities: list[str], cfg: ModelConfig):
-        super().__init__()
-        self.tokens = nn.Parameter(torch.zeros(1, cfg.bottleneck_tokens, cfg.dim))
-        nn.init.normal_(self.tokens, std=0.02)
-        self.layers = nn.ModuleList(
-            nn.ModuleDict({m: Block(cfg.dim, 1, cfg.mlp_ratio) for m in modalities})
-            for _ in range(cfg.fusion_layers)
-        )
-
-    def forward(self, streams: dict[str, Tensor]) -> dict[str, Tensor]:
-        b = self.tokens.expand(next(iter(streams.values())).shape[0], -1, -1)
-        n = b.shape[1]
-        for layer in self.layers:
-            outs = {m: layer[m](torch.cat([z, b], 1)) for m, z in streams.items()}
-            streams = {m: o[:, :-n] for m, o in outs.items()}
-            b = torch.stack([o[:, -n:] for o in outs.values()]).mean(0)
-        return streams
-
-
-class MMML(nn.Module):
-    """MMML's fusion (Wu et al., NAACL 2024, as the RollingQ comparison ran it): a learned [cls]
-    in front of each modality's patch tokens (the encoder's [cls] left out), ``fusion_layers``
-    cross-modal encoder layers, then either MMML's read-out, an MLP on the two new [cls]
-    (Linear 2D -> D, ReLU, Linear D -> D/2, ReLU, Linear D/2 -> C), or, with ``model.readout:
-    attn``, the published single-head fusion attention over all the layers' output tokens,
-    whose [cls] query RollingQ can rotate (the only reading under which MMML has an AIR).
-    The multi-loss of MMML is the model's probes, not detached for ``mmml``."""
-    # (the read-out choice ``own`` is MMML's MLP)
-
-    def __init__(self, modalities: list[str], num_classes: int, cfg: ModelConfig):
-        super().__init__()
-        d = cfg.dim
-        self.cls = nn.ParameterDict({m: nn.Parameter(torch.empty(1, 1, d)) for m in modalities})
-        for p in self.cls.values():
-            # nn.Embedding(1, D) in both MMML and the published copy: PyTorch's N(0, 1), which
-            # neither one's weight init touches
-            nn.init.normal_(p, std=1.0)
-        self.layers = nn.ModuleList(
-            CrossModalLayer(modalities, d, MMML_HEADS, cfg.mlp_ratio, cfg.mmml_dropout)
-            for _ in range(cfg.fusion_layers))
-        if cfg.readout == "attn":
-            self.readout = FusionAttention(d, cfg.fusion_dropout)
-            self.head = nn.Linear(d, num_classes)
-        else:
-            self.readout = None
-            self.head = nn.Sequential(nn.Linear(2 * d, d), nn.ReLU(), nn.Linear(d, d // 2),
-                                      nn.ReLU(), nn.Linear(d // 2, num_classes))
-
-    def forward(self, streams: dict[str, Tensor], spans: dict[str, slice]
-                ) -> tuple[Tensor, list[FusionStats]]:
-        B = next(iter(streams.values())).shape[0]
-        x = {m: torch.cat([self.cls[m].expand(B, -1, -1), z[:, 1:]], 1)
-             for m, z in streams.items()}
-        for layer in self.layers:
-            x = layer(x)
-        if self.readout is None:
-            return self.head(torch.cat([z[:, 0] for z in x.values()], -1)), []
-        out, stats = self.readout(torch.cat(list(x.values()), 1), spans, full=False)
-        return self.head(out), [stats]
-
-
-class JMT(nn.Module):
-    """JMT as the RollingQ comparison ran it (the published code's history: Waligora et al.'s
-    joint multimodal transformer, CVPRW 2024, at width D), for two modalities a and b:
-
-    1. the shorter token sequence is padded with the longer one's extra tokens (as published),
-       so both have L = max(L_a, L_b) tokens;
-    2. a joint sequence j = Linear(2D -> D)([a; b]) (features concatenated token by token);
-    3. a, b and j each pass ``fusion_layers - 1`` ``JMTLayer``s of their own (the published
-       default of one layer is ``fusion_layers: 2``, Table 1's count of JMT's fusion layers;
-       Table 4's parameter count fits none, ``fusion_layers: 1``);
-    4. three ``nn.MultiheadAttention`` (one a query: a, b, j), used six times: b<-a, a<-b, j<-b,
-       b<-j, j<-a, a<-j;
-    5. the six outputs concatenated on features, Linear(6D -> D), mean over tokens, Linear(D -> C).
-
-    Step 5 averages before the Linear (the same numbers, as the map is affine: L times fewer
-    multiply-adds). The probes (published ``a_head``/``v_head``) read the detached encoder [cls].
-    """
-
-    def __init__(self, modalities: list[str], num_classes: int, cfg: ModelConfig):
-        super().__init__()
-        d, roles = cfg.dim, [*modalities, "joint"]
-        self.joint = nn.Linear(2 * d, d)
-        self.encoders = nn.ModuleDict({r: nn.Sequential(
-            *(JMTLayer(d, cfg.heads) for _ in range(cfg.fusion_layers - 1))) for r in roles})
-        self.cross = nn.ModuleDict(
-            {r: nn.MultiheadAttention(d, cfg.heads, batch_first=True) for r in roles})
-        self.out = nn.Linear(6 * d, d)
-        self.head = nn.Linear(d, num_classes)
-
-    def forward(self, streams: dict[str, Tensor]) -> Tensor:
-        (m1, a), (m2, b) = streams.items()
-        if a.shape[1] < b.shape[1]:
-            a = torch.cat([a, b[:, a.shape[1]:]], 1)
-        elif b.shape[1] < a.shape[1]:
-            b = torch.cat([b, a[:, b.shape[1]:]], 1)
-        x = {m1: a, m2: b, "joint": self.joint(torch.cat([a, b], -1))}
-        x = {r: self.encoders[r](z) for r, z in x.items()}
-        pairs = ((m2, m1), (m1, m2), ("joint", m2), (m2, "joint"), ("joint", m1), (m1, "joint"))
-        outs = [self.cross[q](x[q], x[k], x[k], need_weights=False)[0] for q, k in pairs]
-        return self.head(self.out(torch.cat(outs, -1).mean(1)))
-
-
-# MulT's dropouts, the reference's defaults: on the attention weights by source modality
-# (text 0.1, audio and visual 0; the memory transformers 0.1), after the ReLU and on each
-# residual branch 0.1, on the scaled, position-embedded inputs 0.25 (and on the text input).
-MULT_ATTN_DROPOUT = {"text": 0.1, "audio": 0.0, "visual": 0.0}
-MULT_DROPOUT, MULT_EMBED_DROPOUT = 0.1, 0.25
-
-
-class MulT(nn.Module):
-    """MulT (Tsai et al., ACL 2019) on the encoders' token sequences, M modalities:
-
-    - each stream projected to ``model.mult_dim`` (Conv1d k=1, no bias; none when it equals
-      D), the text stream with embedding dropout first (as the reference);
-    - per target modality t, one crossmodal transformer per source s != t (``fusion_layers``
-      layers, queries from t, keys and values from s), outputs concatenated on features
-      ((M - 1) x mult_dim), then a self-attention memory transformer (max(fusion_layers, 3)
-      layers, as the reference);
-    - read-out ``own`` (the reference's): each memory's last time step, concatenated; a residual
-      block Linear-ReLU-Linear; Linear -> C. The last memory layer computes only that row.
-      Read-out ``attn``: the published single-head fusion attention over all the memories'
-      tokens, whose [cls] query RollingQ can rotate (the paper's "MulT + RollingQ", our reading).
-    """
-
-    def __init__(self, modalities: list[str], num_classes: int, cfg: ModelConfig):
-        super().__init__()
-        d, M = cfg.mult_dim, len(modalities)
-        self.proj = nn.ModuleDict({m: nn.Conv1d(cfg.dim, d, 1, bias=False) for m in modalities}
-                                  ) if d != cfg.dim else None
-        self.cross = nn.ModuleDict({t: nn.ModuleDict({
-            s: MulTEncoder(d, MULT_HEADS, cfg.fusion_layers, MULT_ATTN_DROPOUT[s], MULT_DROPOUT,
-                           MULT_EMBED_DROPOUT, cfg.mult_causal_mask)
-            for s in modalities if s != t}) for t in modalities})
-        w = (M - 1) * d
-        self.memory = nn.ModuleDict({t: MulTEncoder(
-            w, MULT_HEADS, max(cfg.fusion_layers, 3), MULT_ATTN_DROPOUT["text"], MULT_DROPOUT,
-            MULT_EMBED_DROPOUT, cfg.mult_causal_mask) for t in modalities})
-        if cfg.readout == "attn":
-            self.readout = FusionAttention(w, cfg.fusion_dropout)
-            self.head = nn.Linear(w, num_classes)
-        else:
-            self.readout = None
-            self.proj1, self.proj2 = nn.Linear(M * w, M * w), nn.Linear(M * w, M * w)
-            self.head = nn.Linear(M * w, num_classes)
-
-    def forward(self, streams: dict[str, Tensor], spans: dict[str, slice]
-                ) -> tuple[Tensor, list[FusionStats]]:
-        x = {m: F.dropout(z, MULT_EMBED_DROPOUT, self.training) if m == "text" else z
-             for m, z in streams.items()}
-        if self.proj is not None:
-            x = {m: F.linear(z, self.proj[m].weight.squeeze(-1)) for m, z in x.items()}
-        last = self.readout is None
-        h = {t: self.memory[t](torch.cat([enc(x[t], x[s]) for s, enc in self.cross[t].items()],
-                                         -1), last=last)
-             for t in x}
-        if self.readout is not None:
-            out, stats = self.readout(torch.cat(list(h.values()), 1), spans, full=False)
-            return self.head(out), [stats]
-        z = torch.cat([ht[:, -1] for ht in h.values()], -1)
-        return self.head(z + self.proj2(F.relu(self.proj1(z)))), []
 
 
 class MultimodalTransformer(nn.Module):

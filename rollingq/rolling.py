@@ -24,7 +24,7 @@ from torch import Tensor
 
 from rollingq import rotation as rot
 from rollingq.config import RollingQConfig
-from rollingq.layers import FusionStats, Rotation
+from rollingq.fusions.attention import FusionStats, Rotation
 
 
 class LayerStats:

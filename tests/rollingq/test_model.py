@@ -5,7 +5,7 @@ import torch
 
 from rollingq.config import ModelConfig
 from rollingq.data.base import ModalitySpec
-from rollingq.layers import MulTEncoder
+from rollingq.fusions.mult import MulTEncoder
 from rollingq.model import MultimodalTransformer
 
 SPECS = {
@@ -172,7 +172,7 @@ def test_initialisation_is_the_published_weight_init():
 
 @pytest.mark.parametrize("block", ["prenorm", "published"])
 def test_stacked_fusion_layers(block):
-    from rollingq.layers import FusionAttention, FusionBlock
+    from rollingq.fusions.attention import FusionAttention, FusionBlock
 
     model = MultimodalTransformer(SPECS, C, small(fusion_layers=3, fusion_block=block))
     kinds = [type(layer) for layer in model.fusion]
@@ -193,7 +193,7 @@ def test_stacked_fusion_layers(block):
 def test_rollingq_statistics_are_fp32_under_bf16_autocast(layer_kind):
     """Under bf16 autocast a fusion layer attends with bf16 queries and keys; its statistics
     equal the fp32 layer's on the same inputs to fp32 precision, far closer than bf16 allows."""
-    from rollingq.layers import FusionAttention, FusionBlock
+    from rollingq.fusions.attention import FusionAttention, FusionBlock
 
     torch.manual_seed(0)
     D, L = 64, 21
@@ -327,7 +327,7 @@ def _reference_mult_encoder(enc: MulTEncoder, x: torch.Tensor, source: torch.Ten
 
     import torch.nn.functional as F
 
-    from rollingq.layers import sinusoidal_positions
+    from rollingq.fusions.mult import sinusoidal_positions
 
     def embed(t):
         return math.sqrt(t.shape[-1]) * t + sinusoidal_positions(t.shape[1], t.shape[2])

@@ -365,7 +365,7 @@ def test_diagnostics_evaluate_in_the_runs_precision(precision):
 
 
 def test_the_full_pass_weights_batches_equally_as_published():
-    from rollingq.layers import FusionStats
+    from rollingq.fusions.attention import FusionStats
     from rollingq.rolling import LayerStats
 
     torch.manual_seed(0)
