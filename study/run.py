@@ -90,6 +90,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                          "starts that a trial fits in its share (default: this machine's GPU)")
     ap.add_argument("--max-concurrent", type=int, help="at most this many trials at once")
     ap.add_argument("--name", help="study folder name (default: a timestamp)")
+    ap.add_argument("--no-report", action="store_true",
+                    help="write the results but not the report (later: python -m "
+                         "analysis.report STUDY_DIR)")
     return ap.parse_args(argv)
 
 
@@ -527,7 +530,7 @@ def run_study(spec: Spec, folder: Path, storage: str, args: argparse.Namespace, 
         print(f"study incomplete: {done} of {spec.expected_trials()} trials ended. Resume with:\n"
               f"  {resume_command(spec, folder, args)}", file=sys.stderr)
         return EXIT_INCOMPLETE
-    report = run_report(folder)
+    report = None if args.no_report else run_report(folder)
     if "://" in storage:
         results.publish(folder, storage)
         print(f"copied the results folder to {storage}")

@@ -1,7 +1,7 @@
 """The embedded default as a new user runs it: the rotation_ablation study on local Ray,
 synthetic data and CPU, ending with its report. The whole study (45 trials, about 8 minutes on
-2 cores) is the opt-in `pytest -m slow` case; the suite runs its grid on 2 seeds at a third of
-the budget (6 epochs, 1500 training samples: 18 trials). Growing a study by seeds is tested on
+2 cores) is the opt-in `pytest -m slow` case; the suite runs its grid on 2 seeds at a ninth of
+the budget (4 epochs, 1000 training samples: 18 trials). Growing a study by seeds is tested on
 the smoke space (tests/study/test_grow.py)."""
 
 import json
@@ -19,7 +19,7 @@ from tests.analysis.test_browser import CHROMIUM, chromium
 ROOT = Path(__file__).resolve().parents[2]
 
 
-QUICK = ["--set", "seeds=[0,1]", "--set", "train.epochs=6", "--set", "data.train_size=1500"]
+QUICK = ["--set", "seeds=[0,1]", "--set", "train.epochs=4", "--set", "data.train_size=1000"]
 
 
 @pytest.mark.parametrize("sets, seeds", [

@@ -117,7 +117,8 @@ def test_a_study_on_hand_started_nodes_survives_a_killed_worker(ray_env, tmp_pat
     began = time.monotonic()
     driver = subprocess.Popen([sys.executable, "study/run.py", "--space", str(space),
                                "--address", f"127.0.0.1:{port}", "--storage",
-                               str(tmp_path / "results"), "--name", "two-nodes"], cwd=ROOT,
+                               str(tmp_path / "results"), "--name", "two-nodes", "--no-report"],
+                              cwd=ROOT,
                               env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
     started.append(psutil.Process(driver.pid))
     while "[1/6] trial" not in log.read_text():

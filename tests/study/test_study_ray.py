@@ -260,7 +260,8 @@ def test_smoke_study_end_to_end(tmp_path):
 def test_balance_rollingq_smoke_test_end_to_end(tmp_path):
     """`python study/run.py --space balance_rollingq --smoke-test`: a balancing method trains
     in a study and its per-epoch ratio and coefficients reach curves.csv."""
-    r = run_cli("--space", "balance_rollingq", "--smoke-test", "--storage", str(tmp_path))
+    r = run_cli("--space", "balance_rollingq", "--smoke-test", "--storage", str(tmp_path),
+                "--no-report")
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "trials: 2 finished (expected 2)" in r.stdout
     study = the_study(tmp_path, "balance_rollingq")
@@ -277,11 +278,15 @@ def test_balance_rollingq_smoke_test_end_to_end(tmp_path):
 
 def test_paper_table1_smoke_test_end_to_end(tmp_path):
     """`python study/run.py --space paper_table1 --smoke-test`: its first two rows finish."""
-    r = run_cli("--space", "paper_table1", "--smoke-test", "--storage", str(tmp_path))
+    r = run_cli("--space", "paper_table1", "--smoke-test", "--storage", str(tmp_path),
+                "--no-report")
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "trials: 2 finished (expected 2)" in r.stdout
     trials = pd.read_csv(the_study(tmp_path, "paper_table1") / "trials.csv")
     assert (trials["status"] == "finished").all() and trials["variant"].nunique() == 2
+    # --no-report: the results, no report
+    assert not (the_study(tmp_path, "paper_table1") / "report.md").exists()
+    assert "report:" not in r.stdout
 
 
 # ----------------------------------------------------------------------------- 2. failures
@@ -309,7 +314,7 @@ def test_errored_and_diverged_trials(tmp_path):
     """Missing weights raise in the trial (errored, with the message); lr 1e30 gives a NaN loss
     (diverged); the study still ends, exit 4, and the results say so."""
     spec = write_spec(tmp_path, "failing", FAILING)
-    r = run_cli("--space", str(spec), "--storage", str(tmp_path / "out"))
+    r = run_cli("--space", str(spec), "--storage", str(tmp_path / "out"), "--no-report")
     assert r.returncode == 4, r.stdout[-3000:] + r.stderr[-3000:]
     assert "trials: 1 finished, 1 diverged, 2 errored (expected 4)" in r.stdout
     assert "study ended with 2 errored trial(s)" in r.stderr
@@ -430,7 +435,7 @@ def test_interrupt_kill_and_resume(tmp_path):
         results_file.write_text("".join(lines[:2] + lines[3:]))
 
         # -- C: resume with the same command: the study ends
-        r = run_cli(*args[2:])
+        r = run_cli(*args[2:], "--no-report")
         assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
         assert "trials: 6 finished" in r.stdout
         assert (f"resume: {state.name} was truncated: restored from Ray's whole copy in "
@@ -487,7 +492,7 @@ def test_interrupt_kill_and_resume(tmp_path):
 
     # The same form as an uninterrupted study of the same space (one seed of it)
     ref = run_cli("--space", str(spec), "--storage", str(tmp_path / "ref"), "--set", "seeds=[0]",
-                  "--set", "train.epochs=2")
+                  "--set", "train.epochs=2", "--no-report")
     assert ref.returncode == 0, ref.stdout[-3000:] + ref.stderr[-3000:]
     ref_study = the_study(tmp_path / "ref", "chain")
     assert list(pd.read_csv(ref_study / "trials.csv").columns) == list(trials.columns)
@@ -553,7 +558,8 @@ def test_worker_node_killed_mid_study(tmp_path, monkeypatch):
         CLUSTER.update(cluster=cluster, worker=cluster.add_node(num_cpus=2))
         cluster.wait_for_nodes()
         code = run.main(["--space", str(spec), "--storage", str(tmp_path / "out"),
-                         "--address", cluster.address], callbacks=[KillWorkerNode(at=2)])
+                         "--address", cluster.address, "--no-report"],
+                        callbacks=[KillWorkerNode(at=2)])
         running, firing = CLUSTER.get("running", []), CLUSTER.get("firing")
     finally:
         CLUSTER.clear()
