@@ -51,8 +51,9 @@ def test_rotation_ablation_runs_end_to_end_with_its_report(tmp_path, sets, seeds
     # the outcomes the claims rest on, recorded by the study
     assert trials["rollingq_on"].tolist() == (trials["rollingq.max_rotations"] > 0).tolist()
     assert (trials["rollingq_beta"] == 0.2).all() and (trials["favoured_modality"] == "audio").all()
-    for col in ("out_abs_air", "out_favoured_share", "out_noise_drop", "out_adaptivity",
-                "out_air_slope", "out_noise_auc", "out_attn_shift"):
+    for col in ("out_abs_air", "out_favoured_share", "out_noise_drop", "out_noise_mean_drop",
+                "out_adaptivity", "out_adaptivity_pooled", "out_air_slope", "out_noise_auc",
+                "out_attn_shift"):
         assert trials[col].notna().all(), col
     # the diagnostics ran on the headline's model; Table 2's protocol and per-modality numbers
     assert (trials["noise_audio_0.0"] == trials["test_acc_at_best_val"]).all()
