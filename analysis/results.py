@@ -403,8 +403,9 @@ def effective_config(values: dict[str, Any], on: bool) -> dict[str, str]:
         out = {k: v for k, v in out.items() if not k.startswith("rollingq.")}
         out["rollingq"] = "off"
     method = out.get("balance.method", "none")
-    if method == "none":
-        out = {k: v for k, v in out.items() if not k.startswith("balance.")}
+    if method == "none":  # the method's keys do nothing; the method itself is a level
+        out = {k: v for k, v in out.items()
+               if not k.startswith("balance.") or k == "balance.method"}
     else:  # the other method's keys
         other = "balance.ogm_" if method == "pmr" else ("balance.pmr_", "balance.prototype_")
         out = {k: v for k, v in out.items() if not k.startswith(other)}

@@ -172,3 +172,21 @@ def test_the_other_balance_methods_keys_do_nothing():
     assert effective_config(ogm, True) == effective_config(
         {**ogm, "balance.pmr_alpha": 1.0, "balance.prototype_fraction": 0.2}, True)
     assert effective_config(ogm, True) != effective_config({**ogm, "balance.ogm_alpha": 0.3}, True)
+
+
+def test_no_balance_method_is_a_level_not_a_missing_value(tmp_path):
+    """balance.method: none makes the method's keys do nothing, never the method itself: it
+    is the vanilla level of the factor and the main table's baseline (it read NA, and the
+    report fell back to another variant as the baseline)."""
+    search = {"balance.method": {"role": "scientific", "type": "choice",
+                                 "values": ["none", "ogm_ge"]},
+              "rollingq.enabled": {"role": "scientific", "type": "choice",
+                                   "values": [False, True]}}
+    folder = write_study(tmp_path, search=search, effect=lambda p: 0.7, seeds=(0, 1, 2),
+                         fixed={"model.fusion": "attn"})
+    res = load([folder])
+    assert res.trials["balance.method"].notna().all()
+    levels = {f.key: f.levels for f in res.factors}
+    assert levels["balance.method"] == ["none", "ogm_ge"]
+    md = generate([folder], out=tmp_path / "report").with_suffix(".md").read_text()
+    assert "| none | False | 3 |" in md and "has no finished trial" not in md
