@@ -17,7 +17,7 @@ def bench(*args: str) -> str:
 
 
 def test_precision_prints_both_data_sets_fp32_beside_bf16():
-    out = bench("precision", "--seeds", "0", "--epochs", "1", "--train-size", "600")
+    out = bench("precision", "--seeds", "0", "--epochs", "1", "--train-size", "300")
     assert "synthetic: seeds [0], 1 epochs" in out and "features: seeds [0], 1 epochs" in out
     for key in ("air at 1st rotation", "angle of 1st (deg)", "end: AIR, same model"):
         rows = [line for line in out.splitlines() if line.startswith(key)]
