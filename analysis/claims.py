@@ -51,13 +51,12 @@ import pandas as pd
 from scipy import stats
 from statsmodels.stats.contingency_tables import mcnemar
 from statsmodels.stats.meta_analysis import combine_effects
-from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.power import TTestPower
 from statsmodels.stats.weightstats import DescrStatsW
 
 from analysis import outcomes
 from analysis.results import SEED, Results, config_values, level_str
-from analysis.tables import PAPER_TABLE3, PAPER_TABLE3_LEVELS
+from analysis.tables import PAPER_TABLE3, PAPER_TABLE3_LEVELS, holm
 
 REPRODUCED, CONTRADICTED, NO_EFFECT, INCONCLUSIVE, CANNOT = (
     "reproduced", "contradicted", "no effect", "inconclusive", "cannot judge")
@@ -371,10 +370,10 @@ def decide(judgements: list[Judgement], alpha: float = ALPHA,
         j.tost_p = float(DescrStatsW(x).ttost_mean(-j.margin, j.margin)[0])
         j.d_z = j.effect / sd
     if family:
-        holm = multipletests([j.p for j in family], alpha=alpha, method="holm")[1]
-        tost = multipletests([j.tost_p for j in family], alpha=alpha, method="holm")[1]
-        _holm_intervals(family, holm, alpha)
-        for j, ph, pt in zip(family, holm, tost, strict=True):
+        holm_p = holm([j.p for j in family], alpha)
+        tost = holm([j.tost_p for j in family], alpha)
+        _holm_intervals(family, holm_p, alpha)
+        for j, ph, pt in zip(family, holm_p, tost, strict=True):
             j.p_holm, j.tost_holm = float(ph), float(pt)
             if ph < alpha and j.effect != 0:
                 j.verdict = REPRODUCED if np.sign(j.effect) == j.claim.sign else CONTRADICTED
@@ -388,13 +387,13 @@ def decide(judgements: list[Judgement], alpha: float = ALPHA,
     return judgements
 
 
-def _holm_intervals(family: list[Judgement], holm: np.ndarray, alpha: float) -> None:
+def _holm_intervals(family: list[Judgement], holm_p: np.ndarray, alpha: float) -> None:
     """Each judgement's interval at its Holm level: the k-th smallest p is tested at
     alpha / (m − k + 1) while Holm rejects, the rest at the level where it stopped, alpha /
     (m − r) with r rejections; so the interval excludes 0 exactly when Holm rejects."""
     m = len(family)
     order = np.argsort([j.p for j in family], kind="stable")
-    rejected = int((np.asarray(holm) < alpha).sum())
+    rejected = int((np.asarray(holm_p) < alpha).sum())
     for k, i in enumerate(order):
         j = family[i]
         level = alpha / (m - k) if k < rejected else alpha / (m - rejected)
@@ -618,8 +617,8 @@ def test_set(res: Results, alpha: float = ALPHA) -> pd.DataFrame:
         else:
             row.update(low=float(x.mean()), high=float(x.mean()))
         if tests:
-            holm = multipletests([t["p"] for t in tests], alpha=alpha, method="holm")[1]
-            for t, q in zip(tests, holm, strict=True):
+            adjusted = holm([t["p"] for t in tests], alpha)
+            for t, q in zip(tests, adjusted, strict=True):
                 t["p_holm"] = float(q)
             better = sum(t["p_holm"] < alpha and t["on_only"] > t["off_only"] for t in tests)
             worse = sum(t["p_holm"] < alpha and t["on_only"] < t["off_only"] for t in tests)

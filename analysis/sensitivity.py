@@ -50,6 +50,7 @@ from statsmodels.stats.anova import anova_lm
 from statsmodels.stats.multitest import multipletests
 
 from analysis.results import SEED, Results, level_str
+from analysis.tables import holm
 
 log = logging.getLogger(__name__)
 ALPHA = 0.05
@@ -393,7 +394,7 @@ def _simple_effects(data: pd.DataFrame, model: Any, factors: list[str], safe: di
                 block.append({"dataset": ds, "factor": key, "level": lv, "reference": base,
                               "delta": d, "low": low, "high": high, "p": p})
         if block:
-            adjusted = multipletests([r["p"] for r in block], alpha=ALPHA, method="holm")[1]
+            adjusted = holm([r["p"] for r in block], ALPHA)
             for r, q in zip(block, adjusted, strict=True):
                 r["p_holm"] = float(q)
             rows += block
@@ -479,7 +480,7 @@ def _vanilla_contrasts(res: Results, df: pd.DataFrame, factors: list[str],
                           "n_vanilla": int(cell.isin(vanilla_cells).sum()), "delta": est,
                           "low": low, "high": high, "p": p,
                           "df": float(model.df_resid)})
-        adjusted = multipletests([r["p"] for r in block], alpha=ALPHA, method="holm")[1]
+        adjusted = holm([r["p"] for r in block], ALPHA)
         for r, p in zip(block, adjusted, strict=True):
             r["p_holm"] = float(p)
         rows += block

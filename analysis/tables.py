@@ -11,11 +11,13 @@ difference to the baseline is paired by seed when both have at least two seeds i
 
 from __future__ import annotations
 
+import gc
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from scipy import stats
+from statsmodels.stats.multitest import multipletests
 
 from analysis.outcomes import NOISE_COLUMN
 from analysis.results import SEED, STATUSES, VARIANT, Results, level_str, variants_section
@@ -57,6 +59,22 @@ PROTOCOL = (
 
 
 # -- statistics of one cell ------------------------------------------------------------------
+
+def holm(pvals: Any, alpha: float = 0.05) -> np.ndarray:
+    """Holm-adjusted p-values: statsmodels ``multipletests(method="holm")``.
+
+    statsmodels runs ``gc.collect()`` inside every Holm call, and a full collection walks every
+    tracked object of the process: in a study driver or a test process (Ray, torch and pandas
+    loaded) that cost about half a second a call, several hundred a report. The objects alive
+    before the call are frozen out of the collector's sight meanwhile (``gc.freeze``, undone
+    after: nothing is kept from collection).
+    """
+    gc.freeze()
+    try:
+        return multipletests(pvals, alpha=alpha, method="holm")[1]
+    finally:
+        gc.unfreeze()
+
 
 def t_interval(values: Any, level: float = 0.95) -> tuple[float, float, float, float, int]:
     """Mean, sd, and the t-interval of a sample (scipy ``ttest_1samp``): ``(mean, sd, low,

@@ -27,7 +27,6 @@ default study (rotation_ablation, synthetic data, 5 seeds), measured with ``--st
 from __future__ import annotations
 
 import argparse
-import gc
 import sys
 from collections import Counter
 from pathlib import Path
@@ -146,7 +145,6 @@ def main(argv: list[str] | None = None) -> int:
                                                      "judged in that study)")
                                for k, v in sorted(sd.items())))
     rng = np.random.default_rng(args.seed)
-    gc.freeze()  # statsmodels' Holm calls gc.collect(): keep the long-lived objects out of it
     print(f"\nVerdict shares over the claims ({args.sims} simulated studies a row; the family: "
           f"6 claims x data sets, Holm):")
     print(verdict_shares(sd, args.sims, rng).to_string(index=False))
