@@ -56,7 +56,7 @@ from statsmodels.stats.weightstats import DescrStatsW
 
 from analysis import outcomes
 from analysis.results import SEED, Results, config_values, level_str
-from analysis.tables import PAPER_TABLE3, PAPER_TABLE3_LEVELS, holm
+from analysis.tables import PAPER_TABLE3, PAPER_TABLE3_LEVELS, holm, paper_name
 
 REPRODUCED, CONTRADICTED, NO_EFFECT, INCONCLUSIVE, CANNOT = (
     "reproduced", "contradicted", "no effect", "inconclusive", "cannot judge")
@@ -211,8 +211,6 @@ def frame(res: Results, trials: pd.DataFrame | None = None) -> pd.DataFrame:
     """The finished trials (or ``trials``) with ``context`` (configuration but for RollingQ),
     ``on`` and ``vanilla_mt`` (an off trial of the paper's Vanilla MT: attention fusion, one
     layer, no balance method)."""
-    from analysis.tables import paper_name
-
     df = res.finished if trials is None else trials
     if not len(df):
         return df.assign(context=pd.Series(dtype=str), on=pd.Series(dtype=bool),
@@ -227,8 +225,6 @@ def frame(res: Results, trials: pd.DataFrame | None = None) -> pd.DataFrame:
 def arms(res: Results) -> pd.DataFrame:
     """Every experiment of the study (structural copies aside) with its data set, arm and
     status: what each arm was expected to give and what it lost."""
-    from analysis.tables import paper_name
-
     t = res.trials[res.trials["duplicate_of"] == ""]
     on = outcomes.rollingq_on(t[outcomes.ON])
     return pd.DataFrame({"dataset": t["dataset"], "on": on.fillna(False).astype(bool),
