@@ -24,7 +24,7 @@ from analysis.results import SEED, STATUSES, VARIANT, Results, level_str, varian
 
 TOP_CONFIGS = 10  # rows of the main table of an Optuna study
 
-# ../shared/METHOD.md §5. Table 1: top-1 accuracy (%), the best test epoch of one seed.
+# The paper's Table 1: top-1 accuracy (%), the best test epoch of one seed.
 PAPER_TABLE1: dict[str, dict[str, float]] = {
     "cremad": {"Audio only": 47.6, "Visual only": 36.3, "Concat": 49.3, "OGM": 51.2,
                "PMR": 50.1, "Vanilla MT": 48.8, "Vanilla MT*": 51.5, "MBT": 51.5, "JMT": 50.7,

@@ -75,7 +75,7 @@ def write_dataset(root: Path, clips: int, seed: int = 0) -> None:
 
 
 def published_sample(audio: Path, frames: list[Path], transform) -> tuple[torch.Tensor, ...]:
-    """One training sample the published way (METHOD.md §4), decoded from the files."""
+    """One training sample as the published data loaders make it, decoded from the files."""
     from PIL import Image
 
     spec = torch.from_numpy(cremad.wav_spectrogram(audio))  # soundfile + resample + log-STFT
@@ -97,7 +97,7 @@ def bench_published(root: Path, n: int) -> float:
     work = [(root / "AudioWAV" / f"{c}.wav", sorted((root / "Image-01-FPS" / c).iterdir()))
             for c, _ in rows]
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # one core, as PERF.md measured it
+    torch.set_num_threads(1)  # one core, as the reference figure was measured
     try:
         published_sample(*work[0], transform)  # warm-up
         began = time.perf_counter()

@@ -3,7 +3,7 @@
 #   bash bench/gpu.sh OUTDIR [tests|model|compile|e2e|data|packing|memory]...   (default: all)
 # Each part should fit one 10-minute device call (not yet timed on the GPU machine). Run from
 # the repository root; Ray and Optuna (packing only) come from .gpu/ when
-# ../shared/tools/gpu-bundle.sh wrote it.
+# the workplace's GPU bundle script wrote it.
 set -u
 if [ -f .gpu/activate ]; then source .gpu/activate; fi
 out=${1:?usage: bash bench/gpu.sh OUTDIR [tests|model|compile|e2e|data|packing]...}

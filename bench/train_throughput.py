@@ -4,7 +4,7 @@ A step is the one ``fit`` runs (``rollingq.train.train_step``: forward, fusion C
 CEs, backward, optimizer step) plus the RollingQ statistics it accumulates, on random inputs at
 the shapes of a data set, attention fusion with RollingQ. The figure is the median of 3 runs
 of ``--steps`` steps (no host sync between steps, as in ``fit``) after ``--warmup`` steps,
-compared with ../shared/PERF.md (one H100):
+compared with the reference figures we were given (one H100):
 
     shapes            reference (samples/s)
     cremad            published fp32 243; published bf16 + compile 1,102; lean sketch 1,985
@@ -12,10 +12,11 @@ compared with ../shared/PERF.md (one H100):
     small             none (a CPU-sized model so this script runs anywhere, CI included)
 
 MFU = samples/s x training FLOPs a sample (``torch.utils.flop_counter``) / peak FLOP/s, with the
-peak of PERF.md (790 TFLOP/s dense bf16 on the H100) on CUDA; on CPU no peak is known and MFU
-is not printed. ``--rollingq-cost`` also times the step without RollingQ's running statistics
-and the published extra full pass (an eval forward a batch); ``--balance-cost`` times the step
-with OGM-GE and with PMR against one without, and PMR's prototype pass; ``--end-to-end CLIPS``
+reference's measured peak (790 TFLOP/s dense bf16 on the H100) on CUDA; on CPU no peak is
+known and MFU is not printed. ``--rollingq-cost`` also times the step without RollingQ's
+running statistics and the published extra full pass (an eval forward a batch);
+``--balance-cost`` times the step with OGM-GE and with PMR against one without, and PMR's
+prototype pass; ``--end-to-end CLIPS``
 trains from a CREMA-D-shaped data set on disk through the cache and the train transform, as
 ``fit`` does, and gives its rate as a share of the model-only rate. ``--fusions`` times other
 fusions than attention (Table 4's MBT, MMML and JMT, MulT), one line each. Examples:
@@ -67,7 +68,7 @@ from rollingq.train import (  # noqa: E402
     uses_bf16,
 )
 
-PEAK_FLOPS = {"cuda": 790e12}  # PERF.md: dense bf16 on the H100
+PEAK_FLOPS = {"cuda": 790e12}  # the reference's measured dense bf16 peak of the H100
 SHAPES: dict[str, tuple[dict[str, ModalitySpec], int, ModelConfig]] = {
     "cremad": (cremad_shapes(), 6, ModelConfig()),
     "kinetics_sounds": (
@@ -210,8 +211,8 @@ def measure(name: str, args: argparse.Namespace, fusion: str = "attn") -> list[s
     rate = B / seconds
     flops = flops_per_sample(model, {m: x[:2] for m, x in inputs.items()}, train_step=True)
     peak = PEAK_FLOPS.get(device.type)
-    mfu = (f"MFU {rate * flops / peak:.1%} (of PERF.md's measured {peak / 1e12:.0f} TFLOP/s bf16 "
-           "matmul rate, not the datasheet's)" if peak else "MFU n/a on CPU")
+    mfu = (f"MFU {rate * flops / peak:.1%} (of the reference's measured {peak / 1e12:.0f} "
+           "TFLOP/s bf16 matmul rate, not the datasheet's)" if peak else "MFU n/a on CPU")
     precision = "bf16" if uses_bf16(cfg, device) else "fp32"
     refs = ", ".join(f"x{rate / v:.2f} of {k} ({v:,})" for k, v in REFERENCES.get(name, {}).items())
     label = (f"{name}{'' if fusion == 'attn' else ' ' + fusion} {device.type} {precision}"

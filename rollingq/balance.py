@@ -1,6 +1,6 @@
 """The modality-balancing baselines of the paper's Table 1 on one screen: OGM-GE and PMR.
 
-Pure functions on tensors, no modules, no I/O (``../shared/BASELINES.md`` §1-2 gives what the
+Pure functions on tensors, no modules, no I/O (the references' code gives what the
 reference code of each does); ``balancing.py`` applies them during training.
 
 OGM / OGM-GE (Peng et al., CVPR 2022), per batch:

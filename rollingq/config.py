@@ -2,7 +2,7 @@
 
 A config is built in layers, each overriding the one before:
 
-1. the dataclass defaults below (the published architecture and training settings, METHOD.md §3);
+1. the dataclass defaults below (the published architecture and training settings);
 2. the preset of the chosen data set (the synthetic data set brings a small model, so a run
    takes seconds on CPU);
 3. a YAML file nested by group (``data: {name: synthetic}``);
@@ -61,7 +61,7 @@ class DataConfig:
     name: str = "synthetic"
     root: str = ""
     val_fraction: float = 0.1  # carved from train, stratified and seeded, when there is no val
-    # synthetic data set (ignored by the others); METHOD.md-free, see rollingq/data/synthetic.py
+    # synthetic data set (ignored by the others); see rollingq/data/synthetic.py
     train_size: int = 3000
     test_size: int = 1000
     num_classes: int = 4
@@ -74,7 +74,7 @@ class DataConfig:
     distractor_channels: int = 8  # class-free high-variance channels of the easy modality
     distractor_std: float = 8.0  # dominates std(audio), so relative test noise swamps the signal
     data_seed: int = 1234  # the synthetic data set is fixed across trial seeds
-    # real data sets (cremad, kinetics_sounds, mosei; METHOD.md §4, rollingq/data/<name>.py).
+    # real data sets (cremad, kinetics_sounds, mosei; rollingq/data/<name>.py).
     # Paths are relative to data.root unless absolute; "" means the published tree.
     on_missing: str = "error"  # skip: drop samples whose files are missing and list their ids
     # NaN/inf in features or decoded inputs: error (naming file, modality, count) or zero

@@ -35,15 +35,15 @@ from rollingq.fusions.attention import Rotation
 Transform = Callable[[dict[str, Tensor], Tensor], dict[str, Tensor]]
 Autocast = Callable[[], contextlib.AbstractContextManager]
 
-# The modules whose weights and biases the paper's parameter count covers (METHOD.md §5,
-# Table 4): tokens, positional embeddings and buffers are left out.
+# The modules whose weights and biases the paper's parameter count covers (Table 4): tokens,
+# positional embeddings and buffers are left out.
 # The module types thop (the paper's counter) has rules for, matched by exact type as thop does:
 # nn.MultiheadAttention (and its out_proj, a Linear subclass) count nothing.
 PAPER_MODULES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.LayerNorm)
 
 
 def cremad_shapes(frames: int = 3) -> dict[str, ModalitySpec]:
-    """The CREMA-D modality specs of the published model (METHOD.md §3-4).
+    """The CREMA-D modality specs of the published model.
 
     Audio is a 257 x 188 log spectrogram (177 tokens with [cls] at patch 16), visual three
     224 x 224 RGB frames (589 tokens with [cls]; one frame, 197 tokens, is the shape Table 4's

@@ -15,7 +15,7 @@
 
 Which layout a file has is detected from its keys. The published code does not say what its
 file holds (which pretraining, which data); a file's origin is the user's to state. With
-``strict=False`` a wrong file silently trains from scratch (METHOD.md §3); here every key is
+``strict=False`` a wrong file silently trains from scratch; here every key is
 accounted for in a ``LoadReport``, and a file from which nothing could be mapped is an error.
 
 Mapping from a timm file onto ``model.encoders[m]`` (``rollingq.model.Encoder``):

@@ -3,7 +3,7 @@
 During an epoch, ``EpochStats`` accumulates on the device, per rotatable fusion layer, the
 per-modality cosines between the [cls] query and the mean keys (for AIR) and the sums of
 queries and mean keys (for the anchor), without a host synchronisation. At the epoch end
-``rotate_if_needed`` reads them once, applies the trigger of METHOD.md §2 and, when it fires,
+``rotate_if_needed`` reads them once, applies the trigger and, when it fires,
 composes a new rotation into the layer's ``Rotation`` buffer.
 
 The statistic modes (config ``rollingq.air_stat`` / ``rollingq.anchor_stat``):

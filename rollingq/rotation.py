@@ -3,7 +3,7 @@
 RollingQ (Ni, Wei, Liu, Chen, Peng, Lin, Hu, "RollingQ: Reviving the Cooperation Dynamics in
 Multimodal Transformer", ICML 2025, arXiv 2506.11465) measures how unevenly the fusion [cls]
 query attends to the modalities and, when the imbalance is large, rotates the query toward a
-rebalanced anchor. This file holds the maths only (METHOD.md §2): pure functions on
+rebalanced anchor. This file holds the maths only: pure functions on
 tensors, no modules, no I/O. `rolling.py` gathers the statistics and installs the matrix.
 
 Steps, with the paper's symbols (two modalities a, b; N modalities in the `*_multi` functions):
@@ -12,7 +12,7 @@ Steps, with the paper's symbols (two modalities a, b; N modalities in the `*_mul
     3. α     = ½ (1 + tanh(−ρ · AIR))                                         anchor_weight
     4. u     = α μa/‖μa‖ + (1−α) μb/‖μb‖,  q_b = u ‖μq‖/‖u‖                   rebalance_anchor
     5. R with det +1 maps μq/‖μq‖ onto q_b/‖q_b‖                             rotation_matrix
-N modalities (our generalisation, METHOD.md §2.7): c_m = E_i[cos(q_i, k̄ᵐ_i)], trigger on
+N modalities (our generalisation): c_m = E_i[cos(q_i, k̄ᵐ_i)], trigger on
 max c − min c, w = softmax(−2ρ(c − c̄)), u = Σ w_m μ_m/‖μ_m‖. At M = 2 this is exactly steps 1–4:
 AIR = c_0 − c_1 and w_0 = α; the two-modality functions call the N-modality ones.
 """
@@ -85,7 +85,7 @@ def imbalance_spread(cosines: Tensor) -> Tensor:
 def should_rotate(
     air_or_spread: float | Tensor, beta: float, rotations_done: int, max_rotations: int
 ) -> bool:
-    """Trigger (METHOD.md §2.2): |AIR| > β and rotations_done < max_rotations.
+    """Trigger: |AIR| > β and rotations_done < max_rotations.
 
     Args:
         air_or_spread: AIR (two modalities) or `imbalance_spread` (N modalities).

@@ -1,4 +1,4 @@
-"""CREMA-D (6 emotions; audio + 3 video frames), as in METHOD.md §4.
+"""CREMA-D (6 emotions; audio + 3 video frames), as the published code reads it.
 
 Tree under ``data.root`` (every path overridable, see ``DataConfig``)::
 

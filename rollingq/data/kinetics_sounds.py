@@ -1,4 +1,4 @@
-"""Kinetics-Sounds (31 classes; fbank audio + 3 video frames), as in METHOD.md §4.
+"""Kinetics-Sounds (31 classes; fbank audio + 3 video frames), as the published code reads it.
 
 Tree under ``data.root`` (every path overridable, see ``DataConfig``)::
 

@@ -1,4 +1,4 @@
-"""CMU-MOSEI (binary sentiment; the paper's visual + text setting), as in METHOD.md §4.
+"""CMU-MOSEI (binary sentiment; the paper's visual + text setting), from MulT's pickles.
 
 One pickle under ``data.root``: ``mosei_senti_data_noalign.pkl`` (unaligned, used when present)
 or ``mosei_senti_data.pkl`` (aligned); ``data.pickle`` names another. It is a dict with

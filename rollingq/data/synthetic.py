@@ -1,6 +1,6 @@
 """The built-in synthetic data set: two modalities with a controllable imbalance.
 
-Built so the paper's core phenomenon (METHOD.md §2) shows within seconds on CPU; every number
+Built so the paper's core phenomenon shows within seconds on CPU; every number
 below is a ``DataConfig`` default (``tokens`` x ``features`` = 8 x 16 per modality, 4 classes,
 class prototypes with unit variance per channel):
 

@@ -21,7 +21,7 @@ a guess); ``<split>_spec/<id>.npy``: the published ``process_audio.py`` recipe, 
 16 kHz as 16-bit PCM, the whole waveform's mean removed, kaldi fbank of the first channel
 (``torchaudio.compliance.kaldi.fbank``: htk-compatible, no energy, Hanning window, 128 mel bins,
 no dither, 10 ms shift, its other defaults), zero rows appended or cut to 1024 frames, then
-``(x + 4.503877) / (2 * 5.141276)`` (METHOD.md §4).
+``(x + 4.503877) / (2 * 5.141276)`` (the published normalisation).
 
 Where we differ: the published frame script wraps past the end of a short clip into its last
 second so it always writes 10 frames (repeats); here a clip gets the frames it has, and one with
@@ -59,7 +59,7 @@ log = logging.getLogger(__name__)
 PARTIAL = ".partial"
 JPEG_QUALITY = {"cremad": 95, "kinetics_sounds": 75}  # OpenCV's and imageio's defaults
 KS_RATE, KS_MEL, KS_FRAMES, KS_SECONDS = 16_000, 128, 1024, 10
-KS_MEAN, KS_STD = -4.503877, 5.141276  # METHOD.md §4: (x + 4.503877) / (2 * 5.141276)
+KS_MEAN, KS_STD = -4.503877, 5.141276  # published: (x + 4.503877) / (2 * 5.141276)
 # The 31 Kinetics-Sounds classes (Kinetics-400 names), label = position: alphabetical, which
 # the published lists agree with where checked (a clip of "dribbling basketball" has label 4);
 # no published file names them.
