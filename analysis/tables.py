@@ -188,8 +188,13 @@ def provenance(res: Results, i: int) -> list[tuple[str, str]]:
     spec, meta = res.specs[i], res.metas[i]
     git = meta.get("git") or {}
     commit = git.get("commit") or "unknown"
-    if git.get("dirty"):
-        commit += " (uncommitted changes)"
+    if git.get("patch"):
+        commit += (f" with uncommitted changes: {git['patch']} ({git.get('patch_bytes', '?')} "
+                   f"bytes, sha256 {str(git.get('patch_sha256', '?'))[:12]}, "
+                   + ("applies to the commit" if git.get("patch_applies") else
+                      "does NOT apply to the commit (git apply --check)") + ")")
+    elif git.get("dirty"):
+        commit += " (uncommitted changes, not recorded)"
     versions = ", ".join(f"{k} {v}" for k, v in (meta.get("versions") or {}).items())
     cluster = meta.get("cluster") or {}
     resources = {k: v for k, v in (cluster.get("resources") or {}).items() if "_group_" not in k
@@ -204,8 +209,13 @@ def provenance(res: Results, i: int) -> list[tuple[str, str]]:
         ("command", str(meta.get("command") or "-")),
         ("git commit", commit),
         ("versions", versions or "-"),
+        ("installed", f"{len(meta['distributions'])} distributions (meta.json: distributions)"
+         if meta.get("distributions") else "not recorded"),
         ("platform", str(meta.get("platform") or "-")),
         ("hardware", f"{cluster.get('nodes', '?')} node(s); {hardware or '-'}"),
+        ("devices", devices_line(meta.get("devices"))),
+        ("deterministic algorithms", str(meta.get("deterministic") or "not recorded")),
+        ("data fingerprint", data_line(meta.get("data"))),
         ("tuning", ", ".join(f"{k} {tune[k]}" for k in ("mode", "metric", "scheduler",
                                                          "num_samples") if k in tune) or "-"),
         ("seeds", ", ".join(str(s) for s in spec.get("seeds") or []) or "-"),
@@ -216,6 +226,42 @@ def provenance(res: Results, i: int) -> list[tuple[str, str]]:
         ("hours", _hours(meta)),
     ]
     return rows
+
+
+def devices_line(devices: list[dict[str, Any]] | None) -> str:
+    """The devices the trials trained on, as one phrase."""
+    if not devices:
+        return "not recorded"
+    parts = []
+    for d in devices:
+        if d.get("device") == "cuda":
+            what = (f"{d.get('gpu', 'GPU')} ({d.get('gpu_gib', '?')} GiB), driver "
+                    f"{d.get('driver') or '?'}, CUDA {d.get('cuda') or '?'}, cuDNN "
+                    f"{d.get('cudnn') or '?'}")
+        else:
+            what = str(d.get("device", "?"))
+        parts.append(f"{d.get('trials', '?')} trial(s) on {what}"
+                     + (f" at {d['host']}" if d.get("host") else ""))
+    return "; ".join(parts)
+
+
+def data_line(data: list[dict[str, Any]] | None) -> str:
+    """Each data setting's fingerprint, as one phrase (its cache entry or its files' hashes)."""
+    if not data:
+        return "not recorded"
+    parts = []
+    for d in data:
+        if d.get("cache_key"):
+            what = f"cache entry {d['cache_key']}"
+            if d.get("lists"):
+                what += ", lists " + ", ".join(f"{s} sha256 {v['sha256'][:12]}"
+                                               for s, v in d["lists"].items())
+        elif d.get("files"):
+            what = ", ".join(f"{s}.npz sha256 {v['sha256'][:12]}" for s, v in d["files"].items())
+        else:
+            what = f"generator settings key {d.get('key', '?')}"
+        parts.append(f"{d.get('dataset', '?')}: {what}")
+    return "; ".join(parts)
 
 
 def _hours(meta: dict[str, Any]) -> str:

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import resource
 import statistics
 import sys
@@ -60,10 +61,12 @@ from rollingq.diagnostics import cremad_shapes, flops_per_sample  # noqa: E402
 from rollingq.model import MultimodalTransformer  # noqa: E402
 from rollingq.rolling import EpochStats  # noqa: E402
 from rollingq.train import (  # noqa: E402
+    CUBLAS_WORKSPACE,
     autocast_for,
     compiled_or_eager,
     make_optimizer,
     resolve_device,
+    set_deterministic,
     train_step,
     uses_bf16,
 )
@@ -238,6 +241,14 @@ def measure(name: str, args: argparse.Namespace, fusion: str = "attn") -> list[s
             f"of a step ({1e3 * with_stats:.2f} vs {1e3 * plain:.2f} ms without); the published "
             f"full pass adds {100 * extra / with_stats:.1f} % of an epoch at each epoch end it "
             f"runs ({1e3 * extra:.2f} ms a batch)")
+    if args.deterministic_cost:
+        set_deterministic(True)
+        det = timed(step, args.steps, args.warmup, device)
+        set_deterministic(False)
+        again = timed(step, args.steps, args.warmup, device)  # interleaved: drift shows up
+        plain = (seconds + again) / 2
+        lines.append(f"{label} train.deterministic cost: {100 * (det / plain - 1):+.2f} % of a "
+                     f"step ({1e3 * det:.2f} vs {1e3 * plain:.2f} ms without)")
     if args.balance_cost and model_cfg.fusion in BALANCE_FUSIONS:
         cost = balance_cost(model, forward, optimizer, inputs, labels, autocast, args)
         lines.append(f"{label} {cost}")
@@ -274,12 +285,17 @@ def main(argv: list[str] | None = None) -> int:
                     help="also time the step without RollingQ's statistics and the full pass")
     ap.add_argument("--balance-cost", action="store_true",
                     help="also time the step with OGM-GE and PMR, and PMR's prototype pass")
+    ap.add_argument("--deterministic-cost", action="store_true",
+                    help="also time the step with PyTorch's deterministic algorithms "
+                         "(train.deterministic) and print its cost")
     ap.add_argument("--end-to-end", type=int, default=0, metavar="CLIPS",
                     help="also train from a CREMA-D-shaped data set of CLIPS clips on disk "
                          "(cremad shapes)")
     ap.add_argument("--work", help="where --end-to-end writes its data set and cache "
                                    "(default: a temporary folder)")
     args = ap.parse_args(argv)
+    if args.deterministic_cost:  # before cuBLAS starts: its deterministic workspace setting
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
     with tempfile.TemporaryDirectory(prefix="rollingq-bench-") as tmp:
         args.work = args.work or tmp
         for name in args.shapes:

@@ -199,6 +199,10 @@ class TrainConfig:
     # rollingq.memory estimates both)
     activation_checkpointing: bool = False
     checkpoint_every: int = 1  # epochs; 0 = never
+    # PyTorch's deterministic algorithms (torch.use_deterministic_algorithms, cuDNN's
+    # deterministic kernels, CUBLAS_WORKSPACE_CONFIG=:4096:8): a GPU run repeats bit for bit, at
+    # a cost in speed; an op with no deterministic kernel raises instead of running
+    deterministic: bool = False
     # the selected model (best validation epoch, rotation included) as best.pt beside
     # checkpoint.pt, written when validation improves: one copy of the weights (about 240 MB at
     # the paper's shapes); the end-of-run diagnostics use the selected model either way

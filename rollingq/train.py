@@ -27,6 +27,7 @@ import io
 import json
 import logging
 import math
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -336,6 +337,21 @@ def place(bundle: DataBundle, device: torch.device, on_device: str) -> DataBundl
                       move(bundle.test), bundle.favoured)
 
 
+CUBLAS_WORKSPACE = ":4096:8"  # the cuBLAS setting deterministic matrix products need
+
+
+def set_deterministic(on: bool) -> None:
+    """PyTorch's deterministic algorithms on or off for this process (``train.deterministic``;
+    set at every run: a Ray worker trains trial after trial in one process). On, an op without
+    a deterministic kernel raises a RuntimeError naming it; cuBLAS needs its workspace setting
+    before its first use in the process, which ``CUBLAS_WORKSPACE_CONFIG`` gives (set here when
+    unset, and by the study driver for its workers)."""
+    if on:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
+    torch.use_deterministic_algorithms(on)
+    torch.backends.cudnn.deterministic = on
+
+
 def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
     if torch.cuda.is_available():
@@ -366,6 +382,7 @@ def fit(
     if device.type == "cpu" and t.cpu_threads:
         torch.set_num_threads(t.cpu_threads)  # process-wide, as torch's setting is
     autocast = autocast_for(config, device)
+    set_deterministic(t.deterministic)
     _seed_everything(t.seed)
     bundle = place(data or load_data(config.data), device, t.data_on_device)
     model = MultimodalTransformer(bundle.specs, bundle.num_classes, config.model)

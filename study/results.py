@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import platform
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -28,10 +27,11 @@ from ray import tune
 from ray.tune.experiment import Trial
 
 from analysis import outcomes
-from study.space import ROOT, Spec
+from study import provenance
+from study.space import Spec
 
 STATUS_ORDER = ("finished", "diverged", "stopped", "errored", "incomplete")
-DIAGNOSTIC_PREFIXES = ("noise_", "attn_noise", "params_", "missing_", "diagnostics_")
+DIAGNOSTIC_PREFIXES = ("noise_", "attn_noise", "params_", "missing_", "diagnostics_", "device")
 HEADLINE = ("test_acc_at_best_val", "test_f1_at_best_val", "test_binary_f1_at_best_val",
             "val_f1_at_best_val", "best_val_acc", "best_val_epoch", "best_test_acc")
 PREDICTIONS_DIR = "predictions"  # <trial_id>.npz: each trial's clean test predictions
@@ -111,6 +111,8 @@ def collect(exp_paths: list[str],
         row.update({k: v for k, v in last.items() if k.startswith("val_share_")})
         row.update({k: v for k, v in last.items() if k.startswith(DIAGNOSTIC_PREFIXES)})
         row.update({k: last[k] for k in RECORDED if k in last})
+        row["host"] = last.get("hostname")
+        row["deterministic"] = last.get("deterministic")
         # restarts: restores from a checkpoint (after a failure or a resumed study); the
         # failure that ended an errored trial was not retried
         retried_failures = trial.num_failures - (status == "errored")
@@ -187,17 +189,6 @@ def counts(trials: pd.DataFrame) -> dict[str, int]:
     return out
 
 
-def _git() -> dict[str, Any]:
-    def run(*args: str) -> str:
-        try:
-            return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True,
-                                  timeout=10).stdout.strip()
-        except (OSError, subprocess.TimeoutExpired):
-            return ""
-
-    return {"commit": run("rev-parse", "HEAD") or None, "dirty": bool(run("status", "--porcelain"))}
-
-
 def _versions() -> dict[str, str]:
     import numpy
     import optuna
@@ -208,10 +199,38 @@ def _versions() -> dict[str, str]:
             "optuna": optuna.__version__, "pandas": pd.__version__, "numpy": numpy.__version__}
 
 
+def devices(trials: pd.DataFrame) -> list[dict[str, Any]]:
+    """The distinct (host, device) the trials trained on, each with its number of trials."""
+    if "device" not in trials or not len(trials):
+        return []
+    cols = ["host", *[c for c in trials.columns if c == "device" or c.startswith("device_")]]
+    table = trials.reindex(columns=cols).astype(object).where(trials.reindex(columns=cols).notna(),
+                                                             None)
+    out: dict[str, dict[str, Any]] = {}
+    for row in table.to_dict("records"):
+        if row.get("device") is None:  # an errored trial reported no device
+            continue
+        entry = {k.removeprefix("device_") if k != "device" else k: v for k, v in row.items()
+                 if v is not None}
+        key = json.dumps(entry, sort_keys=True, default=str)
+        out.setdefault(key, {**entry, "trials": 0})["trials"] += 1
+    return list(out.values())
+
+
+def deterministic(trials: pd.DataFrame) -> str:
+    """Whether the trials ran PyTorch's deterministic algorithms: yes, no, mixed or unknown."""
+    seen = set(trials.get("deterministic", pd.Series(dtype=object)).dropna().astype(bool))
+    return {frozenset({True}): "yes", frozenset({False}): "no"}.get(
+        frozenset(seen), "mixed" if seen else "unknown")
+
+
 def meta(spec: Spec, trials: pd.DataFrame, *, argv: list[str], resources: dict[str, float],
          nodes: int, wall_seconds: float, started: str, finished: str,
-         resumed: bool = False) -> dict[str, Any]:
-    """The provenance record of a study (``meta.json``)."""
+         resumed: bool = False, folder: Path | None = None,
+         data: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The provenance record of a study (``meta.json``; ``study.provenance``). With a
+    ``folder``, a dirty tree's change is written there as ``source.patch``; ``data`` are the
+    fingerprints of the study's data settings (``rollingq.data.preflight``)."""
     trial_hours = float(trials["time_total_s"].sum()) / 3600 if len(trials) else 0.0
     gpu_hours = float((trials["time_total_s"] * trials["gpu"]).sum()) / 3600 if len(trials) else 0.0
     return {
@@ -219,8 +238,13 @@ def meta(spec: Spec, trials: pd.DataFrame, *, argv: list[str], resources: dict[s
         "question": spec.question,
         "source": spec.source,
         "command": " ".join([Path(sys.executable).name, *argv]),
-        "git": _git(),
+        "git": provenance.git_record(folder),
         "versions": _versions(),
+        "distributions": provenance.distributions(),
+        "devices": devices(trials),
+        "driver_device": provenance.device_info(),
+        "deterministic": deterministic(trials),
+        "data": data or [],
         "platform": platform.platform(),
         "cluster": {"nodes": nodes, "resources": resources},
         "started": started,

@@ -302,7 +302,9 @@ def main(argv: list[str] | None = None, callbacks: Sequence[Any] = ()) -> int:
             if args.smoke_test:
                 spec = smoke(spec)
             absolute_paths(spec)
-        check_data(spec)
+        data = check_data(spec)
+        if args.resume:
+            check_same_data(folder, data)
         check_memory(spec, args.gpu_gib)
         if args.resume:
             for ray_dir, seeds in experiments(folder, spec, added):
@@ -315,7 +317,7 @@ def main(argv: list[str] | None = None, callbacks: Sequence[Any] = ()) -> int:
     if added:
         grow(spec, folder, added)
     return run_study(spec, folder, storage, args, argv if argv is not None else sys.argv[1:],
-                     callbacks)
+                     callbacks, data)
 
 
 def resumed_spec(args: argparse.Namespace, folder: Path) -> tuple[Spec, list[int]]:
@@ -403,18 +405,22 @@ def grow(spec: Spec, folder: Path, added: list[int]) -> None:
           f"new trials in {listed[-1][0]}/ (the trials of seeds {kept} are kept)", flush=True)
 
 
-def check_data(spec: Spec) -> None:
+def check_data(spec: Spec) -> list[dict[str, Any]]:
     """The data preflight (``rollingq.data.preflight``) of every data setting the study uses,
-    before Ray starts: a problem is a SpecError of one line, and no trial starts."""
+    before Ray starts: a problem is a SpecError of one line, and no trial starts. Returns the
+    settings' fingerprints (for ``meta.json``)."""
     from rollingq.config import build_config
     from rollingq.data import preflight
 
+    fingerprints = []
     for overrides in data_overrides(spec):
         try:
-            line = preflight(build_config(overrides=overrides).data)
+            checked = preflight(build_config(overrides=overrides).data)
         except ValueError as e:  # ConfigError, DataError and the loaders' other input errors
             raise SpecError(re.sub(r"\s*\n\s*", "; ", str(e).strip())) from None
-        print(f"data: {line}", flush=True)
+        print(f"data: {checked.summary}", flush=True)
+        fingerprints.append(checked.fingerprint)
+    return fingerprints
 
 
 def trial_overrides(spec: Spec) -> list[dict[str, Any]]:
@@ -479,8 +485,40 @@ def check_memory(spec: Spec, gpu_gib: float | None) -> None:
           f"GPU share gives ({worst.line()})", flush=True)
 
 
+def check_same_data(folder: Path, data: list[dict[str, Any]]) -> None:
+    """A resumed study reads the data its trials so far read: the fingerprints in its
+    ``meta.json`` (when an earlier session wrote one) must equal today's."""
+    path = folder / "meta.json"
+    if not path.is_file():
+        return
+    before = json.loads(path.read_text()).get("data")
+    if before is None or before == data:  # written before fingerprints were recorded
+        return
+    for old, new in zip(before, data, strict=False):
+        if old != new:
+            key, was, now = changes(old, new)[0]
+            raise SpecError(f"--resume {folder}: the {new.get('dataset', 'data')} data set changed "
+                            f"since the study's trials so far ran ({key} is {was!r} in meta.json, "
+                            f"{now!r} now); restore those files, or start a new study on the new "
+                            f"data")
+    raise SpecError(f"--resume {folder}: the study reads {len(data)} data setting(s) now but "
+                    f"{len(before)} in meta.json; start a new study for other data")
+
+
+def worker_env(spec: Spec) -> dict[str, str]:
+    """Environment variables the study's Ray workers need before they import torch: cuBLAS's
+    workspace setting when a trial runs deterministically (``train.deterministic``)."""
+    from rollingq.config import build_config
+    from rollingq.train import CUBLAS_WORKSPACE
+
+    if any(build_config(overrides=v).train.deterministic for v in trial_overrides(spec)):
+        return {"CUBLAS_WORKSPACE_CONFIG": os.environ.get("CUBLAS_WORKSPACE_CONFIG",
+                                                          CUBLAS_WORKSPACE)}
+    return {}
+
+
 def run_study(spec: Spec, folder: Path, storage: str, args: argparse.Namespace, argv: list[str],
-              callbacks: Sequence[Any] = ()) -> int:
+              callbacks: Sequence[Any] = (), data: list[dict[str, Any]] | None = None) -> int:
     """Runs (or resumes) a validated study and writes its results; returns the exit code."""
     import ray
     from ray import tune
@@ -497,8 +535,9 @@ def run_study(spec: Spec, folder: Path, storage: str, args: argparse.Namespace, 
     t0 = time.perf_counter()
     if args.address is None:  # local workers inherit the environment: let them import the project
         export_project_path()
+    env = worker_env(spec)
     ray.init(address=args.address, include_dashboard=False, ignore_reinit_error=True,
-             log_to_driver=False)
+             log_to_driver=False, **({"runtime_env": {"env_vars": env}} if env else {}))
     try:
         resources, nodes = cluster_resources()
         print(f"study {spec.name}: {spec.expected_trials()} trials -> {folder}", flush=True)
@@ -518,7 +557,8 @@ def run_study(spec: Spec, folder: Path, storage: str, args: argparse.Namespace, 
     trials, curves, predictions = results.collect(exps, spec)
     info = results.meta(spec, trials, argv=["study/run.py", *argv], resources=resources,
                         nodes=nodes, wall_seconds=time.perf_counter() - t0, started=started,
-                        finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"), resumed=bool(args.resume))
+                        finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"), resumed=bool(args.resume),
+                        folder=folder, data=data)
     results.write(folder, trials, curves, info, predictions)
     c = info["trials"]
     done = c["finished"] + c["diverged"] + c["errored"] + c["stopped"]

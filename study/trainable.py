@@ -45,7 +45,8 @@ from ray import tune
 from rollingq.checkpoints import CHECKPOINT
 from rollingq.config import build_config
 from rollingq.memory import TRIAL_MEMORY_FRACTION
-from rollingq.train import PREDICTIONS, fit, predictions_npz, run_diagnostics
+from rollingq.train import PREDICTIONS, fit, predictions_npz, resolve_device, run_diagnostics
+from study.provenance import device_info
 from study.resume import write_atomic
 
 WORK_PREFIX = "rollingq-trial-"  # + "<pid>-": a trial's working folder
@@ -105,6 +106,14 @@ def flatten_diagnostics(diag: dict[str, Any]) -> dict[str, Any]:
     flat["params_all"] = diag["parameters"]["all_tensors"]
     flat["favoured_modality"] = diag.get("favoured_modality")  # None unless the data declares it
     return flat
+
+
+def device_record(cfg: Any) -> dict[str, Any]:
+    """What the trial trained on, for the study's provenance: ``device`` (cpu or cuda) and, on a
+    GPU, ``device_gpu``, ``device_gpu_gib``, ``device_driver``, ``device_cuda``,
+    ``device_cudnn``."""
+    info = device_info(resolve_device(cfg.train.device))
+    return {"device": info.pop("device"), **{f"device_{k}": v for k, v in info.items()}}
 
 
 def _limit_resources() -> None:
@@ -222,7 +231,8 @@ def train_trial(config: dict[str, Any]) -> None:
             final = dict(result.history[-1]) if result.history else {metric: worst}
         final.update(final=True, status=result.status,  # the arm and beta the outcomes need
                      rollingq_on=cfg.rollingq.enabled and cfg.rollingq.max_rotations > 0,
-                     rollingq_beta=cfg.rollingq.beta)
+                     rollingq_beta=cfg.rollingq.beta, deterministic=cfg.train.deterministic,
+                     **device_record(cfg))
         if result.status == "finished":
             diag, predictions = run_diagnostics(cfg, result.selected(), result.data,
                                                 final["best_val_epoch"])

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from rollingq.config import DataConfig
 from rollingq.data.base import DataBundle, DataError, ModalitySpec, Split
@@ -40,34 +43,50 @@ def load_data(cfg: DataConfig) -> DataBundle:
     return bundle
 
 
-def preflight(cfg: DataConfig) -> str:
-    """The checks a study runs on its data before any trial starts; a one-line summary.
+@dataclass
+class Checked:
+    """What ``preflight`` found: a one-line summary and the data set's fingerprint."""
+
+    summary: str
+    fingerprint: dict[str, Any]
+
+
+def preflight(cfg: DataConfig) -> Checked:
+    """The checks a study runs on its data before any trial starts, and the data set's
+    fingerprint (what ``meta.json`` records of it).
 
     Cheap where the data are large: the clip data sets check the root, the split lists and
     that every listed file exists (``stat``, no decoding); MOSEI that its pickle exists; the
     ``features`` files are read and checked in full (arrays, shapes, NaN/inf, labels), as a
-    trial would read them.
+    trial would read them. The fingerprint: the clip data sets' split lists (SHA-256), a hash
+    of every kept clip's id, label and files, and the cache entry's name; MOSEI's pickle (size,
+    modification time) and cache entry; each ``features`` file's SHA-256; the synthetic
+    generator's settings.
 
     Raises:
         DataError (a ValueError): What is wrong, where, how many, the first paths and the fix.
     """
-    from rollingq.data import clips, cremad, kinetics_sounds, mosei
+    from rollingq.data import cache, clips, cremad, kinetics_sounds, mosei, synthetic
 
     if cfg.name == "synthetic":
-        return "synthetic: built in"
+        settings = {k: getattr(cfg, k) for k in synthetic.SETTINGS}
+        return Checked("synthetic: built in", {"dataset": "synthetic", "settings": settings,
+                                               "key": cache.recipe_key(settings)})
     if cfg.name == "features":
         bundle = load_data(cfg)
-        return (f"features: {len(bundle.train) + len(bundle.val)} train+val and "
-                f"{len(bundle.test)} test samples, {', '.join(bundle.specs)}")
+        root = Path(cfg.root).expanduser().absolute()
+        files = {p.stem: clips.file_digest(p) for p in
+                 (root / "train.npz", root / "val.npz", root / "test.npz") if p.is_file()}
+        return Checked(f"features: {len(bundle.train) + len(bundle.val)} train+val and "
+                       f"{len(bundle.test)} test samples, {', '.join(bundle.specs)}",
+                       {"dataset": "features", "files": files})
     if cfg.name == "mosei":
-        return f"mosei: {mosei.pickle_path(cfg)}"
+        return Checked(f"mosei: {mosei.pickle_path(cfg)}", mosei.fingerprint(cfg))
     if cfg.name in ("cremad", "kinetics_sounds"):
-        module = cremad if cfg.name == "cremad" else kinetics_sounds
-        splits, problems = module.list_clips(cfg)[:2]
-        splits, _ = clips.check_files(cfg.name, splits, problems, cfg, module.FIX)
-        return f"{cfg.name}: " + ", ".join(f"{len(c)} {s} clips" for s, c in splits.items())
+        plan = (cremad if cfg.name == "cremad" else kinetics_sounds).plan(cfg)
+        return Checked(plan.summary(), plan.fingerprint())
     raise ValueError(f"unknown data set {cfg.name!r}; valid: {', '.join(LOADERS)}")
 
 
 __all__ = ["DataBundle", "DataError", "ModalitySpec", "Split", "load_data", "preflight",
-           "LOADERS"]
+           "Checked", "LOADERS"]

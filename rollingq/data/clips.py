@@ -173,6 +173,56 @@ def recipe(name: str, settings: dict[str, Any], splits: dict[str, list[Clip]],
     return {"dataset": name, "settings": settings, "clips": h.hexdigest(), "sizes": sizes}
 
 
+def file_digest(path: Path) -> dict[str, Any]:
+    """A file's path, size and SHA-256 (read in 1 MiB blocks)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return {"path": str(path), "bytes": path.stat().st_size, "sha256": h.hexdigest()}
+
+
+@dataclass
+class Plan:
+    """A clip data set as checked, and what its cache entry depends on.
+
+    Attributes:
+        name: The data set name.
+        lists: Split -> its list file.
+        splits: Split -> the clips kept (``check_files``).
+        dropped: (split, id, why) of each clip left out.
+        settings: The decoding settings (part of the cache key).
+    """
+
+    name: str
+    lists: dict[str, Path]
+    splits: dict[str, list[Clip]]
+    dropped: list[tuple[str, str, str]]
+    settings: dict[str, Any]
+
+    def summary(self) -> str:
+        return f"{self.name}: " + ", ".join(f"{len(c)} {s} clips" for s, c in self.splits.items())
+
+    def fingerprint(self) -> dict[str, Any]:
+        """The split lists (path, size, SHA-256), the clips hash (every kept clip's id, label
+        and files), the counts and the cache entry's name, which a rebuilt or changed data
+        set changes."""
+        rec = recipe(self.name, self.settings, self.splits, self.dropped)
+        return {"dataset": self.name, "lists": {s: file_digest(p) for s, p in self.lists.items()},
+                "clips_sha256": rec["clips"], "sizes": rec["sizes"], "dropped": len(self.dropped),
+                "cache_key": f"{self.name}-{cache.recipe_key(rec)}"}
+
+
+def entry_settings(cfg: DataConfig, settings: dict[str, Any],
+                   audio_shape: tuple[int, ...]) -> dict[str, Any]:
+    """A loader's decoding settings with the config's that shape the stored arrays: the frame
+    size, the audio shape and the NaN/inf rule (only when zeros replace them)."""
+    out = {**settings, "decode_size": cfg.decode_size, "audio_shape": list(audio_shape)}
+    if cfg.nonfinite != "error":
+        out["nonfinite"] = cfg.nonfinite
+    return out
+
+
 def _workers(cfg: DataConfig) -> int:
     if cfg.workers:
         return cfg.workers
@@ -200,16 +250,13 @@ def build_entry(
         cfg: The data config (``decode_size``, ``cache_dir``, ``workers``).
         splits: Split -> clips to store.
         dropped: (split, id, reason) of every dropped sample, written to ``dropped.tsv``.
-        settings: The preprocessing settings (part of the cache key).
+        settings: The preprocessing settings, the cache key's (``entry_settings``).
         load_audio: Path -> float32 array of ``audio_shape``; raises naming the file.
         audio_shape: The per-clip audio array shape.
         progress: Show a progress bar on stderr (None: only when stderr is a terminal).
         force: Rebuild even if a valid entry exists.
     """
     size = cfg.decode_size
-    settings = {**settings, "decode_size": size, "audio_shape": list(audio_shape)}
-    if cfg.nonfinite != "error":  # the stored arrays differ only when zeros replace NaN/inf
-        settings["nonfinite"] = cfg.nonfinite
 
     def build(w: cache.Writer) -> dict[str, Any]:
         from tqdm import tqdm

@@ -131,12 +131,18 @@ def _audio_format(cfg: DataConfig, audio_dir: Path, first: str) -> str:
     return "pt" if (audio_dir / f"{first}.pt").is_file() else "wav"
 
 
+def split_lists(cfg: DataConfig) -> dict[str, Path]:
+    """The train and test split lists (``data.train_list``, ``data.test_list``)."""
+    root = Path(cfg.root).expanduser().absolute()
+    return {"train": clips.resolve(root, cfg.train_list, "train.csv"),
+            "test": clips.resolve(root, cfg.test_list, "test.csv")}
+
+
 def list_clips(cfg: DataConfig) -> tuple[dict[str, list[Clip]], Problems, str]:
     """Every listed clip, what is missing, and the audio format (``wav`` or ``pt``)."""
     root = Path(cfg.root).expanduser().absolute()  # absolute: paths are part of the cache key
     clips.check_root(NAME, root, TREE)
-    lists = {"train": clips.resolve(root, cfg.train_list, "train.csv"),
-             "test": clips.resolve(root, cfg.test_list, "test.csv")}
+    lists = split_lists(cfg)
     audio_dirs = {"train": clips.resolve(root, cfg.audio_dir, "AudioWAV")}
     audio_dirs["test"] = clips.resolve(root, cfg.test_audio_dir, str(audio_dirs["train"]))
     frame_dirs = {"train": clips.resolve(root, cfg.frames_dir, "Image-01-FPS")}
@@ -170,19 +176,24 @@ def list_clips(cfg: DataConfig) -> tuple[dict[str, list[Clip]], Problems, str]:
     return out, problems, fmt
 
 
-def prepare(cfg: DataConfig, progress: bool | None = None, force: bool = False):
-    """Checks the files and opens (building if needed) the cache entry; returns the Entry."""
+def plan(cfg: DataConfig) -> clips.Plan:
+    """The checked clips and the decoding settings of the cache entry (``clips.Plan``)."""
     splits, problems, fmt = list_clips(cfg)
     splits, dropped = clips.check_files(NAME, splits, problems, cfg, FIX)
-    if fmt == "wav":
-        load_audio, shape = wav_spectrogram, SPEC_SHAPE
-    else:
-        load_audio, shape = pt_spectrogram, pt_spectrogram(splits["train"][0].audio).shape
     settings = {"audio_format": fmt, "sample_rate": SAMPLE_RATE, "seconds": SECONDS,
                 "n_fft": N_FFT, "hop": HOP, "eps": EPS, "stft_pad": "constant",
                 "eval_frames": "centres of thirds"}
-    return clips.build_entry(NAME, cfg, splits, dropped, settings, load_audio, shape,
-                             progress=progress, force=force)
+    shape = SPEC_SHAPE if fmt == "wav" else pt_spectrogram(splits["train"][0].audio).shape
+    return clips.Plan(NAME, split_lists(cfg), splits, dropped,
+                      clips.entry_settings(cfg, settings, shape))
+
+
+def prepare(cfg: DataConfig, progress: bool | None = None, force: bool = False):
+    """Checks the files and opens (building if needed) the cache entry; returns the Entry."""
+    p = plan(cfg)
+    load_audio = wav_spectrogram if p.settings["audio_format"] == "wav" else pt_spectrogram
+    return clips.build_entry(NAME, cfg, p.splits, p.dropped, p.settings, load_audio,
+                             tuple(p.settings["audio_shape"]), progress=progress, force=force)
 
 
 def load_cremad(cfg: DataConfig) -> DataBundle:

@@ -84,6 +84,13 @@ def read_list(path: Path) -> list[tuple[str, int]]:
     return rows
 
 
+def split_lists(cfg: DataConfig) -> dict[str, Path]:
+    """The train and test split lists (``data.train_list``, ``data.test_list``)."""
+    root = Path(cfg.root).expanduser().absolute()
+    return {split: clips.resolve(root, key, DEFAULTS[split][0])
+            for split, key in (("train", cfg.train_list), ("test", cfg.test_list))}
+
+
 def list_clips(cfg: DataConfig) -> tuple[dict[str, list[Clip]], Problems]:
     """Every listed clip with the frames to store, and what is missing or dropped."""
     root = Path(cfg.root).expanduser().absolute()  # absolute: paths are part of the cache key
@@ -133,14 +140,21 @@ def list_clips(cfg: DataConfig) -> tuple[dict[str, list[Clip]], Problems]:
     return out, problems
 
 
-def prepare(cfg: DataConfig, progress: bool | None = None, force: bool = False):
-    """Checks the files and opens (building if needed) the cache entry; returns the Entry."""
+def plan(cfg: DataConfig) -> clips.Plan:
+    """The checked clips and the decoding settings of the cache entry (``clips.Plan``)."""
     splits, problems = list_clips(cfg)
     splits, dropped = clips.check_files(NAME, splits, problems, cfg, FIX)
     settings = {"fbank_shape": list(FBANK_SHAPE), "min_frames": MIN_FRAMES,
                 "frame_rule": "published thirds, train capped at 9"}
-    return clips.build_entry(NAME, cfg, splits, dropped, settings, load_fbank, FBANK_SHAPE,
-                             progress=progress, force=force)
+    return clips.Plan(NAME, split_lists(cfg), splits, dropped,
+                      clips.entry_settings(cfg, settings, FBANK_SHAPE))
+
+
+def prepare(cfg: DataConfig, progress: bool | None = None, force: bool = False):
+    """Checks the files and opens (building if needed) the cache entry; returns the Entry."""
+    p = plan(cfg)
+    return clips.build_entry(NAME, cfg, p.splits, p.dropped, p.settings, load_fbank,
+                             FBANK_SHAPE, progress=progress, force=force)
 
 
 def _eval_slots(count: int) -> list[int]:

@@ -93,12 +93,27 @@ def read_pickle(path: Path) -> dict[str, dict[str, np.ndarray]]:
     return out
 
 
-def prepare(cfg: DataConfig, progress: bool | None = None, force: bool = False) -> cache.Entry:
-    """Opens (building if needed) the cache entry of the pickle; returns the Entry."""
+def cache_recipe(cfg: DataConfig) -> dict[str, Any]:
+    """What the cache entry depends on: the pickle's path, size and modification time, and the
+    settings."""
     path = pickle_path(cfg).resolve()
     stat = path.stat()
-    recipe = {"dataset": NAME, "pickle": str(path), "bytes": stat.st_size,
-              "mtime_ns": stat.st_mtime_ns, "settings": {"label": "score >= 0", "audio": "-inf->0"}}
+    return {"dataset": NAME, "pickle": str(path), "bytes": stat.st_size,
+            "mtime_ns": stat.st_mtime_ns, "settings": {"label": "score >= 0", "audio": "-inf->0"}}
+
+
+def fingerprint(cfg: DataConfig) -> dict[str, Any]:
+    """The pickle (path, size, modification time: hashing gigabytes is left to the cache's
+    ``--verify``) and the cache entry's name."""
+    recipe = cache_recipe(cfg)
+    return {"dataset": NAME, "pickle": recipe["pickle"], "bytes": recipe["bytes"],
+            "mtime_ns": recipe["mtime_ns"], "cache_key": f"{NAME}-{cache.recipe_key(recipe)}"}
+
+
+def prepare(cfg: DataConfig, progress: bool | None = None, force: bool = False) -> cache.Entry:
+    """Opens (building if needed) the cache entry of the pickle; returns the Entry."""
+    recipe = cache_recipe(cfg)
+    path = Path(recipe["pickle"])
 
     def build(w: cache.Writer) -> dict[str, Any]:
         log.info("%s: reading %s (once; trials then read the cache)", NAME, path)

@@ -38,6 +38,11 @@ import torch
 from rollingq.config import DataConfig
 from rollingq.data.base import DataBundle, ModalitySpec, Split, carve_val
 
+# the data config's fields the generator reads: the synthetic data set's fingerprint
+SETTINGS = ("train_size", "test_size", "num_classes", "tokens", "features", "easy_informative",
+            "easy_snr", "hard_snr", "hard_tokens", "distractor_channels", "distractor_std",
+            "data_seed", "val_fraction", "modalities")
+
 
 def _prototypes(n: int, dim: int, g: torch.Generator) -> torch.Tensor:
     p = torch.randn(n, dim, generator=g)

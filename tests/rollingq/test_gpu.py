@@ -75,3 +75,24 @@ def test_the_memory_estimate_is_within_15_percent_of_the_measured_peak(precision
     torch.cuda.synchronize()
     peak = torch.cuda.max_memory_allocated()
     assert abs(est / peak - 1) < 0.15, (est, peak)
+
+
+def test_deterministic_gpu_runs_repeat_bit_for_bit_and_record_their_device():
+    """``train.deterministic``: two GPU runs of one config end with identical weights (the pmr
+    balancer included: its prototypes use index_add_), and the trial's device record names the
+    GPU, the driver, CUDA and cuDNN."""
+    from study.provenance import device_info
+
+    over = {"train.device": "cuda", "train.deterministic": True, "train.epochs": 3,
+            "balance.method": "pmr"}
+    try:
+        a, b = (fit(build_config(overrides=over)) for _ in range(2))
+        for (name, x), y in zip(a.best_state.items(), b.best_state.values(), strict=True):
+            assert torch.equal(x, y), name
+    finally:
+        torch.use_deterministic_algorithms(False)
+        torch.backends.cudnn.deterministic = False
+    info = device_info(torch.device("cuda", 0))
+    assert info["device"] == "cuda" and info["gpu"] == torch.cuda.get_device_name(0)
+    assert info["cuda"] == torch.version.cuda and info["cudnn"] and info["driver"]
+    assert info["gpu_gib"] > 1

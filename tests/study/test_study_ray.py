@@ -255,6 +255,28 @@ def test_smoke_study_end_to_end(tmp_path):
     assert meta["expected_trials"] == 2 and meta["resumed"] is False
     assert meta["trials"] == {"finished": 2, "diverged": 0, "stopped": 0, "errored": 0,
                               "incomplete": 0, "retried": 0}
+    # provenance beyond the spec (study.provenance; the patch itself: test_provenance.py)
+    dirty = bool(subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True,
+                                text=True).stdout.strip())
+    assert meta["git"]["dirty"] is dirty and (study / "source.patch").exists() is dirty
+    if dirty:
+        assert meta["git"]["patch_applies"] is True
+    import importlib.metadata
+
+    assert meta["distributions"]["ray"] == importlib.metadata.version("ray")
+    assert len(meta["distributions"]) > 50
+    host = trials["host"].iloc[0]
+    assert meta["devices"] == [{"host": host, "device": "cpu", "trials": 2}]
+    assert meta["deterministic"] == "no" and not trials["deterministic"].any()
+    from rollingq.config import build_config
+    from rollingq.data import preflight
+
+    expected = preflight(build_config(overrides=load_spec("smoke").fixed).data).fingerprint
+    assert meta["data"] == [json.loads(json.dumps(expected))]
+    report = (study / "report.md").read_text()
+    assert f"| devices | 2 trial(s) on cpu at {host} |" in report
+    assert f"| data fingerprint | synthetic: generator settings key {expected['key']} |" in report
+    assert "| deterministic algorithms | no |" in report
 
 
 def test_balance_rollingq_smoke_test_end_to_end(tmp_path):
