@@ -523,7 +523,7 @@ def run_study(spec: Spec, folder: Path, storage: str, args: argparse.Namespace, 
     import ray
     from ray import tune
 
-    from study import results
+    from study import optuna_db, results
 
     folder.mkdir(parents=True, exist_ok=True)
     if not args.resume:
@@ -560,6 +560,7 @@ def run_study(spec: Spec, folder: Path, storage: str, args: argparse.Namespace, 
                         finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"), resumed=bool(args.resume),
                         folder=folder, data=data)
     results.write(folder, trials, curves, info, predictions)
+    optuna_db.write(folder, spec, trials, curves)
     c = info["trials"]
     done = c["finished"] + c["diverged"] + c["errored"] + c["stopped"]
     summary = ", ".join(f"{v} {k}" for k, v in c.items() if v)

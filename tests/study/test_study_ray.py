@@ -273,6 +273,17 @@ def test_smoke_study_end_to_end(tmp_path):
 
     expected = preflight(build_config(overrides=load_spec("smoke").fixed).data).fingerprint
     assert meta["data"] == [json.loads(json.dumps(expected))]
+    # every study, grid ones included, as an Optuna study for optuna-dashboard
+    import optuna
+
+    db = optuna.load_study(study_name="smoke", storage=f"sqlite:///{study / 'optuna.db'}")
+    assert db.metric_names == ["val_acc"] and len(db.trials) == 2
+    for t in db.trials:
+        row = trials[trials["trial_id"] == t.user_attrs["trial_id"]].iloc[0]
+        curve = curves[(curves["trial_id"] == row["trial_id"]) & (curves["epoch"] >= 0)]
+        assert t.state.name == "COMPLETE" and t.value == curve["val_acc"].iloc[-1]
+        assert t.params == {"rollingq.enabled": bool(row["rollingq.enabled"])}
+        assert t.intermediate_values == dict(zip(curve["epoch"], curve["val_acc"], strict=True))
     report = (study / "report.md").read_text()
     assert f"| devices | 2 trial(s) on cpu at {host} |" in report
     assert f"| data fingerprint | synthetic: generator settings key {expected['key']} |" in report
@@ -521,6 +532,13 @@ def test_interrupt_kill_and_resume(tmp_path):
     assert set(pd.read_csv(ref_study / "curves.csv").columns) == set(curves.columns)
     meta = json.loads((study / "meta.json").read_text())
     assert meta["resumed"] is True and meta["trials"]["finished"] == 6
+    # optuna.db rewritten from the resumed study: each trial once, each epoch once
+    import optuna
+
+    db = optuna.load_study(study_name="chain", storage=f"sqlite:///{study / 'optuna.db'}")
+    assert sorted(t.user_attrs["trial_id"] for t in db.trials) == sorted(trials["trial_id"])
+    assert all(t.state.name == "COMPLETE" and sorted(t.intermediate_values) == list(
+        range(EPOCHS)) for t in db.trials)
 
 
 # ----------------------------------------------------------------------------- 4. node kill
