@@ -26,6 +26,7 @@ from typing import Any
 from study.space import ROOT
 
 PATCH = "source.patch"  # the uncommitted change of a dirty tree, in the study folder
+UNTRACKED_LIMIT = 10 * 2**20  # bytes: a larger untracked file is listed, not put in the patch
 
 
 def _git(*args: str, env: dict[str, str] | None = None, stdin: bytes | None = None,
@@ -37,27 +38,38 @@ def _git(*args: str, env: dict[str, str] | None = None, stdin: bytes | None = No
         return None
 
 
-def source_patch(cwd: Path = ROOT) -> tuple[str | None, bytes | None]:
-    """(commit, the working tree's change against it) of the git checkout at ``cwd``.
+def source_patch(cwd: Path = ROOT) -> tuple[str | None, bytes | None, list[dict[str, Any]]]:
+    """(commit, the working tree's change against it, the untracked files left out of it) of
+    the git checkout at ``cwd``.
 
     The change is ``git diff --binary`` of the tree as it is, untracked files that git does
     not ignore included (staged through a temporary index: the user's own index is not
-    touched), or None for a clean tree. Both are None outside a git checkout.
+    touched), or None for a clean tree or when git fails. Untracked files over
+    ``UNTRACKED_LIMIT`` bytes (a data set or weights kept in the checkout) are left out and
+    listed (path, bytes). Commit and change are None outside a git checkout.
     """
     head = _git("rev-parse", "HEAD", cwd=cwd)
     if head is None or head.returncode != 0:
-        return None, None
+        return None, None, []
     commit = head.stdout.decode().strip()
+    others = _git("ls-files", "--others", "--exclude-standard", "-z", cwd=cwd)
+    untracked = [n for n in (others.stdout.decode(errors="surrogateescape").split("\0")
+                             if others is not None and others.returncode == 0 else []) if n]
+    sizes = {n: (cwd / n).stat().st_size for n in untracked if (cwd / n).is_file()}
+    skipped = [{"path": n, "bytes": b} for n, b in sizes.items() if b > UNTRACKED_LIMIT]
+    small = [n for n in untracked if sizes.get(n, 0) <= UNTRACKED_LIMIT]
     with tempfile.TemporaryDirectory(prefix="rollingq-index-") as tmp:
         env = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
-        for args in (("read-tree", "HEAD"), ("add", "-A")):
+        steps = [("read-tree", "HEAD"), ("add", "-u")]
+        steps += [("add", "--", *small[i:i + 500]) for i in range(0, len(small), 500)]
+        for args in steps:
             done = _git(*args, env=env, cwd=cwd)
             if done is None or done.returncode != 0:
-                return commit, None
+                return commit, None, skipped
         diff = _git("diff", "--cached", "--binary", "HEAD", env=env, cwd=cwd)
     if diff is None or diff.returncode != 0:
-        return commit, None
-    return commit, diff.stdout or None
+        return commit, None, skipped
+    return commit, diff.stdout or None, skipped
 
 
 def patch_applies(patch: bytes, commit: str, cwd: Path = ROOT) -> bool:
@@ -75,16 +87,24 @@ def patch_applies(patch: bytes, commit: str, cwd: Path = ROOT) -> bool:
 def git_record(folder: Path | None, cwd: Path = ROOT) -> dict[str, Any]:
     """The ``git`` entry of ``meta.json`` for the checkout at ``cwd`` (the project's); with a
     dirty tree and a ``folder``, writes the change to ``folder/source.patch`` and records its
-    name, size, SHA-256 and whether it applies to the commit."""
-    commit, patch = source_patch(cwd)
-    record: dict[str, Any] = {"commit": commit, "dirty": patch is not None}
+    name, size, SHA-256, whether it applies to the commit, and the untracked files too large to
+    be in it; ``patch_error`` says why a dirty tree has no patch."""
+    commit, patch, skipped = source_patch(cwd)
+    status = _git("status", "--porcelain", cwd=cwd)
+    dirty = bool(status.stdout.strip()) if status is not None and status.returncode == 0 \
+        else patch is not None
+    record: dict[str, Any] = {"commit": commit, "dirty": dirty}
+    if folder is not None and (folder / PATCH).exists():
+        (folder / PATCH).unlink()  # an earlier session's
     if patch is not None and folder is not None:
         (folder / PATCH).write_bytes(patch)
         record.update(patch=PATCH, patch_bytes=len(patch),
                       patch_sha256=hashlib.sha256(patch).hexdigest(),
                       patch_applies=patch_applies(patch, commit, cwd))
-    elif folder is not None and (folder / PATCH).exists():
-        (folder / PATCH).unlink()  # a resumed study whose tree is clean now
+    elif dirty and commit is not None:
+        record["patch_error"] = "git could not write the working tree's diff"
+    if skipped:
+        record["untracked_not_in_patch"] = skipped
     return record
 
 

@@ -59,7 +59,8 @@ def test_a_two_seed_study_grows_to_three(tmp_path):
     """The smoke study at seeds 0 and 1 (4 trials), then grown to 0, 1, 2: exactly the 2 new
     trials train, in a second Ray experiment; the 4 old trials are untouched; trials.csv and
     the report are one study of 3 seeds."""
-    r = run_cli("--space", "smoke", "--storage", str(tmp_path), "--set", "seeds=[0,1]")
+    r = run_cli("--space", "smoke", "--storage", str(tmp_path), "--set", "seeds=[0,1]",
+                "--no-report")  # the grown study's report is the one read
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     study = the_study(tmp_path, "smoke")
     old = pd.read_csv(study / "trials.csv")
@@ -98,7 +99,7 @@ def test_a_two_seed_study_grows_to_three(tmp_path):
     assert "on 3 of 3; off 3 of 3" in report  # each claim's trials used per arm
 
     # a plain resume of the grown study trains nothing and keeps its 6 trials
-    r = run_cli("--space", "smoke", "--resume", str(study))
+    r = run_cli("--space", "smoke", "--resume", str(study), "--no-report")
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "trials: 6 finished (expected 6)" in r.stdout
     assert len(sorted((study / "ray-2").glob("*/result.json"))) == 2

@@ -58,8 +58,14 @@ def test_a_dirty_trees_source_patch_gives_its_code_back(tmp_path):
     index_before = git(dirty, "diff", "--cached", "--name-only")
     status_before = git(dirty, "status", "--porcelain")
 
+    big = dirty / "rollingq" / "data.npy"  # a data file kept in the checkout: listed, not copied
+    big.write_bytes(b"\0" * (provenance.UNTRACKED_LIMIT + 1))
+
     record = provenance.git_record(study, cwd=dirty)
     patch = (study / provenance.PATCH).read_bytes()
+    assert record["untracked_not_in_patch"] == [{"path": "rollingq/data.npy",
+                                                 "bytes": provenance.UNTRACKED_LIMIT + 1}]
+    big.unlink()
     assert record["dirty"] is True and record["patch"] == provenance.PATCH
     assert record["patch_applies"] is True and record["patch_bytes"] == len(patch)
     # the user's index and working tree are as they were
