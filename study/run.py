@@ -38,6 +38,7 @@ import os
 import re
 import sys
 import time
+import urllib.parse
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -169,9 +170,19 @@ def study_folder(args: argparse.Namespace, space: str) -> tuple[Path, str]:
         if folder.exists() and any(folder.iterdir()):
             raise SpecError(f"study folder {folder} exists; pick another --name or --resume it")
     folder = folder.resolve()
-    storage = (str(folder) if "://" not in args.storage
-               else f"{args.storage.rstrip('/')}/{space}/{folder.name}")
+    storage = str(folder) if "://" not in args.storage else join_uri(args.storage, space,
+                                                                     folder.name)
     return folder, storage
+
+
+def join_uri(base: str, *parts: str) -> str:
+    """A path or URI with path parts added to its path, its query (``?endpoint_override=...&
+    scheme=http``, as MinIO or Ceph need) kept at the end, never joined into."""
+    scheme, netloc, path, query, fragment = urllib.parse.urlsplit(base)
+    if not scheme:
+        return "/".join([base.rstrip("/"), *parts])
+    path = "/".join([path.rstrip("/"), *parts])
+    return urllib.parse.urlunsplit((scheme, netloc, path, query, fragment))
 
 
 def export_project_path() -> None:
@@ -544,7 +555,7 @@ def run_study(spec: Spec, folder: Path, storage: str, args: argparse.Namespace, 
         exps = []
         for ray_dir, seeds in experiments(folder, spec):
             part = dataclasses.replace(spec, seeds=seeds)
-            exp = f"{storage.rstrip('/')}/{ray_dir}"
+            exp = join_uri(storage, ray_dir)
             exps.append(exp)
             if args.resume and tune.Tuner.can_restore(exp):
                 tuner = tune.Tuner.restore(exp, trainable=make_trainable(part),
@@ -594,7 +605,7 @@ def repair_state(spec: Spec, storage: str, folder: Path, callbacks: Sequence[Any
     before Ray starts, saying what it repaired; a state past repair is a SpecError."""
     from study.resume import RepairError, repair
 
-    exp = f"{storage.rstrip('/')}/{ray_dir}"
+    exp = join_uri(storage, ray_dir)
     try:
         lines = repair(exp, lambda: build_tuner(spec, storage, folder, callbacks, ray_dir))
     except RepairError as e:

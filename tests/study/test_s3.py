@@ -1,0 +1,98 @@
+"""``--storage s3://...`` against a real S3 API: moto's server mode (as s3fs's own test suite
+runs it), started by this test on 127.0.0.1 and stopped by its process group. The endpoint is
+given as URI options (``?endpoint_override=...&scheme=http``, as MinIO or Ceph need), which the
+driver must keep at the end of every path it builds (``study.run.join_uri``)."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from study.run import join_uri
+
+ROOT = Path(__file__).resolve().parents[2]
+MOTO = shutil.which("moto_server", path=str(Path(sys.executable).parent))
+CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+               "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+def test_join_uri_keeps_the_query_at_the_end():
+    uri = "s3://bkt/studies?endpoint_override=127.0.0.1:9000&scheme=http"
+    assert join_uri(uri, "smoke", "s1") == ("s3://bkt/studies/smoke/s1?endpoint_override="
+                                            "127.0.0.1:9000&scheme=http")
+    assert join_uri("s3://bkt/studies/", "ray") == "s3://bkt/studies/ray"
+    assert join_uri("gs://b/x", "y") == "gs://b/x/y"
+    assert join_uri("/data/studies/", "smoke") == "/data/studies/smoke"
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint():
+    if MOTO is None:
+        pytest.skip("moto's server is not installed: pip install -e '.[dev]'")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([MOTO, "-H", "127.0.0.1", "-p", str(port)],
+                            env={**os.environ, **CREDENTIALS}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    endpoint = f"127.0.0.1:{port}"
+    try:
+        from pyarrow import fs
+
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, "moto did not start"
+                time.sleep(0.2)
+        s3 = fs.S3FileSystem(endpoint_override=endpoint, scheme="http", region="us-east-1",
+                             access_key="testing", secret_key="testing",
+                             allow_bucket_creation=True)
+        s3.create_dir("studies-bucket")
+        yield endpoint, s3
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def test_a_study_on_s3_with_the_endpoint_as_uri_options(s3_endpoint, tmp_path, request):
+    endpoint, s3 = s3_endpoint
+    storage = f"s3://studies-bucket/studies?endpoint_override={endpoint}&scheme=http"
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "AWS_ENDPOINT_URL")}
+    local = ROOT / "results" / "smoke" / f"s3-{tmp_path.name}"  # the driver's local copy
+    request.addfinalizer(lambda: shutil.rmtree(local, ignore_errors=True))
+    r = subprocess.run([sys.executable, "study/run.py", "--space", "smoke", "--storage", storage,
+                        "--name", f"s3-{tmp_path.name}", "--no-report"], cwd=ROOT,
+                       env={**env, **CREDENTIALS}, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    folder = f"studies-bucket/studies/smoke/s3-{tmp_path.name}"
+    assert f"copied the results folder to {join_uri(storage, 'smoke', f's3-{tmp_path.name}')}" \
+        in r.stdout
+    with s3.open_input_stream(f"{folder}/trials.csv") as f:
+        trials = pd.read_csv(io.BytesIO(f.read()))
+    assert len(trials) == 2 and trials["trial_id"].is_unique
+    assert (trials["status"] == "finished").all()
+    # Ray's experiment, the trials' ledgers and the optuna.db are in the bucket too
+    from pyarrow import fs
+
+    names = {i.path.removeprefix(folder + "/") for i in
+             s3.get_file_info(fs.FileSelector(folder, recursive=True))}
+    assert {"meta.json", "space.yaml", "curves.csv", "optuna.db", "ray"} <= names
+    ledgers = [n for n in names if n.startswith("ray/") and n.endswith("/final.json")]
+    assert len(ledgers) == 2
