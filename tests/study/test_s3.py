@@ -76,7 +76,14 @@ def test_a_study_on_s3_with_the_endpoint_as_uri_options(s3_endpoint, tmp_path, r
     storage = f"s3://studies-bucket/studies?endpoint_override={endpoint}&scheme=http"
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "AWS_ENDPOINT_URL")}
     local = ROOT / "results" / "smoke" / f"s3-{tmp_path.name}"  # the driver's local copy
-    request.addfinalizer(lambda: shutil.rmtree(local, ignore_errors=True))
+
+    def remove_local() -> None:
+        shutil.rmtree(local, ignore_errors=True)
+        for parent in (local.parent, local.parent.parent):  # results/smoke, results: if empty
+            if parent.is_dir() and not any(parent.iterdir()):
+                parent.rmdir()
+
+    request.addfinalizer(remove_local)
     r = subprocess.run([sys.executable, "study/run.py", "--space", "smoke", "--storage", storage,
                         "--name", f"s3-{tmp_path.name}", "--no-report"], cwd=ROOT,
                        env={**env, **CREDENTIALS}, capture_output=True, text=True, timeout=300)
