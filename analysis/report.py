@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis import claims, outcomes, plots, sensitivity, tables
+from analysis import claims, outcomes, plots, remote, sensitivity, tables
 from analysis.claims import SYNTHETIC
 from analysis.results import (
     INACTIVE,
@@ -906,8 +906,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m analysis.report",
                                  description="Writes the report of one or more study results "
                                              "folders: report.md, report.html, figures/*.png.")
-    ap.add_argument("dirs", nargs="+", type=Path, metavar="RESULTS_DIR",
-                    help="results/<space>/<timestamp>/ folder(s) written by study/run.py")
+    ap.add_argument("dirs", nargs="+", metavar="RESULTS_DIR",
+                    help="results/<space>/<timestamp>/ folder(s) written by study/run.py, or "
+                         "their copy on remote storage (s3://BUCKET/studies/<space>/<timestamp>"
+                         ", URI options included): read from a local copy, the report "
+                         "published beside it")
     ap.add_argument("--out", type=Path, help="output folder (default: the first RESULTS_DIR)")
     ap.add_argument("--metrics", nargs="+", metavar="OUTCOME", default=list(DEFAULT_METRICS),
                     help="the outcomes the sensitivity statistics explain (default: all but "
@@ -920,12 +923,20 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        path = generate(args.dirs, args.out, tuple(args.metrics))
+        dirs = [remote.download(d) if remote.is_uri(d) else Path(d) for d in args.dirs]
+    except OSError as e:  # FileNotFoundError, or pyarrow's: no bucket, no endpoint, no access
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    try:
+        path = generate(dirs, args.out, tuple(args.metrics))
     except ResultsError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     print(f"report: {path}")
     print(f"        {path.with_suffix('.md')}")
+    if args.out is None and remote.is_uri(args.dirs[0]):
+        remote.upload_report(path.parent, args.dirs[0])
+        print(f"published beside the study: {args.dirs[0]}")
     return 0
 
 

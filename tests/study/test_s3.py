@@ -1,7 +1,8 @@
 """``--storage s3://...`` against a real S3 API: moto's server mode (as s3fs's own test suite
 runs it), started by this test on 127.0.0.1 and stopped by its process group. The endpoint is
 given as URI options (``?endpoint_override=...&scheme=http``, as MinIO or Ceph need), which the
-driver must keep at the end of every path it builds (``study.run.join_uri``)."""
+driver must keep at the end of every path it builds (``study.run.join_uri``); the report reads
+the study back from the bucket and is published beside it (``analysis.remote``)."""
 
 from __future__ import annotations
 
@@ -103,3 +104,21 @@ def test_a_study_on_s3_with_the_endpoint_as_uri_options(s3_endpoint, tmp_path, r
     assert {"meta.json", "space.yaml", "curves.csv", "optuna.db", "ray"} <= names
     ledgers = [n for n in names if n.startswith("ray/") and n.endswith("/final.json")]
     assert len(ledgers) == 2
+
+    # the report of the study in the bucket, read back from it and published beside it
+    uri = join_uri(storage, "smoke", f"s3-{tmp_path.name}")
+    r = subprocess.run([sys.executable, "-m", "analysis.report", uri], cwd=ROOT,
+                       env={**env, **CREDENTIALS}, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert f"published beside the study: {uri}" in r.stdout
+    with s3.open_input_stream(f"{folder}/report.md") as f:
+        report = f.read().decode()
+    assert "2 trial(s) on cpu" in report  # the provenance table, from the bucket's meta.json
+    figures = s3.get_file_info(fs.FileSelector(f"{folder}/figures"))
+    assert figures and all(i.path.endswith(".png") and i.size > 1000 for i in figures)
+    # nothing at the URI: one line, exit 2
+    r = subprocess.run([sys.executable, "-m", "analysis.report",
+                        join_uri(storage, "smoke", "no-such-study")], cwd=ROOT,
+                       env={**env, **CREDENTIALS}, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0, r.stderr
+    assert "no study files there" in r.stderr
