@@ -203,11 +203,10 @@ def devices(trials: pd.DataFrame) -> list[dict[str, Any]]:
     """The distinct (host, device) the trials trained on, each with its number of trials."""
     if "device" not in trials or not len(trials):
         return []
-    cols = ["host", *[c for c in trials.columns if c == "device" or c.startswith("device_")]]
-    table = trials.reindex(columns=cols).astype(object).where(trials.reindex(columns=cols).notna(),
-                                                             None)
+    table = trials.reindex(columns=["host", *[c for c in trials.columns if c == "device"
+                                              or c.startswith("device_")]]).astype(object)
     out: dict[str, dict[str, Any]] = {}
-    for row in table.to_dict("records"):
+    for row in table.where(table.notna(), None).to_dict("records"):
         if row.get("device") is None:  # an errored trial reported no device
             continue
         entry = {k.removeprefix("device_") if k != "device" else k: v for k, v in row.items()

@@ -11,8 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +21,8 @@ import matplotlib.image
 import optuna
 import pandas as pd
 import pytest
+
+from tests.study.loopback import free_port, server
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "artifacts" / "study"
@@ -84,12 +84,6 @@ def test_the_optuna_db_holds_every_trial_with_asha_stopped_ones_pruned(asha_stud
     assert {t.state.name for t in journal.trials} == {"COMPLETE"}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def get_json(url: str) -> dict:
     with urllib.request.urlopen(url, timeout=10) as r:
         return json.loads(r.read().decode())
@@ -100,47 +94,42 @@ def get_json(url: str) -> dict:
 def test_optuna_dashboard_serves_the_study(asha_study, tmp_path):
     trials = pd.read_csv(asha_study / "trials.csv")
     port = free_port()
-    log = (tmp_path / "dashboard.log").open("w")
-    proc = subprocess.Popen([DASHBOARD, f"sqlite:///{asha_study / 'optuna.db'}", "--host",
-                             "127.0.0.1", "--port", str(port)], stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                summaries = get_json(f"{base}/api/studies")["study_summaries"]
-                break
-            except OSError:
-                assert proc.poll() is None, (tmp_path / "dashboard.log").read_text()[-2000:]
-                assert time.monotonic() < deadline, "the dashboard did not answer within 60 s"
-                time.sleep(0.3)
-        assert [s["study_name"] for s in summaries] == ["hpo"]
-        detail = get_json(f"{base}/api/studies/{summaries[0]['study_id']}")
-        assert len(detail["trials"]) == len(trials)
-        states = pd.Series([t["state"] for t in detail["trials"]]).value_counts()
-        assert states.get("Pruned", 0) == (trials["status"] == "stopped").sum() > 0
-        assert states.get("Complete", 0) == (trials["status"] == "finished").sum()
-        if CHROMIUM is None:
-            pytest.skip("chromium is not installed (apt-get install -y chromium): the API was "
-                        "checked, the screenshot was not taken")
-        ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        shot = ARTIFACTS / "optuna-dashboard.png"
-        shot.unlink(missing_ok=True)
-        p = subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={tmp_path / 'profile'}",
-                            "--window-size=1280,900", "--virtual-time-budget=15000",
-                            f"--screenshot={shot}",
-                            f"{base}/dashboard/studies/{summaries[0]['study_id']}"],
-                           capture_output=True, text=True, timeout=120)
-        assert p.returncode == 0 and shot.is_file(), p.stderr[-2000:]
-        img = matplotlib.image.imread(shot)
-        assert img.shape[:2] == (900, 1280)
-        assert img[..., :3].std() > 0.05  # the page rendered, not a blank canvas
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
+    with (tmp_path / "dashboard.log").open("w") as log, server(
+            [DASHBOARD, f"sqlite:///{asha_study / 'optuna.db'}", "--host", "127.0.0.1",
+             "--port", str(port)], stdout=log, stderr=subprocess.STDOUT) as proc:
+        check_dashboard(f"http://127.0.0.1:{port}", proc, trials, tmp_path)
+
+
+def check_dashboard(base: str, proc: subprocess.Popen, trials: pd.DataFrame,
+                    tmp_path: Path) -> None:
+    """The API lists the study with its trials and states; chromium renders its page."""
+    deadline = time.monotonic() + 60
+    while True:
         try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        log.close()
+            summaries = get_json(f"{base}/api/studies")["study_summaries"]
+            break
+        except OSError:
+            assert proc.poll() is None, (tmp_path / "dashboard.log").read_text()[-2000:]
+            assert time.monotonic() < deadline, "the dashboard did not answer within 60 s"
+            time.sleep(0.3)
+    assert [s["study_name"] for s in summaries] == ["hpo"]
+    detail = get_json(f"{base}/api/studies/{summaries[0]['study_id']}")
+    assert len(detail["trials"]) == len(trials)
+    states = pd.Series([t["state"] for t in detail["trials"]]).value_counts()
+    assert states.get("Pruned", 0) == (trials["status"] == "stopped").sum() > 0
+    assert states.get("Complete", 0) == (trials["status"] == "finished").sum()
+    if CHROMIUM is None:
+        pytest.skip("chromium is not installed (apt-get install -y chromium): the API was "
+                    "checked, the screenshot was not taken")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    shot = ARTIFACTS / "optuna-dashboard.png"
+    shot.unlink(missing_ok=True)
+    p = subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={tmp_path / 'profile'}",
+                        "--window-size=1280,900", "--virtual-time-budget=15000",
+                        f"--screenshot={shot}",
+                        f"{base}/dashboard/studies/{summaries[0]['study_id']}"],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0 and shot.is_file(), p.stderr[-2000:]
+    img = matplotlib.image.imread(shot)
+    assert img.shape[:2] == (900, 1280)
+    assert img[..., :3].std() > 0.05  # the page rendered, not a blank canvas

@@ -9,7 +9,6 @@ from __future__ import annotations
 import io
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -20,6 +19,7 @@ import pandas as pd
 import pytest
 
 from study.run import join_uri
+from tests.study.loopback import free_port, server
 
 ROOT = Path(__file__).resolve().parents[2]
 MOTO = shutil.which("moto_server", path=str(Path(sys.executable).parent))
@@ -40,14 +40,10 @@ def test_join_uri_keeps_the_query_at_the_end():
 def s3_endpoint():
     if MOTO is None:
         pytest.skip("moto's server is not installed: pip install -e '.[dev]'")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen([MOTO, "-H", "127.0.0.1", "-p", str(port)],
-                            env={**os.environ, **CREDENTIALS}, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+    port = free_port()
     endpoint = f"127.0.0.1:{port}"
-    try:
+    with server([MOTO, "-H", "127.0.0.1", "-p", str(port)], env={**os.environ, **CREDENTIALS},
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as proc:
         from pyarrow import fs
 
         deadline = time.monotonic() + 30
@@ -63,13 +59,6 @@ def s3_endpoint():
                              allow_bucket_creation=True)
         s3.create_dir("studies-bucket")
         yield endpoint, s3
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 def test_a_study_on_s3_with_the_endpoint_as_uri_options(s3_endpoint, tmp_path, request):
