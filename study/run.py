@@ -91,6 +91,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                          "starts that a trial fits in its share (default: this machine's GPU)")
     ap.add_argument("--max-concurrent", type=int, help="at most this many trials at once")
     ap.add_argument("--name", help="study folder name (default: a timestamp)")
+    ap.add_argument("--tracker", metavar="mlflow[:URI]|wandb[:PROJECT]",
+                    help="log every trial to MLflow (default: the sqlite store "
+                         "<results>/mlflow.db) or W&B (offline unless WANDB_MODE is set), one run "
+                         "per trial under one per study; a resumed study goes on logging where "
+                         "it did (study/tracking.py)")
     ap.add_argument("--no-report", action="store_true",
                     help="write the results but not the report (later: python -m "
                          "analysis.report STUDY_DIR)")
@@ -313,6 +318,8 @@ def main(argv: list[str] | None = None, callbacks: Sequence[Any] = ()) -> int:
             if args.smoke_test:
                 spec = smoke(spec)
             absolute_paths(spec)
+        tracker = study_tracker(args, folder)
+        callbacks = [*callbacks, *tracking_callbacks(tracker, folder, spec)]
         data = check_data(spec)
         if args.resume:
             check_same_data(folder, data)
@@ -328,7 +335,44 @@ def main(argv: list[str] | None = None, callbacks: Sequence[Any] = ()) -> int:
     if added:
         grow(spec, folder, added)
     return run_study(spec, folder, storage, args, argv if argv is not None else sys.argv[1:],
-                     callbacks, data)
+                     callbacks, data, tracker)
+
+
+def study_tracker(args: argparse.Namespace, folder: Path) -> dict[str, Any] | None:
+    """The study's tracker (``analysis.export``): the one a resumed study logs to, or --tracker's,
+    checked to answer before Ray starts; a problem is a SpecError of one line."""
+    from analysis import export as tracking
+
+    local_root = Path(args.storage) if "://" not in args.storage else ROOT / "results"
+    try:
+        requested = tracking.parse(args.tracker, local_root) if args.tracker else None
+        tracker = tracking.settings(folder, requested) if args.resume else requested
+        if tracker is not None:
+            tracking.check(tracker)
+    except tracking.TrackerError as e:
+        raise SpecError(str(e)) from None
+    return tracker
+
+
+def tracking_callbacks(tracker: dict[str, Any] | None, folder: Path, spec: Spec) -> list[Any]:
+    if tracker is None:
+        return []
+    from study.tracking import Tracking
+
+    return [Tracking(folder, tracker, spec.name)]
+
+
+def with_callbacks(tuner: Any, callbacks: Sequence[Any]) -> Any:
+    """A restored Tuner with this session's tracker callback in place of the one its
+    ``tuner.pkl`` holds (``Tuner.restore`` takes no callbacks; Ray 2.60's Tuner keeps its run
+    config in ``_local_tuner``)."""
+    from study.tracking import Tracking
+
+    mine = [c for c in callbacks if isinstance(c, Tracking)]
+    run_config = tuner._local_tuner.get_run_config()
+    run_config.callbacks = [c for c in run_config.callbacks or []
+                            if not isinstance(c, Tracking)] + mine
+    return tuner
 
 
 def resumed_spec(args: argparse.Namespace, folder: Path) -> tuple[Spec, list[int]]:
@@ -529,7 +573,8 @@ def worker_env(spec: Spec) -> dict[str, str]:
 
 
 def run_study(spec: Spec, folder: Path, storage: str, args: argparse.Namespace, argv: list[str],
-              callbacks: Sequence[Any] = (), data: list[dict[str, Any]] | None = None) -> int:
+              callbacks: Sequence[Any] = (), data: list[dict[str, Any]] | None = None,
+              tracker: dict[str, Any] | None = None) -> int:
     """Runs (or resumes) a validated study and writes its results; returns the exit code."""
     import ray
     from ray import tune
@@ -537,6 +582,10 @@ def run_study(spec: Spec, folder: Path, storage: str, args: argparse.Namespace, 
     from study import optuna_db, results
 
     folder.mkdir(parents=True, exist_ok=True)
+    if tracker is not None:  # a resume finds its tracker here, even if no trial started yet
+        from analysis.export import state
+
+        state(folder, tracker)
     if not args.resume:
         header = f"# {spec.question}\n# Merged spec of this study; resume with --resume {folder}\n"
         (folder / "space.yaml").write_text(header + yaml.safe_dump(spec.to_dict(), sort_keys=False))
@@ -558,8 +607,9 @@ def run_study(spec: Spec, folder: Path, storage: str, args: argparse.Namespace, 
             exp = join_uri(storage, ray_dir)
             exps.append(exp)
             if args.resume and tune.Tuner.can_restore(exp):
-                tuner = tune.Tuner.restore(exp, trainable=make_trainable(part),
-                                           resume_unfinished=True, resume_errored=True)
+                tuner = with_callbacks(tune.Tuner.restore(
+                    exp, trainable=make_trainable(part), resume_unfinished=True,
+                    resume_errored=True), callbacks)
             else:
                 tuner = build_tuner(part, storage, folder, callbacks, ray_dir)
             tuner.fit()
@@ -577,12 +627,14 @@ def run_study(spec: Spec, folder: Path, storage: str, args: argparse.Namespace, 
     summary = ", ".join(f"{v} {k}" for k, v in c.items() if v)
     print(f"trials: {summary or 'none'} (expected {spec.expected_trials()})", flush=True)
     if done < spec.expected_trials():
+        sync_tracker(folder, tracker, spec)
         if "://" in storage:
             results.publish(folder, storage)
         print(f"study incomplete: {done} of {spec.expected_trials()} trials ended. Resume with:\n"
               f"  {resume_command(spec, folder, args)}", file=sys.stderr)
         return EXIT_INCOMPLETE
     report = None if args.no_report else run_report(folder)
+    sync_tracker(folder, tracker, spec)
     if "://" in storage:
         results.publish(folder, storage)
         print(f"copied the results folder to {storage}")
@@ -597,6 +649,24 @@ def run_study(spec: Spec, folder: Path, storage: str, args: argparse.Namespace, 
               f"  {resume_command(spec, folder, args)}", file=sys.stderr)
         return EXIT_TRIAL_ERRORS
     return 0
+
+
+def sync_tracker(folder: Path, tracker: dict[str, Any] | None, spec: Spec) -> None:
+    """Tops the tracker up from the results files (``analysis.export.sync``): what the live
+    logging missed, the outcomes, the study's files and report."""
+    if tracker is None:
+        return
+    from analysis import export as tracking
+
+    try:
+        added = tracking.sync(folder, tracker, spec.name)
+    except Exception as e:  # noqa: BLE001 - the results are written: a tracker failure is a note
+        print(f"warning: {tracking.describe(tracker)}: the study's results were not all logged "
+              f"({type(e).__name__}: {str(e)[:300]}); log them later with python -m "
+              f"analysis.export {tracker['kind']} {folder}", file=sys.stderr)
+        return
+    print(f"tracker: {tracking.describe(tracker)} holds the study ({added['runs']} run(s), "
+          f"{added['steps']} epoch(s), {added['values']} value(s) added from the results)")
 
 
 def repair_state(spec: Spec, storage: str, folder: Path, callbacks: Sequence[Any],
