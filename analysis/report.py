@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis import claims, outcomes, plots, remote, sensitivity, tables
+from analysis import claims, outcomes, pareto, plots, remote, sensitivity, tables
 from analysis.claims import SYNTHETIC
 from analysis.results import (
     INACTIVE,
@@ -743,6 +743,48 @@ class Builder:
                                  "the paper's single number, claim 4 tests the per-modality one. "
                                  f"Ours: {tables.attention_protocol(res)}."))
 
+    # Pareto studies
+    def pareto(self) -> None:
+        res = self.res
+        objs = " and ".join(f"{'maximise' if mode == 'max' else 'minimise'} `{m}`"
+                            for m, mode in res.objectives)
+        keys = [f.key for f in [*res.factors, *res.nuisance]]
+        self.add(Para(f"The study has {len(res.objectives)} objectives: {objs}, each at the "
+                      f"trial's last epoch (what the sampler was given). A configuration is on "
+                      f"the front when no other is at least as good in every objective and "
+                      f"better in one; seeds of a configuration are averaged first (sd beside "
+                      f"the mean)."))
+        tune = {"metric": [m for m, _ in res.objectives],
+                "metric_mode": [mode for _, mode in res.objectives]}
+        for ds in res.datasets:
+            t = res.trials[(res.trials["dataset"] == ds) & (res.trials["duplicate_of"] == "")]
+            c = res.curves[res.curves["dataset"] == ds]
+            if len(res.dirs) > 1:  # trial ids are unique within a study
+                t = t.assign(trial_id=t["study"].astype(str) + ":" + t["trial_id"].astype(str))
+                c = c.assign(trial_id=c["study"].astype(str) + ":" + c["trial_id"].astype(str))
+            f = pareto.front(t, c, tune, keys)
+            where = f" on {ds}" if len(res.datasets) > 1 else ""
+            left = ", ".join(f"{n} {s}" for s, n in f.excluded.items() if n)
+            text = (f"{len(f.front)} of {len(f.points)} configurations{where} are on the front"
+                    + (f" (left out: {left})." if left else "."))
+            self.add(Para(text))
+            self.summary.append(f"Pareto front{where}: {len(f.front)} of {len(f.points)} "
+                                f"configurations ({objs}).")
+            if not len(f.points):
+                continue
+            cols = [*f.params, *f.objectives, *[f"{m}_sd" for m in f.objectives
+                                                 if f.points["seeds"].max() > 1],
+                    "seeds", "trials"]
+            shown = f.front[cols].reset_index(drop=True)
+            for m in cols[len(f.params):-2]:
+                shown[m] = shown[m].map(lambda v: "" if pd.isna(v) else f"{v:.4f}")
+            self.add(Table(shown,
+                           f"The non-dominated configurations{where}, by "
+                           f"{f.objectives[0]}."))
+            self.figure(f"pareto_{ds}".replace("/", "_"), pareto.figure(f),
+                        f"Every finished configuration{where} on {f.objectives[0]} and "
+                        f"{f.objectives[1]}; the front in red.")
+
     # 7. artifacts
     def artifacts(self) -> None:
         res = self.res
@@ -779,6 +821,8 @@ class Builder:
         else:
             self.section("Main table", self.main_table)
             self.section(CLAIMS_TITLE, self.claims)
+            if len(res.objectives) > 1:
+                self.section("Pareto front", self.pareto)
             self.section("Sensitivity", self.sensitivity)
             self.section("Figures", self.figures)
             self.section("Comparison with the paper", self.paper)

@@ -117,7 +117,8 @@ class Results:
         datasets: Data set names in order of appearance.
         mode: ``grid`` or ``optuna`` (the first folder's).
         scheduler: ``fifo`` or ``asha``.
-        metric: The tune metric (``val_acc`` ...).
+        metric: The tune metric (``val_acc`` ...; a Pareto study's first objective).
+        objectives: (metric, mode) of each objective: one, or several in a Pareto study.
         journals: ``optuna.journal`` files found.
         scale: 100 when the files hold fractions (accuracies are reported in percent).
         notes: Sentences about what was missing while reading.
@@ -134,6 +135,7 @@ class Results:
     mode: str = "grid"
     scheduler: str = "fifo"
     metric: str = "val_acc"
+    objectives: list[tuple[str, str]] = field(default_factory=list)
     journals: list[Path] = field(default_factory=list)
     scale: float = 100.0
     notes: list[str] = field(default_factory=list)
@@ -371,10 +373,13 @@ def load(dirs: list[Path]) -> Results:
     trials = outcomes.add_outcomes(trials, curves, scale)
 
     tune = (specs[0].get("tune") if specs else None) or {}
+    metric, mode = tune.get("metric", "val_acc"), tune.get("metric_mode", "max")
+    objectives = (list(zip(metric, mode, strict=True)) if isinstance(metric, list)
+                  else [(metric, mode)])
     return Results(
         dirs=dirs, specs=specs, metas=metas, trials=trials, curves=curves, factors=factors,
         nuisance=nuisance, datasets=datasets, mode=tune.get("mode", "grid"),
-        scheduler=tune.get("scheduler", "fifo"), metric=tune.get("metric", "val_acc"),
+        scheduler=tune.get("scheduler", "fifo"), metric=objectives[0][0], objectives=objectives,
         journals=[d / "optuna.journal" for d in dirs if (d / "optuna.journal").is_file()],
         scale=scale, notes=notes,
     )

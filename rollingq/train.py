@@ -287,6 +287,7 @@ def evaluate(model: MultimodalTransformer, split: Split, batch_size: int, autoca
         result.update({f"cos_{m}": cos[i] for i, m in enumerate(mods)})
         if len(mods) == 2:
             result["air"] = cos[0] - cos[1]
+            result["abs_air"] = (cos[0] - cos[1]).abs()  # a Pareto study's balance objective
     return {k: float(v) for k, v in result.items()}  # one host sync per split
 
 

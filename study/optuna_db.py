@@ -11,7 +11,10 @@ own), each time they are written, as one Optuna trial a study trial:
   value: the loss turned NaN; the worst value the searcher was given is not a measurement);
   incomplete (an interrupted study) -> RUNNING;
 - the study metric (``tune.metric``) at each epoch as the intermediate values (step = epoch;
-  epoch -1, the untrained model, left out), and at the last epoch as the value;
+  epoch -1, the untrained model, left out), and at the last epoch as the value; a Pareto
+  study (a list of metrics) is a multi-objective Optuna study: each metric at the last epoch
+  as its values, its directions, and no intermediate values (Optuna keeps none for several
+  objectives);
 - the searched parameters with their distributions (a grid's values as a categorical
   distribution), seeds and variants as user attributes with the trial id, status, error,
   retries, the headline metrics and the claims' outcomes (``out_*``).
@@ -92,7 +95,8 @@ def build_trials(spec: Spec, trials: pd.DataFrame, curves: pd.DataFrame) -> list
     """The study's trials as Optuna ``FrozenTrial``s, in ``trials.csv`` order."""
     from optuna.trial import TrialState, create_trial
 
-    metric = spec.tune["metric"]
+    metrics = [m for m, _ in spec.objectives]
+    pareto = len(metrics) > 1
     dists = {p.key: distribution(p, spec.grid) for p in spec.search}
     by_trial = ({tid: g.sort_values("epoch") for tid, g in curves.groupby("trial_id")}
                 if len(curves) and "trial_id" in curves else {})
@@ -100,11 +104,12 @@ def build_trials(spec: Spec, trials: pd.DataFrame, curves: pd.DataFrame) -> list
     for row in trials.to_dict("records"):
         status = str(row.get("status"))
         curve = by_trial.get(row["trial_id"], pd.DataFrame())
-        steps: dict[int, float] = {}
-        if metric in curve:
-            for epoch, v in zip(curve["epoch"], curve[metric], strict=True):
-                if epoch >= 0 and plain(v) is not None:
-                    steps[int(epoch)] = float(v)
+        series: dict[str, dict[int, float]] = {m: {} for m in metrics}
+        for m in metrics:
+            if m in curve:
+                for epoch, v in zip(curve["epoch"], curve[m], strict=True):
+                    if epoch >= 0 and plain(v) is not None:
+                        series[m][int(epoch)] = float(v)
         params = {}
         for p in spec.search:
             value = _param(p, dists[p.key], row.get(p.key))
@@ -117,12 +122,16 @@ def build_trials(spec: Spec, trials: pd.DataFrame, curves: pd.DataFrame) -> list
         attrs.update({k: plain(v) for k, v in row.items() if str(k).startswith("out_")})
         attrs = {k: v for k, v in attrs.items() if v is not None and v != ""}
         state = TrialState[STATES.get(status, "FAIL")]
-        value = None
-        if state == TrialState.COMPLETE:
-            value = steps[max(steps)] if steps else plain(row.get(metric))
-            if value is None:  # finished without the metric: nothing to rank it by
-                state, attrs["fail_reason"] = TrialState.FAIL, f"no {metric} recorded"
-        out.append(create_trial(state=state, value=value, params=params,
+        values = None
+        if state == TrialState.COMPLETE:  # each objective at the last epoch (what Optuna saw)
+            values = [s[max(s)] if s else plain(row.get(m)) for m, s in series.items()]
+            lacking = [m for m, v in zip(metrics, values, strict=True) if v is None]
+            if lacking:  # finished without the metric: nothing to rank it by
+                state, values = TrialState.FAIL, None
+                attrs["fail_reason"] = f"no {', '.join(lacking)} recorded"
+        # a multi-objective Optuna study has no intermediate values (no pruning either)
+        steps = {} if pareto else series[metrics[0]]
+        out.append(create_trial(state=state, values=values, params=params,
                                 distributions={k: dists[k] for k in params},
                                 intermediate_values=steps, user_attrs=attrs))
     return out
@@ -142,12 +151,13 @@ def write(folder: Path, spec: Spec, trials: pd.DataFrame, curves: pd.DataFrame) 
         storage = optuna.storages.RDBStorage(f"sqlite:///{tmp}")
         study = optuna.create_study(
             storage=storage, study_name=spec.name,
-            direction="maximize" if spec.tune["metric_mode"] == "max" else "minimize")
+            directions=["maximize" if mode == "max" else "minimize"
+                        for _, mode in spec.objectives])
         with warnings.catch_warnings():  # set_metric_names is experimental in Optuna 5
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            study.set_metric_names([spec.tune["metric"]])  # the dashboard's axis, not "Objective 0"
+            study.set_metric_names([m for m, _ in spec.objectives])  # not "Objective 0"
         study.set_user_attr("question", spec.question)
-        study.set_user_attr("metric", spec.tune["metric"])
+        study.set_user_attr("metric", spec.tune["metric"])  # a list in a Pareto study
         study.set_user_attr("mode", spec.tune["mode"])
         study.add_trials(built)
         storage.engine.dispose()

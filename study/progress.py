@@ -18,9 +18,9 @@ class TrialLines(tune.Callback):
     included.
     """
 
-    def __init__(self, expected: int, metric: str):
+    def __init__(self, expected: int, metric: str | list[str]):
         self.expected = expected
-        self.metric = metric
+        self.metrics = [metric] if isinstance(metric, str) else list(metric)
         self.ended: set[str] = set()
         self.last_status = time.monotonic()
 
@@ -44,7 +44,9 @@ class TrialLines(tune.Callback):
     def _line(self, trials: list, trial: Any, status: str) -> None:
         r = trial.last_result or {}
         parts = [f"[{self._count(trials, trial)}/{self.expected}] trial {trial.trial_id} {status}"]
-        for key in (self.metric, "test_acc_at_best_val", "air", "rotations"):
+        # a study begun before Pareto studies was pickled with one `metric`
+        keys = self.metrics if hasattr(self, "metrics") else [self.metric]
+        for key in dict.fromkeys([*keys, "test_acc_at_best_val", "air", "rotations"]):
             value = r.get(key)
             if value is not None:
                 parts.append(f"{key}={value:.4g}" if isinstance(value, float) else f"{key}={value}")

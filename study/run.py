@@ -81,7 +81,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--storage", default=str(ROOT / "results"),
                     help="results root: a local folder, NFS or s3:// (default: results/)")
     ap.add_argument("--resume", nargs="?", const="latest", metavar="STUDY_DIR",
-                    help="resume an interrupted study (default: the latest of this space); "
+                    help="resume an interrupted study (default: the latest of this space; "
+                         "s3://.../<space>/<name>: the study in the bucket, on any machine); "
                          "with --set seeds=[...] (the old seeds and new ones) a grid study "
                          "grows by the new seeds' trials")
     ap.add_argument("--smoke-test", action="store_true", help="tiny budget: 2 epochs, 2 trials")
@@ -156,6 +157,8 @@ def absolute_paths(spec: Spec) -> None:
 
 def study_folder(args: argparse.Namespace, space: str) -> tuple[Path, str]:
     """(local study folder, Ray storage path) for a new study or the one to resume."""
+    if args.resume and "://" in args.resume:
+        from_bucket(args, space)
     local_root = Path(args.storage) if "://" not in args.storage else ROOT / "results"
     if args.resume:
         if args.resume == "latest":
@@ -178,6 +181,36 @@ def study_folder(args: argparse.Namespace, space: str) -> tuple[Path, str]:
     storage = str(folder) if "://" not in args.storage else join_uri(args.storage, space,
                                                                      folder.name)
     return folder, storage
+
+
+def from_bucket(args: argparse.Namespace, space: str) -> None:
+    """``--resume s3://BUCKET/studies/<space>/<name>``: the study's storage becomes the URI's
+    base, and its files (but Ray's folders, read from the bucket by the restore) are copied to
+    the driver's local copy ``results/<space>/<name>`` when that is missing (a new head node).
+    """
+    from analysis.remote import download
+
+    scheme, netloc, path, query, fragment = urllib.parse.urlsplit(args.resume)
+    parts = path.rstrip("/").split("/")
+    if len(parts) < 3 or not parts[-1]:
+        raise SpecError(f"--resume {args.resume}: not a study folder URI; expected "
+                        f"{scheme}://BUCKET/.../{space}/<name>")
+    if parts[-2] != space:
+        raise SpecError(f"--resume {args.resume}: a study of space {parts[-2]!r}, not "
+                        f"{space!r}; pass --space {parts[-2]}")
+    base = urllib.parse.urlunsplit((scheme, netloc, "/".join(parts[:-2]), query, fragment))
+    if "://" in args.storage and args.storage.rstrip("/") != base.rstrip("/"):
+        raise SpecError(f"--resume {args.resume} is not under --storage {args.storage}; drop "
+                        f"--storage (the URI names the study's storage)")
+    args.storage = base
+    local = ROOT / "results" / space / parts[-1]
+    if not (local / "space.yaml").is_file():
+        try:
+            download(args.resume, into=local.parent)
+        except OSError as e:  # nothing there, no bucket, no endpoint, no access
+            raise SpecError(f"--resume {args.resume}: {e}") from None
+        print(f"resume: copied the study's files from {args.resume} to {local}", flush=True)
+    args.resume = str(local)
 
 
 def join_uri(base: str, *parts: str) -> str:
@@ -226,11 +259,16 @@ def build_tuner(spec: Spec, storage: str, folder: Path, callbacks: Sequence[Any]
 
     t = spec.tune
     trainable = make_trainable(spec)
-    param_space: dict[str, Any] = {**spec.fixed, "_metric": t["metric"],
-                                   "_metric_mode": t["metric_mode"]}
+    pareto = len(spec.objectives) > 1
+    param_space: dict[str, Any] = {**spec.fixed, "_metric": spec.metric,
+                                   "_metric_mode": spec.metric_mode}
+    if pareto:  # a diverged trial reports the worst value of each
+        param_space["_objectives"] = [list(o) for o in spec.objectives]
     if spec.variants:  # a trial's `variant` names one of these sets of config values
         param_space["_variants"] = spec.variants
-    tune_kw: dict[str, Any] = {"metric": t["metric"], "mode": t["metric_mode"],
+    # A Pareto study has no one metric for Ray: its searcher gets the lists
+    tune_kw: dict[str, Any] = {"metric": None if pareto else spec.metric,
+                               "mode": None if pareto else spec.metric_mode,
                                "max_concurrent_trials": t["max_concurrent"] or None,
                                "reuse_actors": True}
     if spec.grid:
@@ -242,8 +280,10 @@ def build_tuner(spec: Spec, storage: str, folder: Path, callbacks: Sequence[Any]
         tune_kw["num_samples"] = 1
     else:
         storage_file = optuna.storages.journal.JournalFileBackend(str(folder / "optuna.journal"))
-        searcher = OptunaSearch(
-            OptunaSpace(spec.search, spec.fixed), metric=t["metric"], mode=t["metric_mode"],
+        metrics, modes = (list(x) for x in zip(*spec.objectives, strict=True))
+        searcher = OptunaSearch(  # TPE is multi-objective TPE (MOTPE) with several metrics
+            OptunaSpace(spec.search, spec.fixed), metric=metrics if pareto else spec.metric,
+            mode=modes if pareto else spec.metric_mode,
             sampler=optuna.samplers.TPESampler(seed=t["sampler_seed"], multivariate=True),
             storage=optuna.storages.JournalStorage(storage_file), study_name=spec.name,
         )
@@ -263,7 +303,8 @@ def build_tuner(spec: Spec, storage: str, folder: Path, callbacks: Sequence[Any]
         name=ray_dir, storage_path=storage,
         failure_config=tune.FailureConfig(max_failures=t["max_failures"]),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-        callbacks=[TrialLines(spec.expected_trials(), t["metric"]), *callbacks], verbose=0,
+        callbacks=[TrialLines(spec.expected_trials(), [m for m, _ in spec.objectives]),
+                   *callbacks], verbose=0,
     )
     return tune.Tuner(trainable, param_space=param_space,
                       tune_config=tune.TuneConfig(**tune_kw), run_config=run_config)
@@ -589,6 +630,8 @@ def run_study(spec: Spec, folder: Path, storage: str, args: argparse.Namespace, 
     if not args.resume:
         header = f"# {spec.question}\n# Merged spec of this study; resume with --resume {folder}\n"
         (folder / "space.yaml").write_text(header + yaml.safe_dump(spec.to_dict(), sort_keys=False))
+    if "://" in storage:  # the spec beside Ray's folder now: a lost head node can be resumed from
+        results.publish(folder, storage)
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")  # keep the resume state fresh
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")

@@ -53,8 +53,8 @@ TUNE_DEFAULTS: dict[str, Any] = {
 PARAM_FIELDS = {"role", "type", "values", "low", "high", "log", "step", "when"}
 VARIANT = "variant"  # the parameter (and trials.csv column) that names a trial's variant
 VARIANT_FIELDS = ("role", "values")
-METRICS = ("val_acc", "val_f1", "val_loss", "test_acc_at_best_val", "test_f1_at_best_val",
-           "best_val_acc", "train_loss")
+METRICS = ("val_acc", "val_f1", "val_loss", "val_abs_air", "test_acc_at_best_val",
+           "test_f1_at_best_val", "best_val_acc", "train_loss")
 
 
 class SpecError(ValueError):
@@ -181,6 +181,24 @@ class Spec:
     def grid_configs(self) -> list[dict[str, Any]]:
         """Every trial's searched values and seed in grid mode (``grid_points`` x seeds)."""
         return [{**c, "train.seed": s} for c in self.grid_points() for s in self.seeds]
+
+    @property
+    def objectives(self) -> list[tuple[str, str]]:
+        """(metric, mode) of each objective: one, or two and more in a Pareto study."""
+        metric, mode = self.tune["metric"], self.tune["metric_mode"]
+        if isinstance(metric, list):
+            return list(zip(metric, mode, strict=True))
+        return [(metric, mode)]
+
+    @property
+    def metric(self) -> str:
+        """The study metric: the one objective, or a Pareto study's first (progress lines,
+        optuna.db's metric name)."""
+        return self.objectives[0][0]
+
+    @property
+    def metric_mode(self) -> str:
+        return self.objectives[0][1]
 
     def to_dict(self) -> dict[str, Any]:
         """The merged spec, as written to the results folder (``space.yaml``)."""
@@ -464,13 +482,12 @@ def parse_spec(tree: dict[str, Any], name: str, source: str, question: str = "")
     checks = [
         (tune["mode"] in MODES, "tune.mode", f"valid: {', '.join(MODES)}"),
         (tune["scheduler"] in SCHEDULERS, "tune.scheduler", f"valid: {', '.join(SCHEDULERS)}"),
-        (tune["metric"] in METRICS, "tune.metric", f"valid: {', '.join(METRICS)}"),
-        (tune["metric_mode"] in METRIC_MODES, "tune.metric_mode", "valid: max, min"),
     ]
     for ok, key, valid in checks:
         if not ok:
             value = tune[key.split(".")[1]]
             raise SpecError(f"{key}={value!r} is not valid ({source}); {valid}")
+    _check_objectives(tune, source)
     res = tune["resources"]
     if set(res) - {"cpu", "gpu"}:
         raise SpecError(f"tune.resources takes cpu and gpu, got {sorted(res)} ({source})")
@@ -505,6 +522,40 @@ def parse_spec(tree: dict[str, Any], name: str, source: str, question: str = "")
     spec = Spec(name, question, source, fixed, search, seeds, tune)
     _validate_values(spec, source)
     return spec
+
+
+def _check_objectives(tune: dict[str, Any], source: str) -> None:
+    """``tune.metric`` and ``tune.metric_mode``: one metric and its mode, or lists of two or
+    more distinct metrics and as many modes (a Pareto study: Optuna mode, no scheduler)."""
+    metric, mode = tune["metric"], tune["metric_mode"]
+    metrics = metric if isinstance(metric, list) else [metric]
+    modes = mode if isinstance(mode, list) else [mode]
+    for m in metrics:
+        if m not in METRICS:
+            raise SpecError(f"tune.metric={m!r} is not valid ({source}); valid: "
+                            f"{', '.join(METRICS)}")
+    for m in modes:
+        if m not in METRIC_MODES:
+            raise SpecError(f"tune.metric_mode={m!r} is not valid ({source}); valid: max, min")
+    if not isinstance(metric, list):
+        if isinstance(mode, list):
+            raise SpecError(f"tune.metric_mode={mode!r} is a list but tune.metric={metric!r} is "
+                            f"one metric ({source}); give one mode, or a list of metrics")
+        return
+    if len(metrics) < 2 or len(set(metrics)) != len(metrics):
+        raise SpecError(f"tune.metric={metric!r} ({source}): a list names two or more distinct "
+                        f"metrics (a Pareto study); give one metric as a string otherwise")
+    if len(modes) != len(metrics):
+        raise SpecError(f"tune.metric_mode={mode!r} ({source}): one mode per metric of "
+                        f"tune.metric={metric!r}, e.g. {['max'] * len(metrics)}")
+    if tune["mode"] != "optuna":
+        raise SpecError(f"tune.metric={metric!r} with tune.mode={tune['mode']!r} ({source}): a "
+                        f"Pareto study is searched by Optuna's multi-objective TPE; set "
+                        f"tune.mode: optuna (a grid's report has no front to steer to)")
+    if tune["scheduler"] != "fifo":
+        raise SpecError(f"tune.scheduler={tune['scheduler']!r} with tune.metric={metric!r} "
+                        f"({source}): a scheduler stops trials on one metric, so a Pareto study "
+                        f"runs every trial its budget; set tune.scheduler: fifo")
 
 
 def load_spec(name: str, overrides: list[str] | None = None) -> Spec:

@@ -9,7 +9,8 @@ Every epoch is reported with the checkpoint ``fit`` wrote, so a retried trial (`
 or a restored study resumes from its last epoch. The last epoch's report also carries the
 diagnostics on the test split (noise robustness per modality, attention-noise correlation) and
 ``final: True``. A diverged run is reported with ``status: diverged`` and the worst value of the
-study metric (never NaN, which Optuna cannot record), and the trial ends normally.
+study metric (of each metric, in a Pareto study; never NaN, which Optuna cannot record), and
+the trial ends normally.
 
 A trial never trains twice once it has ended: just before its final report it writes that
 report to ``final.json`` in its folder of the study storage (the ledger). Ray's experiment
@@ -192,8 +193,9 @@ def train_trial(config: dict[str, Any]) -> None:
         return
     _limit_resources()
     cfg = build_config(overrides=trial_config(config))
-    metric = config.get("_metric", "val_acc")
-    worst = 0.0 if config.get("_metric_mode", "max") == "max" else 1e9
+    objectives = config.get("_objectives") or [[config.get("_metric", "val_acc"),
+                                                 config.get("_metric_mode", "max")]]
+    worst = {m: 0.0 if mode == "max" else 1e9 for m, mode in objectives}
     remove_orphaned_work()
     work = Path(tempfile.mkdtemp(prefix=f"{WORK_PREFIX}{os.getpid()}-"))
     restarts = 0
@@ -214,7 +216,7 @@ def train_trial(config: dict[str, Any]) -> None:
         if m["epoch"] < 0:  # the untrained model: it reaches curves.csv through history.json
             return  # (not a Ray result: it has no training loss, no best epoch, no clock tick)
         if m.get("status") == "diverged":
-            m[metric] = worst
+            m.update(worst)
             held.append(m)  # reported after fit returns, with final: True
             return
         if m["epoch"] == last_epoch:
@@ -228,7 +230,7 @@ def train_trial(config: dict[str, Any]) -> None:
         if held:
             final = held[-1]
         else:
-            final = dict(result.history[-1]) if result.history else {metric: worst}
+            final = dict(result.history[-1]) if result.history else dict(worst)
         final.update(final=True, status=result.status,  # the arm and beta the outcomes need
                      rollingq_on=cfg.rollingq.enabled and cfg.rollingq.max_rotations > 0,
                      rollingq_beta=cfg.rollingq.beta, deterministic=cfg.train.deterministic,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -111,3 +112,110 @@ def test_a_study_on_s3_with_the_endpoint_as_uri_options(s3_endpoint, tmp_path, r
                        env={**env, **CREDENTIALS}, capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and r.stderr.strip().count("\n") == 0, r.stderr
     assert "no study files there" in r.stderr
+
+
+KILLED = """\
+# Does a study on S3 survive a killed driver? 4 trials x 5 epochs, one at a time.
+fixed:
+  model.fusion: attn
+  rollingq.enabled: true
+  rollingq.beta: 0.0
+  train.epochs: 5
+  data.train_size: 300
+  data.test_size: 100
+search:
+  rollingq.max_rotations: {role: scientific, type: choice, values: [0, 1]}
+seeds: [0, 1]
+tune: {mode: grid, metric: val_acc, scheduler: fifo, resources: {cpu: 1, gpu: 0},
+       max_failures: 1, max_concurrent: 1}
+"""
+
+
+def test_a_study_on_s3_killed_and_resumed_with_aws_endpoint_url(s3_endpoint, tmp_path, request):
+    """The endpoint the way AWS tools take it (``AWS_ENDPOINT_URL``), a plain ``s3://`` storage;
+    SIGKILL once a trial has ended in the bucket and another has a checkpoint there; the resume,
+    on a machine without the driver's local copy (``--resume s3://...``), ends the study: every
+    trial once in the bucket's trials.csv, the report beside it, and
+    ``analysis.report s3://...`` reads it back."""
+    from pyarrow import fs
+
+    from tests.study.test_study_ray import kill_processes, session_processes
+
+    endpoint, s3 = s3_endpoint
+    name = f"k-{tmp_path.name}"
+    spec = tmp_path / "s3killed.yaml"
+    spec.write_text(KILLED)
+    storage = "s3://studies-bucket/studies"
+    env = {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, **CREDENTIALS,
+           "AWS_ENDPOINT_URL": f"http://{endpoint}", "PYTHONUNBUFFERED": "1"}
+    local = ROOT / "results" / "s3killed" / name
+
+    def remove_local() -> None:
+        shutil.rmtree(local, ignore_errors=True)
+        for parent in (local.parent, local.parent.parent):
+            if parent.is_dir() and not any(parent.iterdir()):
+                parent.rmdir()
+
+    request.addfinalizer(remove_local)
+    folder = f"studies-bucket/studies/s3killed/{name}"
+
+    def in_bucket() -> list[str]:
+        return [i.path.removeprefix(f"{folder}/ray/") for i in s3.get_file_info(
+            fs.FileSelector(f"{folder}/ray", recursive=True, allow_not_found=True))]
+
+    def kill_point() -> bool:
+        names = in_bucket()
+        ended = {n.split("/")[0] for n in names if n.endswith("/final.json")}
+        running = {n.split("/")[0] for n in names if "/checkpoint_" in n} - ended
+        return bool(ended) and bool(running)
+
+    log = tmp_path / "driver.log"
+    argv = [sys.executable, "study/run.py", "--space", str(spec), "--storage", storage,
+            "--name", name]
+    driver = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log.open("w"),
+                              stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 240
+        while not kill_point():
+            assert driver.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.2)
+        driver.kill()
+        driver.wait(timeout=30)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+        kill_processes(session_processes(driver.pid))
+    # the head node is lost with the driver: its local copy goes too; resume from the bucket
+    assert (local / "space.yaml").is_file()
+    shutil.rmtree(local)
+    r = subprocess.run([sys.executable, "study/run.py", "--space", str(spec), "--resume",
+                        f"{storage}/s3killed/{name}"], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=400)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert f"resume: copied the study's files from {storage}/s3killed/{name} to {local}" \
+        in r.stdout
+    assert f"copied the results folder to {storage}/s3killed/{name}" in r.stdout
+    with s3.open_input_stream(f"{folder}/trials.csv") as f:
+        trials = pd.read_csv(io.BytesIO(f.read()))
+    assert len(trials) == 4 and trials["trial_id"].is_unique
+    assert (trials["status"] == "finished").all()
+    assert sorted(zip(trials["rollingq.max_rotations"], trials["train.seed"], strict=True)) == [
+        (0, 0), (0, 1), (1, 0), (1, 1)]
+    with s3.open_input_stream(f"{folder}/curves.csv") as f:
+        curves = pd.read_csv(io.BytesIO(f.read()))
+    assert not curves.duplicated(["trial_id", "epoch"]).any()
+    assert (curves.groupby("trial_id")["epoch"].apply(sorted).map(list)
+            == [list(range(-1, 5))] * 4).all()
+    with s3.open_input_stream(f"{folder}/report.md") as f:
+        published = f.read().decode()
+    assert "4 trial(s) on cpu" in published  # the report, published beside the study
+    s3.delete_file(f"{folder}/report.md")
+    r = subprocess.run([sys.executable, "-m", "analysis.report", f"{storage}/s3killed/{name}"],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    with s3.open_input_stream(f"{folder}/report.md") as f:  # read from the bucket, written back
+        again = f.read().decode()
+    assert "4 trial(s) on cpu" in again
+    main = re.compile(r"## Main table\n.*?\n## ", re.S)  # the same numbers either way
+    assert main.search(again).group(0) == main.search(published).group(0)

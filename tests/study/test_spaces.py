@@ -301,6 +301,28 @@ BAD_SPECS = {
         ["joint [cls] attention over every modality when rollingq.enabled", "model.fusion='concat'",
          "model.fusion=mmml or mult with model.readout=attn"],
     ),
+    "pareto_with_asha": (
+        "search:\n  rollingq.beta: {role: scientific, type: float, low: 0.0, high: 0.5}\n"
+        "tune: {mode: optuna, metric: [val_acc, val_abs_air], metric_mode: [max, min], "
+        "scheduler: asha}\n",
+        ["tune.scheduler='asha' with tune.metric=['val_acc', 'val_abs_air']",
+         "a scheduler stops trials on one metric", "set tune.scheduler: fifo"],
+    ),
+    "pareto_grid": (
+        "search:\n  rollingq.beta: {role: scientific, type: choice, values: [0.1, 0.2]}\n"
+        "tune: {mode: grid, metric: [val_acc, val_abs_air], metric_mode: [max, min]}\n",
+        ["with tune.mode='grid'", "set tune.mode: optuna"],
+    ),
+    "pareto_modes_mismatch": (
+        "search:\n  rollingq.beta: {role: scientific, type: float, low: 0.0, high: 0.5}\n"
+        "tune: {mode: optuna, metric: [val_acc, val_abs_air], metric_mode: max}\n",
+        ["tune.metric_mode='max'", "one mode per metric", "['max', 'max']"],
+    ),
+    "pareto_one_metric": (
+        "search:\n  rollingq.beta: {role: scientific, type: float, low: 0.0, high: 0.5}\n"
+        "tune: {mode: optuna, metric: [val_acc, val_acc], metric_mode: [max, max]}\n",
+        ["two or more distinct metrics"],
+    ),
     "unknown_mode": (
         "search:\n  rollingq.beta: {role: scientific, type: choice, values: [0.1]}\n"
         "tune: {mode: random}\n",
