@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup study run test lint clean
+.PHONY: setup study run test docs lint clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -24,8 +24,13 @@ run: setup
 test: setup
 	$(PY) -m pytest -q
 
+# The documentation site (docs/, mkdocs-material + mkdocstrings) into site/; strict: a broken
+# link, a missing page or an unresolved docstring reference fails it (make test builds it too).
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
+
 lint: setup
 	$(PY) -m ruff check .
 
 clean:
-	rm -rf runs .pytest_cache
+	rm -rf runs .pytest_cache site

@@ -39,6 +39,8 @@ Verdicts: ``reproduced`` (Holm p < 0.05 on the claimed side), ``contradicted`` (
 on the other side), ``no effect`` (the TOST's Holm p < 0.05: the effect lies within the
 margin), ``inconclusive`` (none of these: too few seeds to tell, with the seeds needed). On
 the synthetic data set, built to show the mechanism, a verdict is a *mechanism check*.
+
+Every verdict and what it assumes, for readers of a report: docs/report.md.
 """
 
 from __future__ import annotations
@@ -96,9 +98,9 @@ CLAIMS = (
           "headline accuracy (%), on − off"),
 )
 
-# The smallest effect of interest per claim (the equivalence margin, in the claim's units; the
-# README lists them): an |AIR| or imbalance change of 0.05, an adaptivity change of 0.1 in r,
-# 1 point of mean noise drop, 1 accuracy point.
+# The smallest effect of interest per claim (the equivalence margin, in the claim's units;
+# docs/report.md lists them): an |AIR| or imbalance change of 0.05, an adaptivity change of 0.1
+# in r, 1 point of mean noise drop, 1 accuracy point.
 MARGINS: dict[int, float] = {1: 0.05, 2: 0.05, 3: 0.05, 4: 0.1, 5: 1.0, 6: 1.0}
 # Table 3's curves summarised as claim 5 summarises ours: the mean drop over λ in [0, 1].
 PAPER_MEAN_DROP = {name: outcomes.mean_drop(list(PAPER_TABLE3_LEVELS), list(accs))

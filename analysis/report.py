@@ -569,8 +569,8 @@ class Builder:
                  Table(claims.table(res, judgements),
                        "The paper's claims: the effect (on − off, or the vanilla growth) with "
                        "its interval at its Holm level, raw and Holm p, the equivalence margin "
-                       "(the README's default, or the paper's own gap on its data sets) and "
-                       "the TOST's Holm p, the verdict, and the paper's figure."),
+                       "(the default in docs/report.md, or the paper's own gap on its data "
+                       "sets) and the TOST's Holm p, the verdict, and the paper's figure."),
                  Table(claims.evidence_table(res, judgements),
                        "What each verdict rests on: the per-seed differences, the raw 95 % "
                        "t-interval, the simultaneous interval over the family, the "

@@ -7,6 +7,8 @@ model selection on the test set, as the paper reports it) is shown beside it, la
 Intervals are 95 % t-intervals over seeds: ``mean ± t(.975, n-1) · sd / √n``. A variant's
 difference to the baseline is paired by seed when both have at least two seeds in common
 (the seeds are the same data order and initialisation), else Welch's interval.
+
+The tables as a report's reader sees them: docs/report.md.
 """
 
 from __future__ import annotations

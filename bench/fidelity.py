@@ -1,4 +1,4 @@
-"""Fidelity measurements quoted in the README (differences from the published code), on CPU.
+"""Fidelity measurements quoted in docs/method.md §7 (differences from the published code), on CPU.
 
 ``precision``: the same runs (same seeds) in fp32 and under bf16 autocast (which runs on CPU
 too), on the synthetic data set and on a ``features`` data set written to disk: RollingQ's

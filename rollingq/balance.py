@@ -17,6 +17,9 @@ PMR (Fan et al., CVPR 2023), per batch:
     weight α on CE(s_m, y) for every modality with ρ_m < 1 (two modalities: the weaker one;
     a tie gives none), 0 otherwise                                               pmr_weights
 With more than two modalities both are our generalisation; at two they are the references'.
+
+What each method does and how its reference code does it: docs/baselines.md §1 (OGM-GE) and §2
+(PMR).
 """
 
 from __future__ import annotations

@@ -10,6 +10,8 @@ A config is built in layers, each overriding the one before:
 
 Every value is checked in ``Config.validate``; an error names the key, the value, the rule and
 the valid choices, and where the value came from.
+
+Every key with its default and valid values: docs/configuration.md (generated from this file).
 """
 
 from __future__ import annotations
@@ -140,7 +142,7 @@ class RollingQConfig:
 
 @dataclass
 class BalanceConfig:
-    """The balancing baselines of Table 1 (rollingq/balance.py, README: Balancing methods)."""
+    """The balancing baselines of Table 1 (rollingq/balance.py, docs/baselines.md §1 and §2)."""
 
     method: str = "none"  # ogm, ogm_ge (gradient modulation), pmr (prototype losses)
     # Each method with its reference's CREMA-D values. A window [start, end] is a fraction of
@@ -336,7 +338,7 @@ class Config:
         need(d.name not in REAL_DATASETS or bool(d.root)
              or (d.name == "mosei" and Path(d.pickle).is_absolute()), "data.root",
              "data.root != ''", f"the {d.name} data set reads its files from data.root "
-             "(the expected trees are in the README, section Data sets)")
+             "(the expected trees are in docs/data.md)")
         mods = [x.strip() for x in d.modalities.split(",")] if d.modalities.strip() else []
         need(all(x in MODALITIES for x in mods) and len(set(mods)) == len(mods),
              "data.modalities", "modalities: distinct names from audio, visual, text",

@@ -15,6 +15,9 @@ the same split gives the same number.
     count_parameters             all tensors, trainable, and the paper's count         (Table 4)
     flops_per_sample             FLOPs of a forward (or forward + backward) pass        (Table 4)
     cremad_shapes                the CREMA-D modality specs, for counting at paper shapes
+
+What each diagnostic measures, on which model: docs/getting-started.md; Table 4's counts:
+docs/baselines.md §8.
 """
 
 from __future__ import annotations

@@ -26,6 +26,8 @@ largest activation while the backward runs) and the CUDA context, which
 ``torch.cuda.max_memory_allocated`` does not count either. The fake forward dispatches as the
 CPU does (its fused attention saves the same output and log-sum-exp as CUDA's flash kernel);
 its bf16 autocast casts the same matmuls as CUDA's.
+
+How to read and use the estimate: docs/memory.md.
 """
 
 from __future__ import annotations

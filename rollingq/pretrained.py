@@ -42,6 +42,8 @@ Mapping from a published file: ``<x>_audio`` -> ``encoders.audio``, ``<x>_video`
 ``encoders.visual`` (``patch_embed_<s>.proj.*`` -> ``embed.proj.*``, ``cls_token_<s>`` ->
 ``cls``, ``pos_embed_<s>`` -> ``pos``, ``<s>_blocks.{i}.*`` -> ``blocks.{i}.*``, ``norm_<s>.*``
 -> ``norm.*``); everything else (``bot_*``, the fusion, the heads) is unexpected.
+
+The layouts and what the published code does with its file: docs/method.md §8.
 """
 
 from __future__ import annotations

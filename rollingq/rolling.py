@@ -12,6 +12,9 @@ The statistic modes (config ``rollingq.air_stat`` / ``rollingq.anchor_stat``):
     anchor_stat=full_pass  mu_q, mu_m from an extra eval-mode pass over the training set, each
                            batch weighted equally (published)
     anchor_stat=running    mu_q, mu_m accumulated during the epoch (no extra pass)
+
+When the statistics are taken and the trigger fires, as published and as here: docs/method.md §3,
+§4 and §6.
 """
 
 from __future__ import annotations

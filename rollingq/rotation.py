@@ -15,6 +15,9 @@ Steps, with the paper's symbols (two modalities a, b; N modalities in the `*_mul
 N modalities (our generalisation): c_m = E_i[cos(q_i, k̄ᵐ_i)], trigger on
 max c − min c, w = softmax(−2ρ(c − c̄)), u = Σ w_m μ_m/‖μ_m‖. At M = 2 this is exactly steps 1–4:
 AIR = c_0 − c_1 and w_0 = α; the two-modality functions call the N-modality ones.
+
+The maths, with the paper's symbols, and where the published code differs: docs/method.md §2
+(AIR), §3 (the anchor and the rotation), §6 (differences).
 """
 
 from collections.abc import Sequence

@@ -16,6 +16,8 @@ Audio as published: read at its own rate with ``soundfile`` (mono: channel mean)
 hold the spectrogram already; they are read as given (any 2-D shape, the same for every clip).
 Frames: see ``frames.py`` (train: 3 drawn with replacement from the sorted files, sorted;
 eval: the centres of thirds).
+
+The files on disk and the published preprocessing: docs/data.md.
 """
 
 from __future__ import annotations

@@ -12,6 +12,8 @@ The fbank arrays are used as given (stored fp16). As published, clips with at mo
 dropped (reported, and listed in the entry's ``dropped.tsv``); usual split about 14,799 train /
 2,597 test. Frames: ``frames.py`` (train: random within thirds, capped at frame 9; eval: the
 published fixed frames). A validation split is carved from train (stratified, seeded).
+
+The files on disk and the published preprocessing: docs/data.md.
 """
 
 from __future__ import annotations

@@ -11,6 +11,8 @@ NaN/inf is an error naming the file. ``data.modalities`` picks any subset, in fu
 (default ``visual,text``; ``audio,visual,text`` for all three). The pickle is parsed once into
 the cache as float32 ``.npy`` arrays (all three modalities), so trials skip the multi-GB unpickle.
 A pickle can run code when loaded: only read files from a source you trust.
+
+The pickle's layout: docs/data.md.
 """
 
 from __future__ import annotations

@@ -6,6 +6,8 @@ never trained) applied to the [cls] query before attention, and it computes the 
 the attention explicitly, so the diagnostics (AIR, attention shares) cost one row, never the
 L x L map. ``FusionStats`` is what a layer tells RollingQ; MMML's and MulT's ``attn`` read-out
 is a ``FusionAttention`` too.
+
+The fusion layer and its [cls] query in the paper's symbols: docs/method.md §1.
 """
 
 from __future__ import annotations

@@ -1,6 +1,9 @@
 """JMT (Waligora et al., CVPRW 2024) as the RollingQ comparison ran it: the published code's
 ``JMT`` (``models/fusion_modules.py`` in its history; checked against a transcription with the
-same weights, logits equal to 9e-8)."""
+same weights, logits equal to 9e-8).
+
+JMT as compared, and where we differ from its reference: docs/baselines.md §4 and §7.
+"""
 
 from __future__ import annotations
 

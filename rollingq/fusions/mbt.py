@@ -1,6 +1,9 @@
 """MBT (Nagrani et al., NeurIPS 2021) as the RollingQ comparison ran it: the published code's
 ``models/mbt_backbone.py`` (``MBTBackbone``): shared bottleneck tokens between the streams'
-last layers. Checked against it with the same weights (equal to 6e-7)."""
+last layers. Checked against it with the same weights (equal to 6e-7).
+
+MBT (Table 4) as compared: docs/baselines.md §6 and §8.
+"""
 
 from __future__ import annotations
 

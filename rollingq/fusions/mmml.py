@@ -2,7 +2,10 @@
 ``MMML_head`` (``models/fusion_modules.py`` in its history) over MMML's own cross-modal encoder
 layer (``zehuiwu/MMML``, ``utils/cross_attn_encoder.py``, ``CMELayer``: one layer checked
 against it with the same weights, equal to 1.4e-6). Its ``attn`` read-out (MMML + RollingQ) is
-the published fusion attention (``rollingq.fusions.attention``)."""
+the published fusion attention (``rollingq.fusions.attention``).
+
+MMML as compared, and where we differ from its reference: docs/baselines.md §5 and §7.
+"""
 
 from __future__ import annotations
 

@@ -4,7 +4,10 @@ and ``buffered_future_mask``), ``modules/multihead_attention.py`` (its fused in-
 init), ``modules/position_embedding.py`` (the sinusoidal positions). The two-modality model
 matches a reduction of ``MULTModel`` with the same weights (logits equal to 4e-7, mask off); the
 mask against the reference's formulas in ``tests/rollingq/test_model.py``. Its ``attn`` read-out
-(MulT + RollingQ) is the published fusion attention (``rollingq.fusions.attention``)."""
+(MulT + RollingQ) is the published fusion attention (``rollingq.fusions.attention``).
+
+MulT as compared, and where we differ from its reference: docs/baselines.md §3 and §7.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""bench/fidelity.py at a tiny size, so the README's measurements cannot rot (the figures are
-the script's output, not asserted beyond their form and what must hold whatever the data)."""
+"""bench/fidelity.py at a tiny size, so the measurements in docs/method.md §7 cannot rot (the
+figures are the script's output, not asserted beyond their form and what must hold whatever the
+data)."""
 
 import re
 import subprocess

@@ -1,0 +1,112 @@
+"""mkdocs hooks: the configuration reference, generated from ``rollingq/config.py`` at build
+time, and the maths rendered to MathML at build time.
+
+A page holding the line ``<!-- config-reference -->`` gets, in its place, one table per config
+group (``data``, ``model``, ``rollingq``, ``balance``, ``optim``, ``train``): every key, its type,
+its default (from the dataclasses themselves), its valid choices (the ``choice("key", NAMES)``
+checks of ``Config.validate``) and the comment written beside it in the source (or the comment
+block just above it). The reference cannot drift from the code: it is the code.
+
+Maths is written ``$...$`` and ``$$...$$`` (GitHub renders the same source); pymdownx.arithmatex
+marks it and ``on_page_content`` converts each formula with latex2mathml into MathML, which
+browsers render natively: the site needs no script and no network to show its maths, and a
+formula latex2mathml cannot convert fails the build.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import html
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+MARK = "<!-- config-reference -->"
+# pymdownx.arithmatex, generic mode: inline \(...\) in a span, display \[...\] in a div.
+MATH = re.compile(r'<(span|div) class="arithmatex">\\([(\[])(.*?)\\[)\]]</\1>', re.S)
+
+
+def comments(source: str) -> dict[tuple[str, str], str]:
+    """(class, field) -> the comment beside the field, else the comment lines just above it."""
+    lines = source.splitlines()
+    out: dict[tuple[str, str], str] = {}
+    for node in ast.parse(source).body:
+        if not isinstance(node, ast.ClassDef):
+            continue
+        for stmt in node.body:
+            if not isinstance(stmt, ast.AnnAssign) or not isinstance(stmt.target, ast.Name):
+                continue
+            line = lines[stmt.lineno - 1]
+            text = ""
+            if "  # " in line:
+                text = line.split("  # ", 1)[1].strip()
+            else:
+                above, i = [], stmt.lineno - 2
+                while i >= 0 and lines[i].strip().startswith("#"):
+                    above.insert(0, lines[i].strip().lstrip("#").strip())
+                    i -= 1
+                text = " ".join(above)
+            out[(node.name, stmt.target.id)] = text
+    return out
+
+
+def choices(source: str, module) -> dict[str, tuple[str, ...]]:
+    """Dotted key -> valid values, from the ``choice("key", NAMES)`` calls in the source."""
+    out = {}
+    for node in ast.walk(ast.parse(source)):
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+                and node.func.id == "choice" and len(node.args) == 2
+                and isinstance(node.args[0], ast.Constant) and isinstance(node.args[1], ast.Name)):
+            out[node.args[0].value] = tuple(getattr(module, node.args[1].id))
+    return out
+
+
+def cell(text: object) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def reference() -> str:
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from rollingq import config as module
+
+    source = (ROOT / "rollingq" / "config.py").read_text()
+    notes, valid = comments(source), choices(source, module)
+    parts = []
+    for group in dataclasses.fields(module.Config):
+        cls = group.default_factory
+        parts += [f"### `{group.name}`", "", "| key | type | default | valid | meaning |",
+                  "|---|---|---|---|---|"]
+        instance = cls()
+        for f in dataclasses.fields(cls):
+            key = f"{group.name}.{f.name}"
+            default = getattr(instance, f.name)
+            kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", f.type)
+            parts.append(f"| `{key}` | `{cell(kind)}` | `{cell(repr(default))}` | "
+                         f"{cell(', '.join(valid.get(key, ())))} | "
+                         f"{cell(notes.get((cls.__name__, f.name), ''))} |")
+        parts.append("")
+    return "\n".join(parts)
+
+
+def on_page_markdown(markdown: str, page, config, files) -> str:
+    if MARK in markdown:
+        return markdown.replace(MARK, reference())
+    return markdown
+
+
+def mathml(match: re.Match) -> str:
+    from latex2mathml.converter import convert
+
+    tag, opening, tex = match.groups()
+    display = "block" if opening == "[" else "inline"
+    out = convert(html.unescape(tex).strip(), display=display)
+    if "<merror" in out:
+        raise ValueError(f"latex2mathml cannot convert the formula {tex!r}")
+    return f'<{tag} class="arithmatex">{out}</{tag}>'
+
+
+def on_page_content(content: str, page, config, files) -> str:
+    return MATH.sub(mathml, content)

@@ -1,0 +1,139 @@
+"""The documentation the project owns: ``docs/`` built by mkdocs (material, mkdocstrings) in
+strict mode, a README under 10 KB, and no reference to a file outside the repository.
+
+- the strict build passes (a broken link, a missing page, a docstring reference that does not
+  resolve, a nav entry without its file: each a warning, and strict turns warnings into a failed
+  build), and a copy of the docs with one broken link planted fails it;
+- ``docs/<page>.md §N`` citations in the code and the README name a page that exists and a
+  section ``## N.`` of it;
+- nothing outside ``tests/`` names the team's reading material (``shared/``, ``METHOD.md``, ...);
+- headless chromium renders the built home page and the method page (screenshots kept in
+  ``artifacts/docs/``, gitignored).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "artifacts" / "docs"
+OUTSIDE = re.compile(r"\.\./shared|shared/|METHOD\.md|BASELINES\.md|PERF\.md|STYLE\.md|"
+                     r"RAY-TUNE-NOTES")
+CITATION = re.compile(r"docs/([\w-]+\.md)(?: §(\d+))?")
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+pytest.importorskip("mkdocs")
+pytest.importorskip("material")
+pytest.importorskip("mkdocstrings")
+
+
+def tracked() -> list[Path]:
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT,
+                           capture_output=True, text=True, check=True).stdout.split()
+    return [ROOT / f for f in files if not f.startswith("tests/") and (ROOT / f).is_file()
+            and (ROOT / f).suffix in (".py", ".md", ".yaml", ".yml", ".toml", ".sh", ".sbatch",
+                                      ".txt", "") and (ROOT / f).stat().st_size < 2_000_000]
+
+
+def build(project: Path, site: Path) -> subprocess.CompletedProcess:
+    # No -q: mkdocs 1.6 counts warnings for --strict after its log level filters them, so a
+    # quiet strict build passes with warnings (seen with a planted broken link).
+    return subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-d", str(site)],
+                          cwd=project, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "NO_MKDOCS_2_WARNING": "1"})
+
+
+def test_nothing_outside_tests_names_a_file_outside_the_repository():
+    found = []
+    for path in tracked():
+        for n, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+            if OUTSIDE.search(line):
+                found.append(f"{path.relative_to(ROOT)}:{n}: {line.strip()[:120]}")
+    assert not found, "\n".join(found)
+
+
+def test_every_docs_citation_names_a_page_and_its_section():
+    sections: dict[str, set[str]] = {}
+    for page in (ROOT / "docs").glob("*.md"):
+        sections[page.name] = set(re.findall(r"^## (\d+)\.", page.read_text(), re.M))
+    cited = 0
+    for path in tracked():
+        for n, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+            for page, number in CITATION.findall(line):
+                where = f"{path.relative_to(ROOT)}:{n}"
+                assert page in sections, f"{where} cites docs/{page}, which does not exist"
+                if number:
+                    assert number in sections[page], f"{where}: docs/{page} has no section {number}"
+                cited += 1
+    assert cited >= 5  # the core modules cite the method and baselines pages
+
+
+def test_readme_is_under_10_kb_and_links_into_the_docs():
+    text = (ROOT / "README.md").read_text()
+    assert len(text.encode()) < 10_000, len(text.encode())
+    for page in re.findall(r"\]\((docs/[\w/-]+\.(?:md|png))\)", text):
+        assert (ROOT / page).is_file(), page
+    assert "make study" in text and "make test" in text
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("docs") / "site"
+    r = build(ROOT, out)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return out
+
+
+def test_the_strict_build_passes_with_every_page(site):
+    for page in ("index.html", "method/index.html", "baselines/index.html",
+                 "configuration/index.html", "differences/index.html", "api/index.html"):
+        assert (site / page).is_file(), page
+    config = (site / "configuration" / "index.html").read_text()
+    assert "rollingq.beta" in config and "rotate when |AIR| &gt; beta" in config  # generated
+    method = (site / "method" / "index.html").read_text()
+    assert method.count("<math ") >= 20 and "\\(" not in method  # maths as MathML, no script
+    api = (site / "api" / "index.html").read_text()
+    first = __import__("rollingq.rotation").rotation.__doc__.strip().splitlines()[0]
+    assert "rollingq.rotation" in api and first.split("(")[0][:40] in api  # from the docstring
+
+
+def test_a_broken_link_fails_the_strict_build(tmp_path):
+    copy = tmp_path / "project"
+    shutil.copytree(ROOT / "docs", copy / "docs")
+    shutil.copy(ROOT / "mkdocs.yml", copy / "mkdocs.yml")
+    for package in ("rollingq", "study", "analysis"):  # mkdocstrings reads them
+        shutil.copytree(ROOT / package, copy / package,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    assert build(copy, tmp_path / "ok").returncode == 0  # the copy builds as it is
+    index = copy / "docs" / "index.md"
+    index.write_text(index.read_text() + "\nSee [the lost page](no-such-page.md).\n")
+    r = build(copy, tmp_path / "broken")
+    assert r.returncode != 0
+    assert "no-such-page.md" in r.stdout + r.stderr
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install -y "
+                    "chromium): the site was built, no screenshot taken")
+@pytest.mark.parametrize("page", ["index.html", "method/index.html"])
+def test_chromium_renders_the_home_and_method_pages(site, page, tmp_path):
+    import matplotlib.image
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    shot = ARTIFACTS / f"{page.split('/')[0].removesuffix('.html')}.png"
+    shot.unlink(missing_ok=True)
+    p = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                        "--disable-background-networking", "--hide-scrollbars",
+                        f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1280,900",
+                        "--virtual-time-budget=5000", f"--screenshot={shot}",
+                        (site / page).as_uri()], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0 and shot.is_file(), p.stderr[-2000:]
+    img = matplotlib.image.imread(shot)
+    assert img.shape[:2] == (900, 1280)
+    assert img[..., :3].std() > 0.05  # rendered text and theme, not a blank canvas
