@@ -3,7 +3,8 @@ strict mode, a README under 10 KB, and no reference to a file outside the reposi
 
 - the strict build passes (a broken link, a missing page, a docstring reference that does not
   resolve, a nav entry without its file: each a warning, and strict turns warnings into a failed
-  build), and a copy of the docs with one broken link planted fails it;
+  build), and a copy of the docs with a broken link, a nav entry without its page or a
+  ``:::`` reference to a module that does not exist planted fails it;
 - ``docs/<page>.md §N`` citations in the code and the README name a page that exists and a
   section ``## N.`` of it;
 - nothing outside ``tests/`` names the team's reading material (``shared/``, ``METHOD.md``, ...);
@@ -126,19 +127,33 @@ def test_the_strict_build_passes_with_every_page(site):
     assert "rollingq.rotation" in api and first.split("(")[0][:40] in api  # from the docstring
 
 
-def test_a_broken_link_fails_the_strict_build(tmp_path):
-    copy = tmp_path / "project"
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    """A copy of what the build reads, which builds as it is."""
+    copy = tmp_path_factory.mktemp("project")
     shutil.copytree(ROOT / "docs", copy / "docs")
     shutil.copy(ROOT / "mkdocs.yml", copy / "mkdocs.yml")
     for package in ("rollingq", "study", "analysis"):  # mkdocstrings reads them
         shutil.copytree(ROOT / package, copy / package,
                         ignore=shutil.ignore_patterns("__pycache__"))
-    assert build(copy, tmp_path / "ok").returncode == 0  # the copy builds as it is
-    index = copy / "docs" / "index.md"
-    index.write_text(index.read_text() + "\nSee [the lost page](no-such-page.md).\n")
-    r = build(copy, tmp_path / "broken")
+    r = build(copy, copy / "ok")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return copy
+
+
+@pytest.mark.parametrize("plant, says", [
+    (("docs/index.md", "\nSee [the lost page](no-such-page.md).\n"), "no-such-page.md"),
+    (("mkdocs.yml", "\n  - Lost: lost-page.md\n"), "lost-page.md"),
+    (("docs/api.md", "\n::: rollingq.no_such_module\n"), "rollingq.no_such_module"),
+], ids=["broken-link", "missing-page", "docstring-reference"])
+def test_a_planted_fault_fails_the_strict_build(project, plant, says, tmp_path):
+    copy = tmp_path / "project"
+    shutil.copytree(project, copy, ignore=shutil.ignore_patterns("ok"))
+    path, text = plant
+    (copy / path).write_text((copy / path).read_text() + text)
+    r = build(copy, tmp_path / "site")
     assert r.returncode != 0
-    assert "no-such-page.md" in r.stdout + r.stderr
+    assert says in r.stdout + r.stderr
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install -y "
