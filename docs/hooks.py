@@ -1,11 +1,16 @@
 """mkdocs hooks: the configuration reference, generated from ``rollingq/config.py`` at build
-time, and the maths rendered to MathML at build time.
+time; the one table of differences, gathered from the pages that explain them; and the maths
+rendered to MathML at build time.
 
 A page holding the line ``<!-- config-reference -->`` gets, in its place, one table per config
 group (``data``, ``model``, ``rollingq``, ``balance``, ``optim``, ``train``): every key, its type,
 its default (from the dataclasses themselves), its valid choices (the ``choice("key", NAMES)``
 checks of ``Config.validate``) and the comment written beside it in the source (or the comment
 block just above it). The reference cannot drift from the code: it is the code.
+
+A page holding ``<!-- differences-table -->`` gets the rows of the RollingQ differences table
+(``method.md`` §6) and of the baselines' (``baselines.md`` §7) as one table: each row is
+written once, beside its reasons, and the combined table is derived from them.
 
 Maths is written ``$...$`` and ``$$...$$`` (GitHub renders the same source); pymdownx.arithmatex
 marks it and ``on_page_content`` converts each formula with latex2mathml into MathML, which
@@ -24,6 +29,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 MARK = "<!-- config-reference -->"
+DIFFERENCES = "<!-- differences-table -->"
 # pymdownx.arithmatex, generic mode: inline \(...\) in a span, display \[...\] in a div.
 MATH = re.compile(r'<(span|div) class="arithmatex">\\([(\[])(.*?)\\[)\]]</\1>', re.S)
 
@@ -91,9 +97,31 @@ def reference() -> str:
     return "\n".join(parts)
 
 
+def table_rows(page: Path, section: int) -> list[str]:
+    """The body rows of the first table in ``## <section>.`` of a docs page."""
+    text = page.read_text()
+    found = re.search(rf"^## {section}\..*?(?=^## |\Z)", text, re.S | re.M)
+    rows = [line for line in found.group(0).splitlines() if line.startswith("|")] if found else []
+    if len(rows) < 3:
+        raise ValueError(f"{page.name} has no table in its section {section}")
+    return rows[2:]  # past the header and the |---| line
+
+
+def differences(docs: Path) -> str:
+    head = ["| reference | what | the reference | here (default) | the published behaviour |",
+            "|---|---|---|---|---|"]
+    rollingq = [f"| RollingQ {row}" for row in table_rows(docs / "method.md", 6)]
+    # baselines.md §7: | method | the reference | ours | switch |, no "what" column
+    baselines = ["|{}| |{}".format(*row.split("|", 2)[1:]) for row in
+                 table_rows(docs / "baselines.md", 7)]
+    return "\n".join(head + rollingq + baselines)
+
+
 def on_page_markdown(markdown: str, page, config, files) -> str:
     if MARK in markdown:
-        return markdown.replace(MARK, reference())
+        markdown = markdown.replace(MARK, reference())
+    if DIFFERENCES in markdown:
+        markdown = markdown.replace(DIFFERENCES, differences(Path(config["docs_dir"])))
     return markdown
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import re
+import runpy
 import shutil
 import subprocess
 import sys
@@ -120,6 +121,13 @@ def test_the_strict_build_passes_with_every_page(site):
         assert (site / page).is_file(), page
     config = (site / "configuration" / "index.html").read_text()
     assert "rollingq.beta" in config and "rotate when |AIR| &gt; beta" in config  # generated
+    hooks = runpy.run_path(str(ROOT / "docs" / "hooks.py"))
+    rows = (len(hooks["table_rows"](ROOT / "docs" / "method.md", 6))
+            + len(hooks["table_rows"](ROOT / "docs" / "baselines.md", 7)))
+    assert rows >= 25
+    differences = (site / "differences" / "index.html").read_text()
+    assert differences.count("<tr>") == rows + 1  # every row of both pages, one header
+    assert "<td>RollingQ</td>" in differences and "<td>JMT</td>" in differences
     method = (site / "method" / "index.html").read_text()
     assert method.count("<math ") >= 20 and "\\(" not in method  # maths as MathML, no script
     api = (site / "api" / "index.html").read_text()
