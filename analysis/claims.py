@@ -20,25 +20,36 @@ comparison pairs an on trial with the off trials of the same configuration but f
 same seed; per seed the mean difference over the configurations that have both arms: the
 per-seed differences ``x`` (claim 1: the seed means of the Vanilla MT trials' growth).
 
-The inference runs over one family: every claim judged on every data set of the study
-(``m`` tests). Per claim and data set:
-    - the raw two-sided one-sample t-test of ``x`` (scipy ``ttest_1samp``) and its 95 % interval;
+The inference runs over one declared family (the study's ``claims.family``, ``FAMILIES``; by
+default ``dataset``: the claims judged on one data set, so how folders are grouped into a report
+changes no verdict). Per claim and data set:
+    - differences within ``TOLERANCE`` of the claim's scale are 0; when every seed gives the
+      same difference there is nothing to test (``deterministic: no test``, outside the family);
+    - the raw two-sided one-sample t-test of ``x`` (scipy ``ttest_1samp``) and its 95 % interval,
+      and beside it the exact sign-flip p (scipy ``permutation_test``: every sign flip of ``x``
+      up to ``SIGN_FLIP_EXACT`` seeds), flagged where its smallest value 2 / 2^n cannot reach
+      the claim's Holm level (the verdict then rests on the t-test's normality);
     - the Holm-adjusted p over the family (statsmodels ``multipletests``), the interval at
       the claim's Holm level (0.05 / (m - k + 1) for the k-th smallest p while Holm rejects,
       else the level where it stopped: it excludes 0 exactly when the verdict says so), and the
       simultaneous interval at Bonferroni's level 1 - 0.05/m (it covers all m effects at once,
       and can touch 0 where Holm, the stronger procedure, rejects);
     - the equivalence test (TOST, statsmodels ``DescrStatsW.ttost_mean``) against the claim's
-      smallest effect of interest ``MARGINS`` (or the paper's own gap on its data sets,
-      ``PAPER_GAPS``), Holm-adjusted over the family's equivalence tests;
-    - d_z = mean / sd of ``x``, and the seeds needed (statsmodels ``TTestPower``): the fewest
-      at which, with this study's sd, the Bonferroni-level test finds an effect of the margin
-      with 80 % power and the TOST finds "no effect" with 80 % power when there is none (its
-      power bounded below by 2·P - 1 from the one-sided tests' P).
+      smallest effect of interest: ``MARGINS``, declared independently of the paper (a claimed
+      effect is not a smallest effect of interest), or the study's ``claims.margins``;
+      Holm-adjusted over the family's equivalence tests;
+    - d_z = mean / sd of ``x``, and the seeds needed (statsmodels ``TTestPower``) as a range:
+      the fewest at which the Bonferroni-level test finds an effect of the margin with 80 %
+      power and the TOST finds "no effect" with 80 % power when there is none (its power
+      bounded below by 2·P - 1 from the one-sided tests' P), at the observed sd and at its
+      ``SD_UCL`` upper confidence limit (chi-square); the upper end is the recommendation, and
+      never fewer than the seeds run plus one.
 Verdicts: ``reproduced`` (Holm p < 0.05 on the claimed side), ``contradicted`` (Holm p < 0.05
 on the other side), ``no effect`` (the TOST's Holm p < 0.05: the effect lies within the
 margin), ``inconclusive`` (none of these: too few seeds to tell, with the seeds needed). On
-the synthetic data set, built to show the mechanism, a verdict is a *mechanism check*.
+the synthetic data set, built to show the mechanism, a verdict is a *mechanism check*. The
+paper's own gain is a reference, not a margin: ``analysis.architectures`` tests each RollingQ
+pair against it ("smaller than the paper's").
 
 Every verdict and what it assumes, for readers of a report: docs/report.md.
 """
@@ -52,20 +63,31 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 from statsmodels.stats.contingency_tables import mcnemar
-from statsmodels.stats.meta_analysis import combine_effects
+from statsmodels.stats.oneway import anova_oneway
 from statsmodels.stats.power import TTestPower
 from statsmodels.stats.weightstats import DescrStatsW
 
 from analysis import outcomes
-from analysis.results import SEED, Results, config_values, level_str
+from analysis.results import SEED, Results, ResultsError, config_values, level_str
 from analysis.tables import PAPER_TABLE3, PAPER_TABLE3_LEVELS, holm, paper_name
 
-REPRODUCED, CONTRADICTED, NO_EFFECT, INCONCLUSIVE, CANNOT = (
-    "reproduced", "contradicted", "no effect", "inconclusive", "cannot judge")
-VERDICTS = (REPRODUCED, CONTRADICTED, NO_EFFECT, INCONCLUSIVE, CANNOT)
+REPRODUCED, CONTRADICTED, NO_EFFECT, INCONCLUSIVE, CANNOT, DETERMINISTIC = (
+    "reproduced", "contradicted", "no effect", "inconclusive", "cannot judge",
+    "deterministic: no test")
+VERDICTS = (REPRODUCED, CONTRADICTED, NO_EFFECT, INCONCLUSIVE, CANNOT, DETERMINISTIC)
 ALPHA = 0.05
 POWER = 0.8
 MOST_SEEDS = 200  # the seeds-needed search stops here
+SD_UCL = 0.8  # the seeds-needed recommendation plans for the sd's 80 % upper confidence limit
+TOLERANCE = 1e-9  # a difference within this share of the claim's scale is 0 (floating point)
+SIGN_FLIP_EXACT = 16  # up to this many seeds the sign-flip p enumerates every flip
+SIGN_FLIP_RESAMPLES = 99_999  # beyond: random flips
+# The Holm family of the claims (a study's `claims.family`): the claims judged on one data set
+# (the default: a data set's verdicts do not change with the folders reported beside it), or
+# every claim on every data set of the report.
+FAMILIES = {"dataset": "the claims judged on one data set",
+            "report": "every claim judged on every data set of the report"}
+DEFAULT_FAMILY = "dataset"
 SYNTHETIC = "synthetic"  # built to show the mechanism: its verdicts are mechanism checks
 FAILED = ("diverged", "errored", "incomplete")  # a trial the arm lost (ASHA's stops are not)
 
@@ -98,21 +120,15 @@ CLAIMS = (
           "headline accuracy (%), on − off"),
 )
 
-# The smallest effect of interest per claim (the equivalence margin, in the claim's units;
-# docs/report.md lists them): an |AIR| or imbalance change of 0.05, an adaptivity change of 0.1
-# in r, 1 point of mean noise drop, 1 accuracy point.
-MARGINS: dict[int, float] = {1: 0.05, 2: 0.05, 3: 0.05, 4: 0.1, 5: 1.0, 6: 1.0}
+# The smallest effect of interest per claim (the equivalence margin, in the claim's own units;
+# docs/report.md lists them), declared independently of the paper: an effect the paper claims
+# is not a smallest effect of interest. An |AIR| or imbalance change of 0.05; an adaptivity
+# change of 0.1 in the per-modality -r the claim measures (not the paper's pooled r); 1 point of
+# mean noise drop; half an accuracy point. A study overrides them in its spec (`claims.margins`).
+MARGINS: dict[int, float] = {1: 0.05, 2: 0.05, 3: 0.05, 4: 0.1, 5: 1.0, 6: 0.5}
 # Table 3's curves summarised as claim 5 summarises ours: the mean drop over λ in [0, 1].
 PAPER_MEAN_DROP = {name: outcomes.mean_drop(list(PAPER_TABLE3_LEVELS), list(accs))
                    for name, accs in PAPER_TABLE3.items()}
-# The paper's own gaps (its Tables 1-3), the margin on its data sets (claim 4: the paper's r,
-# whose protocol is unpublished, taken as a change in r).
-PAPER_GAPS: dict[int, dict[str, float]] = {
-    4: {"cremad": 0.24, "kinetics_sounds": 0.34},
-    5: {"kinetics_sounds": round(PAPER_MEAN_DROP["Vanilla MT"]
-                                 - PAPER_MEAN_DROP["Vanilla MT + RollingQ"], 2)},
-    6: {"cremad": 3.1, "kinetics_sounds": 2.3, "mosei": 0.5},
-}
 # The paper's own figures, per claim and data set (Tables 1-3; claims 1-3 are figures only).
 PAPER_FIGURES: dict[int, dict[str, str]] = {
     4: {"cremad": "r 0.52 → 0.76", "kinetics_sounds": "r 0.44 → 0.78"},
@@ -136,12 +152,80 @@ UNRECORDED = {
 }
 
 
-def margin(claim: Claim, dataset: str) -> tuple[float, str]:
-    """The claim's equivalence margin on a data set and where it comes from."""
-    gap = PAPER_GAPS.get(claim.number, {}).get(dataset)
-    if gap is not None:
-        return gap, "the paper's gap"
-    return MARGINS[claim.number], "default"
+@dataclass(frozen=True)
+class Declared:
+    """What a study's spec declares about its claims (``claims:``): the Holm family
+    (``FAMILIES``) and margins that replace ``MARGINS``, by claim number."""
+
+    family: str = DEFAULT_FAMILY
+    margins: dict[int, float] = field(default_factory=dict)
+
+
+def declared(block: Any, source: str) -> Declared:
+    """A spec's ``claims:`` block, checked.
+
+    Raises:
+        ValueError: One line naming the key, the value, the rule and the valid choices.
+    """
+    if block is None:
+        return Declared()
+    if not isinstance(block, dict):
+        raise ValueError(f"`claims` must be a mapping with `family` and `margins`, but got "
+                         f"{block!r} ({source})")
+    unknown = sorted(set(block) - {"family", "margins"})
+    if unknown:
+        raise ValueError(f"unknown field claims.{unknown[0]} ({source}); valid: family, margins")
+    family = block.get("family", DEFAULT_FAMILY)
+    if family not in FAMILIES:
+        raise ValueError(f"claims.family={family!r} is not valid ({source}); valid: "
+                         + ", ".join(f"{k} ({v})" for k, v in FAMILIES.items()))
+    margins = block.get("margins") or {}
+    if not isinstance(margins, dict):
+        raise ValueError(f"`claims.margins` must map claim numbers to margins, e.g. {{6: 0.5}}, "
+                         f"but got {margins!r} ({source})")
+    out = {}
+    for key, value in margins.items():
+        number = int(key) if str(key).isdigit() else None
+        if number not in MARGINS:
+            raise ValueError(f"claims.margins: {key!r} is not a claim ({source}); valid: "
+                             + ", ".join(map(str, MARGINS)))
+        if isinstance(value, bool) or not isinstance(value, int | float) or not (
+                np.isfinite(value) and value > 0):
+            raise ValueError(f"`claims.margins.{number} > 0` must hold, but got {value!r} "
+                             f"({source}); it is claim ({number})'s smallest effect of interest "
+                             f"in its own units (default {MARGINS[number]:g})")
+        out[number] = float(value)
+    return Declared(str(family), out)
+
+
+def declarations(res: Results) -> tuple[str, dict[tuple[int, str], tuple[float, str]]]:
+    """The family and the declared margins of a report's folders: ``(family, {(claim, data
+    set): (margin, where)})``. Folders that declare different families are judged in the
+    larger one (``report``).
+
+    Raises:
+        ResultsError: A folder's block is bad, or two folders holding one data set declare
+            different margins for a claim.
+    """
+    families, margins = set(), {}
+    for i, spec in enumerate(res.specs):
+        where = f"{res.dirs[i]}/space.yaml"
+        try:
+            d = declared(spec.get("claims"), where)
+        except ValueError as e:
+            raise ResultsError(str(e)) from None
+        families.add(d.family)
+        held = res.trials.loc[res.trials["study"] == i, "dataset"].unique()
+        for number, value in d.margins.items():
+            for ds in held:
+                seen = margins.get((number, str(ds)))
+                if seen is not None and seen[0] != value:
+                    raise ResultsError(f"claims.margins.{number}: {value:g} ({where}) and "
+                                     f"{seen[0]:g} ({seen[1]}) for the same data set {ds}; "
+                                     f"declare one margin per claim and data set")
+                margins[(number, str(ds))] = (value, where)
+    family = "report" if "report" in families else DEFAULT_FAMILY
+    return family, margins
 
 
 @dataclass
@@ -155,13 +239,20 @@ class Judgement:
         holm_low, holm_high: The interval at the judgement's Holm level ``holm_level``
             (``_holm_intervals``): it excludes 0 exactly when Holm rejects, as the verdict.
         sd: The sd of the per-seed differences.
-        p_holm: The Holm-adjusted p over the family; ``family`` its size.
-        margin, margin_source: The equivalence margin; tost_p, tost_holm its TOST p (raw,
-            Holm over the family's equivalence tests).
+        p_holm: The Holm-adjusted p over the family; ``family`` its size, ``family_name``
+            which claims it holds.
+        sign_flip_p: The exact sign-flip (permutation) p; ``sign_flip_short``: its smallest
+            possible value 2 / 2^n is above the claim's Holm level, so it cannot confirm a
+            decided verdict.
+        margin, margin_source: The equivalence margin (``MARGINS`` or the study's declared
+            one) and where it comes from; tost_p, tost_holm its TOST p (raw, Holm over the
+            family's equivalence tests).
         d_z: mean / sd of the differences.
-        seeds_needed, power, power_null: The seeds at which the verdict would be reached with
-            80 % power (module docstring; 0 when not computable) and the power promised there
-            to find an effect of the margin and to show no effect when there is none.
+        seeds_needed, seeds_low, sd_ucl, power, power_null: The seeds recommended (module
+            docstring: at the sd's ``SD_UCL`` upper confidence limit ``sd_ucl``; 0 when more
+            than ``MOST_SEEDS``), the same at the observed sd (the range's lower end), and the
+            power there to find an effect of the margin and to show no effect when there is
+            none, at ``sd_ucl``.
         used, expected: Trials used per arm (``on``, ``off``) and the arm's trials in the study.
         label: ``mechanism check`` on synthetic data, ``manipulation check`` for claim 2.
     """
@@ -185,12 +276,17 @@ class Judgement:
     sd: float = np.nan
     p_holm: float = np.nan
     family: int = 0
+    family_name: str = ""
+    sign_flip_p: float = np.nan
+    sign_flip_short: bool = False
     margin: float = np.nan
     margin_source: str = ""
     tost_p: float = np.nan
     tost_holm: float = np.nan
     d_z: float = np.nan
     seeds_needed: int = 0
+    seeds_low: int = 0
+    sd_ucl: float = np.nan
     power: float = np.nan
     power_null: float = np.nan
     used: dict[str, int] = field(default_factory=dict)
@@ -200,7 +296,8 @@ class Judgement:
 
     @property
     def judged(self) -> bool:
-        return self.verdict != CANNOT and len(self.diffs) >= 2
+        """Tested in the family: two or more seeds that do not all give the same difference."""
+        return self.verdict not in (CANNOT, DETERMINISTIC) and len(self.diffs) >= 2
 
 
 def _context(values: dict[str, Any]) -> str:
@@ -240,6 +337,7 @@ def judge(res: Results, alpha: float = ALPHA, df: pd.DataFrame | None = None,
     trials judged (default: the finished ones, ``frame``)."""
     df = frame(res) if df is None else df
     expected = arms(res)
+    family, margins = declarations(res)
     out = []
     for ds in res.datasets:
         d = df[df["dataset"] == ds]
@@ -249,8 +347,10 @@ def judge(res: Results, alpha: float = ALPHA, df: pd.DataFrame | None = None,
             j.expected = {"on": int(e["on"].sum()), "off": int((~e["on"]).sum())}
             if not claim.paired:  # the Vanilla MT trials
                 j.expected = {"off": int((~e["on"] & e["vanilla_mt"]).sum())}
+            j.margin, j.margin_source = margins.get((claim.number, ds),
+                                                    (np.nan, ""))
             out.append(j)
-    return decide(out, alpha, plan)
+    return decide(out, alpha, plan, family)
 
 
 def _evidence(claim: Claim, d: pd.DataFrame, ds: str) -> Judgement:
@@ -308,17 +408,11 @@ def _pv(p: float) -> str:
     return "< 0.001" if p < 0.001 else f"= {p:.3f}"
 
 
-def seeds_needed(sd: float, delta: float, family: int, alpha: float = ALPHA,
-                 power: float = POWER) -> tuple[int, float, float]:
-    """The fewest seeds (at most ``MOST_SEEDS``) at which, with per-seed sd ``sd``, the
-    Bonferroni-level (``alpha / family``) two-sided t-test finds an effect of ``delta`` with
-    ``power`` and the TOST with margin ``delta`` finds no effect when there is none with
-    ``power``; and those two powers there (the TOST's is its lower bound 2·P − 1 from the
-    one-sided tests' power P). (0, NaN, NaN) when not computable."""
-    if not (sd > 0 and delta > 0 and family > 0):
-        return 0, np.nan, np.nan
-    n = np.arange(2, MOST_SEEDS + 1)
-    level = alpha / family
+def powers(sd: float, delta: float, level: float, n: np.ndarray) -> tuple[np.ndarray,
+                                                                           np.ndarray]:
+    """At ``n`` seeds with per-seed sd ``sd``: the power of the two-sided t-test at ``level``
+    to find an effect of ``delta``, and the TOST's power at no effect with margin ``delta``
+    (its lower bound 2·P − 1 from the one-sided tests' power P)."""
     tp = TTestPower()
     detect = tp.power(effect_size=delta / sd, nobs=n, alpha=level, alternative="two-sided")
     # At large effects scipy's noncentral t cdf of the far (wrong-side) tail returns NaN, and so
@@ -326,7 +420,20 @@ def seeds_needed(sd: float, delta: float, family: int, alpha: float = ALPHA,
     detect = np.where(np.isnan(detect), tp.power(effect_size=delta / sd, nobs=n, alpha=level / 2,
                                                  alternative="larger"), detect)
     one = tp.power(effect_size=delta / sd, nobs=n, alpha=level, alternative="larger")
-    null = np.clip(2 * one - 1, 0, 1)
+    return np.asarray(detect, dtype=float), np.clip(2 * np.asarray(one, dtype=float) - 1, 0, 1)
+
+
+def seeds_needed(sd: float, delta: float, family: int, alpha: float = ALPHA,
+                 power: float = POWER, at_least: int = 2) -> tuple[int, float, float]:
+    """The fewest seeds (at least ``at_least``, at most ``MOST_SEEDS``) at which, with per-seed
+    sd ``sd``, the Bonferroni-level (``alpha / family``) two-sided t-test finds an effect of
+    ``delta`` with ``power`` and the TOST with margin ``delta`` finds no effect when there is
+    none with ``power`` (``powers``); and those two powers there. (0, NaN, NaN) when not
+    computable or above ``MOST_SEEDS``."""
+    if not (sd > 0 and delta > 0 and family > 0):
+        return 0, np.nan, np.nan
+    n = np.arange(max(2, at_least), MOST_SEEDS + 1)
+    detect, null = powers(sd, delta, alpha / family, n)
     ok = np.flatnonzero(np.minimum(detect, null) >= power)
     if not len(ok):
         return 0, np.nan, np.nan
@@ -334,73 +441,135 @@ def seeds_needed(sd: float, delta: float, family: int, alpha: float = ALPHA,
     return int(n[i]), float(detect[i]), float(null[i])
 
 
-def decide(judgements: list[Judgement], alpha: float = ALPHA,
-           plan: bool = True) -> list[Judgement]:
-    """Tests every judgement with two or more seeds and decides its verdict over the family
-    of them all (module docstring); the others stay ``cannot judge`` or ``inconclusive``.
-    ``plan``: give each inconclusive one the seeds it needs (a simulation may skip it)."""
-    family = [j for j in judgements if j.judged]
-    m = len(family)
+def sd_upper(sd: float, n: int, confidence: float = SD_UCL) -> float:
+    """The one-sided upper confidence limit of a normal sd from ``n`` values (chi-square):
+    ``sd · √((n − 1) / χ²_{1−confidence, n−1})``."""
+    return float(sd * np.sqrt((n - 1) / stats.chi2.ppf(1 - confidence, n - 1)))
+
+
+def seeds_range(sd: float, n: int, delta: float, family: int,
+                alpha: float = ALPHA) -> tuple[int, int, float, float, float]:
+    """The seeds needed as a range from a pilot of ``n`` seeds with sd ``sd``: ``(low, high,
+    power, power_null, sd_ucl)``; ``low`` at the observed sd, ``high`` (the recommendation) at
+    its ``SD_UCL`` upper confidence limit ``sd_ucl``, both at least ``n + 1``, with the powers
+    at ``high`` and ``sd_ucl``; 0 for an end above ``MOST_SEEDS``."""
+    ucl = sd_upper(sd, n)
+    low = seeds_needed(sd, delta, family, alpha, at_least=n + 1)[0]
+    high, detect, null = seeds_needed(ucl, delta, family, alpha, at_least=n + 1)
+    return low, high, detect, null, ucl
+
+
+def sign_flip(x: np.ndarray) -> float:
+    """The two-sided sign-flip (one-sample permutation) p of the mean of ``x`` against 0:
+    scipy ``permutation_test`` over every flip up to ``SIGN_FLIP_EXACT`` values, else random
+    flips (seeded)."""
+    n = len(x)
+    r = stats.permutation_test(
+        (x,), lambda v, axis: np.mean(v, axis=axis), permutation_type="samples",
+        vectorized=True, alternative="two-sided", rng=np.random.default_rng(0),
+        n_resamples=np.inf if n <= SIGN_FLIP_EXACT else SIGN_FLIP_RESAMPLES)
+    return float(r.pvalue)
+
+
+def _clean(j: Judgement) -> np.ndarray:
+    """The judgement's differences with floating-point noise (within ``TOLERANCE`` of the
+    claim's scale: its margin or its largest difference) set to 0."""
+    x = j.diffs.to_numpy(dtype=float)
+    if len(x):
+        scale = max(j.margin if j.margin > 0 else 0.0, float(np.max(np.abs(x))))
+        x = np.where(np.abs(x) <= TOLERANCE * scale, 0.0, x)
+        j.diffs = pd.Series(x, index=j.diffs.index)
+    return x
+
+
+def decide(judgements: list[Judgement], alpha: float = ALPHA, plan: bool = True,
+           family: str = DEFAULT_FAMILY) -> list[Judgement]:
+    """Tests every judgement with two or more seeds and decides its verdict within its family
+    (``FAMILIES``: per data set, or the report's), as the module docstring says; the others
+    stay ``cannot judge`` or ``inconclusive``, or are ``deterministic: no test``. A judgement
+    without a margin takes ``MARGINS``'. ``plan``: give each inconclusive one the seeds it
+    needs, and each its sign-flip p (what a report prints beside a verdict; a simulation of
+    verdicts may skip both)."""
     for j in judgements:
         j.label = ("manipulation check" if j.claim.kind == "manipulation check" else "")
         if j.dataset == SYNTHETIC:
             j.label = "mechanism check" + (" (manipulation check)" if j.label else "")
-        j.margin, j.margin_source = margin(j.claim, j.dataset)
-        x = j.diffs.to_numpy(dtype=float)
+        if not j.margin > 0:
+            j.margin, j.margin_source = MARGINS[j.claim.number], "default"
+        x = _clean(j)
         j.n = len(x)
         if j.n:
             j.effect = float(x.mean())
         if j.verdict != CANNOT and j.n < 2:
             j.reason = f"{j.n} seed(s); at least 2 are needed"
+        elif j.verdict != CANNOT and np.ptp(x) <= TOLERANCE * max(j.margin, abs(j.effect)):
+            j.verdict, j.sd = DETERMINISTIC, 0.0
+            j.low = j.high = j.effect
+            j.reason = (f"every seed gives the difference {_number(j.effect)}: nothing varies, "
+                        f"so there is nothing to test")
+    families: dict[str, list[Judgement]] = {}
+    for j in judgements:
+        if j.judged:
+            families.setdefault(j.dataset if family == "dataset" else "", []).append(j)
+    for key, members in families.items():
+        name = (f"the {len(members)} claims on {key}" if family == "dataset" else
+                f"the {len(members)} claims × data sets of this report")
+        _decide_family(members, alpha, plan, name)
+    return judgements
+
+
+def _decide_family(family: list[Judgement], alpha: float, plan: bool, name: str) -> None:
+    """The tests and verdicts of one Holm family."""
+    m = len(family)
     for j in family:
         x = j.diffs.to_numpy(dtype=float)
         sd = j.sd = float(x.std(ddof=1))
-        j.family = m
-        if sd == 0:  # no spread: the interval is the point; the tests are exact
-            j.low = j.high = j.sim_low = j.sim_high = j.effect
-            j.p = 0.0 if j.effect != 0 else 1.0
-            j.tost_p = 0.0 if abs(j.effect) < j.margin else 1.0
-            continue
+        j.family, j.family_name = m, name
         t = stats.ttest_1samp(x, 0.0)
         j.p = float(t.pvalue)
         j.low, j.high = map(float, t.confidence_interval(1 - alpha))
         j.sim_low, j.sim_high = map(float, t.confidence_interval(1 - alpha / m))
         j.tost_p = float(DescrStatsW(x).ttost_mean(-j.margin, j.margin)[0])
         j.d_z = j.effect / sd
-    if family:
-        holm_p = holm([j.p for j in family], alpha)
-        tost = holm([j.tost_p for j in family], alpha)
-        _holm_intervals(family, holm_p, alpha)
-        for j, ph, pt in zip(family, holm_p, tost, strict=True):
-            j.p_holm, j.tost_holm = float(ph), float(pt)
-            if ph < alpha and j.effect != 0:
-                j.verdict = REPRODUCED if np.sign(j.effect) == j.claim.sign else CONTRADICTED
-            elif pt < alpha:
-                j.verdict = NO_EFFECT
-            else:
-                j.verdict = INCONCLUSIVE
-                if plan:
-                    j.seeds_needed, j.power, j.power_null = seeds_needed(j.sd, j.margin, m,
-                                                                         alpha)
-    return judgements
+        if plan:
+            j.sign_flip_p = sign_flip(x)
+    holm_p = holm([j.p for j in family], alpha)
+    tost = holm([j.tost_p for j in family], alpha)
+    _holm_intervals(family, holm_p, alpha)
+    for j, ph, pt in zip(family, holm_p, tost, strict=True):
+        j.p_holm, j.tost_holm = float(ph), float(pt)
+        j.sign_flip_short = plan and 2.0 / 2 ** j.n >= j.holm_level
+        if ph < alpha and j.effect != 0:
+            j.verdict = REPRODUCED if np.sign(j.effect) == j.claim.sign else CONTRADICTED
+        elif pt < alpha:
+            j.verdict = NO_EFFECT
+        else:
+            j.verdict = INCONCLUSIVE
+            if plan:
+                (j.seeds_low, j.seeds_needed, j.power, j.power_null,
+                 j.sd_ucl) = seeds_range(j.sd, j.n, j.margin, m, alpha)
+
+
+def holm_levels(p: np.ndarray, holm_p: np.ndarray, alpha: float = ALPHA) -> np.ndarray:
+    """The level at which Holm tests each p: the k-th smallest at alpha / (m − k + 1) while
+    Holm rejects, the rest at the level where it stopped, alpha / (m − r) with r rejections."""
+    m = len(p)
+    order = np.argsort(p, kind="stable")
+    rejected = int((np.asarray(holm_p) < alpha).sum())
+    levels = np.empty(m)
+    for k, i in enumerate(order):
+        levels[i] = alpha / (m - k) if k < rejected else alpha / (m - rejected)
+    return levels
 
 
 def _holm_intervals(family: list[Judgement], holm_p: np.ndarray, alpha: float) -> None:
-    """Each judgement's interval at its Holm level: the k-th smallest p is tested at
-    alpha / (m − k + 1) while Holm rejects, the rest at the level where it stopped, alpha /
-    (m − r) with r rejections; so the interval excludes 0 exactly when Holm rejects."""
-    m = len(family)
-    order = np.argsort([j.p for j in family], kind="stable")
-    rejected = int((np.asarray(holm_p) < alpha).sum())
-    for k, i in enumerate(order):
-        j = family[i]
-        level = alpha / (m - k) if k < rejected else alpha / (m - rejected)
-        j.holm_level = level
-        if j.sd > 0:
-            t = stats.ttest_1samp(j.diffs.to_numpy(dtype=float), 0.0)
-            j.holm_low, j.holm_high = map(float, t.confidence_interval(1 - level))
-        else:
-            j.holm_low = j.holm_high = j.effect
+    """Each judgement's interval at its Holm level (``holm_levels``), so the interval excludes
+    0 exactly when Holm rejects."""
+    levels = holm_levels(np.array([j.p for j in family]), holm_p, alpha)
+    for j, level in zip(family, levels, strict=True):
+        j.holm_level = float(level)
+        t = stats.ttest_1samp(j.diffs.to_numpy(dtype=float), 0.0)
+        j.holm_low, j.holm_high = map(float, t.confidence_interval(1 - level))
 
 
 def _number(x: float) -> str:
@@ -416,8 +585,12 @@ def _p(p: float) -> str:
 def verdict_text(j: Judgement) -> str:
     text = f"**{j.verdict}**"
     if j.verdict == INCONCLUSIVE and j.seeds_needed:
-        text += (f" (needs {j.seeds_needed} seeds: power {j.power:.2f} at the margin, "
-                 f"{j.power_null:.2f} to show no effect)")
+        span = (f"{j.seeds_low}–{j.seeds_needed}" if j.seeds_low and j.seeds_low < j.seeds_needed
+                else f"{j.seeds_needed}")
+        text += (f" (needs {j.seeds_needed} seeds; range {span}: {j.seeds_low or '-'} at the "
+                 f"observed sd {j.sd:.3g}, {j.seeds_needed} at its {100 * SD_UCL:.0f} % upper "
+                 f"confidence limit {j.sd_ucl:.3g}, where the power is {j.power:.2f} at the "
+                 f"margin and {j.power_null:.2f} to show no effect)")
     elif j.verdict == INCONCLUSIVE and j.judged:
         text += f" (needs more than {MOST_SEEDS} seeds)"
     elif j.reason:
@@ -425,10 +598,17 @@ def verdict_text(j: Judgement) -> str:
     return text + (f"; {j.label}" if j.label else "")
 
 
+def sign_flip_text(j: Judgement) -> str:
+    """The sign-flip p, with † where it cannot reach the claim's Holm level."""
+    if pd.isna(j.sign_flip_p):
+        return "-"
+    return _p(j.sign_flip_p) + (" †" if j.sign_flip_short else "")
+
+
 def table(res: Results, judgements: list[Judgement]) -> pd.DataFrame:
-    """The verdicts: a row per claim × data set with the effect and its simultaneous interval,
-    the raw and Holm p, the margin and the TOST's Holm p, the verdict and the seeds it needs,
-    and the paper's figure."""
+    """The verdicts: a row per claim × data set with the effect and its interval at its Holm
+    level, the raw t and sign-flip p, the Holm p and its family, the margin (and where it comes
+    from) and the TOST's Holm p, the verdict and the seeds it needs, and the paper's figure."""
     several = len(res.datasets) > 1
     rows = []
     for j in judgements:
@@ -441,7 +621,8 @@ def table(res: Results, judgements: list[Judgement]) -> pd.DataFrame:
                 "-" if not j.n else _number(j.effect) + (
                     f" [{_number(j.holm_low)}, {_number(j.holm_high)}] "
                     f"({100 * (1 - j.holm_level):.1f}%)" if not pd.isna(j.holm_low) else ""),
-            "p": _p(j.p), "p (Holm)": _p(j.p_holm),
+            "p": _p(j.p), "sign-flip p": sign_flip_text(j), "p (Holm)": _p(j.p_holm),
+            "Holm family": j.family_name or "-",
             "margin": "-" if pd.isna(j.margin) else f"±{j.margin:g} ({j.margin_source})",
             "TOST p (Holm)": _p(j.tost_holm),
             "verdict": verdict_text(j),
@@ -455,8 +636,7 @@ def evidence_table(res: Results, judgements: list[Judgement]) -> pd.DataFrame:
     """What each verdict rests on: the quantity, the per-seed differences, the raw 95 %
     interval, d_z, the test, and the trials used against those expected per arm."""
     several = len(res.datasets) > 1
-    m = max((j.family for j in judgements), default=0)
-    simultaneous = f"simultaneous interval (Bonferroni, {100 * (1 - ALPHA / max(m, 1)):.1f}%)"
+    simultaneous = "simultaneous interval (Bonferroni over its family)"
     rows = []
     for j in judgements:
         row = {"claim": f"({j.claim.number})"}
@@ -468,8 +648,9 @@ def evidence_table(res: Results, judgements: list[Judgement]) -> pd.DataFrame:
             "effect measured": j.claim.quantity, "per-seed differences": diffs or "-",
             "effect [95% CI]": "-" if pd.isna(j.low) else
             f"{_number(j.effect)} [{_number(j.low)}, {_number(j.high)}]",
-            simultaneous:
-            "-" if pd.isna(j.sim_low) else f"[{_number(j.sim_low)}, {_number(j.sim_high)}]",
+            simultaneous: "-" if pd.isna(j.sim_low) else
+            f"[{_number(j.sim_low)}, {_number(j.sim_high)}] "
+            f"({100 * (1 - ALPHA / j.family):.1f}%)",
             "d_z": "-" if pd.isna(j.d_z) else f"{j.d_z:+.2f}",
             "test": j.test + (f"; {j.trend}" if j.trend else "") or "-",
             "trials used (of the arm's)": used or "-"})
@@ -563,125 +744,138 @@ def test_set(res: Results, alpha: float = ALPHA) -> pd.DataFrame:
     discordant counts on-only / off-only correct, p, Holm p), ``significant`` (pairs with Holm
     p < alpha, by direction), ``reason`` (why a data set has no row's figures)."""
     df = frame(res)
-    rows = []
-    for ds in res.datasets:
-        d = df[df["dataset"] == ds]
-        row: dict[str, Any] = {"dataset": ds, "pairs": 0, "samples": 0, "effect": np.nan,
-                               "low": np.nan, "high": np.nan, "mcnemar": [], "significant": "",
-                               "reason": ""}
-        rows.append(row)
-        cells: dict[tuple[str, Any], dict[bool, list[np.ndarray]]] = {}
-        labels = None
-        missing = 0
-        for r in d.to_dict("records"):
-            got = _correct(res, r)
-            if got is None:
-                missing += 1
-                continue
-            if labels is not None and not np.array_equal(labels, got[0]):
-                row["reason"] = "the trials' test labels differ (not the same test set)"
-                break
-            labels = got[0]
-            cells.setdefault((r["context"], r[SEED]), {True: [], False: []})[
-                bool(r["on"])].append(got[1])
-        if row["reason"]:
-            continue
-        pairs = {k: v for k, v in cells.items() if v[True] and v[False]}
-        if not pairs:
-            row["reason"] = ("no RollingQ trial and vanilla trial of the same configuration and "
-                             "seed both have saved predictions" + (
-                                 f" ({missing} trial(s) have none)" if missing else ""))
-            continue
-        per_seed: dict[Any, list[np.ndarray]] = {}
-        tests = []
-        for (_, seed), arm in pairs.items():
-            on, off = np.mean(arm[True], axis=0), np.mean(arm[False], axis=0)
-            per_seed.setdefault(seed, []).append(on - off)
-            if len(arm[True]) == len(arm[False]) == 1:  # one model per arm: McNemar's table
-                a, b = arm[True][0], arm[False][0]
-                table = [[int((a & b).sum()), int((a & ~b).sum())],
-                         [int((~a & b).sum()), int((~a & ~b).sum())]]
-                discordant = table[0][1] + table[1][0]
-                p = float(mcnemar(table, exact=discordant < 25, correction=True).pvalue)
-                tests.append({"seed": seed, "on_only": table[0][1], "off_only": table[1][0],
-                              "p": p})
-        x = 100 * np.mean([np.mean(v, axis=0) for v in per_seed.values()], axis=0)
-        row.update(pairs=len(pairs), samples=len(x), effect=float(x.mean()))
-        if np.ptp(x) > 0:
-            ci = stats.bootstrap((x,), np.mean, method="BCa", confidence_level=1 - alpha,
-                                 n_resamples=BOOTSTRAP_RESAMPLES,
-                                 rng=np.random.default_rng(0)).confidence_interval
-            row.update(low=float(ci.low), high=float(ci.high))
-        else:
-            row.update(low=float(x.mean()), high=float(x.mean()))
-        if tests:
-            adjusted = holm([t["p"] for t in tests], alpha)
-            for t, q in zip(tests, adjusted, strict=True):
-                t["p_holm"] = float(q)
-            better = sum(t["p_holm"] < alpha and t["on_only"] > t["off_only"] for t in tests)
-            worse = sum(t["p_holm"] < alpha and t["on_only"] < t["off_only"] for t in tests)
-            row["significant"] = (f"RollingQ better in {better}, worse in {worse} of "
-                                  f"{len(tests)} pairs")
-        row["mcnemar"] = tests
-    return pd.DataFrame(rows)
+    return pd.DataFrame([{"dataset": ds, **test_set_row(res, df[df["dataset"] == ds], alpha)}
+                         for ds in res.datasets])
 
 
-def pooled(judgements: list[Judgement]) -> pd.DataFrame:
-    """Each claim judged on two or more data sets, pooled across them: the random-effects
-    (Paule–Mandel τ², which stays >= 0) mean of the data sets' effects weighted by their
-    variance sd² / n (statsmodels ``combine_effects``), its 95 % interval and z-test p, and the
-    heterogeneity: τ², Cochran's Q with its p, and I² = max(0, (Q − df) / Q). A summary of
-    these data sets, outside the family. (statsmodels' DerSimonian–Laird τ² is not truncated
-    at 0, which breaks its weights when Q < df.)"""
+def test_set_row(res: Results, d: pd.DataFrame, alpha: float = ALPHA) -> dict[str, Any]:
+    """``test_set``'s figures for the on and off trials ``d`` (a ``frame``) of one data set."""
+    row: dict[str, Any] = {"pairs": 0, "samples": 0, "effect": np.nan, "low": np.nan,
+                           "high": np.nan, "mcnemar": [], "significant": "", "reason": ""}
+    cells: dict[tuple[str, Any], dict[bool, list[np.ndarray]]] = {}
+    labels = None
+    missing = 0
+    for r in d.to_dict("records"):
+        got = _correct(res, r)
+        if got is None:
+            missing += 1
+            continue
+        if labels is not None and not np.array_equal(labels, got[0]):
+            row["reason"] = "the trials' test labels differ (not the same test set)"
+            return row
+        labels = got[0]
+        cells.setdefault((r["context"], r[SEED]), {True: [], False: []})[
+            bool(r["on"])].append(got[1])
+    pairs = {k: v for k, v in cells.items() if v[True] and v[False]}
+    if not pairs:
+        row["reason"] = ("no RollingQ trial and vanilla trial of the same configuration and "
+                         "seed both have saved predictions" + (
+                             f" ({missing} trial(s) have none)" if missing else ""))
+        return row
+    per_seed: dict[Any, list[np.ndarray]] = {}
+    tests = []
+    for (_, seed), arm in pairs.items():
+        on, off = np.mean(arm[True], axis=0), np.mean(arm[False], axis=0)
+        per_seed.setdefault(seed, []).append(on - off)
+        if len(arm[True]) == len(arm[False]) == 1:  # one model per arm: McNemar's table
+            a, b = arm[True][0], arm[False][0]
+            table = [[int((a & b).sum()), int((a & ~b).sum())],
+                     [int((~a & b).sum()), int((~a & ~b).sum())]]
+            discordant = table[0][1] + table[1][0]
+            p = float(mcnemar(table, exact=discordant < 25, correction=True).pvalue)
+            tests.append({"seed": seed, "on_only": table[0][1], "off_only": table[1][0],
+                          "p": p})
+    x = 100 * np.mean([np.mean(v, axis=0) for v in per_seed.values()], axis=0)
+    row.update(pairs=len(pairs), samples=len(x), effect=float(x.mean()))
+    if np.ptp(x) > 0:
+        ci = stats.bootstrap((x,), np.mean, method="BCa", confidence_level=1 - alpha,
+                             n_resamples=BOOTSTRAP_RESAMPLES,
+                             rng=np.random.default_rng(0)).confidence_interval
+        row.update(low=float(ci.low), high=float(ci.high))
+    else:
+        row.update(low=float(x.mean()), high=float(x.mean()))
+    if tests:
+        adjusted = holm([t["p"] for t in tests], alpha)
+        for t, q in zip(tests, adjusted, strict=True):
+            t["p_holm"] = float(q)
+        better = sum(t["p_holm"] < alpha and t["on_only"] > t["off_only"] for t in tests)
+        worse = sum(t["p_holm"] < alpha and t["on_only"] < t["off_only"] for t in tests)
+        row["significant"] = (f"RollingQ better in {better}, worse in {worse} of "
+                              f"{len(tests)} pairs")
+    row["mcnemar"] = tests
+    return row
+
+
+def pooled(judgements: list[Judgement], alpha: float = ALPHA) -> pd.DataFrame:
+    """Each claim tested on two or more data sets: the average over these k data sets and
+    whether the effect differs between them. A description, with no p of its own and outside
+    the Holm family: the verdicts are the per-data-set ones.
+
+    The average is the common-effect (unweighted) mean of the data sets' effects, with variance
+    Σ(sd_i² / n_i) / k² and Welch–Satterthwaite degrees of freedom (Σ v_i)² / Σ(v_i² / (n_i − 1)),
+    v_i = sd_i² / n_i: a t interval that treats neither the seed sds as known nor these data
+    sets as a sample of data sets (with 2–3 of them a random-effects interval is either too
+    narrow with z or uninformative with t). Whether the effect differs: Welch's heteroscedastic
+    one-way ANOVA of the per-seed differences across data sets (statsmodels ``anova_oneway``,
+    ``use_var="unequal"``).
+
+    Columns: ``claim, datasets, k, verdicts, effect, low, high, df, differ_f, differ_p``.
+    """
+    columns = ["claim", "datasets", "k", "verdicts", "effect", "low", "high", "df",
+               "differ_f", "differ_p"]
     rows = []
     for claim in CLAIMS:
-        here = [j for j in judgements if j.claim == claim and j.judged and j.sd > 0]
+        here = [j for j in judgements if j.claim == claim and j.judged]
         if len(here) < 2:
             continue
-        eff = np.array([j.effect for j in here])
-        var = np.array([j.sd**2 / j.n for j in here])
-        with np.errstate(divide="ignore"):  # I² at Q = 0
-            r = combine_effects(eff, var, method_re="iterated", use_t=False)
-        low, high = r.conf_int(alpha=ALPHA, use_t=False)[1]
-        z = r.mean_effect_re / r.sd_eff_w_re
-        homogeneity = r.test_homogeneity()
+        k = len(here)
+        v = np.array([j.sd ** 2 / j.n for j in here])
+        dof = float(v.sum() ** 2 / np.sum(v ** 2 / (np.array([j.n for j in here]) - 1)))
+        effect = float(np.mean([j.effect for j in here]))
+        half = float(stats.t.ppf(1 - alpha / 2, dof) * np.sqrt(v.sum()) / k)
+        differ = anova_oneway([j.diffs.to_numpy(dtype=float) for j in here], use_var="unequal",
+                              welch_correction=True)
         rows.append({"claim": claim.number, "datasets": ", ".join(j.dataset for j in here),
-                     "k": len(here), "verdicts": ", ".join(j.verdict for j in here),
-                     "effect": float(r.mean_effect_re), "low": float(low), "high": float(high),
-                     "p": float(2 * stats.norm.sf(abs(z))), "tau2": float(r.tau2),
-                     "q": float(r.q), "q_p": float(homogeneity.pvalue),
-                     "i2": max(0.0, float(np.nan_to_num(r.i2, neginf=0.0)))})
-    return pd.DataFrame(rows, columns=["claim", "datasets", "k", "verdicts", "effect", "low",
-                                       "high", "p", "tau2", "q", "q_p", "i2"])
+                     "k": k, "verdicts": ", ".join(j.verdict for j in here), "effect": effect,
+                     "low": effect - half, "high": effect + half, "df": dof,
+                     "differ_f": float(differ.statistic), "differ_p": float(differ.pvalue)})
+    return pd.DataFrame(rows, columns=columns)
 
 
-def pooled_text(table: pd.DataFrame) -> list[str]:
-    """A plain sentence per pooled claim: what its data sets support together."""
+def pooled_text(table: pd.DataFrame, judgements: list[Judgement]) -> list[str]:
+    """A sentence per pooled claim, built from its verdicts: which data sets decided it (and
+    how) and which cannot tell yet, then the average over these data sets as a description."""
+    by = {(j.claim.number, j.dataset): j for j in judgements}
     out = []
     for r in table.to_dict("records"):
-        verdicts = r["verdicts"].split(", ")
         names = r["datasets"].split(", ")
-        het = (f"heterogeneity I² = {100 * r['i2']:.0f} % (Q = {r['q']:.2f}, p {_pv(r['q_p'])}, "
-               f"τ² = {r['tau2']:.3g})")
-        head = (f"Claim ({r['claim']}) across {r['k']} data sets: pooled effect "
-                f"{_number(r['effect'])} [{_number(r['low'])}, {_number(r['high'])}] (random "
-                f"effects), {het}. ")
-        if r["q_p"] < ALPHA:
-            body = ("The effect differs between the data sets: "
-                    + ", ".join(f"{v} on {n}" for v, n in zip(verdicts, names, strict=True))
-                    + "; it depends on the data set, so the pooled effect is not a claim about "
-                      "any one of them.")
-        elif len(set(verdicts)) == 1 and verdicts[0] in (REPRODUCED, CONTRADICTED, NO_EFFECT):
-            body = (f"It is {verdicts[0]} on each data set with no sign that the effect differs "
-                    f"between them.")
-        else:
-            body = ("The verdicts differ (" + ", ".join(f"{v} on {n}" for v, n in
-                                                         zip(verdicts, names, strict=True))
-                    + ") without evidence that the effect does: some data sets have too few "
-                      "seeds to tell.")
-        out.append(head + body + f" With {r['k']} data sets τ² rests on {r['k'] - 1} degree(s) "
-                   f"of freedom and Q has little power: this summarises these data sets, not "
-                   f"data sets in general.")
+        here = [by[(r["claim"], n)] for n in names]
+        decided = [j for j in here if j.verdict in (REPRODUCED, CONTRADICTED, NO_EFFECT)]
+        open_ = [j for j in here if j.verdict == INCONCLUSIVE]
+        parts = []
+        for verdict in (REPRODUCED, CONTRADICTED, NO_EFFECT):
+            on = [j.dataset for j in decided if j.verdict == verdict]
+            if on:
+                parts.append(f"{verdict} on {', '.join(on)}")
+        if open_:
+            parts.append("we cannot tell yet on " + ", ".join(
+                j.dataset + (f" (needs {j.seeds_needed} seeds)" if j.seeds_needed else "")
+                for j in open_))
+        head = f"Claim ({r['claim']}) on these {r['k']} data sets: " + "; ".join(parts) + ". "
+        if len({j.verdict for j in here}) == 1 and decided:
+            head = (f"Claim ({r['claim']}) is {decided[0].verdict} on each of these {r['k']} "
+                    f"data sets. ")
+        average = (f"The average over these {r['k']} data sets is {_number(r['effect'])} "
+                   f"[{_number(r['low'])}, {_number(r['high'])}] (95 %, Welch–Satterthwaite df "
+                   f"{r['df']:.1f}): a description of these data sets, not a test, and not a "
+                   f"claim about data sets in general. ")
+        differ = (f"Welch's test finds that the effect differs between them (F = "
+                  f"{r['differ_f']:.2f}, p {_pv(r['differ_p'])}): read each data set's verdict, "
+                  f"not the average." if r["differ_p"] < ALPHA else
+                  f"Welch's test finds no evidence that the effect differs between them (F = "
+                  f"{r['differ_f']:.2f}, p {_pv(r['differ_p'])}), which with {r['k']} data sets "
+                  f"and few seeds is weak evidence that it does not.")
+        out.append(head + average + differ)
     return out
 
 
@@ -791,4 +985,27 @@ def cannot_judge(judgements: list[Judgement]) -> list[str]:
     for j in judgements:
         if j.verdict == CANNOT:
             out.append(f"{j.dataset}: claim ({j.claim.number}) cannot be judged: {j.reason}.")
+    return out
+
+
+def regrouped(res: Results, judgements: list[Judgement], alpha: float = ALPHA) -> list[str]:
+    """A report of several folders: a sentence for each verdict that differs from the one the
+    folder's own report gives (its claims judged alone), and why it can (a larger declared
+    family, or seeds of one data set pooled from several folders); none for one folder."""
+    if len(res.dirs) < 2:
+        return []
+    from analysis.results import load
+
+    here = {(j.dataset, j.claim.number): j for j in judgements}
+    out = []
+    for d in res.dirs:
+        alone = judge(load([d]), alpha, plan=False)
+        for j in alone:
+            now = here.get((j.dataset, j.claim.number))
+            if now is None or now.verdict == j.verdict:
+                continue
+            out.append(f"Combining the folders changes a verdict: claim ({j.claim.number}) on "
+                       f"{j.dataset} is {j.verdict} in `{d}`'s own report (Holm over "
+                       f"{j.family_name or 'no family'}, {j.n} seeds) and {now.verdict} here "
+                       f"(Holm over {now.family_name or 'no family'}, {now.n} seeds).")
     return out

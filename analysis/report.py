@@ -27,11 +27,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from analysis import claims, outcomes, pareto, plots, remote, sensitivity, tables
+from analysis import architectures, claims, outcomes, pareto, plots, remote, sensitivity, tables
 from analysis.claims import SYNTHETIC
 from analysis.results import (
     INACTIVE,
@@ -138,10 +139,16 @@ def _effects_strings(e: pd.DataFrame, unit: str = "%") -> pd.DataFrame:
             delta = "reference (vanilla)" if r.get("vanilla") else "reference (first level)"
         else:
             delta = _interval(r["delta"], r["low"], r["high"], 2 if unit == "%" else 3)
-        rows.append({"parameter": r["factor"], "level": r["level"], "n": str(r["n"]),
+        rows.append({**_where(r), "parameter": r["factor"], "level": r["level"],
+                     "n": str(r["n"]),
                      f"adjusted mean ({unit})": _num(r["mean"], 2 if unit == "%" else 3),
                      "Δ vs reference [95% CI]": delta, "p": _p(r["p"])})
     return pd.DataFrame(rows)
+
+
+def _where(r: dict[str, Any]) -> dict[str, str]:
+    """The data set column of a row from a data set's own model (several data sets)."""
+    return {"data set": str(r["dataset"])} if isinstance(r.get("dataset"), str) else {}
 
 
 def _test_set_strings(t: pd.DataFrame) -> pd.DataFrame:
@@ -160,12 +167,49 @@ def _test_set_strings(t: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _architecture_strings(t: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    for r in t.to_dict("records"):
+        verdict = f"**{r['verdict']}**"
+        if architectures.smaller_than_paper(r):
+            verdict += ", smaller than the paper's"
+        tested = r["test_set"]
+        test_set = "-"
+        if tested["pairs"]:
+            test_set = _interval(tested["effect"], tested["low"], tested["high"], 2)
+            if tested["significant"]:
+                test_set += f"; McNemar: {tested['significant']}"
+        gain = r["paper_gain"]
+        predicted = "-" if pd.isna(r["predict_low"]) else (
+            f"[{r['predict_low']:+.2f}, {r['predict_high']:+.2f}]"
+            + ("" if pd.isna(gain) else
+               " (holds the paper's)" if r["paper_in_prediction"] else " (**not** the paper's)"))
+        rows.append({
+            "data set": r["dataset"], "pair (on − off)": r["pair"],
+            "paper's rows": r["paper_row"] or "-", "seeds": str(r["n"]),
+            "effect (points) [95% CI]": _interval(r["effect"], r["low"], r["high"], 2),
+            "p": _p(r["p"]),
+            "sign-flip p": "-" if pd.isna(r["sign_flip_p"]) else
+            _p(r["sign_flip_p"]) + (" †" if r["sign_flip_short"] else ""),
+            "p (Holm)": _p(r["p_holm"]),
+            "Holm family": r["family"] if isinstance(r["family"], str) else "-",
+            "TOST p (Holm)": _p(r["tost_holm"]), "verdict": verdict, "paper's gain": "-" if pd.isna(gain) else f"{gain:+.1f}",
+            "smaller than the paper's: p (Holm)": _p(r["smaller_holm"]),
+            "P(improvement) [95% CI]": f"{r['improved']}/{r['n']} "
+            f"[{r['improve_low']:.2f}, {r['improve_high']:.2f}]",
+            "one seed of ours, paper-style [95% PI]": predicted,
+            "test set: BCa 95% CI": test_set})
+    return pd.DataFrame(rows)
+
+
 def _pooled_strings(t: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame([{"claim": f"({r['claim']})", "data sets": r["datasets"],
                           "verdicts": r["verdicts"],
-                          "pooled effect [95% CI]": _interval(r["effect"], r["low"], r["high"], 3),
-                          "p": _p(r["p"]), "Q (p)": f"{r['q']:.2f} ({_p(r['q_p'])})",
-                          "I²": f"{100 * r['i2']:.0f} %", "τ²": f"{r['tau2']:.3g}"}
+                          "the average over these data sets [95% CI]": _interval(
+                              r["effect"], r["low"], r["high"], 3),
+                          "df (Welch–Satterthwaite)": f"{r['df']:.1f}",
+                          "differs between data sets: Welch F (p)":
+                              f"{r['differ_f']:.2f} ({_p(r['differ_p'])})"}
                          for r in t.to_dict("records")])
 
 
@@ -181,7 +225,8 @@ def _simple_strings(e: pd.DataFrame, unit: str = "%") -> pd.DataFrame:
 def _tukey_strings(t: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for r in t.to_dict("records"):
-        rows.append({"parameter": r["factor"], "group1": r["group1"], "group2": r["group2"],
+        rows.append({**_where(r), "parameter": r["factor"], "group1": r["group1"],
+                     "group2": r["group2"],
                      "mean diff (2 − 1)": f"{r['meandiff']:+.2f}",
                      "95% CI": f"[{r['low']:.2f}, {r['high']:.2f}]", "p-adj": _p(r["p_adj"]),
                      "different": "**yes**" if r["reject"] else "no"})
@@ -189,7 +234,7 @@ def _tukey_strings(t: pd.DataFrame) -> pd.DataFrame:
 
 
 def _trend_strings(t: pd.DataFrame) -> pd.DataFrame:
-    return pd.DataFrame([{"parameter": r["factor"], "levels": str(r["levels"]),
+    return pd.DataFrame([{**_where(r), "parameter": r["factor"], "levels": str(r["levels"]),
                           "slope per unit [95% CI]": _interval(r["slope"], r["low"], r["high"],
                                                                3),
                           "p (linear)": _p(r["p"]), "p (lack of fit)": _p(r["lack_of_fit_p"])}
@@ -231,16 +276,10 @@ def _significance(s: sensitivity.Sensitivity, q: dict[str, float]) -> str:
         e = s.effects[s.effects["factor"] == term] if len(s.effects) else pd.DataFrame()
         e = e.dropna(subset=["mean"]) if len(e) else e
         if len(e) >= 2:
-            hi, lo = e.loc[e["mean"].idxmax()], e.loc[e["mean"].idxmin()]
-            text = (f"`{term}` (highest at {hi['level']}: {hi['mean']:.3g}, lowest at "
-                    f"{lo['level']}: {lo['mean']:.3g}")
-            t = s.tukey[(s.tukey["factor"] == term)
-                        & s.tukey["group1"].isin([hi["level"], lo["level"]])
-                        & s.tukey["group2"].isin([hi["level"], lo["level"]])] \
-                if len(s.tukey) else pd.DataFrame()
-            if len(t):
-                text += f"; Tukey {_eq('p-adj', t['p_adj'].iloc[0])}"
-            parts.append(text + f"; {_eq('q', q[term])})")
+            # with several data sets, each data set's own marginal means (never averaged)
+            groups = e.groupby("dataset", sort=False) if "dataset" in e else [("", e)]
+            texts = [_extremes(s, term, g, str(ds)) for ds, g in groups if len(g) >= 2]
+            parts.append(f"`{term}` (" + "; ".join(texts) + f"; {_eq('q', q[term])})")
         else:
             parts.append(f"`{term}` ({_eq('q', q[term])})")
     if len(s.vanilla):
@@ -252,6 +291,23 @@ def _significance(s: sensitivity.Sensitivity, q: dict[str, float]) -> str:
     if not parts:
         return "nothing significant at q < 0.05 (BH)"
     return ", ".join(parts) + " significant at q < 0.05 (BH)"
+
+
+def _extremes(s: sensitivity.Sensitivity, term: str, e: pd.DataFrame, dataset: str) -> str:
+    """A parameter's highest and lowest marginal mean (on one data set), with their Tukey
+    p-adj where the factor has more than two levels."""
+    hi, lo = e.loc[e["mean"].idxmax()], e.loc[e["mean"].idxmin()]
+    text = (f"{dataset + ': ' if dataset else ''}highest at {hi['level']}: {hi['mean']:.3g}, "
+            f"lowest at {lo['level']}: {lo['mean']:.3g}")
+    t = s.tukey
+    if len(t):
+        t = t[(t["factor"] == term) & t["group1"].isin([hi["level"], lo["level"]])
+              & t["group2"].isin([hi["level"], lo["level"]])]
+        if dataset and "dataset" in t:
+            t = t[t["dataset"] == dataset]
+    if len(t):
+        text += f"; Tukey {_eq('p-adj', t['p_adj'].iloc[0])}"
+    return text
 
 
 # -- sections --------------------------------------------------------------------------------
@@ -458,11 +514,11 @@ class Builder:
         if len(s.simple):
             self.add(Table(_simple_strings(s.simple, unit),
                            f"Simple effects of {label}: each level against the reference level "
-                           f"within each data set, from the same model (its parameter × data "
-                           f"set interaction); p (Holm) over each parameter's simple effects "
+                           f"within each data set, from the data set's own model (its trials, "
+                           f"its seed block, its residual variance: data sets differ in both "
+                           f"scale and noise); p (Holm) over each parameter's simple effects "
                            f"(every data set × level). A parameter whose interaction with the "
-                           f"data set is significant above acts differently per data set: "
-                           f"read these, not the marginal means."))
+                           f"data set is significant above acts differently per data set."))
         if len(s.tukey):
             self.add(Table(_tukey_strings(s.tukey),
                            "Tukey HSD on the estimated marginal means for parameters with more "
@@ -544,7 +600,7 @@ class Builder:
     def claims(self) -> None:
         res = self.res
         judgements = claims.judge(res)
-        m = max((j.family for j in judgements), default=0)
+        family, _ = claims.declarations(res)
         self.figure("claims_forest", plots.claims_forest(judgements),
                     "Each claim's effect per data set in units of its equivalence margin "
                     "(the claimed direction to the right), with its interval at its Holm level "
@@ -554,28 +610,39 @@ class Builder:
             f"Each claim of the paper tested on this study's trials: RollingQ on (enabled, a "
             f"rotation allowed) against off (vanilla), paired by seed within each configuration "
             f"that has both arms, the per-seed differences averaged over configurations "
-            f"(claim 1: the Vanilla MT trials' growth of |AIR| from initialisation). The "
-            f"family is every claim judged on every data set here ({m} tests): p (Holm) is "
+            f"(claim 1: the Vanilla MT trials' growth of |AIR| from initialisation). The Holm "
+            f"family is declared by the study (`claims.family: {family}`: "
+            f"{claims.FAMILIES[family]}) and named beside each verdict: p (Holm) is "
             f"Holm-adjusted over it, and each effect's interval is at its Holm level "
-            f"(0.05 / ({m} − k + 1) for the k-th smallest p while Holm rejects, else the level "
-            f"where it stopped), so it excludes 0 exactly when the verdict does; the "
-            f"simultaneous interval over the family (Bonferroni, level 1 − 0.05/{m}) is in "
-            f"the evidence table. p is the raw two-sided one-sample t-test. Verdict: "
+            f"(0.05 / (m − k + 1) for the k-th smallest of the family's m p-values while Holm "
+            f"rejects, else the level where it stopped), so it excludes 0 exactly when the "
+            f"verdict does; the simultaneous interval over the family (Bonferroni, level "
+            f"1 − 0.05/m) is in the evidence table. p is the raw two-sided one-sample t-test; "
+            f"beside it the exact sign-flip p, which needs no normality (†: with n seeds its "
+            f"smallest value 2/2ⁿ is above the claim's Holm level, so only the t-test's normal "
+            f"model can decide the claim). Verdict: "
             f"**reproduced** / **contradicted** when p (Holm) < 0.05 on the claimed / the "
             f"other side; **no effect** when the equivalence test (TOST) against the margin "
+            f"(the smallest effect of interest, declared independently of the paper) "
             f"has Holm p < 0.05 over the family's equivalence tests; **inconclusive** "
-            f"otherwise, with the seeds at which the verdict would be reached with 80 % power "
-            f"(at an effect of the margin, and at no effect), at this study's seed sd."),
+            f"(we cannot tell yet) otherwise, with the seeds needed as a range: the verdict is "
+            f"reached with 80 % power (at an effect of the margin, and at no effect) at the "
+            f"observed seed sd (the lower end) and at its {100 * claims.SD_UCL:.0f} % upper "
+            f"confidence limit (the recommendation); **deterministic: no test** when every seed "
+            f"gives the same difference."),
                  Table(claims.table(res, judgements),
                        "The paper's claims: the effect (on − off, or the vanilla growth) with "
-                       "its interval at its Holm level, raw and Holm p, the equivalence margin "
-                       "(the default in docs/report.md, or the paper's own gap on its data "
-                       "sets) and the TOST's Holm p, the verdict, and the paper's figure."),
+                       "its interval at its Holm level, the raw t and sign-flip p, the Holm p "
+                       "and its family, the equivalence margin (the default in "
+                       "docs/report.md, or the one the study's spec declares) and the TOST's "
+                       "Holm p, the verdict, and the paper's figure (a reference, not a "
+                       "margin)."),
                  Table(claims.evidence_table(res, judgements),
                        "What each verdict rests on: the per-seed differences, the raw 95 % "
                        "t-interval, the simultaneous interval over the family, the "
                        "standardised effect d_z, and the trials used per arm "
                        "of those the study ran for it."))
+        per_pair = self.architectures()
         if SYNTHETIC in res.datasets:
             self.add(Para("The synthetic data set is built to show RollingQ's mechanism, so "
                           "its verdicts are mechanism checks, not evidence about the paper's "
@@ -609,13 +676,16 @@ class Builder:
         across = claims.pooled(judgements)
         if len(across):
             self.add(Table(_pooled_strings(across),
-                           "Each claim across data sets: the random-effects (Paule–Mandel τ²) "
-                           "pooled effect of the data sets' per-seed effects with its 95 % "
-                           "interval and z-test p (a summary, outside the Holm family), and the "
-                           "heterogeneity between data sets: Cochran's Q and its p, I², τ²."))
-            for sentence in claims.pooled_text(across):
+                           "Each claim on several data sets: the average over these data sets "
+                           "(the unweighted mean of their effects, a t interval with "
+                           "Welch–Satterthwaite df: the seed sds are estimated, and the data "
+                           "sets are these, not a sample of data sets), a description with no p "
+                           "and outside the Holm family; and Welch's heteroscedastic test of "
+                           "whether the effect differs between the data sets."))
+            for sentence in claims.pooled_text(across, judgements):
                 self.add(Para(sentence))
-        for sentence in claims.cannot_judge(judgements) + claims.grow_commands(res, judgements):
+        for sentence in (claims.cannot_judge(judgements) + claims.grow_commands(res, judgements)
+                         + claims.regrouped(res, judgements)):
             self.add(Para(sentence))
         self.figure("air_convergence", plots.air_convergence(res),
                     "Validation |AIR| over epochs, RollingQ on vs off (each arm averaged "
@@ -625,8 +695,47 @@ class Builder:
             here = [j for j in judgements if j.dataset == ds]
             verdicts = ", ".join(f"({j.claim.number}) {j.verdict}" for j in here)
             check = " (mechanism checks)" if ds == SYNTHETIC else ""
+            names = sorted({j.family_name for j in here if j.family_name})
             self.summary.append(f"The paper's claims{' on ' + ds if len(res.datasets) > 1 else ''}"
-                                f"{check}: {verdicts}; Holm over the {m} claims × data sets.")
+                                f"{check}: {verdicts}"
+                                + (f"; Holm over {' and '.join(names)}" if names else "") + ".")
+        self.summary.extend(per_pair)
+
+    def architectures(self) -> list[str]:
+        """RollingQ per architecture: each on/off pair of the study on each data set; returns
+        the summary's lines."""
+        t = architectures.pairs(self.res)
+        if not len(t):
+            return []
+        family, _ = claims.declarations(self.res)
+        margin = sorted({f"±{m:g}" for m in t["margin"]})
+        self.add(Heading(3, "RollingQ per architecture"),
+                 Table(_architecture_strings(t),
+                       f"RollingQ's effect on the headline accuracy per pair (a RollingQ "
+                       f"variant against the same configuration without it, the paper's Table "
+                       f"1 rows), per data set: the paired difference over seeds with its 95 % "
+                       f"t-interval, the raw t and exact sign-flip p (†: it cannot reach the "
+                       f"pair's Holm level with these seeds), Holm over "
+                       f"{claims.FAMILIES[family].replace('claims', 'pairs')} (the declared "
+                       f"family), the TOST against claim 6's margin ({', '.join(margin)}), the "
+                       f"verdict as the claims decide it; the paper's gain for the pair (one "
+                       f"seed each, best test epoch) with a one-sided test that ours is smaller "
+                       f"(Holm over the same pairs); the share of seeds where RollingQ wins "
+                       f"(a tie is no win) with its Clopper–Pearson interval; the 95 % "
+                       f"prediction interval of one seed's paper-style difference, against the "
+                       f"paper's single-seed gain; and the test set's paired BCa bootstrap "
+                       f"with McNemar per seed where the trials saved predictions. The claims "
+                       f"above average these pairs and stay the headline."))
+        lines = []
+        for ds, g in t.groupby("dataset", sort=False):
+            parts = [f"{r['paper_row'].split(' vs ')[0] or r['on']} {r['effect']:+.2f} "
+                     f"({r['verdict']}" + (", smaller than the paper's"
+                                            if architectures.smaller_than_paper(r) else "")
+                     + ")" for r in g.to_dict("records")]
+            lines.append(f"RollingQ per architecture"
+                         f"{' on ' + str(ds) if len(self.res.datasets) > 1 else ''}: "
+                         + "; ".join(parts) + ".")
+        return lines
 
     @staticmethod
     def _failures(lost: pd.DataFrame) -> pd.DataFrame:
@@ -722,7 +831,12 @@ class Builder:
         self.add(Para(tables.PROTOCOL))
         comp = tables.paper_comparison(res, self.table)
         if len(comp):
-            self.add(Table(comp, "Table 1 of the paper beside ours (percent)."))
+            self.add(Table(comp, "Table 1 of the paper beside ours (percent). The paper's "
+                                 "number is one seed at its best test epoch; the prediction "
+                                 "interval (mean ± t(n − 1)·sd·√(1 + 1/n) of our paper-style "
+                                 "numbers) says where one seed of ours would fall 95 % of the "
+                                 "time, so a paper number outside it is unlikely to come from "
+                                 "one run of this setup."))
         else:
             self.add(Para("None of the variants corresponds to a row of the paper's Table 1."))
         noise = tables.paper_noise_comparison(res)
@@ -930,9 +1044,11 @@ def generate(dirs: list[Path], out: Path | None = None,
         metrics: The outcomes the sensitivity statistics explain (``analysis.outcomes``).
 
     Raises:
-        ResultsError: A folder is missing or has no trials.csv, or a file is malformed.
+        ResultsError: A folder is missing or has no trials.csv, a file is malformed, or the
+            folders' ``claims:`` blocks are bad or disagree.
     """
     res = load([Path(d) for d in dirs])
+    claims.declarations(res)  # a bad `claims:` block stops here, before any statistics
     out = Path(out) if out is not None else res.dirs[0]
     out.mkdir(parents=True, exist_ok=True)
     for stale in (out / "figures").glob("*.png"):  # from an earlier report of this folder

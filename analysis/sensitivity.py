@@ -17,6 +17,11 @@ experiment (``analysis.results``: structural copies left out). They get
        model's covariance, as R's emmeans), so a missing trial does not bias a comparison;
     5. a dose-response test for numeric factors of three or more levels (a linear term, and
        the lack of fit against the categorical model);
+       with several data sets, 3–5 come from each data set's own model (the same terms and
+       its seed block, on its trials alone): data sets differ in variance (a pooled residual
+       variance gives the noisier one false positives and the quieter one wide intervals) and
+       in scale (an EMM of raw accuracy averaged over data sets means nothing), and the simple
+       effects are those per-data-set differences with Holm over each parameter's;
     6. in a nested design (a parameter that does not exist in the vanilla arm, level ``NA``)
        the factorial model on the RollingQ trials, and the vanilla arm against each RollingQ
        level as Holm-adjusted contrasts of a cell-means model with the block.
@@ -75,8 +80,9 @@ class Sensitivity:
         tukey: Rows ``factor, group1, group2, meandiff, low, high, p_adj, reject``.
         trends: Rows ``factor, levels, slope, low, high, p, lack_of_fit_p``.
         simple: With several data sets, each level's effect within each data set (the simple
-            effects, from the model with the factor × data set interaction): rows ``dataset,
-            factor, level, delta, low, high, p, p_holm`` (Holm over a factor's simple effects).
+            effects, from the data set's own model): rows ``dataset, factor, level, reference,
+            delta, low, high, p, p_holm`` (Holm over a factor's simple effects). ``effects``,
+            ``tukey`` and ``trends`` then have a ``dataset`` column too.
         vanilla: A nested design's contrasts against the vanilla arm: rows ``dataset,
             contrast, cells, n, n_vanilla, delta, low, high, p, p_holm, df``.
         design: A nested design in words (empty for a crossed one).
@@ -243,12 +249,12 @@ def _factorial(res: Results, df: pd.DataFrame, metric: str, factors: list[str],
     label = "test_acc_at_best_val" if metric == "acc" else metric
     out.formula = f"{label} ~ " + " + ".join(_rename(t, names) for t in terms)
     out.anova = _anova_table(model, names, robust=several)
-    columns = ([safe[k] for k in factors + nuisance] + (["dataset"] if several else [])
-               + (["seed"] if out.blocked else []))
-    out.effects, out.tukey = _emm(data, model, factors, safe, res, columns)
-    out.trends = _trends(res, data, model, factors, safe, terms)
     if several:
-        out.simple = _simple_effects(data, model, factors, safe, res, columns)
+        _per_dataset(res, data, factors, nuisance, safe, order, out)
+    else:
+        columns = [safe[k] for k in factors + nuisance] + (["seed"] if out.blocked else [])
+        out.effects, out.tukey = _emm(data, model, factors, safe, res, columns)
+        out.trends = _trends(res, data, model, factors, safe, terms)
     multi = [k for k in factors if df[k].nunique() > 2]
     if not multi:
         out.notes.append("No factor has more than two levels, so there is no Tukey HSD (the "
@@ -366,39 +372,55 @@ def _emm(data: pd.DataFrame, model: Any, factors: list[str], safe: dict[str, str
     return pd.DataFrame(effects), pd.DataFrame(tukey)
 
 
-def _simple_effects(data: pd.DataFrame, model: Any, factors: list[str], safe: dict[str, str],
-                    res: Results, columns: list[str]) -> pd.DataFrame:
-    """Each factor level's effect against the reference level within each data set: the
-    marginal means over that data set's part of the balanced grid, contrasts by ``t_test``,
-    Holm-adjusted over each factor's simple effects (every data set × level)."""
-    X, grid = _emm_rows(model, data, columns)
-    rows = []
-    for key in factors:
-        name, f = safe[key], res.factor(key)
-        levels = [lv for lv in (f.levels if f else []) if (data[name] == lv).any()]
-        if len(levels) < 2:
+def _per_dataset(res: Results, data: pd.DataFrame, factors: list[str], nuisance: list[str],
+                 safe: dict[str, str], order: int, out: Sensitivity) -> None:
+    """EMMs, Tukey, trends and simple effects from each data set's own model: the factors
+    with two or more levels there, interactions up to ``order`` (lowered until it fits),
+    nuisance factors and the seed block, on the data set's trials alone."""
+    effects, tukey, trends = [], [], []
+    for ds in data["dataset"].unique():
+        d = data[data["dataset"] == ds]
+        here = [k for k in factors if d[safe[k]].nunique() >= 2]
+        extra = [f"C({safe[k]})" for k in nuisance if d[safe[k]].nunique() >= 2]
+        block = ["C(seed)"] if d["seed"].nunique() >= 2 else []
+        model, terms = None, []
+        for b in (block, []):
+            for k in range(min(order, len(here)), 0, -1):
+                terms = _terms([f"C({safe[f]})" for f in here], k) + extra + b
+                model = _fit(" + ".join(terms), d)
+                if model is not None:
+                    break
+            if model is not None:
+                break
+        if model is None:
+            out.notes.append(f"{ds}: too few trials for its own model, so it has no marginal "
+                             f"means or simple effects.")
             continue
-        base = f.baseline if f is not None and f.baseline in levels else levels[0]
-        block = []
-        for ds in data["dataset"].unique():
-            here = (grid["dataset"] == ds).to_numpy()
-            seen = set(data.loc[data["dataset"] == ds, name])
-            if base not in seen:
-                continue
-            ref = X[here & (grid[name] == base).to_numpy()].mean(axis=0)
-            for lv in levels:
-                if lv == base or lv not in seen:
-                    continue
-                d, _, p, low, high = _contrast(model, X[here & (grid[name] == lv).to_numpy()]
-                                               .mean(axis=0) - ref)
-                block.append({"dataset": ds, "factor": key, "level": lv, "reference": base,
-                              "delta": d, "low": low, "high": high, "p": p})
-        if block:
-            adjusted = holm([r["p"] for r in block], ALPHA)
-            for r, q in zip(block, adjusted, strict=True):
-                r["p_holm"] = float(q)
-            rows += block
-    return pd.DataFrame(rows)
+        columns = ([safe[k] for k in here] + [c[2:-1] for c in extra]
+                   + (["seed"] if "C(seed)" in terms else []))
+        e, t = _emm(d, model, here, safe, res, columns)
+        effects.append(e.assign(dataset=ds))
+        tukey.append(t.assign(dataset=ds))
+        trends.append(_trends(res, d, model, here, safe, terms).assign(dataset=ds))
+    out.effects, out.tukey, out.trends = (pd.concat([f for f in frames if len(f)],
+                                                    ignore_index=True)
+                                          if any(len(f) for f in frames) else pd.DataFrame()
+                                          for frames in (effects, tukey, trends))
+    out.notes.append("With several data sets, the marginal means, Tukey HSD, dose responses "
+                     "and simple effects come from each data set's own model (its trials, its "
+                     "seed block, its residual variance); the ANOVA above tests the "
+                     "interactions with the data set.")
+    if not len(out.effects):
+        return
+    simple = out.effects[~out.effects["reference"]].copy()
+    base = out.effects[out.effects["reference"]].set_index(["dataset", "factor"])["level"]
+    simple["reference"] = [base.get((ds, f), "") for ds, f in
+                           zip(simple["dataset"], simple["factor"], strict=True)]
+    parts = []
+    for _, g in simple.groupby("factor", sort=False):
+        parts.append(g.assign(p_holm=holm(g["p"].astype(float).to_numpy(), ALPHA)))
+    out.simple = pd.concat(parts, ignore_index=True)[
+        ["dataset", "factor", "level", "reference", "delta", "low", "high", "p", "p_holm"]]
 
 
 def _vanilla_level(f: Any) -> str | None:

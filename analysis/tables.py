@@ -310,7 +310,7 @@ def main_table(res: Results) -> pd.DataFrame:
         base = res.baseline if res.baseline in cells else next(iter(cells))
         for v, cell in cells.items():
             mean, sd, lo, hi, n = t_interval(cell["acc"])
-            pm, psd, *_ = t_interval(cell["acc_paper"])
+            pm, psd, *_, pn = t_interval(cell["acc_paper"])
             delta = difference(cell["acc"], cells[base]["acc"]) if v != base else (
                 np.nan, np.nan, np.nan, "")
             levels = v.split(" / ") if res.factors else []
@@ -320,7 +320,7 @@ def main_table(res: Results) -> pd.DataFrame:
                 "n": n, "seeds": ",".join(level_str(s) for s in cell.index),
                 "mean": mean, "sd": sd, "low": lo, "high": hi,
                 "delta": delta[0], "delta_low": delta[1], "delta_high": delta[2],
-                "delta_method": delta[3], "paper_mean": pm, "paper_sd": psd,
+                "delta_method": delta[3], "paper_mean": pm, "paper_sd": psd, "paper_n": pn,
                 "val_mean": cell["acc_val"].mean(), "setting": settings[v],
                 "baseline": v == base,
             })
@@ -351,15 +351,15 @@ def _optuna_table(res: Results, df: pd.DataFrame) -> pd.DataFrame:
         block = []
         for label, cell in d.groupby(config, sort=False):
             mean, sd, lo, hi, n = t_interval(cell["acc"])
-            pm, psd, *_ = t_interval(cell["acc_paper"])
+            pm, psd, *_, pn = t_interval(cell["acc_paper"])
             block.append({
                 "dataset": ds, "variant": label,
                 **{k: level_str(cell[k].iloc[0]) for k in keys},
                 "n": n, "seeds": ",".join(level_str(s) for s in cell[SEED]),
                 "mean": mean, "sd": sd, "low": lo, "high": hi, "delta": np.nan,
                 "delta_low": np.nan, "delta_high": np.nan, "delta_method": "",
-                "paper_mean": pm, "paper_sd": psd, "val_mean": cell["acc_val"].mean(),
-                "setting": "", "baseline": False,
+                "paper_mean": pm, "paper_sd": psd, "paper_n": pn,
+                "val_mean": cell["acc_val"].mean(), "setting": "", "baseline": False,
             })
         block.sort(key=lambda r: -r["val_mean"])
         rows += block[:TOP_CONFIGS]
@@ -508,8 +508,20 @@ def variant_values(res: Results, study: int, variant: str) -> dict[str, Any]:
     return values
 
 
+def prediction_interval(mean: float, sd: float, n: int,
+                        level: float = 0.95) -> tuple[float, float]:
+    """Where one more seed's value falls with probability ``level`` (normal seeds):
+    ``mean ± t(1 − (1 − level)/2, n − 1) · sd · √(1 + 1/n)``; NaN below two seeds."""
+    if n < 2 or pd.isna(sd):
+        return (np.nan, np.nan)
+    half = float(stats.t.ppf(1 - (1 - level) / 2, n - 1) * sd * np.sqrt(1 + 1 / n))
+    return (mean - half, mean + half)
+
+
 def paper_comparison(res: Results, table: pd.DataFrame) -> pd.DataFrame:
-    """Our variants beside the paper's Table 1 row they correspond to, on the paper's data sets."""
+    """Our variants beside the paper's Table 1 row they correspond to, on the paper's data sets:
+    the paper's single-seed number against the 95 % prediction interval of one seed of ours
+    (paper-style: the best test epoch, as the paper selects): could one run of ours give it?"""
     rows = []
     if not len(table):
         return pd.DataFrame()
@@ -521,12 +533,18 @@ def paper_comparison(res: Results, table: pd.DataFrame) -> pd.DataFrame:
         name = paper_name(variant_values(res, study, r["variant"]))
         if name is None or name not in paper:
             continue
+        low, high = prediction_interval(r["paper_mean"], r["paper_sd"],
+                                        int(r.get("paper_n", r["n"])))
+        inside = "-" if pd.isna(low) else ("yes" if low <= paper[name] <= high else "**no**")
         rows.append({
             "data set": r["dataset"], res.variant_title: r["variant"], "paper's row": name,
             "paper (%, 1 seed, best test epoch)": f"{paper[name]:.1f}",
             "ours, paper-style (%)": mean_sd(r["paper_mean"], r["paper_sd"]),
             "ours − paper": "-" if pd.isna(r["paper_mean"])
             else f"{r['paper_mean'] - paper[name]:+.1f}",
+            "one seed of ours, paper-style [95% PI]": "-" if pd.isna(low)
+            else f"[{low:.1f}, {high:.1f}]",
+            "paper's number inside": inside,
             "ours, test at best val (%)": mean_sd(r["mean"], r["sd"]),
             "n": str(r["n"]),
         })

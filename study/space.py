@@ -31,7 +31,7 @@ from rollingq.config import ConfigError, build_config, parse_override, valid_key
 
 ROOT = Path(__file__).resolve().parents[1]
 SPACES_DIR = ROOT / "searchspaces"
-SECTIONS = ("fixed", "variants", "search", "seeds", "tune")
+SECTIONS = ("fixed", "variants", "search", "seeds", "tune", "claims")
 ROLES = ("scientific", "nuisance")
 TYPES = ("choice", "int", "float")
 MODES = ("grid", "optuna")
@@ -129,6 +129,9 @@ class Spec:
             the file has ``variants``.
         seeds: Trial seeds (``train.seed``), one replicate per seed.
         tune: The tune section with defaults filled in.
+        claims: How the report judges the paper's claims (``analysis.claims.declared``): the
+            Holm family and the margins that replace the defaults, e.g. ``{"family":
+            "dataset", "margins": {6: 0.5}}``.
     """
 
     name: str
@@ -138,6 +141,7 @@ class Spec:
     search: list[Param]
     seeds: list[int]
     tune: dict[str, Any]
+    claims: dict[str, Any] = field(default_factory=dict)
 
     @property
     def grid(self) -> bool:
@@ -215,6 +219,7 @@ class Spec:
             "search": {p.key: p.as_dict() for p in self.search if p.key != VARIANT},
             "seeds": list(self.seeds),
             "tune": copy.deepcopy(self.tune),
+            "claims": copy.deepcopy(self.claims),
         }
 
 
@@ -283,8 +288,8 @@ def _set_path(tree: dict[str, Any], dotted: list[str], value: Any) -> None:
 
 def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """``--set`` values: a config key goes to ``fixed`` (and leaves ``search``); a spec field
-    (``tune.num_samples=8``, ``seeds=[0, 1]``, ``search.rollingq.beta.values=[0, 0.1]``) is set
-    in place."""
+    (``tune.num_samples=8``, ``seeds=[0, 1]``, ``search.rollingq.beta.values=[0, 0.1]``,
+    ``claims.margins.6=1.0``) is set in place."""
     tree = copy.deepcopy(tree)
     config_keys = set(valid_keys())
     for text in overrides:
@@ -298,7 +303,7 @@ def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any
             tree["fixed"][key] = value
             search = tree.get("search") or {}
             search.pop(key, None)
-        elif key == "seeds" or key.startswith("tune."):
+        elif key == "seeds" or key.startswith(("tune.", "claims.")):
             _set_path(tree, key.split("."), value)
         elif key.startswith("search."):
             rest = key[len("search."):]
@@ -308,8 +313,9 @@ def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any
                                 f"of {', '.join(sorted(PARAM_FIELDS))}")
             tree.setdefault("search", {}).setdefault(param, {})[attr] = value
         else:
-            raise SpecError(f"--set {key}: not a config key nor a spec field (tune.*, seeds, "
-                            f"search.<key>.<field>); config keys: {', '.join(sorted(config_keys))}")
+            raise SpecError(f"--set {key}: not a config key nor a spec field (tune.*, claims.*, "
+                            f"seeds, search.<key>.<field>); config keys: "
+                            f"{', '.join(sorted(config_keys))}")
     return tree
 
 
@@ -519,7 +525,14 @@ def parse_spec(tree: dict[str, Any], name: str, source: str, question: str = "")
               for k, v in (tree.get("search") or {}).items()]
     if tree.get("variants") is not None:
         search.insert(0, _parse_variants(tree["variants"], fixed, {p.key for p in search}, source))
-    spec = Spec(name, question, source, fixed, search, seeds, tune)
+    from analysis.claims import declared  # the claims' vocabulary has one owner
+
+    try:
+        claims = declared(tree.get("claims"), source)
+    except ValueError as e:
+        raise SpecError(str(e)) from None
+    spec = Spec(name, question, source, fixed, search, seeds, tune,
+                {"family": claims.family, "margins": dict(claims.margins)})
     _validate_values(spec, source)
     return spec
 

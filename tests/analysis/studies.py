@@ -53,6 +53,7 @@ def write_study(
     journal: bool = False,
     variants: dict[str, dict[str, Any]] | None = None,
     planted: dict[str, Callable[[dict[str, Any]], float]] | None = None,
+    claims: dict[str, Any] | None = None,
 ) -> Path:
     """Writes one results folder and returns it.
 
@@ -70,6 +71,7 @@ def write_study(
             |AIR|), ``air_slope`` (its change per epoch: the curve runs linearly into it),
             ``share`` (audio's validation attention share; visual gets 0.95 - share),
             ``drop`` (accuracy lost at noise level 1 on audio, a fraction), ``adaptivity``.
+        claims: The spec's ``claims:`` block (family, margins), if any.
     """
     rng = np.random.default_rng(rng_seed)
     planted = planted or {}
@@ -157,6 +159,7 @@ def write_study(
     spec = {"name": name, "question": f"Planted effects for {name}?", "fixed": fixed,
             "search": search, "seeds": list(seeds),
             **({"variants": {"role": "scientific", "values": variants}} if variants else {}),
+            **({"claims": claims} if claims else {}),
             "tune": {"mode": mode, "metric": "val_acc", "metric_mode": "max", "num_samples": 1,
                      "scheduler": scheduler, "resources": {"cpu": 1, "gpu": 0}}}
     header = f"# {spec['question']}\n# Merged spec of this study; resume with --resume {folder}\n"
@@ -196,3 +199,36 @@ def _write_journal(folder: Path, name: str, search: dict[str, dict[str, Any]],
         params = {k: (r[k].item() if hasattr(r[k], "item") else r[k]) for k in dists}
         study.add_trial(optuna.trial.create_trial(value=float(r["best_val_acc"]), params=params,
                                                   distributions=dists))
+
+
+def table1_variants(space: str = "paper_table1") -> dict[str, dict[str, Any]]:
+    """The named variants of a shipped Table 1 space."""
+    root = Path(__file__).resolve().parents[2]
+    spec = yaml.safe_load((root / "searchspaces" / f"{space}.yaml").read_text())
+    return spec["variants"]["values"]
+
+
+def write_table1(root: Path, datasets: tuple[str, ...] = ("cremad", "kinetics_sounds"), *,
+                 seeds: int = 5, sd: float = 1.5, rng_seed: int = 0,
+                 space: str = "paper_table1",
+                 means: dict[str, dict[str, float]] | None = None) -> list[Path]:
+    """The shipped Table 1 space planted on the paper's data sets, one results folder a data
+    set (as the driver writes one study per ``--dataset``): each variant's true headline
+    accuracy is the paper's Table 1 number for its row (``means`` overrides them; a variant
+    without a paper row takes Concat's), each trial adds Gaussian noise of ``sd`` points."""
+    from analysis.tables import PAPER_TABLE1, paper_name
+
+    variants = table1_variants(space)
+    out = []
+    for i, ds in enumerate(datasets):
+        paper = dict(PAPER_TABLE1[ds]) | dict((means or {}).get(ds, {}))
+
+        def effect(p: dict[str, Any], paper: dict[str, float] = paper) -> float:
+            name = paper_name(variants[p["variant"]])
+            return paper.get(name, paper["Concat"]) / 100
+
+        out.append(write_study(root, name=space, timestamp=f"2026010{i + 1}-000000",
+                               search={}, variants=variants, effect=effect,
+                               seeds=tuple(range(seeds)), noise_sd=sd / 100,
+                               fixed={"data.name": ds}, rng_seed=rng_seed + 101 * i))
+    return out

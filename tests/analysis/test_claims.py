@@ -282,7 +282,7 @@ def test_several_data_sets_get_a_verdict_column_each_beside_the_papers_figure(tm
     assert t.loc[(six, "cremad"), "verdict"] == "**reproduced**"
     assert t.loc[(six, "kinetics_sounds"), "verdict"] == "**contradicted**"
     assert t.loc[(six, "cremad"), "paper"] == "48.8 → 51.9 %"
-    assert t.loc[(six, "cremad"), "margin"] == "±3.1 (the paper's gap)"
+    assert t.loc[(six, "cremad"), "margin"] == "±0.5 (default)"  # not the paper's gain
     assert t.loc[("(1) Without RollingQ |AIR| grows during training", "cremad"),
                  "margin"] == "±0.05 (default)"
     for fig in (plots.air_convergence(res), plots.noise_curves(res)):  # a facet per data set

@@ -85,8 +85,9 @@ def test_six_claims_at_raw_p_003_do_not_all_survive_holm(tmp_path):
 
 
 def _needed(sd: float, delta: float, m: int) -> int:
-    """The seeds the report should ask for, by statsmodels' root finder: 80 % power to find an
-    effect of the margin at Bonferroni's level, and 2·P − 1 ≥ 80 % for the TOST at no effect."""
+    """The seeds the report should ask for at seed sd ``sd``, by statsmodels' root finder: 80 %
+    power to find an effect of the margin at Bonferroni's level, and 2·P − 1 ≥ 80 % for the
+    TOST at no effect."""
     tp = TTestPower()
     detect = tp.solve_power(effect_size=delta / sd, alpha=0.05 / m, power=0.8,
                             alternative="two-sided")
@@ -104,11 +105,15 @@ def test_a_small_null_effect_is_no_effect_with_10_seeds_and_inconclusive_with_3(
     assert {j.verdict for j in got} == {verdict}
     for j in got:
         assert j.effect == pytest.approx(0.0, abs=1e-9) and j.family == 6
-        if verdict == claims.INCONCLUSIVE:
-            want = _needed(0.4 * j.margin, j.margin, 6)
-            assert abs(j.seeds_needed - want) <= 1, (j.claim.number, j.seeds_needed, want)
+        if verdict == claims.INCONCLUSIVE:  # a range: at the sd and at its 80 % UCL
+            ucl = 0.4 * j.margin * math.sqrt((n - 1) / stats.chi2.ppf(0.2, n - 1))
+            assert j.sd_ucl == pytest.approx(ucl)
+            low, high = _needed(0.4 * j.margin, j.margin, 6), _needed(ucl, j.margin, 6)
+            assert abs(j.seeds_low - max(low, n + 1)) <= 1, (j.claim.number, j.seeds_low, low)
+            assert abs(j.seeds_needed - high) <= 1, (j.claim.number, j.seeds_needed, high)
             assert j.power >= 0.8 and j.power_null >= 0.8
-            assert f"needs {j.seeds_needed} seeds" in claims.verdict_text(j)
+            assert (f"needs {j.seeds_needed} seeds; range {j.seeds_low}–{j.seeds_needed}"
+                    in claims.verdict_text(j))
         else:
             assert j.tost_holm < 0.05 and j.p_holm == pytest.approx(1.0)
 
@@ -139,7 +144,7 @@ def test_the_report_opens_the_claims_with_the_forest_plot(tmp_path):
     section = md.split("## The paper's claims on this study")[1].split("\n## ")[0]
     assert section.lstrip().startswith("![Each claim's effect per data set")
     assert (tmp_path / "report" / "figures" / "claims_forest.png").is_file()
-    assert "mechanism checks" in md and "Holm over the 6 claims × data sets" in md
+    assert "mechanism checks" in md and "Holm over the 6 claims on synthetic" in md
 
 
 def test_the_worst_case_puts_lost_trials_at_chance_and_says_which_verdicts_change(tmp_path):
@@ -185,10 +190,9 @@ def test_no_lost_trials_no_worst_case(tmp_path):
 def test_a_planted_interaction_with_data_set_is_found(tmp_path):
     """RollingQ adds 3 accuracy points on CREMA-D and nothing on Kinetics-Sounds (8 seeds,
     0.3 margins of spread): the ANOVA's RollingQ × data set term finds it (HC3), the simple
-    effects give +3 on one and about 0 on the other, and the pooled claim 6 says the effect
-    depends on the data set (Q, I²) as statsmodels' combine_effects computes it."""
-    from statsmodels.stats.meta_analysis import combine_effects
-
+    effects give +3 on one and about 0 on the other, and the pooled line of claim 6 says the
+    effect differs between the data sets (Welch's test: with two data sets, scipy's Welch t)
+    and describes their average with the Welch–Satterthwaite df."""
     from analysis import sensitivity
 
     n = 8
@@ -213,17 +217,19 @@ def test_a_planted_interaction_with_data_set_is_found(tmp_path):
     assert v[("cremad", 6)].verdict == claims.REPRODUCED
     assert v[("kinetics_sounds", 6)].verdict != claims.REPRODUCED
     table = claims.pooled(got).set_index("claim")
-    ref = combine_effects(np.array([3.0, 0.0]), np.array(
-        [v[(ds, 6)].sd ** 2 / n for ds in res.datasets]), method_re="iterated", use_t=False)
-    assert table.loc[6, "effect"] == pytest.approx(ref.mean_effect_re)
-    assert table.loc[6, "q"] == pytest.approx(ref.q) and table.loc[6, "i2"] == pytest.approx(
-        ref.i2)
-    assert table.loc[6, "q_p"] < 1e-6 and table.loc[6, "i2"] > 0.9
-    assert table.loc[2, "q_p"] > 0.5  # the same planted effect on both: no heterogeneity
-    assert table.loc[2, "tau2"] == 0 and table.loc[2, "i2"] == 0
-    text = dict(zip(table.index, claims.pooled_text(claims.pooled(got)), strict=True))
-    assert "depends on the data set" in text[6]
-    assert "on each data set with no sign that the effect differs" in text[2]
+    x, y = (v[(ds, 6)].diffs.to_numpy() for ds in res.datasets)
+    welch = stats.ttest_ind(x, y, equal_var=False)
+    assert table.loc[6, "differ_p"] == pytest.approx(welch.pvalue)
+    assert table.loc[6, "differ_f"] == pytest.approx(welch.statistic ** 2)
+    assert table.loc[6, "effect"] == pytest.approx(1.5)
+    assert table.loc[6, "df"] == pytest.approx(welch.df)
+    # the average's half-width is half the Welch interval of the difference (same variance / 4)
+    ci = welch.confidence_interval(0.95)
+    assert table.loc[6, "high"] - table.loc[6, "low"] == pytest.approx((ci.high - ci.low) / 2)
+    assert table.loc[2, "differ_p"] > 0.5  # the same planted effect on both
+    text = dict(zip(table.index, claims.pooled_text(claims.pooled(got), got), strict=True))
+    assert "the effect differs between them" in text[6]
+    assert "is reproduced on each of these 2 data sets" in text[2]
     generate(folders, out=tmp_path / "report")
     md = (tmp_path / "report" / "report.md").read_text()
     assert text[6] in md and "Simple effects of the headline accuracy" in md
@@ -322,15 +328,16 @@ def test_an_inconclusive_claim_prints_the_command_that_grows_its_study(tmp_path)
 def test_a_data_set_without_a_favoured_modality_says_how_to_declare_one(tmp_path):
     """A features data set declares no favoured modality: claim 5 (the favoured modality's
     noise drop) cannot be judged and says how to declare it; the other claims are judged, and
-    the evidence table keeps one simultaneous-interval column for the whole family."""
+    the evidence table's simultaneous intervals are at the level of a family of five."""
     res = load([plant_claims(tmp_path, _effects(0.3, 5, mean=2.0), dataset="features")])
     got = {j.claim.number: j for j in claims.judge(res)}
     assert got[5].verdict == claims.CANNOT
     assert "--set data.favoured=<modality>" in got[5].reason
     assert all(got[c].verdict == claims.REPRODUCED for c in (1, 2, 3, 4, 6))
     table = claims.evidence_table(res, list(got.values()))
-    assert [c for c in table.columns if c.startswith("simultaneous")] == [
-        "simultaneous interval (Bonferroni, 99.0%)"]  # a family of 5
+    column = "simultaneous interval (Bonferroni over its family)"
+    assert [c for c in table.columns if c.startswith("simultaneous")] == [column]
+    assert table.set_index("claim").loc["(6)", column].endswith("(99.0%)")  # a family of 5
 
 
 def test_seeds_needed_at_a_large_standardised_effect():

@@ -16,21 +16,42 @@ from analysis import claims  # noqa: E402
 
 def test_effects_far_beyond_the_noise_are_decided_and_counted():
     """A margin-sized effect with a seed sd of 1 % of the margin is always reproduced; on the
-    other side always contradicted (a false verdict in every study); a null with that sd is
-    mostly `no effect` (a t-test still rejects a null at its nominal rate)."""
+    other side always contradicted (a false verdict in every family: each data set is one);
+    a null with that sd is mostly `no effect` (a t-test still rejects a null at its nominal
+    rate)."""
     sd = {c.number: 0.01 * claims.MARGINS[c.number] for c in claims.CLAIMS}
     rng = np.random.default_rng(0)
-    shares, false = vc.simulate({c.number: 1.0 for c in claims.CLAIMS}, 5, 2, sd, 4, rng)
-    assert set(shares["verdict"]) == {claims.REPRODUCED} and false == 0.0
+    shares, per_family, per_study = vc.simulate({c.number: 1.0 for c in claims.CLAIMS}, 5, 2,
+                                                sd, 4, rng)
+    assert set(shares["verdict"]) == {claims.REPRODUCED}
+    assert per_family == per_study == 0.0
     assert shares["share"].to_numpy().tolist() == [1.0] * 6  # per claim, over both data sets
-    shares, false = vc.simulate({c.number: -1.0 for c in claims.CLAIMS}, 5, 1, sd, 4, rng)
-    assert set(shares["verdict"]) == {claims.CONTRADICTED} and false == 1.0
-    shares, _ = vc.simulate({c.number: 0.0 for c in claims.CLAIMS}, 10, 1, sd, 10, rng)
+    shares, per_family, per_study = vc.simulate({c.number: -1.0 for c in claims.CLAIMS}, 5, 2,
+                                                sd, 4, rng)
+    assert set(shares["verdict"]) == {claims.CONTRADICTED}
+    assert per_family == per_study == 1.0
+    shares, _, _ = vc.simulate({c.number: 0.0 for c in claims.CLAIMS}, 10, 1, sd, 10, rng)
     assert shares.groupby("verdict")["share"].sum()[claims.NO_EFFECT] / 6 > 0.9
 
 
-def test_the_script_prints_both_tables(capsys):
-    assert vc.main(["--sims", "2"]) == 0
+def test_a_false_verdict_is_counted_per_declared_family():
+    """Claim 1's truth lies far on the other side on each of three data sets, the rest on the
+    claimed side: every family (a data set, or the report's one) holds a false verdict."""
+    sd = {c.number: 0.01 * claims.MARGINS[c.number] for c in claims.CLAIMS}
+    effects = {c.number: (-1.0 if c.number == 1 else 1.0) for c in claims.CLAIMS}
+    rng = np.random.default_rng(1)
+    _, per_family, per_study = vc.simulate(effects, 5, 3, sd, 3, rng)
+    assert per_family == per_study == 1.0
+    _, per_family, _ = vc.simulate(effects, 5, 3, sd, 3, rng, family="report")
+    assert per_family == 1.0
+
+
+def test_the_script_prints_every_scenario(capsys):
+    assert vc.main(["--sims", "2", "--studies", "2"]) == 0
     out = capsys.readouterr().out
-    assert "family-wise false" in out and "recommended seeds" in out
-    assert out.count("paper-sized (1 margin)") == len(vc.SEEDS) * len(vc.DATASETS)
+    for head in ("1. Verdict shares", "2. The power computation", "3. Seeds needed from a "
+                 "pilot", "4. Planted Table 1", "RollingQ per architecture", "5. The average "
+                 "over data sets", "6. Heteroscedastic data sets"):
+        assert head in out
+    assert out.count("margin-sized (1 margin)") == len(vc.SEEDS) * len(vc.DATASETS)
+    assert "Vanilla MT + RollingQ vs Vanilla MT" in out and "z random effects (before)" in out
