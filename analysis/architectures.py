@@ -81,7 +81,8 @@ def _pair(res: Results, ds: str, variant: str, on: pd.DataFrame,
     if len(seeds) < 2 or not len(off):
         return None
     x = (a.loc[seeds] - b.loc[seeds]).to_numpy(dtype=float)
-    x = np.where(np.abs(x) <= claims.TOLERANCE * max(1.0, float(np.abs(x).max())), 0.0, x)
+    tolerance = claims.TOLERANCE * max(1.0, float(np.abs(x).max()))  # points: as claims do
+    x = np.where(np.abs(x) <= tolerance, 0.0, x)
     study = int(on["study"].iloc[0])
     on_name = paper_name(variant_values(res, study, variant))
     off_variants = list(dict.fromkeys(off["variant"].astype(str)))
@@ -96,7 +97,7 @@ def _pair(res: Results, ds: str, variant: str, on: pd.DataFrame,
         "on": variant, "off": ", ".join(off_variants), "n": n, "effect": float(x.mean()),
         "paper_gain": float(gain), "improved": int((x > 0).sum()),
         "test_set": claims.test_set_row(res, pd.concat([on, off]))}
-    if np.ptp(x) == 0:  # nothing varies: no test
+    if np.ptp(x) <= tolerance:  # nothing varies: no test
         row.update(low=row["effect"], high=row["effect"], verdict=claims.DETERMINISTIC)
     else:
         t = stats.ttest_1samp(x, 0.0)
