@@ -193,7 +193,8 @@ def _architecture_strings(t: pd.DataFrame) -> pd.DataFrame:
             _p(r["sign_flip_p"]) + (" †" if r["sign_flip_short"] else ""),
             "p (Holm)": _p(r["p_holm"]),
             "Holm family": r["family"] if isinstance(r["family"], str) else "-",
-            "TOST p (Holm)": _p(r["tost_holm"]), "verdict": verdict, "paper's gain": "-" if pd.isna(gain) else f"{gain:+.1f}",
+            "TOST p (Holm)": _p(r["tost_holm"]), "verdict": verdict,
+            "paper's gain": "-" if pd.isna(gain) else f"{gain:+.1f}",
             "smaller than the paper's: p (Holm)": _p(r["smaller_holm"]),
             "P(improvement) [95% CI]": f"{r['improved']}/{r['n']} "
             f"[{r['improve_low']:.2f}, {r['improve_high']:.2f}]",

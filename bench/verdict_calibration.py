@@ -162,10 +162,11 @@ def promised_power(sd: dict[int, float], sims: int, rng: np.random.Generator) ->
 # -- 3. seeds needed from a pilot ------------------------------------------------------------
 
 def pilot_power(sd: dict[int, float], sims: int, rng: np.random.Generator) -> pd.DataFrame:
-    """Pilots of 3 and 5 seeds at a claim's true sd: the seeds the report recommends (the upper end of
-    ``claims.seeds_range``) and, at the true sd, the power they really give (the smaller of
-    the power to find an effect of the margin and to show no effect at none, Bonferroni over a
-    family of six); beside it the plug-in from the pilot's sd that the report used to print."""
+    """Pilots of 3 and 5 seeds at a claim's true sd: the seeds the report recommends (the
+    upper end of ``claims.seeds_range``) and, at the true sd, the power they really give (the
+    smaller of the power to find an effect of the margin and to show no effect at none,
+    Bonferroni over a family of six); beside it the plug-in from the pilot's sd that the
+    report used to print."""
     m = len(claims.CLAIMS)
     cases = [(f"({c})", sd[c], claims.MARGINS[c]) for c in (1, 5, 6)]
     rows = []
