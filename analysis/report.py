@@ -188,14 +188,14 @@ def _architecture_strings(t: pd.DataFrame) -> pd.DataFrame:
             "data set": r["dataset"], "pair (on − off)": r["pair"],
             "paper's rows": r["paper_row"] or "-", "seeds": str(r["n"]),
             "effect (points) [95% CI]": _interval(r["effect"], r["low"], r["high"], 2),
-            "p": _p(r["p"]),
+            "p": _p(r["p"]) or "-",
             "sign-flip p": "-" if pd.isna(r["sign_flip_p"]) else
             _p(r["sign_flip_p"]) + (" †" if r["sign_flip_short"] else ""),
-            "p (Holm)": _p(r["p_holm"]),
+            "p (Holm)": _p(r["p_holm"]) or "-",
             "Holm family": r["family"] if isinstance(r["family"], str) else "-",
-            "TOST p (Holm)": _p(r["tost_holm"]), "verdict": verdict,
+            "TOST p (Holm)": _p(r["tost_holm"]) or "-", "verdict": verdict,
             "paper's gain": "-" if pd.isna(gain) else f"{gain:+.1f}",
-            "smaller than the paper's: p (Holm)": _p(r["smaller_holm"]),
+            "smaller than the paper's: p (Holm)": _p(r["smaller_holm"]) or "-",
             "P(improvement) [95% CI]": f"{r['improved']}/{r['n']} "
             f"[{r['improve_low']:.2f}, {r['improve_high']:.2f}]",
             "one seed of ours, paper-style [95% PI]": predicted,
@@ -729,7 +729,11 @@ class Builder:
                        f"above average these pairs and stay the headline."))
         lines = []
         for ds, g in t.groupby("dataset", sort=False):
-            parts = [f"{r['paper_row'].split(' vs ')[0] or r['on']} {r['effect']:+.2f} "
+            # the paper's row names a pair unless several pairs share it (a rotation ablation)
+            named = g["paper_row"].ne("") & ~g["paper_row"].duplicated(keep=False)
+            g = g.assign(label=np.where(named, g["paper_row"].str.split(" vs ").str[0],
+                                        "`" + g["on"] + "`"))
+            parts = [f"{r['label']} {r['effect']:+.2f} "
                      f"({r['verdict']}" + (", smaller than the paper's"
                                             if architectures.smaller_than_paper(r) else "")
                      + ")" for r in g.to_dict("records")]
