@@ -294,3 +294,17 @@ def test_n12_the_paper_comparison_has_a_single_seed_prediction_interval(table1):
         f"[{x.mean() - half:.1f}, {x.mean() + half:.1f}]")
     inside = x.mean() - half <= 36.3 <= x.mean() + half
     assert row["paper's number inside"] == ("yes" if inside else "**no**")
+
+
+def test_a_bad_claims_block_stops_the_report_with_one_line(tmp_path, capsys):
+    """A folder whose space.yaml declares a bad margin: `python -m analysis.report` exits 2
+    with one line naming the rule, the value and the file, and writes no report."""
+    from analysis.report import main
+
+    folder = write_study(tmp_path, name="claims", search=ON_OFF, effect=lambda p: 0.7,
+                         claims={"margins": {6: -1}})
+    assert main([str(folder)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "`claims.margins.6 > 0` must hold, but got -1" in err[0], err
+    assert f"{folder}/space.yaml" in err[0]
+    assert not (folder / "report.md").exists()

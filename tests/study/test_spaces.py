@@ -328,6 +328,19 @@ BAD_SPECS = {
         "tune: {mode: random}\n",
         ["tune.mode='random' is not valid", "valid: grid, optuna"],
     ),
+    "claims_family": (
+        "fixed:\n  model.fusion: attn\n" + GOOD_TUNE + "claims: {family: everything}\n",
+        ["claims.family='everything' is not valid", "valid: dataset (the claims judged on one "
+         "data set), report (every claim judged on every data set of the report)"],
+    ),
+    "claims_margin": (
+        "fixed:\n  model.fusion: attn\n" + GOOD_TUNE + "claims: {margins: {6: 0}}\n",
+        ["`claims.margins.6 > 0` must hold, but got 0", "(default 0.5)"],
+    ),
+    "claims_unknown_claim": (
+        "fixed:\n  model.fusion: attn\n" + GOOD_TUNE + "claims: {margins: {7: 1.0}}\n",
+        ["claims.margins: 7 is not a claim", "valid: 1, 2, 3, 4, 5, 6"],
+    ),
 }
 
 
@@ -421,6 +434,20 @@ def test_override_of_spec_fields():
     assert out["tune"]["resources"] == {"cpu": 1, "gpu": 0.25}
     spec = load_spec("hpo", ["tune.num_samples=8", "tune.scheduler=fifo", "seeds=[3, 4]"])
     assert spec.expected_trials() == 16 and spec.seeds == [3, 4]
+
+
+def test_override_of_the_claims_block_is_kept_in_the_merged_spec():
+    """`--set claims.margins.6=1.0` replaces the Table 1 space's declared 0.5; the merged spec
+    (space.yaml) carries the block, and a space that declares none gets the default family."""
+    spec = load_spec("paper_table1", ["claims.margins.6=1.0", "claims.family=report"])
+    assert spec.claims == {"family": "report", "margins": {6: 1.0}}
+    assert load_spec("paper_table1").claims == {"family": "dataset", "margins": {6: 0.5}}
+    tree = _tree("smoke")
+    del tree["claims"]
+    bare = parse_spec(tree, "smoke", "smoke.yaml")
+    assert bare.to_dict()["claims"] == {"family": "dataset", "margins": {}}
+    reloaded = parse_spec(yaml.safe_load(yaml.safe_dump(spec.to_dict())), "x", "space.yaml")
+    assert reloaded.claims == spec.claims
 
 
 def test_override_of_a_searched_parameter_field():
