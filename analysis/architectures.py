@@ -140,12 +140,7 @@ def decide(rows: list[dict[str, Any]], family: str) -> None:
         for r, ph, pt, level in zip(tested, p, tost, levels, strict=True):
             r["p_holm"], r["tost_holm"] = float(ph), float(pt)
             r["sign_flip_short"] = 2.0 / 2 ** r["n"] >= level
-            if ph < ALPHA and r["effect"] != 0:
-                r["verdict"] = claims.REPRODUCED if r["effect"] > 0 else claims.CONTRADICTED
-            elif pt < ALPHA:
-                r["verdict"] = claims.NO_EFFECT
-            else:
-                r["verdict"] = claims.INCONCLUSIVE
+            r["verdict"] = claims.verdict(r["effect"], +1, ph, pt)  # claimed: RollingQ helps
         gains = [r for r in tested if not pd.isna(r.get("smaller_p", np.nan))]
         if gains:
             for r, q in zip(gains, holm([r["smaller_p"] for r in gains], ALPHA), strict=True):

@@ -518,6 +518,16 @@ def decide(judgements: list[Judgement], alpha: float = ALPHA, plan: bool = True,
     return judgements
 
 
+def verdict(effect: float, sign: int, p_holm: float, tost_holm: float,
+            alpha: float = ALPHA) -> str:
+    """The verdict rule (module docstring): a Holm-significant effect is ``reproduced`` on the
+    claimed side (``sign``) and ``contradicted`` on the other; else a Holm-significant TOST is
+    ``no effect``; else ``inconclusive``."""
+    if p_holm < alpha and effect != 0:
+        return REPRODUCED if np.sign(effect) == sign else CONTRADICTED
+    return NO_EFFECT if tost_holm < alpha else INCONCLUSIVE
+
+
 def _decide_family(family: list[Judgement], alpha: float, plan: bool, name: str) -> None:
     """The tests and verdicts of one Holm family."""
     m = len(family)
@@ -539,15 +549,10 @@ def _decide_family(family: list[Judgement], alpha: float, plan: bool, name: str)
     for j, ph, pt in zip(family, holm_p, tost, strict=True):
         j.p_holm, j.tost_holm = float(ph), float(pt)
         j.sign_flip_short = plan and 2.0 / 2 ** j.n >= j.holm_level
-        if ph < alpha and j.effect != 0:
-            j.verdict = REPRODUCED if np.sign(j.effect) == j.claim.sign else CONTRADICTED
-        elif pt < alpha:
-            j.verdict = NO_EFFECT
-        else:
-            j.verdict = INCONCLUSIVE
-            if plan:
-                (j.seeds_low, j.seeds_needed, j.power, j.power_null,
-                 j.sd_ucl) = seeds_range(j.sd, j.n, j.margin, m, alpha)
+        j.verdict = verdict(j.effect, j.claim.sign, ph, pt, alpha)
+        if j.verdict == INCONCLUSIVE and plan:
+            (j.seeds_low, j.seeds_needed, j.power, j.power_null,
+             j.sd_ucl) = seeds_range(j.sd, j.n, j.margin, m, alpha)
 
 
 def holm_levels(p: np.ndarray, holm_p: np.ndarray, alpha: float = ALPHA) -> np.ndarray:
