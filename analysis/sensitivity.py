@@ -224,18 +224,11 @@ def _factorial(res: Results, df: pd.DataFrame, metric: str, factors: list[str],
     blocks = _block_terms(df, several)
     extra = ([f"C({safe[k]})" for k in nuisance] + (["C(dataset)"] if several else [])
              + by_data)
-    model, order, terms = None, 0, []
-    for block in (blocks, []):  # without the block only when the study cannot afford it
-        for order in range(len(factors), 0, -1):
-            terms = _terms([f"C({safe[k]})" for k in factors], order) + extra + block
-            model = _fit(" + ".join(terms), data)
-            if model is not None:
-                break
-        if model is not None:
-            if blocks and not block:
-                out.notes.append("Too few trials to fit the seed block as well; seeds are "
-                                 "replicates in this model.")
-            break
+    model, order, terms = _fit_largest(data, [f"C({safe[k]})" for k in factors], len(factors),
+                                       extra, blocks)
+    if model is not None and blocks and not any(t in terms for t in blocks):
+        out.notes.append("Too few trials to fit the seed block as well; seeds are "
+                         "replicates in this model.")
     if model is None:
         out.notes.append(
             f"With {len(data)} finished trials the model of {len(factors)} factor(s) has no "
@@ -259,6 +252,22 @@ def _factorial(res: Results, df: pd.DataFrame, metric: str, factors: list[str],
     if not multi:
         out.notes.append("No factor has more than two levels, so there is no Tukey HSD (the "
                          "ANOVA F test is the pairwise test).")
+
+
+def _fit_largest(data: pd.DataFrame, factors: list[str], order: int, extra: list[str],
+                 blocks: list[str]) -> tuple[Any, int, list[str]]:
+    """The richest model that fits (``_fit``): the factors' interactions up to ``order``, then
+    lower orders, with the ``extra`` terms and the seed ``blocks``, then without the blocks
+    (only when the study cannot afford them). ``(model, order, terms)``; model None when
+    nothing fits."""
+    model, k, terms = None, 0, []
+    for block in (blocks, []):
+        for k in range(min(order, len(factors)), 0, -1):
+            terms = _terms(factors, k) + extra + block
+            model = _fit(" + ".join(terms), data)
+            if model is not None:
+                return model, k, terms
+    return None, k, terms
 
 
 def _terms(factors: list[str], order: int) -> list[str]:
@@ -383,15 +392,7 @@ def _per_dataset(res: Results, data: pd.DataFrame, factors: list[str], nuisance:
         here = [k for k in factors if d[safe[k]].nunique() >= 2]
         extra = [f"C({safe[k]})" for k in nuisance if d[safe[k]].nunique() >= 2]
         block = ["C(seed)"] if d["seed"].nunique() >= 2 else []
-        model, terms = None, []
-        for b in (block, []):
-            for k in range(min(order, len(here)), 0, -1):
-                terms = _terms([f"C({safe[f]})" for f in here], k) + extra + b
-                model = _fit(" + ".join(terms), d)
-                if model is not None:
-                    break
-            if model is not None:
-                break
+        model, _, terms = _fit_largest(d, [f"C({safe[f]})" for f in here], order, extra, block)
         if model is None:
             out.notes.append(f"{ds}: too few trials for its own model, so it has no marginal "
                              f"means or simple effects.")
