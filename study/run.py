@@ -380,9 +380,9 @@ def main(argv: list[str] | None = None, callbacks: Sequence[Any] = ()) -> int:
 
 
 def study_tracker(args: argparse.Namespace, folder: Path) -> dict[str, Any] | None:
-    """The study's tracker (``analysis.export``): the one a resumed study logs to, or --tracker's,
+    """The study's tracker (``study/trackers.py``): the one a resumed study logs to, or --tracker's,
     checked to answer before Ray starts; a problem is a SpecError of one line."""
-    from analysis import export as tracking
+    from study import trackers as tracking
 
     local_root = Path(args.storage) if "://" not in args.storage else ROOT / "results"
     try:
@@ -624,7 +624,7 @@ def run_study(spec: Spec, folder: Path, storage: str, args: argparse.Namespace, 
 
     folder.mkdir(parents=True, exist_ok=True)
     if tracker is not None:  # a resume finds its tracker here, even if no trial started yet
-        from analysis.export import state
+        from study.trackers import state
 
         state(folder, tracker)
     if not args.resume:
@@ -695,18 +695,19 @@ def run_study(spec: Spec, folder: Path, storage: str, args: argparse.Namespace, 
 
 
 def sync_tracker(folder: Path, tracker: dict[str, Any] | None, spec: Spec) -> None:
-    """Tops the tracker up from the results files (``analysis.export.sync``): what the live
+    """Tops the tracker up from the results files (``study.export.sync``): what the live
     logging missed, the outcomes, the study's files and report."""
     if tracker is None:
         return
-    from analysis import export as tracking
+    from study import trackers as tracking
+    from study.export import sync
 
     try:
-        added = tracking.sync(folder, tracker, spec.name)
+        added = sync(folder, tracker, spec.name)
     except Exception as e:  # noqa: BLE001 - the results are written: a tracker failure is a note
         print(f"warning: {tracking.describe(tracker)}: the study's results were not all logged "
               f"({type(e).__name__}: {str(e)[:300]}); log them later with python -m "
-              f"analysis.export {tracker['kind']} {folder}", file=sys.stderr)
+              f"study.export {tracker['kind']} {folder}", file=sys.stderr)
         return
     print(f"tracker: {tracking.describe(tracker)} holds the study ({added['runs']} run(s), "
           f"{added['steps']} epoch(s), {added['values']} value(s) added from the results)")

@@ -1,8 +1,8 @@
 """Logs a study's trials to its tracker (MLflow or W&B) as Ray Tune reports them.
 
 ``python study/run.py --tracker mlflow[:URI]|wandb[:PROJECT]`` adds ``Tracking`` to the study's
-callbacks; the runs, their tags and what happens on resume are ``analysis.export``'s (the same
-backends log a finished study after the fact).
+callbacks; the runs, their tags and what happens on resume are ``study/trackers.py``'s (the
+same backends log a finished study after the fact: ``python -m study.export``).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 
 from ray import tune
 
-from analysis.export import describe, log_metrics, open_backend, split
+from study.trackers import describe, log_metrics, metrics_and_text, open_backend
 
 
 class Tracking(tune.Callback):
@@ -44,7 +44,7 @@ class Tracking(tune.Callback):
             self.failed = True
             print(f"warning: {describe(self.tracker)} failed while {what} "
                   f"({type(e).__name__}: {str(e)[:300]}); the study goes on without it, and "
-                  f"`python -m analysis.export {self.tracker['kind']} {self.folder}` logs what "
+                  f"`python -m study.export {self.tracker['kind']} {self.folder}` logs what "
                   f"is missing afterwards", file=sys.stderr, flush=True)
 
     def _start(self, trial: Any) -> None:
@@ -61,11 +61,11 @@ class Tracking(tune.Callback):
         self._do(f"starting the run of trial {trial.trial_id}", self._start, trial)
 
     def _result(self, trial: Any, result: dict[str, Any]) -> None:
-        if trial.trial_id not in getattr(self.backend, "runs", {}):
+        if not self.backend.has_trial(trial.trial_id):
             self._start(trial)
         if result.get("epoch") is None:
             return
-        metrics, text = split(result)
+        metrics, text = metrics_and_text(result)
         log_metrics(self.backend, trial.trial_id, int(result["epoch"]), metrics, text)
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
@@ -73,7 +73,7 @@ class Tracking(tune.Callback):
         self._do(f"logging trial {trial.trial_id}", self._result, trial, result)
 
     def _end(self, trial: Any, status: str) -> None:
-        if trial.trial_id not in getattr(self.backend, "runs", {}):
+        if not self.backend.has_trial(trial.trial_id):
             self._start(trial)
         self.backend.end_trial(trial.trial_id, status)
 

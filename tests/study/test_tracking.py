@@ -1,5 +1,5 @@
 """Studies in the researcher's tracker, with the real trackers (``study/tracking.py``,
-``analysis/export.py``):
+``study/trackers.py``, ``study/export.py``):
 
 1. A real ``mlflow server`` (sqlite backend) on 127.0.0.1, started and stopped by the test by
    process group: the smoke study logs one child run per trial under one parent run, each with
@@ -7,7 +7,7 @@
    no run and no duplicate step (queried through ``MlflowClient``).
 2. W&B in offline mode: one offline run directory per trial (read back from W&B's own record
    file), and exporting the study again adds none.
-3. ``python -m analysis.export mlflow:sqlite:///...`` logs a study after the fact, and a second
+3. ``python -m study.export mlflow:sqlite:///...`` logs a study after the fact, and a second
    export adds nothing.
 4. Bad input: an unknown tracker, a tracker that is not installed, a server that does not
    answer, another tracker on resume: exit 2 with one line, before Ray starts.
@@ -300,7 +300,7 @@ def test_wandb_offline_one_run_directory_per_trial(wandb_study):
             list(curve["val_acc"]))
         assert {"rollingq.enabled", "train.seed", "train.epochs"} <= run["config"]
     # exporting the study again: W&B has it whole, nothing is opened again
-    r = subprocess.run([sys.executable, "-m", "analysis.export", "wandb:rq-test", str(study)],
+    r = subprocess.run([sys.executable, "-m", "study.export", "wandb:rq-test", str(study)],
                        cwd=ROOT, env=cli_env(), capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert "0 run(s), 0 epoch(s), 0 value(s) added" in r.stdout
@@ -313,7 +313,7 @@ def test_export_mlflow_after_the_fact(wandb_study, tmp_path):
     uri = f"sqlite:///{tmp_path / 'm.db'}"
 
     def export() -> subprocess.CompletedProcess:
-        r = subprocess.run([sys.executable, "-m", "analysis.export", f"mlflow:{uri}",
+        r = subprocess.run([sys.executable, "-m", "study.export", f"mlflow:{uri}",
                             str(wandb_study)], cwd=ROOT, env=cli_env(), capture_output=True,
                            text=True, timeout=180)
         assert r.returncode == 0, r.stderr
@@ -331,12 +331,20 @@ def test_export_mlflow_after_the_fact(wandb_study, tmp_path):
     check_histories(client, again, wandb_study)
     # the study still logs to W&B live: the export changed no setting of it
     assert json.loads((wandb_study / "tracking.json").read_text())["tracker"]["kind"] == "wandb"
-    r = subprocess.run([sys.executable, "-m", "analysis.export", "mlflow", str(wandb_study.parent)],
+    r = subprocess.run([sys.executable, "-m", "study.export", "mlflow", str(wandb_study.parent)],
                        cwd=ROOT, env=cli_env(), capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "no space.yaml" in r.stderr
 
 
 # ----------------------------------------------------------------------------- bad input
+
+
+def test_the_old_export_command_says_where_it_moved_and_runs_it(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "analysis.export", "mlflow", str(tmp_path)],
+                       cwd=ROOT, env=cli_env(), capture_output=True, text=True, timeout=120)
+    note, error = r.stderr.splitlines()
+    assert "moved to python -m study.export" in note
+    assert r.returncode == 2 and "no space.yaml" in error  # study.export's own check ran
 
 
 def test_tracker_bad_input(tmp_path, monkeypatch, capsys):
