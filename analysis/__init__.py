@@ -1,12 +1,21 @@
 """The analysis stage: a study's results folder -> tables, statistics, figures and a report.
 
-Reads only the files the study driver writes (``trials.csv``, ``curves.csv``, ``space.yaml``,
-``meta.json``, optionally ``optuna.journal``); never imports Ray, torch or the training core, so
-any study can be re-reported without rerunning it.
+Reads only the files the study driver writes (``trials.csv``, ``curves.csv``, ``design.json``,
+``meta.json``, optionally ``optuna.journal`` and ``predictions/``); never imports Ray, torch,
+the training core or the study driver, at import or at call time
+(``tests/analysis/test_layers.py``), so any study can be re-reported without rerunning it.
 
-    results.py      results folder(s) -> one typed in-memory record (factors, levels, baseline)
-    tables.py       main table (mean ± sd, t-interval, Δ to baseline), noise table, provenance
-    sensitivity.py  OLS + Type II ANOVA (η², partial η²), Tukey HSD, PED-ANOVA importance
-    plots.py        AIR and attention curves, noise curves, β × ρ heatmaps, point plots
-    report.py       report.md + self-contained report.html; ``python -m analysis.report DIR``
+    design.py        design.json: what the study was asked (searched keys, variants, seeds)
+    migrate.py       folders of older drivers -> today's files, one step on load
+    results.py       results folder(s) -> one typed in-memory record (factors, levels, baseline)
+    outcomes.py      per-trial outcomes the claims are about (|AIR| growth, noise drop, ...)
+    claims.py        the paper's claims on the study: tests, Holm, verdicts
+    architectures.py RollingQ per architecture: one on/off pair at a time
+    tables.py        main table (mean ± sd, t-interval, Δ to baseline), noise table, provenance
+    sensitivity.py   OLS + Type II ANOVA (η², partial η²), Tukey HSD, PED-ANOVA importance
+    pareto.py        the Pareto front of a multi-objective study
+    plots.py         AIR and attention curves, noise curves, β × ρ heatmaps, point plots
+    remote.py        study folders on s3:// and gs:// storage, read through pyarrow
+    report.py        report.md + self-contained report.html; ``python -m analysis.report DIR``
+    export.py        the old name of ``python -m study.export`` (an alias for one release)
 """

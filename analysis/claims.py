@@ -208,10 +208,10 @@ def declarations(res: Results) -> tuple[str, dict[tuple[int, str], tuple[float, 
             different margins for a claim.
     """
     families, margins = set(), {}
-    for i, spec in enumerate(res.specs):
+    for i, design in enumerate(res.designs):
         where = f"{res.dirs[i]}/space.yaml"
         try:
-            d = declared(spec.get("claims"), where)
+            d = declared(design.claims, where)
         except ValueError as e:
             raise ResultsError(str(e)) from None
         families.add(d.family)
@@ -314,7 +314,7 @@ def frame(res: Results, trials: pd.DataFrame | None = None) -> pd.DataFrame:
     if not len(df):
         return df.assign(context=pd.Series(dtype=str), on=pd.Series(dtype=bool),
                          vanilla_mt=pd.Series(dtype=bool))
-    values = config_values(df, res.specs)
+    values = config_values(df, res.designs)
     on = outcomes.rollingq_on(df[outcomes.ON])
     return df.assign(context=[_context(v) for v in values], on=on,
                      vanilla_mt=[paper_name(v) == "Vanilla MT" for v in values])[
@@ -328,7 +328,7 @@ def arms(res: Results) -> pd.DataFrame:
     on = outcomes.rollingq_on(t[outcomes.ON])
     return pd.DataFrame({"dataset": t["dataset"], "on": on.fillna(False).astype(bool),
                          "status": t["status"], "vanilla_mt": [
-                             paper_name(v) == "Vanilla MT" for v in config_values(t, res.specs)]})
+                             paper_name(v) == "Vanilla MT" for v in config_values(t, res.designs)]})
 
 
 def judge(res: Results, alpha: float = ALPHA, df: pd.DataFrame | None = None,
@@ -692,18 +692,18 @@ def grow_commands(res: Results, judgements: list[Judgement]) -> list[str]:
             continue
         studies = sorted(res.trials.loc[res.trials["dataset"] == j.dataset, "study"].unique())
         for i in studies:
-            spec = res.specs[int(i)]
-            seeds = [int(s) for s in spec.get("seeds") or [0]]
+            design = res.designs[int(i)]
+            seeds = design.seeds
             new = max(1, j.seeds_needed - len(seeds))
             grown = seeds + list(range(max(seeds) + 1, max(seeds) + 1 + new))
             where = f"{j.dataset}: claim ({j.claim.number}) needs {j.seeds_needed} seeds"
-            if (spec.get("tune") or {}).get("mode", "grid") != "grid":
+            if design.mode != "grid":
                 out.append(f"{where}; its study `{res.dirs[int(i)]}` is an Optuna study, which "
                            f"cannot grow by seeds: run it anew with "
                            f"`--set seeds=[{', '.join(map(str, grown))}]`.")
                 continue
             out.append(f"{where}; add them (only the new seeds' trials train) with "
-                       f"`python study/run.py --space {spec.get('name', '')} --resume "
+                       f"`python study/run.py --space {design.space} --resume "
                        f"{res.dirs[int(i)]} --set seeds=[{','.join(map(str, grown))}]`.")
     return out
 
@@ -884,23 +884,17 @@ def pooled_text(table: pd.DataFrame, judgements: list[Judgement]) -> list[str]:
     return out
 
 
-# Trials of a data set with this many classes when no predictions say otherwise.
-CLASSES = {"cremad": 6, "kinetics_sounds": 31, "mosei": 2}
-
-
 def chance_accuracy(res: Results, dataset: str) -> float:
     """The accuracy (%) at chance on a data set's test set: the most frequent test label's
-    share, from a trial's saved predictions; else 100 / classes (the synthetic data set's
-    ``data.num_classes``); NaN when neither is known."""
+    share, from a trial's saved predictions; else 100 / the class count its study's design
+    records; NaN when neither is known."""
     t = res.trials[(res.trials["dataset"] == dataset)]
     for row in t.to_dict("records"):
         saved = _predictions(res, row)
         if saved is not None and len(saved[0]):
             labels = saved[0].astype(int)
             return float(100 * np.bincount(labels).max() / len(labels))
-    classes = CLASSES.get(dataset)
-    if dataset == SYNTHETIC and len(t):
-        classes = int(config_values(t.head(1), res.specs)[0].get("data.num_classes", 4))
+    classes = next((d.classes[dataset] for d in res.designs if dataset in d.classes), None)
     return 100.0 / classes if classes else np.nan
 
 

@@ -1,10 +1,12 @@
 """Per-trial outcomes: the quantities the paper's claims are about, from what a trial records.
 
-The study driver adds these columns to ``trials.csv`` (``study/results.py``);
-``analysis.results.load`` recomputes them with the same function from ``trials.csv`` and
-``curves.csv`` (so folders written before they existed get them too, and several folders read
-together share one favoured modality a data set). Every outcome is a number per trial, NaN
-where the trial cannot have it (no attention fusion: no AIR; no rotation: no convergence time):
+This module owns them. ``analysis.results.load`` computes them from ``trials.csv`` and
+``curves.csv`` whenever a folder is read, and those are the values every statistic uses (so
+folders written before they existed get them too, and several folders read together share one
+favoured modality a data set). The study driver calls the same function once to add the columns
+to the ``trials.csv`` it writes (``study/results.py``), for people who open the file and for the
+tracker: a copy the analysis never reads back. Every outcome is a number per trial, NaN where
+the trial cannot have it (no attention fusion: no AIR; no rotation: no convergence time):
 
     acc                   headline: test accuracy at the best validation epoch (%)
     out_abs_air           |AIR| on the validation split at the last epoch
@@ -13,7 +15,7 @@ where the trial cannot have it (no attention fusion: no AIR; no rotation: no con
     out_noise_drop        test accuracy lost (points) from clean (level 0) to the largest noise
                           level on the favoured modality; out_noise_drop_<m> for each modality
                           (NaN without a level 0 and a larger one) m; the trial records it
-                          (noise_drop_<m>), older folders get it from the curve
+                          (noise_drop_<m>; older folders: ``analysis.migrate``)
     out_noise_auc         area under the favoured modality's noise curve (points x λ, the
                           trial's noise_auc_<m>)
     out_noise_mean_drop   test accuracy lost (points) averaged over the favoured modality's
@@ -58,7 +60,8 @@ the report says how to declare one).
 
 ``add_outcomes`` needs per trial ``dataset``, ``rollingq_on`` (RollingQ enabled with
 max_rotations > 0) and ``rollingq_beta`` (its effective beta, NaN where unknown); the study
-driver records the last two from each trial's config.
+driver records the last two from each trial's config (``study.trainable.arm``; an older folder's
+come from ``analysis.migrate``).
 """
 
 from __future__ import annotations
@@ -225,14 +228,8 @@ def add_outcomes(trials: pd.DataFrame, curves: pd.DataFrame,
                                                               errors="coerce")
     noise = noise_columns(t)
     for m, cols in noise.items():
-        if f"noise_drop_{m}" in t:  # recorded by the trial
-            t[f"out_noise_drop_{m}"] = pd.to_numeric(t[f"noise_drop_{m}"], errors="coerce") * scale
-        elif 0.0 not in cols or max(cols) <= 0:
-            t[f"out_noise_drop_{m}"] = np.nan  # no clean accuracy, or no noise level
-        else:  # a folder written before the trials recorded it
-            t[f"out_noise_drop_{m}"] = (pd.to_numeric(t[cols[0.0]], errors="coerce")
-                                        - pd.to_numeric(t[cols[max(cols)]], errors="coerce")
-                                        ) * scale
+        t[f"out_noise_drop_{m}"] = pd.to_numeric(  # NaN: no clean level, or no noise level
+            t.get(f"noise_drop_{m}", np.nan), errors="coerce") * scale
         levels = sorted(cols)
         accs = t[[cols[lv] for lv in levels]].apply(pd.to_numeric, errors="coerce").to_numpy()
         t[f"out_noise_mean_drop_{m}"] = [mean_drop(levels, a) * scale for a in accs]

@@ -922,8 +922,8 @@ class Builder:
 
     def build(self) -> list[Block]:
         res = self.res
-        space = (res.metas[0].get("space") or res.specs[0].get("name") or res.dirs[0].name)
-        question = res.specs[0].get("question") or res.metas[0].get("question") or ""
+        space = res.metas[0].get("space") or res.designs[0].space
+        question = res.designs[0].question or res.metas[0].get("question") or ""
         self.add(Heading(1, f"Study report: {space}"))
         if question:
             self.add(Para(f"**Question:** {question}"))

@@ -1,9 +1,11 @@
 """A study's results folder(s) -> one in-memory record: trials, curves, factors and data sets.
 
 The study driver writes ``results/<space>/<timestamp>/`` with ``trials.csv`` (one row a trial),
-``curves.csv`` (trial × epoch), ``space.yaml`` (the merged spec), ``meta.json`` (provenance)
-and, for Optuna studies, ``optuna.journal``. Only ``trials.csv`` is required: an interrupted
-study may lack the rest, and the report says so instead of failing.
+``curves.csv`` (trial × epoch), ``design.json`` (what the study was asked: ``analysis.design``),
+``space.yaml`` (the merged spec, for people and for resuming), ``meta.json`` (provenance) and,
+for Optuna studies, ``optuna.journal``. Only ``trials.csv`` is required: an interrupted study
+may lack the rest, and the report says so instead of failing. A folder written by an older
+driver is brought to today's files first (``analysis.migrate``); the spec is never read here.
 
 Vocabulary used by the rest of the package:
     factor    a searched parameter (``rollingq.max_rotations``); scientific factors define the
@@ -35,11 +37,11 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from analysis import outcomes
+from analysis import design as design_file
+from analysis import migrate, outcomes
+from analysis.design import Design, DesignError, Searched, level_str
 
-# columns of folders written before the names said what they are: old -> new
-RENAMED = {"attn_noise_r": "attn_noise_pooled_r",
-           "attn_noise_adaptivity": "attn_noise_pooled_adaptivity"}
+__all__ = ["level_str"]  # the level vocabulary is analysis.design's; imported from here too
 HEADLINE = "test_acc_at_best_val"  # test accuracy at the best validation epoch
 PAPER_STYLE = "best_test_acc"  # best test epoch (model selection on test, as the paper does)
 VALIDATION = "best_val_acc"
@@ -59,24 +61,6 @@ INACTIVE = ("rollingq.* when RollingQ cannot rotate", "balance.* when balance.me
 
 class ResultsError(ValueError):
     """A results folder cannot be read; the message is one readable line."""
-
-
-def level_str(value: Any) -> str:
-    """One factor level as a string that is the same whether it came from YAML or a CSV.
-
-    ``False`` and ``"False"`` -> ``"False"``; ``0``, ``0.0`` and ``"0"`` -> ``"0"``;
-    ``0.25`` -> ``"0.25"``; missing -> ``"NA"``.
-    """
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "NA"
-    if isinstance(value, bool | np.bool_):
-        return str(bool(value))
-    if isinstance(value, int | np.integer):
-        return str(int(value))
-    if isinstance(value, float | np.floating):
-        v = float(value)
-        return str(int(v)) if v.is_integer() else f"{v:g}"
-    return str(value)
 
 
 @dataclass
@@ -106,7 +90,7 @@ class Results:
 
     Attributes:
         dirs: The folders, in the order given.
-        specs: Each folder's ``space.yaml`` (``{}`` where missing).
+        designs: Each folder's design (``analysis.design``).
         metas: Each folder's ``meta.json`` (``{}`` where missing).
         trials: Every trial row, with ``study`` (folder index), ``dataset``, ``variant`` and the
             accuracies in percent (``acc`` = headline, ``acc_paper``, ``acc_val``).
@@ -125,7 +109,7 @@ class Results:
     """
 
     dirs: list[Path]
-    specs: list[dict[str, Any]]
+    designs: list[Design]
     metas: list[dict[str, Any]]
     trials: pd.DataFrame
     curves: pd.DataFrame
@@ -216,17 +200,6 @@ def _read_json(path: Path) -> dict[str, Any]:
     return tree if isinstance(tree, dict) else {}
 
 
-def _spec_levels(raw: dict[str, Any]) -> list[str]:
-    """The levels a search entry enumerates: its values, or its stepped range."""
-    if raw.get("type", "choice") == "choice":
-        return [level_str(v) for v in raw.get("values") or []]
-    low, high, step = raw.get("low"), raw.get("high"), raw.get("step")
-    if low is None or high is None or not step:
-        return []  # a continuous Optuna range: the observed values are the levels
-    n = int(math.floor((high - low) / step + 1e-9)) + 1
-    return [level_str(round(low + i * step, 12)) for i in range(n)]
-
-
 def _is_number(s: str) -> bool:
     if s in ("True", "False", "NA"):
         return False
@@ -237,10 +210,10 @@ def _is_number(s: str) -> bool:
     return True
 
 
-def _factor(key: str, raw: dict[str, Any], observed: pd.Series, vanilla: np.ndarray) -> Factor:
-    """A factor from its search entry and its observed values (``vanilla``: the trials where
+def _factor(entry: Searched, observed: pd.Series, vanilla: np.ndarray) -> Factor:
+    """A factor from its searched entry and its observed values (``vanilla``: the trials where
     RollingQ cannot rotate; a factor that is NA in all of them has its baseline there)."""
-    levels = _spec_levels(raw)
+    levels = list(entry.levels)
     seen = [level_str(v) for v in observed.dropna().unique()]
     extra = [s for s in seen if s not in levels]
     if extra and all(_is_number(s) for s in extra):
@@ -248,13 +221,12 @@ def _factor(key: str, raw: dict[str, Any], observed: pd.Series, vanilla: np.ndar
     levels = levels + extra
     if observed.isna().any() and "NA" not in levels:
         levels.append("NA")  # an inactive conditional parameter
-    off = level_str(VANILLA[key]) if key in VANILLA else None
+    off = level_str(VANILLA[entry.key]) if entry.key in VANILLA else None
     if off is None and vanilla.any() and observed[vanilla].isna().all() and "NA" in levels:
         off = "NA"  # nested: the factor exists in the RollingQ arm only
     baseline = off if off in levels else (levels[0] if levels else "NA")
     numeric = bool(levels) and all(_is_number(s) for s in levels if s != "NA")
-    return Factor(key, raw.get("role", "scientific"), raw.get("type", "choice"), levels,
-                  baseline, numeric)
+    return Factor(entry.key, entry.role, entry.type, levels, baseline, numeric)
 
 
 def check_dir(path: Path) -> Path:
@@ -273,12 +245,6 @@ def check_dir(path: Path) -> Path:
     return path
 
 
-def _renamed(trials: pd.DataFrame) -> pd.DataFrame:
-    """An older folder's trials with today's column names (``RENAMED``)."""
-    return trials.rename(columns={old: new for old, new in RENAMED.items()
-                                  if old in trials and new not in trials})
-
-
 def load(dirs: list[Path]) -> Results:
     """Reads one or more results folders (of one study, or of the same study on several data sets).
 
@@ -288,53 +254,90 @@ def load(dirs: list[Path]) -> Results:
     if not dirs:
         raise ResultsError("no results folder given; pass at least one results/<space>/<time>/")
     dirs = [check_dir(Path(d)) for d in dirs]
-    specs = [_read_yaml(d / "space.yaml") for d in dirs]
     metas = [_read_json(d / "meta.json") for d in dirs]
-    notes = [f"`{d}` has no {name}." for d, s, m in zip(dirs, specs, metas, strict=True)
-             for name, tree in (("space.yaml", s), ("meta.json", m)) if not tree]
+    designs, notes = _designs(dirs)
+    notes += [f"`{d}` has no meta.json." for d, m in zip(dirs, metas, strict=True) if not m]
+    trials = _trials(dirs, designs)
+    values = config_values(trials, designs)
+    trials = migrate.arms(trials, values)
+    effective = [effective_config(v, on) for v, on in zip(values, trials[outcomes.ON],
+                                                          strict=True)]
+    search = {k: e for k, e in design_file.searched(designs).items() if k != DATASET_KEY}
+    for key in search:  # a factor that does nothing in a trial reads NA there
+        if key in trials and key not in VANILLA:
+            idle = [key in v and key not in e for v, e in zip(values, effective, strict=True)]
+            trials[key] = trials[key].astype(object).mask(idle, np.nan)
+    vanilla = ~trials[outcomes.ON].to_numpy(dtype=bool)
+    factors = [_factor(e, trials[k], vanilla) for k, e in search.items()
+               if e.role == "scientific"]
+    named = design_file.variants(designs)
+    if named and VARIANT in trials:  # the spec's `variants` axis is one more factor
+        factors.insert(0, _variant_factor(named, trials[VARIANT]))
+    nuisance = [_factor(e, trials[k], vanilla) for k, e in search.items() if e.role == "nuisance"]
+    scale = _percent(trials)
+    labels = [variant_label([level_str(v) for v in row])
+              for row in trials[[f.key for f in factors]].itertuples(index=False)]
+    trials["variant"] = pd.Categorical(labels, categories=_variant_order(factors, labels),
+                                       ordered=True)
+    trials["experiment"] = [repr((ds, level_str(seed), sorted(e.items()))) for ds, seed, e in
+                            zip(trials["dataset"], trials[SEED], effective, strict=True)]
+    trials["duplicate_of"] = _copies(trials)
+    curves = _curves(dirs, trials)
+    trials = outcomes.add_outcomes(trials, curves, scale)
+    first = designs[0]
+    return Results(
+        dirs=dirs, designs=designs, metas=metas, trials=trials, curves=curves, factors=factors,
+        nuisance=nuisance, datasets=list(dict.fromkeys(trials["dataset"])), mode=first.mode,
+        scheduler=first.scheduler, metric=first.objectives[0][0], objectives=first.objectives,
+        journals=[d / "optuna.journal" for d in dirs if (d / "optuna.journal").is_file()],
+        scale=scale, notes=notes,
+    )
 
-    tables, curve_tables = [], []
-    for i, (d, spec) in enumerate(zip(dirs, specs, strict=True)):
-        t = _renamed(_read_csv(d / "trials.csv")).copy()  # one block a dtype: cheap inserts
-        for col, default in (("trial_id", ""), ("status", "incomplete"), ("error", "")):
-            if col not in t:
-                t[col] = default
-        fixed = spec.get("fixed") or {}
+
+def _designs(dirs: list[Path]) -> tuple[list[Design], list[str]]:
+    """Each folder's ``design.json``, or the one its ``space.yaml`` gives (an older folder);
+    and a note per folder that has neither."""
+    designs, notes = [], []
+    for d in dirs:
+        try:
+            found = design_file.read(d)
+        except DesignError as e:
+            raise ResultsError(str(e)) from None
+        if found is None:
+            tree = _read_yaml(d / "space.yaml")
+            if not tree:
+                notes.append(f"`{d}` has no space.yaml.")
+            found = migrate.from_spec(tree, d.parent.name)
+        designs.append(found)
+    return designs, notes
+
+
+def _trials(dirs: list[Path], designs: list[Design]) -> pd.DataFrame:
+    """Every folder's ``trials.csv`` in one table, with the folder (``study``), the data set
+    and a value of every key another folder searched (its fixed value, or ``default``)."""
+    search = design_file.searched(designs)
+    tables = []
+    for i, (d, design) in enumerate(zip(dirs, designs, strict=True)):
+        t = migrate.trials(_read_csv(d / "trials.csv")).copy()  # one block a dtype: cheap inserts
         if DATASET_KEY not in t:
-            t[DATASET_KEY] = fixed.get(DATASET_KEY, DEFAULT_DATASET)
-        for key in _search(specs):  # a parameter searched elsewhere but fixed here
+            t[DATASET_KEY] = design.fixed.get(DATASET_KEY, DEFAULT_DATASET)
+        for key in search:  # a parameter searched elsewhere but fixed here
             if key not in t:
-                t[key] = fixed.get(key, "default")
+                t[key] = design.fixed.get(key, "default")
         t.insert(0, "study", i)
         tables.append(t)
-        c = _read_csv(d / "curves.csv")
-        if len(c):
-            c.insert(0, "study", i)
-            curve_tables.append(c)
-    trials = pd.concat(tables, ignore_index=True).copy() if tables else pd.DataFrame()
+    trials = pd.concat(tables, ignore_index=True).copy()
     trials["status"] = trials["status"].astype(object).fillna("incomplete").astype(str)
     trials["error"] = trials["error"].astype(object).fillna("").astype(str)
     trials["dataset"] = trials[DATASET_KEY].fillna(DEFAULT_DATASET).astype(str)
     if SEED not in trials:
         trials[SEED] = 0
+    return trials
 
-    search = _search(specs)
-    values = config_values(trials, specs)
-    spec_side = [effective_rollingq(v) for v in values]
-    effective = [effective_config(v, on) for v, (on, _) in zip(values, spec_side, strict=True)]
-    for key in search:  # a factor that does nothing in a trial reads NA there
-        if key in trials and key not in VANILLA:
-            idle = [key in v and key not in e for v, e in zip(values, effective, strict=True)]
-            trials[key] = trials[key].astype(object).mask(idle, np.nan)
-    vanilla = ~np.array([on for on, _ in spec_side], dtype=bool)
-    factors = [_factor(k, raw, trials[k], vanilla) for k, raw in search.items()
-               if raw.get("role", "scientific") == "scientific" and k != DATASET_KEY]
-    named = variants_section(specs)
-    if named and VARIANT in trials:  # the spec's `variants` axis is one more factor
-        factors.insert(0, _variant_factor(named, trials[VARIANT]))
-    nuisance = [_factor(k, raw, trials[k], vanilla) for k, raw in search.items()
-                if raw.get("role") == "nuisance" and k != DATASET_KEY]
 
+def _percent(trials: pd.DataFrame) -> float:
+    """Adds the accuracies in percent (``acc``, ``acc_paper``, ``acc_val``); returns the scale
+    (100 when the file holds fractions)."""
     for col in (HEADLINE, PAPER_STYLE, VALIDATION):
         if col not in trials:
             trials[col] = np.nan
@@ -344,55 +347,35 @@ def load(dirs: list[Path]) -> Results:
     trials["acc"] = trials[HEADLINE] * scale
     trials["acc_paper"] = trials[PAPER_STYLE] * scale
     trials["acc_val"] = trials[VALIDATION] * scale
+    return scale
 
-    labels = [variant_label([level_str(v) for v in row])
-              for row in trials[[f.key for f in factors]].itertuples(index=False)]
-    order = _variant_order(factors, labels)
-    trials["variant"] = pd.Categorical(labels, categories=order, ordered=True)
-    datasets = list(dict.fromkeys(trials["dataset"]))
-    trials["experiment"] = [repr((ds, level_str(seed), sorted(e.items()))) for ds, seed, e in
-                            zip(trials["dataset"], trials[SEED], effective, strict=True)]
-    trials["duplicate_of"] = _copies(trials)
 
-    curves = pd.concat(curve_tables, ignore_index=True) if curve_tables else pd.DataFrame()
+def _curves(dirs: list[Path], trials: pd.DataFrame) -> pd.DataFrame:
+    """Every folder's ``curves.csv`` with each trial's data set, variant, status and seed."""
+    tables = []
+    for i, d in enumerate(dirs):
+        c = _read_csv(d / "curves.csv")
+        if len(c):
+            c.insert(0, "study", i)
+            tables.append(c)
+    curves = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
     if len(curves) and "trial_id" in curves:
         keep = trials[["study", "trial_id", "dataset", "variant", "status", SEED]].rename(
             columns={"status": "trial_status", SEED: "seed"})
         keep.loc[trials["duplicate_of"] != "", "trial_status"] = "duplicate"
         drop = [c for c in ("dataset", "variant", "trial_status", "seed") if c in curves]
         curves = curves.drop(columns=drop).merge(keep, on=["study", "trial_id"], how="inner")
-
-    # what the study driver did not record (older folders, errored trials), from the spec
-    recorded = trials.get(outcomes.ON, pd.Series(np.nan, index=trials.index))
-    trials[outcomes.ON] = [level_str(r) == "True" if level_str(r) != "NA" else on
-                           for r, (on, _) in zip(recorded, spec_side, strict=True)]
-    recorded = pd.to_numeric(trials.get(outcomes.BETA, pd.Series(np.nan, index=trials.index)),
-                             errors="coerce")
-    trials[outcomes.BETA] = recorded.fillna(pd.Series([b for _, b in spec_side],
-                                                      index=trials.index))
-    trials = outcomes.add_outcomes(trials, curves, scale)
-
-    tune = (specs[0].get("tune") if specs else None) or {}
-    metric, mode = tune.get("metric", "val_acc"), tune.get("metric_mode", "max")
-    objectives = (list(zip(metric, mode, strict=True)) if isinstance(metric, list)
-                  else [(metric, mode)])
-    return Results(
-        dirs=dirs, specs=specs, metas=metas, trials=trials, curves=curves, factors=factors,
-        nuisance=nuisance, datasets=datasets, mode=tune.get("mode", "grid"),
-        scheduler=tune.get("scheduler", "fifo"), metric=objectives[0][0], objectives=objectives,
-        journals=[d / "optuna.journal" for d in dirs if (d / "optuna.journal").is_file()],
-        scale=scale, notes=notes,
-    )
+    return curves
 
 
-def config_values(trials: pd.DataFrame, specs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Each trial's config values that its folder's spec sets: the fixed values, the searched
-    parameters' levels, and a named variant's values (config defaults are not included)."""
-    named = variants_section(specs)
-    search = _search(specs)
+def config_values(trials: pd.DataFrame, designs: list[Design]) -> list[dict[str, Any]]:
+    """Each trial's config values that its folder's design sets: the fixed values, the searched
+    keys' levels, and a named variant's values (config defaults are not included)."""
+    named = design_file.variants(designs)
+    search = design_file.searched(designs)
     out = []
     for row in trials.to_dict("records"):
-        values = dict(specs[int(row["study"])].get("fixed") or {})
+        values = dict(designs[int(row["study"])].fixed)
         values.update({k: row[k] for k in search if k in row and level_str(row[k]) != "NA"})
         if VARIANT in row and named:
             values.update(named.get(str(row[VARIANT]), {}))
@@ -450,42 +433,6 @@ def identical_results(res: Results) -> list[list[str]]:
     return [list(map(str, g)) for g in groups if len(g) > 1]
 
 
-_EFFECTIVE: dict[str, tuple[bool, float]] = {}  # config values -> effective_rollingq's answer
-
-
-def effective_rollingq(values: dict[str, Any]) -> tuple[bool, float]:
-    """(RollingQ enabled with a rotation allowed, beta) of a trial's config values, with the
-    config's defaults and data-set presets filled in (``rollingq.config``, no torch); built
-    once per distinct set of values."""
-    key = repr(sorted(values.items()))
-    if key not in _EFFECTIVE:
-        _EFFECTIVE[key] = _effective_rollingq(values)
-    return _EFFECTIVE[key]
-
-
-def _effective_rollingq(values: dict[str, Any]) -> tuple[bool, float]:
-    from rollingq.config import ConfigError, build_config
-
-    try:
-        r = build_config(overrides=dict(values)).rollingq
-        return r.enabled and r.max_rotations > 0, float(r.beta)
-    except (ConfigError, TypeError, ValueError):  # an older spec: read what it says
-        on = all(level_str(values.get(key, default)) != level_str(off)
-                 for key, off, default in (("rollingq.enabled", False, True),
-                                           ("rollingq.max_rotations", 0, 1)))
-        return on, float(pd.to_numeric(values.get("rollingq.beta", np.nan), errors="coerce"))
-
-
-def variants_section(specs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """The union of the folders' ``variants`` values (name -> config values), in order."""
-    out: dict[str, dict[str, Any]] = {}
-    for spec in specs:
-        section = spec.get("variants") or {}
-        for name, values in (section.get("values") or {}).items():
-            out.setdefault(str(name), dict(values or {}))
-    return out
-
-
 def _is_vanilla(values: dict[str, Any]) -> bool:
     """Attention fusion with RollingQ off and no balancing method: the paper's Vanilla MT."""
     off = any(key in values and level_str(values[key]) == level_str(v)
@@ -500,15 +447,6 @@ def _variant_factor(named: dict[str, dict[str, Any]], observed: pd.Series) -> Fa
     levels = list(named) + [v for v in map(str, observed.dropna().unique()) if v not in named]
     baseline = next((n for n, values in named.items() if _is_vanilla(values)), levels[0])
     return Factor(VARIANT, "scientific", "choice", levels, baseline, False)
-
-
-def _search(specs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """The union of the folders' search sections, in order (the first folder's entry wins)."""
-    out: dict[str, dict[str, Any]] = {}
-    for spec in specs:
-        for key, raw in (spec.get("search") or {}).items():
-            out.setdefault(key, raw if isinstance(raw, dict) else {})
-    return out
 
 
 def _variant_order(factors: list[Factor], labels: list[str]) -> list[str]:

@@ -54,6 +54,7 @@ from scipy.stats import studentized_range
 from statsmodels.stats.anova import anova_lm
 from statsmodels.stats.multitest import multipletests
 
+from analysis.design import searched
 from analysis.results import SEED, Results, level_str
 from analysis.tables import holm
 
@@ -564,20 +565,6 @@ def significant_terms(s: Sensitivity, alpha: float = ALPHA) -> list[str]:
 
 # -- Optuna importance -----------------------------------------------------------------------
 
-def _distribution(raw: dict[str, Any]) -> optuna.distributions.BaseDistribution | None:
-    kind = raw.get("type", "choice")
-    if kind == "choice":
-        return optuna.distributions.CategoricalDistribution(list(raw.get("values") or []))
-    low, high, log_, step = raw.get("low"), raw.get("high"), bool(raw.get("log")), raw.get("step")
-    if low is None or high is None:
-        return None
-    if kind == "int":
-        return optuna.distributions.IntDistribution(int(low), int(high), log=log_,
-                                                    step=int(step or 1))
-    return optuna.distributions.FloatDistribution(float(low), float(high), log=log_,
-                                                  step=None if step is None else float(step))
-
-
 def _param_value(dist: optuna.distributions.BaseDistribution, value: Any) -> Any:
     if isinstance(dist, optuna.distributions.CategoricalDistribution):
         match = [c for c in dist.choices if level_str(c) == level_str(value)]
@@ -593,19 +580,15 @@ def importance(res: Results) -> list[Importance]:
     Returns:
         One record per data set with at least two finished configurations (may be empty).
     """
-    search: dict[str, dict[str, Any]] = {}
-    for spec in res.specs:
-        for k, raw in (spec.get("search") or {}).items():
-            search.setdefault(k, raw)
-    dists = {k: d for k, raw in search.items() if k != "data.name"
-             and (d := _distribution(raw)) is not None}
+    dists = {k: optuna.distributions.json_to_distribution(e.distribution)
+             for k, e in searched(res.designs).items()
+             if k != "data.name" and e.distribution is not None}
     column = METRIC_COLUMN.get(res.metric, "acc_val")
-    tune = (res.specs[0].get("tune") if res.specs else None) or {}
     direction = "minimize" if column == "final_train_loss" else "maximize"
     unit = ("final train loss" if column == "final_train_loss" else
             "macro-F1" if "f1" in column else "percent")
     target = (f"{column} ({unit}, "
-              f"{direction}d; the tune metric is {res.metric}, {tune.get('metric_mode', 'max')})")
+              f"{direction}d; the tune metric is {res.metric}, {res.objectives[0][1]})")
     out = []
     for ds in res.datasets:
         t = res.trials[res.trials["dataset"] == ds]
@@ -652,7 +635,7 @@ def journal_summary(res: Results) -> list[str]:
     """One sentence per ``optuna.journal``: its trials by state, as a cross-check."""
     out = []
     for path in res.journals:
-        name = next((s.get("name") for s in res.specs if s.get("name")), None)
+        name = res.designs[0].space
         try:
             storage = optuna.storages.JournalStorage(
                 optuna.storages.journal.JournalFileBackend(str(path)))

@@ -22,7 +22,7 @@ from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
 from analysis.outcomes import NOISE_COLUMN
-from analysis.results import SEED, STATUSES, VARIANT, Results, level_str, variants_section
+from analysis.results import SEED, STATUSES, VARIANT, Results, level_str
 
 TOP_CONFIGS = 10  # rows of the main table of an Optuna study
 
@@ -187,7 +187,7 @@ def realised_rotations(res: Results, cap: str = "rollingq.max_rotations") -> pd.
 
 def provenance(res: Results, i: int) -> list[tuple[str, str]]:
     """(field, value) rows describing how one results folder was produced."""
-    spec, meta = res.specs[i], res.metas[i]
+    design, meta = res.designs[i], res.metas[i]
     git = meta.get("git") or {}
     commit = git.get("commit") or "unknown"
     if git.get("patch"):
@@ -202,11 +202,14 @@ def provenance(res: Results, i: int) -> list[tuple[str, str]]:
     resources = {k: v for k, v in (cluster.get("resources") or {}).items() if "_group_" not in k
                  and not k.startswith("bundle_group")}
     hardware = ", ".join(f"{k} {level_str(v)}" for k, v in resources.items())
-    tune = spec.get("tune") or {}
+    metric = ([m for m, _ in design.objectives] if len(design.objectives) > 1
+              else design.objectives[0][0])
+    tuning = [f"mode {design.mode}", f"metric {metric}", f"scheduler {design.scheduler}",
+              f"num_samples {design.num_samples}"]
     rows = [
         ("folder", str(res.dirs[i])),
-        ("space", str(meta.get("space") or spec.get("name") or "?")),
-        ("question", str(spec.get("question") or meta.get("question") or "-")),
+        ("space", str(meta.get("space") or design.space)),
+        ("question", str(design.question or meta.get("question") or "-")),
         ("source", str(meta.get("source") or "-")),
         ("command", str(meta.get("command") or "-")),
         ("git commit", commit),
@@ -218,9 +221,8 @@ def provenance(res: Results, i: int) -> list[tuple[str, str]]:
         ("devices", devices_line(meta.get("devices"))),
         ("deterministic algorithms", str(meta.get("deterministic") or "not recorded")),
         ("data fingerprint", data_line(meta.get("data"))),
-        ("tuning", ", ".join(f"{k} {tune[k]}" for k in ("mode", "metric", "scheduler",
-                                                         "num_samples") if k in tune) or "-"),
-        ("seeds", ", ".join(str(s) for s in spec.get("seeds") or []) or "-"),
+        ("tuning", ", ".join(tuning)),
+        ("seeds", ", ".join(str(s) for s in design.seeds)),
         ("data set", ", ".join(dict.fromkeys(res.trials.loc[res.trials["study"] == i,
                                                              "dataset"]))),
         ("started / finished", f"{meta.get('started', '?')} / {meta.get('finished', '?')}"
@@ -500,11 +502,12 @@ def paper_name(values: dict[str, Any]) -> str | None:
 
 def variant_values(res: Results, study: int, variant: str) -> dict[str, Any]:
     """A variant's configuration: the folder's fixed values overridden by the variant's levels."""
-    values = dict(res.specs[study].get("fixed") or {})
+    design = res.designs[study]
+    values = dict(design.fixed)
     if res.factors:
         values.update(dict(zip([f.key for f in res.factors], variant.split(" / "), strict=True)))
     if VARIANT in values:  # a named variant: its own config values
-        values.update(variants_section([res.specs[study]]).get(values.pop(VARIANT), {}))
+        values.update(design.variants.get(values.pop(VARIANT), {}))
     return values
 
 

@@ -74,6 +74,18 @@ def trial_params(spec: Spec, config: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
+def _arm(config: dict[str, Any]) -> dict[str, Any]:
+    """``study.trainable.arm`` of a trial's config; nothing when the config does not build (the
+    analysis then reads the arm from the config values)."""
+    from rollingq.config import ConfigError, build_config
+    from study.trainable import arm, trial_config
+
+    try:
+        return arm(build_config(overrides=trial_config(config)))
+    except (ConfigError, TypeError):
+        return {}
+
+
 def collect(exp_paths: list[str],
             spec: Spec) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, bytes]]:
     """Reads the study's Ray experiment folders (one, and one more per growth by seeds) into
@@ -111,6 +123,8 @@ def collect(exp_paths: list[str],
         row.update({k: v for k, v in last.items() if k.startswith("val_share_")})
         row.update({k: v for k, v in last.items() if k.startswith(DIAGNOSTIC_PREFIXES)})
         row.update({k: last[k] for k in RECORDED if k in last})
+        if outcomes.ON not in row:  # the trial ended before its final report: its config says
+            row.update(_arm(trial.config))
         row["host"] = last.get("hostname")
         row["deterministic"] = last.get("deterministic")
         # restarts: restores from a checkpoint (after a failure or a resumed study); the

@@ -490,10 +490,10 @@ def grow(spec: Spec, folder: Path, added: list[int]) -> None:
     """Records that the study grows by the seeds ``added``: its ``space.yaml`` with the longer
     seed list and ``experiments.json`` with the new Ray experiment (so a plain ``--resume``
     continues an interrupted growth)."""
+    from study import design
+
     listed = experiments(folder, spec, added)
-    path = folder / "space.yaml"
-    header = "".join(line + "\n" for line in path.read_text().splitlines() if line.startswith("#"))
-    path.write_text(header + yaml.safe_dump(spec.to_dict(), sort_keys=False))
+    design.write(folder, spec)
     (folder / EXPERIMENTS).write_text(
         json.dumps([{"ray": d, "seeds": s} for d, s in listed], indent=2) + "\n")
     kept = [seed for seed in spec.seeds if seed not in added]
@@ -620,16 +620,14 @@ def run_study(spec: Spec, folder: Path, storage: str, args: argparse.Namespace, 
     import ray
     from ray import tune
 
-    from study import optuna_db, results
+    from study import design, optuna_db, results
 
     folder.mkdir(parents=True, exist_ok=True)
     if tracker is not None:  # a resume finds its tracker here, even if no trial started yet
         from study.trackers import state
 
         state(folder, tracker)
-    if not args.resume:
-        header = f"# {spec.question}\n# Merged spec of this study; resume with --resume {folder}\n"
-        (folder / "space.yaml").write_text(header + yaml.safe_dump(spec.to_dict(), sort_keys=False))
+    design.write(folder, spec, spec_too=not args.resume)  # a resumed study keeps its space.yaml
     if "://" in storage:  # the spec beside Ray's folder now: a lost head node can be resumed from
         results.publish(folder, storage)
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")  # keep the resume state fresh

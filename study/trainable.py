@@ -109,6 +109,13 @@ def flatten_diagnostics(diag: dict[str, Any]) -> dict[str, Any]:
     return flat
 
 
+def arm(cfg: Any) -> dict[str, Any]:
+    """The config facts the claims need of a trial: ``rollingq_on`` (RollingQ enabled with a
+    rotation allowed) and ``rollingq_beta``."""
+    return {"rollingq_on": cfg.rollingq.enabled and cfg.rollingq.max_rotations > 0,
+            "rollingq_beta": cfg.rollingq.beta}
+
+
 def device_record(cfg: Any) -> dict[str, Any]:
     """What the trial trained on, for the study's provenance: ``device`` (cpu or cuda) and, on a
     GPU, ``device_gpu``, ``device_gpu_gib``, ``device_driver``, ``device_cuda``,
@@ -231,10 +238,8 @@ def train_trial(config: dict[str, Any]) -> None:
             final = held[-1]
         else:
             final = dict(result.history[-1]) if result.history else dict(worst)
-        final.update(final=True, status=result.status,  # the arm and beta the outcomes need
-                     rollingq_on=cfg.rollingq.enabled and cfg.rollingq.max_rotations > 0,
-                     rollingq_beta=cfg.rollingq.beta, deterministic=cfg.train.deterministic,
-                     **device_record(cfg))
+        final.update(final=True, status=result.status, **arm(cfg),  # what the outcomes need
+                     deterministic=cfg.train.deterministic, **device_record(cfg))
         if result.status == "finished":
             diag, predictions = run_diagnostics(cfg, result.selected(), result.data,
                                                 final["best_val_epoch"])

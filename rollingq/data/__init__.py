@@ -43,6 +43,17 @@ def load_data(cfg: DataConfig) -> DataBundle:
     return bundle
 
 
+def class_count(cfg: DataConfig) -> int | None:
+    """The data set's number of classes where it is known without reading its files: CREMA-D's
+    6 emotions, Kinetics-Sounds' 31 classes, MOSEI's binary sentiment, the synthetic
+    generator's ``num_classes``; None for ``features`` (its labels decide)."""
+    from rollingq.data import cremad, kinetics_sounds, mosei
+
+    return {"synthetic": cfg.num_classes, "cremad": len(cremad.CLASSES),
+            "kinetics_sounds": kinetics_sounds.NUM_CLASSES,
+            "mosei": mosei.NUM_CLASSES}.get(cfg.name)
+
+
 @dataclass
 class Checked:
     """What ``preflight`` found: a one-line summary and the data set's fingerprint."""
@@ -89,4 +100,4 @@ def preflight(cfg: DataConfig) -> Checked:
 
 
 __all__ = ["DataBundle", "DataError", "ModalitySpec", "Split", "load_data", "preflight",
-           "Checked", "LOADERS"]
+           "Checked", "LOADERS", "class_count"]

@@ -33,6 +33,7 @@ from rollingq.data.clips import DataError
 log = logging.getLogger(__name__)
 
 NAME = "mosei"
+NUM_CLASSES = 2  # binary sentiment: score < 0 or >= 0
 FILES = ("mosei_senti_data_noalign.pkl", "mosei_senti_data.pkl")
 SPLITS = {"train": "train", "val": "valid", "test": "test"}  # ours -> the pickle's
 KEYS = {"audio": "audio", "visual": "vision", "text": "text"}  # modality -> the pickle's key
@@ -154,4 +155,4 @@ def load_mosei(cfg: DataConfig) -> DataBundle:
     arr = {k: torch.from_numpy(v) for k, v in entry.arrays.items()}
     splits = {s: Split({m: arr[f"{s}_{m}"] for m in mods}, arr[f"{s}_labels"]) for s in SPLITS}
     specs = {m: ModalitySpec("sequence", tuple(arr[f"train_{m}"].shape[1:])) for m in mods}
-    return DataBundle(specs, 2, splits["train"], splits["val"], splits["test"])
+    return DataBundle(specs, NUM_CLASSES, splits["train"], splits["val"], splits["test"])

@@ -1,6 +1,9 @@
 """Synthetic results folders with planted effects, in the exact format study/run.py writes.
 
-``write_study`` writes ``trials.csv``, ``curves.csv``, ``space.yaml`` and ``meta.json`` (and,
+``write_study`` writes ``trials.csv``, ``curves.csv``, ``space.yaml``, ``design.json`` (what
+the driver writes of the spec: ``analysis.migrate.from_spec`` gives it, checked against the
+driver's ``study.design.record`` in ``tests/study/test_spaces.py``; ``design=False``: a folder
+of a driver that wrote none) and ``meta.json`` (and,
 for Optuna studies, a real ``optuna.journal``) into ``<root>/<name>/<timestamp>/``. Accuracies
 are fractions, as the driver writes them; ``effect(params)`` gives a configuration's expected
 headline accuracy and each seed adds Gaussian noise.
@@ -17,6 +20,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import yaml
+
+from analysis.design import DESIGN
+from analysis.migrate import from_spec
 
 MODALITIES = ("audio", "visual")
 NOISE_LEVELS = ("0.0", "0.25", "0.5", "0.75", "1.0")
@@ -54,6 +60,7 @@ def write_study(
     variants: dict[str, dict[str, Any]] | None = None,
     planted: dict[str, Callable[[dict[str, Any]], float]] | None = None,
     claims: dict[str, Any] | None = None,
+    design: bool = True,
 ) -> Path:
     """Writes one results folder and returns it.
 
@@ -72,6 +79,7 @@ def write_study(
             ``share`` (audio's validation attention share; visual gets 0.95 - share),
             ``drop`` (accuracy lost at noise level 1 on audio, a fraction), ``adaptivity``.
         claims: The spec's ``claims:`` block (family, margins), if any.
+        design: Write ``design.json`` (False: a folder of a driver that wrote none).
     """
     rng = np.random.default_rng(rng_seed)
     planted = planted or {}
@@ -164,6 +172,8 @@ def write_study(
                      "scheduler": scheduler, "resources": {"cpu": 1, "gpu": 0}}}
     header = f"# {spec['question']}\n# Merged spec of this study; resume with --resume {folder}\n"
     (folder / "space.yaml").write_text(header + yaml.safe_dump(spec, sort_keys=False))
+    if design:
+        (folder / DESIGN).write_text(from_spec(spec, name).to_json())
     meta = {"space": name, "question": spec["question"], "source": f"searchspaces/{name}.yaml",
             "command": f"python study/run.py --space {name}",
             "git": {"commit": "0123456789abcdef0123456789abcdef01234567", "dirty": False},

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis import claims, outcomes, plots, sensitivity
+from analysis import claims, migrate, outcomes, plots, sensitivity
 from analysis.report import generate
 from analysis.results import load
 from tests.analysis.studies import rotating, write_study
@@ -172,7 +172,8 @@ def test_outcomes_of_one_trial_from_its_curve():
 
 def test_outcomes_take_what_the_trials_record():
     """A trial's recorded drop, area and share shift are used as recorded (the analysis does
-    not recompute them); only a folder without them gets the drop from its curve."""
+    not recompute them); only a folder without them gets the drop from its curve, on load
+    (``analysis.migrate``)."""
     t = pd.DataFrame({"dataset": ["s", "s"], "trial_id": ["a", "b"], "rollingq_on": [False, True],
                       "rollingq_beta": [0.1, 0.1], "favoured_modality": ["audio", "audio"],
                       "noise_audio_0.0": [0.9, 0.8], "noise_audio_0.5": [0.8, 0.8],
@@ -197,7 +198,8 @@ def test_outcomes_take_what_the_trials_record():
     assert np.isnan(out["out_adaptivity"].iloc[1])
     assert out["out_adaptivity_pooled"].tolist() == [0.5, 0.4]
     assert set(outcomes.noise_columns(t)) == {"audio"}
-    older = outcomes.add_outcomes(t.drop(columns="noise_drop_audio"), pd.DataFrame())
+    older = outcomes.add_outcomes(migrate.trials(t.drop(columns="noise_drop_audio")),
+                                  pd.DataFrame())
     assert older["out_noise_drop"].tolist() == pytest.approx([40.0, 20.0])
 
 

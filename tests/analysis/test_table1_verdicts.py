@@ -234,8 +234,8 @@ def test_n9_the_family_does_not_change_with_how_folders_are_grouped(tmp_path):
     assert {j.family_name for j in together} == {"the 6 claims on cremad",
                                                  "the 6 claims on kinetics_sounds"}
     assert claims.regrouped(load(folders), together) == []
-    space = folders[1] / "space.yaml"
-    space.write_text(space.read_text() + "claims: {family: report}\n")
+    folders[1] = plant_claims(tmp_path / "declared", _six_at(0.007, 6), dataset="kinetics_sounds",
+                              claims={"family": "report"})  # the same trials, declared so
     res = load(folders)
     report = claims.judge(res)
     assert all(j.verdict == claims.INCONCLUSIVE and j.family == 12 for j in report)

@@ -27,13 +27,14 @@ def _standard(n: int) -> np.ndarray:
 
 
 def plant_claims(tmp_path, diffs: dict[int, np.ndarray], statuses=None,
-                 dataset: str = "synthetic"):
+                 dataset: str = "synthetic", claims: dict | None = None):
     """A RollingQ on/off study on ``dataset`` whose per-seed on − off differences (claim 1:
-    the vanilla |AIR| growth) are exactly ``diffs[claim]``, in the claims' units."""
+    the vanilla |AIR| growth) are exactly ``diffs[claim]``, in the claims' units; ``claims``:
+    the spec's claims block."""
     n = len(next(iter(diffs.values())))
     folder = write_study(tmp_path, name=f"verdicts_{dataset}", search=ON_OFF,
                          effect=lambda p: 0.7, seeds=tuple(range(n)), statuses=statuses,
-                         fixed={"model.fusion": "attn", "data.name": dataset})
+                         fixed={"model.fusion": "attn", "data.name": dataset}, claims=claims)
     t = pd.read_csv(folder / "trials.csv")
     seed, on = t["train.seed"].to_numpy(), t["rollingq.enabled"].to_numpy(dtype=bool)
     x = {k: np.asarray(v, dtype=float)[seed] * on for k, v in diffs.items()}  # 0 for off

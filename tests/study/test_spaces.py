@@ -7,6 +7,8 @@ overrides, variants and the define-by-run Optuna space behave as documented in s
 from __future__ import annotations
 
 import copy
+import dataclasses
+import json
 import re
 import subprocess
 import sys
@@ -125,6 +127,24 @@ def test_space_file_validates_with_the_trial_count_its_axes_imply(path):
     if spec.grid:
         assert len(spec.grid_configs()) == spec.expected_trials()
         assert spec.tune["scheduler"] == "fifo", "ablation grids are never early-stopped"
+
+
+@pytest.mark.parametrize("path", SPACE_FILES, ids=_ids(SPACE_FILES))
+def test_the_design_a_study_writes_is_the_one_an_older_folder_gets_from_its_spec(path):
+    """``design.json`` (``study.design.record``) against ``analysis.migrate.from_spec`` of the
+    ``space.yaml`` the study writes beside it: the two readings of a spec must agree, or older
+    folders would report differently from new ones."""
+    from analysis.migrate import from_spec
+    from study.design import record
+
+    spec = load_spec(path.stem, ["data.name=cremad", "data.root=/data/cremad"])
+    written = record(spec)
+    legacy = from_spec(yaml.safe_load(yaml.safe_dump(spec.to_dict(), sort_keys=False)),
+                       "elsewhere")
+    assert written.classes == {"cremad": 6}
+    assert {k: legacy.classes[k] for k in written.classes} == written.classes
+    assert json.loads(written.to_json()) == json.loads(
+        dataclasses.replace(legacy, classes=written.classes).to_json())
 
 
 @pytest.mark.parametrize("path", SPACE_FILES, ids=_ids(SPACE_FILES))
@@ -624,13 +644,14 @@ def test_a_grid_condition_on_an_unknown_value_is_refused():
 def test_no_grid_space_trains_the_same_experiment_twice(path):
     """Two trials of one seed whose effective configurations (the keys that do nothing
     removed: the analysis's definition) are equal would train the same model twice."""
-    from analysis.results import effective_config, effective_rollingq
+    from analysis.results import effective_config
+    from study.trainable import arm
 
     spec = load_spec(path.stem)
     seen: dict[str, dict] = {}
     for config in _trial_configs(spec):
         values = {k: v for k, v in config.items() if k != "train.seed"}
-        on, _ = effective_rollingq(values)
+        on = arm(build_config(overrides=values))["rollingq_on"]
         key = repr((config["train.seed"], sorted(effective_config(values, on).items())))
         assert key not in seen, (f"{path.name}: {config} trains the same experiment as "
                                  f"{seen[key]}")

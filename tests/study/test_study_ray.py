@@ -366,6 +366,13 @@ def test_errored_and_diverged_trials(tmp_path):
         assert bad["status"] == "errored"
         assert "FileNotFoundError" in bad["error"] and "/nonexistent/vit.pth" in bad["error"]
         assert bad["epochs"] == 0
+        # its arm from its config, as the trials that ran report it (design.json's analysis
+        # reads it and never builds a config)
+        assert (bad["rollingq_on"], bad["rollingq_beta"]) == (
+            by[("", lr)]["rollingq_on"], by[("", lr)]["rollingq_beta"])
+        assert str(bad["rollingq_on"]) in ("True", "False")
+    design = json.loads((study / "design.json").read_text())
+    assert [s["key"] for s in design["search"]] == ["model.pretrained", "optim.lr"]
     curves = pd.read_csv(study / "curves.csv")
     assert not curves.duplicated(["trial_id", "epoch"]).any()
     div = curves[curves["trial_id"] == diverged["trial_id"]]
