@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup study run test docs lint clean
+.PHONY: setup study run test test-fast docs lint clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -21,8 +21,14 @@ study: setup
 run: setup
 	$(PY) -m rollingq.train --out runs/synthetic-rollingq
 
+# The whole suite (CI runs this), with its 30 slowest tests listed.
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=30
+
+# The in-process tests and one end-to-end study on local Ray, on two workers: no other Ray launch,
+# CLI process, server, browser, docs build or bench script (the integration marker; docs/testing.md).
+test-fast: setup
+	$(PY) -m pytest -q -n 2 --dist worksteal -m "not slow and not gpu and not integration"
 
 # The documentation site (docs/, mkdocs-material + mkdocstrings) into site/; strict: a broken
 # link, a missing page or an unresolved docstring reference fails it (make test builds it too).

@@ -36,8 +36,8 @@ window.addEventListener("load", function () {
 });
 </script>"""
 
-pytestmark = pytest.mark.skipif(
-    CHROMIUM is None, reason="chromium is not installed: apt-get install -y chromium")
+pytestmark = [pytest.mark.integration, pytest.mark.skipif(
+    CHROMIUM is None, reason="chromium is not installed: apt-get install -y chromium")]
 
 
 def chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:

@@ -254,6 +254,7 @@ def test_the_imbalance_magnitude_does_not_reward_an_overshoot():
     assert out["out_imbalance"].tolist() == pytest.approx([0.4, 0.4, 0.0])
 
 
+@pytest.mark.integration
 def test_report_metrics_option_and_a_bad_outcome_name(tmp_path):
     folder = write_study(tmp_path, name="metrics", search=ON_OFF, effect=lambda p: 0.7,
                          planted=PAPER)

@@ -150,6 +150,7 @@ def test_a_failing_section_does_not_lose_the_report(ablation, tmp_path, monkeypa
     assert "## Comparison with the paper" in md and "## Artifacts" in md
 
 
+@pytest.mark.integration
 def test_cli_writes_the_report(tmp_path):
     p = cli(DATA / "smoke_finished", "--out", tmp_path / "out")
     assert p.returncode == 0, p.stderr

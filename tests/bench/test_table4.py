@@ -6,10 +6,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "bench"))
 
 import table4  # noqa: E402
+
+pytestmark = pytest.mark.integration  # make test-fast leaves it out (docs/testing.md)
 
 
 def test_every_row_reproduces_table_4():

@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "bench"))
@@ -12,6 +13,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 import verdict_calibration as vc  # noqa: E402
 
 from analysis import claims  # noqa: E402
+
+pytestmark = pytest.mark.integration  # make test-fast leaves it out (docs/testing.md)
 
 
 def test_effects_far_beyond_the_noise_are_decided_and_counted():

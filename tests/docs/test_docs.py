@@ -24,6 +24,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.integration  # make test-fast leaves it out (docs/testing.md)
+
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "artifacts" / "docs"
 OUTSIDE = re.compile(r"\.\./shared|shared/|METHOD\.md|BASELINES\.md|PERF\.md|STYLE\.md|"

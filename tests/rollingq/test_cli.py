@@ -27,6 +27,7 @@ def run(*args):
     )
 
 
+@pytest.mark.integration
 def test_a_run_writes_metrics_summary_and_checkpoint(tmp_path):
     cfg = tmp_path / "run.yaml"
     cfg.write_text(yaml.safe_dump({"train": {"epochs": 2}, "rollingq": {"beta": 0.0}}))
@@ -77,6 +78,7 @@ def test_a_run_writes_metrics_summary_and_checkpoint(tmp_path):
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 3
 
 
+@pytest.mark.integration
 def test_bad_input_exits_2_with_one_line(tmp_path):
     cases = [
         (["--set", "rollingq.rotation=qr"], "valid: svd, plane"),

@@ -92,6 +92,7 @@ def cli(*args):
                           capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.integration
 def test_cli_fits_does_not_fit_and_bad_input():
     base = ["--set", "data.name=cremad", "--set", "data.root=/nowhere"]
     ok = cli(*base, "--device-gib", "24")

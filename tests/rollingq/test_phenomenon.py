@@ -30,6 +30,8 @@ from rollingq.config import build_config
 from rollingq.diagnostics import attention_noise, noise_robustness
 from rollingq.train import fit
 
+pytestmark = pytest.mark.integration  # make test-fast leaves it out (docs/testing.md)
+
 SEEDS = (0, 1, 2)
 LEVELS = [0.0, 0.25, 0.5, 0.75, 1.0]
 RECIPE = "additive"

@@ -288,6 +288,7 @@ def test_a_real_timm_vit_state_dict_maps_onto_every_encoder_key(tmp_path):
     assert m.encoders["audio"].pos.shape == (1, 177, 768)
 
 
+@pytest.mark.integration
 def test_timm_name_offline_fails_in_one_line(tmp_path):
     """The single-run CLI, offline (huggingface_hub reads HF_HUB_OFFLINE when imported, so the
     run is a subprocess), with no cached weights: exit 2 and one line that says what to do."""
@@ -310,6 +311,7 @@ def test_timm_unknown_model_names_the_fix():
         load_pretrained(model(), "timm:vit_nonexistent")
 
 
+@pytest.mark.integration
 def test_timm_name_without_timm_says_how_to_install():
     code = ("import sys; sys.modules['timm'] = None\n"  # what `import timm` meets without timm
             "from rollingq.pretrained import timm_state_dict\n"

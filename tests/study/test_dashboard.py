@@ -24,6 +24,8 @@ import pytest
 
 from tests.study.loopback import free_port, server
 
+pytestmark = pytest.mark.integration  # make test-fast leaves it out (docs/testing.md)
+
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "artifacts" / "study"
 DASHBOARD = shutil.which("optuna-dashboard", path=str(Path(sys.executable).parent)) or \

@@ -16,6 +16,8 @@ import pytest
 
 from tests.analysis.test_browser import CHROMIUM, chromium
 
+pytestmark = pytest.mark.integration  # make test-fast leaves it out (docs/testing.md)
+
 ROOT = Path(__file__).resolve().parents[2]
 
 

@@ -15,6 +15,8 @@ from study import run
 from study.space import load_spec
 from tests.study.test_study_ray import result_rows, run_cli, the_study
 
+pytestmark = pytest.mark.integration  # make test-fast leaves it out (docs/testing.md)
+
 
 def planted_study(tmp_path: Path, space: str = "smoke", *sets: str) -> Path:
     """A study folder as a new study writes it (its space.yaml), before any trial ran."""

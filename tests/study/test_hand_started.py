@@ -24,6 +24,8 @@ import pandas as pd
 import psutil
 import pytest
 
+pytestmark = pytest.mark.integration  # make test-fast leaves it out (docs/testing.md)
+
 ROOT = Path(__file__).resolve().parents[2]
 RAY = Path(sys.executable).with_name("ray")
 SCRIPT = ROOT / "deploy" / "slurm" / "rollingq-study.sbatch"

@@ -11,9 +11,12 @@ import re
 import numpy as np
 import optuna
 import pandas as pd
+import pytest
 
 from analysis.pareto import non_dominated
 from tests.study.test_study_ray import run_cli
+
+pytestmark = pytest.mark.integration  # make test-fast leaves it out (docs/testing.md)
 
 OBJECTIVES, MODES = ["val_acc", "val_abs_air"], ["max", "min"]
 

@@ -51,6 +51,7 @@ CASES = {
 }
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("case", list(CASES))
 def test_bad_data_stops_the_study_before_ray_starts(tmp_path, case):
     make, dataset, expected = CASES[case]
@@ -91,6 +92,7 @@ tune: {{mode: grid, metric: val_acc, scheduler: fifo, resources: {{cpu: 1, gpu: 
     assert "data: features: 40 train+val" in capsys.readouterr().out  # the zero setting passed
 
 
+@pytest.mark.integration
 def test_a_study_whose_trials_do_not_fit_their_gpu_share_stops_before_ray(tmp_path, capsys):
     """The shipped cluster's A10G (24 GB) split four ways gives 6 GiB a trial; CREMA-D at batch
     64 in bf16 needs more, so the study is refused with the fixes, before Ray starts."""

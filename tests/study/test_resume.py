@@ -181,6 +181,7 @@ def test_an_older_session_is_never_used_instead(tmp_path, monkeypatch):
         repair(exp, never)
 
 
+@pytest.mark.integration
 def test_resume_past_repair_is_one_line_before_ray(tmp_path):
     folder, exp, _ = new_study(tmp_path)
     snapshot(exp, OLD, ["t_00000"], cut=True)

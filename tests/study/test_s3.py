@@ -22,6 +22,8 @@ import pytest
 from study.run import join_uri
 from tests.study.loopback import free_port, server
 
+pytestmark = pytest.mark.integration  # make test-fast leaves it out (docs/testing.md)
+
 ROOT = Path(__file__).resolve().parents[2]
 MOTO = shutil.which("moto_server", path=str(Path(sys.executable).parent))
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",

@@ -29,10 +29,10 @@ SCRIPT = ROOT / "deploy" / "slurm" / "rollingq-study.sbatch"
 DAEMONS = ("munged", "slurmctld", "slurmd", "sbatch")
 INSTALL = "apt-get install -y slurm-wlm munge"
 
-pytestmark = pytest.mark.skipif(
+pytestmark = [pytest.mark.integration, pytest.mark.skipif(
     any(shutil.which(d) is None and not Path(f"/usr/sbin/{d}").exists() for d in DAEMONS)
     or os.geteuid() != 0,
-    reason=f"a single-node SLURM needs root and Debian's slurm-wlm with munge: {INSTALL}")
+    reason=f"a single-node SLURM needs root and Debian's slurm-wlm with munge: {INSTALL}")]
 
 
 def _which(name: str) -> str:

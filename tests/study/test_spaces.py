@@ -381,6 +381,7 @@ def _assert_one_line_exit_2(proc: subprocess.CompletedProcess, seconds: float) -
     return lines[0]
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("case", list(BAD_SPECS))
 def test_bad_spec_file_exits_2_with_one_line_before_ray(case, tmp_path):
     body, expected = BAD_SPECS[case]
@@ -395,6 +396,7 @@ def test_bad_spec_file_exits_2_with_one_line_before_ray(case, tmp_path):
     assert not (ROOT / "results" / name).exists(), "nothing may be written for a bad spec"
 
 
+@pytest.mark.integration
 def test_malformed_yaml_names_the_file_and_line(tmp_path):
     path = tmp_path / "malformed.yaml"
     path.write_text(HEADER.format(name="malformed")
@@ -404,6 +406,7 @@ def test_malformed_yaml_names_the_file_and_line(tmp_path):
     assert f"{path}:4: malformed YAML" in line, line
 
 
+@pytest.mark.integration
 def test_unknown_space_lists_the_available_ones():
     proc, seconds = _run_cli(["--space", "no_such_space"])
     line = _assert_one_line_exit_2(proc, seconds)
@@ -411,12 +414,14 @@ def test_unknown_space_lists_the_available_ones():
     assert all(name in line for name in available_spaces()), line
 
 
+@pytest.mark.integration
 def test_gpus_per_trial_above_one_is_refused():
     proc, seconds = _run_cli(["--space", "smoke", "--gpus-per-trial", "1.5"])
     line = _assert_one_line_exit_2(proc, seconds)
     assert "`0 <= --gpus-per-trial <= 1` must hold, but got 1.5" in line
 
 
+@pytest.mark.integration
 def test_bad_spec_never_imports_ray(tmp_path):
     """The exit happens before `import ray`, not merely before ray.init."""
     path = tmp_path / "bad.yaml"

@@ -290,6 +290,7 @@ def test_smoke_study_end_to_end(tmp_path):
     assert "| deterministic algorithms | no |" in report
 
 
+@pytest.mark.integration
 def test_balance_rollingq_smoke_test_end_to_end(tmp_path):
     """`python study/run.py --space balance_rollingq --smoke-test`: a balancing method trains
     in a study and its per-epoch ratio and coefficients reach curves.csv."""
@@ -309,6 +310,7 @@ def test_balance_rollingq_smoke_test_end_to_end(tmp_path):
     assert curves[curves["balance.method"] == "none"]["balance_coef_audio"].isna().all()
 
 
+@pytest.mark.integration
 def test_paper_table1_smoke_test_end_to_end(tmp_path):
     """`python study/run.py --space paper_table1 --smoke-test`: its first two rows finish."""
     r = run_cli("--space", "paper_table1", "--smoke-test", "--storage", str(tmp_path),
@@ -343,6 +345,7 @@ tune: {mode: grid, metric: val_acc, scheduler: fifo, resources: {cpu: 1, gpu: 0}
 """
 
 
+@pytest.mark.integration
 def test_errored_and_diverged_trials(tmp_path):
     """Missing weights raise in the trial (errored, with the message); lr 1e30 gives a NaN loss
     (diverged); the study still ends, exit 4, and the results say so."""
@@ -402,6 +405,7 @@ tune: {mode: grid, metric: val_acc, scheduler: fifo, resources: {cpu: 1, gpu: 0}
 EPOCHS = 6
 
 
+@pytest.mark.integration
 def test_interrupt_kill_and_resume(tmp_path):
     """SIGINT -> exit 3 + the resume command; that command, SIGKILLed mid-study; resumed
     again -> the 6 trials once each, nothing trained twice, the same form as a plain study."""
@@ -589,6 +593,7 @@ class KillWorkerNode(tune.Callback):
         CLUSTER["worker"] = cluster.add_node(num_cpus=2)
 
 
+@pytest.mark.integration
 def test_worker_node_killed_mid_study(tmp_path, monkeypatch):
     """The node running both trials dies at their 2nd epoch: they are retried from their
     checkpoints on a new node, and the study ends with every trial finished."""

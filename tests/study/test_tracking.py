@@ -43,6 +43,8 @@ mlflow = pytest.importorskip("mlflow")
 pytest.importorskip("wandb")
 from mlflow.tracking import MlflowClient  # noqa: E402
 
+pytestmark = pytest.mark.integration  # make test-fast leaves it out (docs/testing.md)
+
 KILLED = """\
 # Does a tracked study survive a killed driver? 4 trials x 5 epochs, one at a time, no
 # checkpoint before the last epoch: a trial cut short trains again from its first epoch.

@@ -138,6 +138,7 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.integration
 def test_two_processes_preparing_at_once_decode_once(tmp_path, private_cache):
     make_cremad(tmp_path / "data")
     barrier = tmp_path / "barrier"

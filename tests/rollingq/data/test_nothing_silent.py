@@ -62,6 +62,7 @@ CASES = {
 }
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("case", list(CASES))
 def test_bad_features_are_one_line_errors_in_the_cli(tmp_path, case):
     kwargs, expected = CASES[case]

@@ -209,6 +209,7 @@ def test_ks_too_short_video_and_unknown_class_are_named(tmp_path, ks_classes):
         videos.from_videos(cfg, progress=False)
 
 
+@pytest.mark.integration
 def test_the_cli_prepares_from_videos_with_one_line_per_step(tmp_path):
     root = tmp_path / "CREMA-D"
     cremad_download(root, n=18, seconds=(2.5,))
