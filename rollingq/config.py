@@ -510,7 +510,10 @@ REPLACED = {
 }
 
 
-def _hint(key: str, keys: set[str]) -> str:
+def unknown_key_hint(key: str, keys: set[str] | None = None) -> str:
+    """What to say of an unknown config key (a config file, ``--set``, a spec): what replaced
+    it, the keys with its last part, or every valid key."""
+    keys = set(valid_keys()) if keys is None else keys
     if key in REPLACED:
         return f"it was replaced by {REPLACED[key]}"
     close = [k for k in sorted(keys) if k.split(".")[-1] == key.split(".")[-1]]
@@ -541,7 +544,8 @@ def build_config(
     keys = set(valid_keys())
     for key, (_, source) in user.items():
         if key not in keys:
-            raise ConfigError(f"unknown config key {key!r} ({source}); {_hint(key, keys)}")
+            raise ConfigError(f"unknown config key {key!r} ({source}); "
+                              f"{unknown_key_hint(key, keys)}")
 
     name = user.get("data.name", (DataConfig.name, ""))[0]
     values = dict(PRESETS.get(name, {}))
@@ -563,5 +567,6 @@ def config_from_dict(tree: dict[str, dict[str, Any]]) -> Config:
         for name in sub:
             if f"{group}.{name}" not in keys:
                 raise ConfigError(f"unknown config key {group}.{name!r} in a saved config (written "
-                                  f"by an older version?); {_hint(f'{group}.{name}', keys)}")
+                                  f"by an older version?); "
+                                  f"{unknown_key_hint(f'{group}.{name}', keys)}")
     return Config(**{g: GROUPS[g](**tree.get(g, {})) for g in GROUPS}).validate()

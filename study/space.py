@@ -27,7 +27,13 @@ from typing import Any
 
 import yaml
 
-from rollingq.config import ConfigError, build_config, parse_override, valid_keys
+from rollingq.config import (
+    ConfigError,
+    build_config,
+    parse_override,
+    unknown_key_hint,
+    valid_keys,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 SPACES_DIR = ROOT / "searchspaces"
@@ -314,18 +320,13 @@ def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any
             tree.setdefault("search", {}).setdefault(param, {})[attr] = value
         else:
             raise SpecError(f"--set {key}: not a config key nor a spec field (tune.*, claims.*, "
-                            f"seeds, search.<key>.<field>); config keys: "
-                            f"{', '.join(sorted(config_keys))}")
+                            f"seeds, search.<key>.<field>); {unknown_key_hint(key, config_keys)}")
     return tree
 
 
 def _check_key(key: str, source: str) -> None:
-    keys = set(valid_keys())
-    if key not in keys:
-        close = [k for k in sorted(keys) if k.split(".")[-1] == key.split(".")[-1]]
-        hint = (f"did you mean {', '.join(close)}?" if close
-                else f"valid keys: {', '.join(sorted(keys))}")
-        raise SpecError(f"unknown config key {key!r} ({source}); {hint}")
+    if key not in set(valid_keys()):
+        raise SpecError(f"unknown config key {key!r} ({source}); {unknown_key_hint(key)}")
 
 
 def _parse_variants(raw: Any, fixed: dict[str, Any], searched: set[str], where: str) -> Param:

@@ -396,6 +396,23 @@ def test_bad_spec_file_exits_2_with_one_line_before_ray(case, tmp_path):
     assert not (ROOT / "results" / name).exists(), "nothing may be written for a bad spec"
 
 
+@pytest.mark.parametrize("where", ["fixed:\n  balance.alpha: 0.1\n",
+                                   "search:\n  balance.alpha: {values: [0.1, 0.2]}\n"])
+def test_a_spec_and_the_command_line_say_the_same_of_a_replaced_key(tmp_path, where):
+    """One hint for an unknown key (``rollingq.config.unknown_key_hint``): a spec file that
+    still names ``balance.alpha`` is told what replaced it, as ``--set balance.alpha=`` is."""
+    path = tmp_path / "old.yaml"
+    path.write_text(HEADER.format(name="old") + where + GOOD_TUNE)
+    with pytest.raises(SpecError) as from_file:
+        load_spec(str(path))
+    with pytest.raises(SpecError) as from_set:
+        load_spec("smoke", ["balance.alpha=0.1"])
+    for e in (from_file, from_set):
+        assert "it was replaced by balance.ogm_alpha (OGM, OGM-GE) or balance.pmr_alpha" in str(
+            e.value), str(e.value)
+        assert "valid keys" not in str(e.value)
+
+
 @pytest.mark.integration
 def test_malformed_yaml_names_the_file_and_line(tmp_path):
     path = tmp_path / "malformed.yaml"
