@@ -2,7 +2,7 @@
 
 A study of small models leaves most of a GPU idle when it runs one trial at a time. This runs the
 same ``--trials`` trials (a small configuration: the synthetic data at width ``--dim``, seeds
-0..trials-1) as a real study would (``study.run.build_tuner``, the study's trainable with its
+0..trials-1) as a real study would (``study.tuner.build_tuner``, the study's trainable with its
 checkpoints, ledger and end-of-trial diagnostics) with ``tune.resources.gpu = 1/k`` and at most
 k trials at once, for each k of ``--ks``, and prints for each k:
 
@@ -52,8 +52,8 @@ def spec_tree(args: argparse.Namespace, k: int, device: str, cpus: float) -> dic
 
 
 def measure(args: argparse.Namespace, k: int, device: str, cpus: float, folder: Path) -> dict:
-    from study.run import build_tuner
     from study.space import parse_spec
+    from study.tuner import build_tuner
 
     spec = parse_spec(spec_tree(args, k, device, cpus), f"packing_k{k}", "bench/packing.py")
     folder.mkdir(parents=True)
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     import ray
     import torch
 
-    from study.run import export_project_path
+    from study.tuner import export_project_path
 
     device = args.device
     if device == "auto":

@@ -282,14 +282,3 @@ def write(study_dir: Path, trials: pd.DataFrame, curves: pd.DataFrame,
     trials.to_csv(study_dir / "trials.csv", index=False)
     curves.to_csv(study_dir / "curves.csv", index=False)
     (study_dir / "meta.json").write_text(json.dumps(info, indent=2, default=str) + "\n")
-
-
-def publish(folder: Path, uri: str) -> None:
-    """Copies the study's files (tables, spec, meta, journal, report) beside Ray's experiment
-    folder on remote storage (``s3://``, ``gs://``, ``file://``), so they outlive the head node."""
-    from pyarrow import fs
-
-    remote, base = fs.FileSystem.from_uri(uri)
-    remote.create_dir(base, recursive=True)
-    fs.copy_files(str(folder), base, source_filesystem=fs.LocalFileSystem(),
-                  destination_filesystem=remote)

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from study import run
+from study import growth, run
 from study.space import load_spec
 from tests.study.test_study_ray import result_rows, run_cli, the_study
 
@@ -47,7 +47,7 @@ def test_a_resume_that_changes_the_spec_is_refused(tmp_path, capsys, sets, says)
     assert len(err.splitlines()) == 1 and err.startswith(f"error: --resume {folder}: "), err
     assert says in err
     assert (folder / "space.yaml").read_text() == before  # nothing written
-    assert not (folder / run.EXPERIMENTS).exists()
+    assert not (folder / growth.EXPERIMENTS).exists()
 
 
 def test_an_optuna_study_cannot_grow_by_seeds(tmp_path, capsys):
@@ -83,7 +83,7 @@ def test_a_two_seed_study_grows_to_three(tmp_path):
     new_seeds = [json.loads(p.read_text().splitlines()[0])["config"]["train.seed"]
                  for p in new_results]
     assert new_seeds == [2, 2]
-    assert json.loads((study / run.EXPERIMENTS).read_text()) == [
+    assert json.loads((study / growth.EXPERIMENTS).read_text()) == [
         {"ray": "ray", "seeds": [0, 1]}, {"ray": "ray-2", "seeds": [2]}]
     assert yaml.safe_load((study / "space.yaml").read_text())["seeds"] == [0, 1, 2]
 

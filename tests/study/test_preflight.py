@@ -68,7 +68,7 @@ def test_bad_data_stops_the_study_before_ray_starts(tmp_path, case):
 
 
 def test_good_data_passes_and_every_data_setting_of_the_spec_is_checked(tmp_path, capsys):
-    from study.run import check_data
+    from study.preflight import check_data
     from study.space import SpecError, data_overrides
 
     good = write_features(tmp_path / "good")
@@ -106,7 +106,7 @@ def test_a_study_whose_trials_do_not_fit_their_gpu_share_stops_before_ray(tmp_pa
     assert "> 5.70 GiB available" in line and "train.activation_checkpointing=true" in line
     assert "(GPU share 0.25 of 24 GiB, 0.95 of it for the trial's allocations)" in line
     assert not (tmp_path / "ray-tmp").exists() and not (tmp_path / "results").exists()
-    from study.run import check_memory
+    from study.preflight import check_memory
 
     spec = load_spec("smoke", ["data.name=cremad", f"data.root={root}",
                                "tune.resources.gpu=0.5"])

@@ -19,8 +19,9 @@ from rollingq.config import build_config
 from rollingq.data import preflight
 from rollingq.train import CUBLAS_WORKSPACE, fit
 from study import provenance
-from study.run import check_same_data, worker_env
+from study.preflight import check_same_data
 from study.space import SpecError, load_spec
+from study.tuner import worker_env
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -1,6 +1,6 @@
 """Result files on remote storage: the study folder is copied next to Ray's experiment folder."""
 
-from study.results import publish
+from study.storage import publish
 
 
 def test_publish_copies_the_study_folder_to_a_storage_uri(tmp_path):

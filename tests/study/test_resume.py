@@ -21,9 +21,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from study.growth import RAY_DIR
 from study.resume import RepairError, readable, repair
-from study.run import RAY_DIR, build_tuner
 from study.space import load_spec
+from study.tuner import build_tuner
 
 ROOT = Path(__file__).resolve().parents[2]
 OLD, NEW = "2026-11-29_09-00-00", "2026-11-29_09-05-00"

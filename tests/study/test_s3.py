@@ -1,7 +1,7 @@
 """``--storage s3://...`` against a real S3 API: moto's server mode (as s3fs's own test suite
 runs it), started by this test on 127.0.0.1 and stopped by its process group. The endpoint is
 given as URI options (``?endpoint_override=...&scheme=http``, as MinIO or Ceph need), which the
-driver must keep at the end of every path it builds (``study.run.join_uri``); the report reads
+driver must keep at the end of every path it builds (``study.storage.join_uri``); the report reads
 the study back from the bucket and is published beside it (``analysis.remote``)."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from study.run import join_uri
+from study.storage import join_uri
 from tests.study.loopback import free_port, server
 
 pytestmark = pytest.mark.integration  # make test-fast leaves it out (docs/testing.md)

@@ -22,7 +22,7 @@ import yaml
 from analysis.tables import paper_name
 from rollingq.config import build_config
 from rollingq.train import fit
-from study.run import smoke
+from study.options import smoke
 from study.space import (
     ROOT,
     SPACES_DIR,
