@@ -40,7 +40,8 @@ if str(ROOT) not in sys.path:
 from rollingq import rotation as rot  # noqa: E402
 from rollingq.config import DataConfig, build_config  # noqa: E402
 from rollingq.data.synthetic import load_synthetic  # noqa: E402
-from rollingq.train import fit, full_pass_stats  # noqa: E402
+from rollingq.rolling import full_pass_stats  # noqa: E402
+from rollingq.train import fit  # noqa: E402
 
 # A features data set unlike the synthetic preset's: 6 classes, 12 tokens of 24 channels.
 FEATURES = {"num_classes": 6, "tokens": 12, "features": 24, "distractor_channels": 8,

@@ -24,10 +24,11 @@ if str(ROOT) not in sys.path:
 
 from rollingq.config import build_config  # noqa: E402
 from rollingq.data.base import ModalitySpec  # noqa: E402
+from rollingq.device import autocast_for  # noqa: E402
 from rollingq.diagnostics import cremad_shapes  # noqa: E402
 from rollingq.memory import activation_bytes, estimate, saved_bytes, size  # noqa: E402
 from rollingq.model import MultimodalTransformer  # noqa: E402
-from rollingq.train import autocast_for, make_optimizer, train_step  # noqa: E402
+from rollingq.train import make_optimizer, train_step  # noqa: E402
 
 SHAPES = {
     "cremad": (cremad_shapes(), 6),

@@ -57,19 +57,18 @@ from rollingq.config import (  # noqa: E402
     TrainConfig,
 )
 from rollingq.data.base import ModalitySpec, Split  # noqa: E402
-from rollingq.diagnostics import cremad_shapes, flops_per_sample  # noqa: E402
-from rollingq.model import MultimodalTransformer  # noqa: E402
-from rollingq.rolling import EpochStats  # noqa: E402
-from rollingq.train import (  # noqa: E402
+from rollingq.device import (  # noqa: E402
     CUBLAS_WORKSPACE,
     autocast_for,
     compiled_or_eager,
-    make_optimizer,
     resolve_device,
     set_deterministic,
-    train_step,
     uses_bf16,
 )
+from rollingq.diagnostics import cremad_shapes, flops_per_sample  # noqa: E402
+from rollingq.model import MultimodalTransformer  # noqa: E402
+from rollingq.rolling import EpochStats  # noqa: E402
+from rollingq.train import make_optimizer, train_step  # noqa: E402
 
 PEAK_FLOPS = {"cuda": 790e12}  # the reference's measured dense bf16 peak of the H100
 SHAPES: dict[str, tuple[dict[str, ModalitySpec], int, ModelConfig]] = {
@@ -101,7 +100,7 @@ def end_to_end_batches(args: argparse.Namespace, device: torch.device, batch: in
 
     from rollingq.config import build_config
     from rollingq.data import cremad, load_data
-    from rollingq.train import place
+    from rollingq.device import place
 
     root = Path(args.work) / "CREMA-D"
     if not (root / "train.csv").exists():

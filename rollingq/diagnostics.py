@@ -93,7 +93,7 @@ def scores(logits: Tensor, labels: Tensor) -> dict[str, float]:
     labels = labels.to(logits.device)
     pred = logits.argmax(1)
     f1 = f1_scores(confusion_matrix(pred, labels, logits.shape[1]))
-    correct = (pred == labels).sum().float()  # as rollingq.train.evaluate counts, bit for bit
+    correct = (pred == labels).sum().float()  # as rollingq.evaluate.evaluate counts, bit for bit
     return {"acc": (correct / len(labels)).item(), "f1": f1["macro"].item()}
 
 
@@ -168,7 +168,7 @@ def predict(
             the forward; ``inputs`` holds the model's modalities on the model's device and
             ``index`` (on the same device) the batch's sample positions in the split.
         autocast: A factory of the context each forward runs in: the training run's precision
-            (``rollingq.train.autocast_for``); fp32 by default.
+            (``rollingq.device.autocast_for``); fp32 by default.
 
     Returns:
         Logits (N, C) as CPU float32, and the last fusion layer's per-modality attention share

@@ -43,7 +43,7 @@ import torch
 
 from rollingq.config import Config, ConfigError, DataConfig, build_config, parse_override
 from rollingq.data.base import ModalitySpec
-from rollingq.train import DEVICE_DATA_SHARE
+from rollingq.device import DEVICE_DATA_SHARE
 
 GIB = 2**30
 # A trial's allocations may use this share of its GPU share (study/trainable.py sets it as the
@@ -87,7 +87,7 @@ def saved_bytes(model: torch.nn.Module, inputs: dict[str, torch.Tensor], labels:
                 bf16: bool) -> int:
     """Bytes of the distinct storages the training forward and losses save for backward,
     parameters excluded (they are counted as weights)."""
-    from rollingq.train import _losses
+    from rollingq.train import losses
 
     saved: dict[int, int] = {}
 
@@ -98,7 +98,7 @@ def saved_bytes(model: torch.nn.Module, inputs: dict[str, torch.Tensor], labels:
 
     with torch.autocast("cpu", torch.bfloat16, enabled=bf16), \
             torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        fusion, probes = _losses(model(inputs), labels)
+        fusion, probes = losses(model(inputs), labels)
         _ = fusion + probes
     params = {p.untyped_storage()._cdata for p in model.parameters()}
     return sum(n for key, n in saved.items() if key not in params)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -28,6 +29,10 @@ from torch import Tensor
 from rollingq import rotation as rot
 from rollingq.config import RollingQConfig
 from rollingq.fusions.attention import FusionStats, Rotation
+
+if TYPE_CHECKING:
+    from rollingq.data import Split
+    from rollingq.model import MultimodalTransformer
 
 
 class LayerStats:
@@ -161,3 +166,19 @@ def rotate_if_needed(
             )
         )
     return events
+
+
+@torch.no_grad()
+def full_pass_stats(
+    model: MultimodalTransformer, split: Split, batch_size: int, autocast
+) -> EpochStats:
+    """The published extra eval-mode pass over the training set (with its training transform)
+    for the anchor means: the mean of the batch means, as published."""
+    was_training = model.training
+    model.eval()
+    stats = EpochStats(model.modalities, len(model.rotations), per_batch=True)
+    for b in split.batches(batch_size):
+        with autocast():
+            stats.add(model(b.batch()).fusion)
+    model.train(was_training)
+    return stats

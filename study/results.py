@@ -91,7 +91,7 @@ def collect(exp_paths: list[str],
     """Reads the study's Ray experiment folders (one, and one more per growth by seeds) into
     (trials, curves) tables and each ended trial's ``predictions.npz`` (by trial id; the column
     ``predictions`` names its file in the results folder)."""
-    from rollingq.train import PREDICTIONS
+    from rollingq.evaluate import PREDICTIONS
 
     early = spec.tune["scheduler"] == "asha"
     rows, curves, predictions = [], [], {}

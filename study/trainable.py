@@ -45,8 +45,10 @@ from ray import tune
 
 from rollingq.checkpoints import CHECKPOINT
 from rollingq.config import build_config
+from rollingq.device import resolve_device
+from rollingq.evaluate import PREDICTIONS, predictions_npz, run_diagnostics
 from rollingq.memory import TRIAL_MEMORY_FRACTION
-from rollingq.train import PREDICTIONS, fit, predictions_npz, resolve_device, run_diagnostics
+from rollingq.train import fit
 from study.provenance import device_info
 from study.resume import write_atomic
 
@@ -69,7 +71,7 @@ def trial_config(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def flatten_diagnostics(diag: dict[str, Any]) -> dict[str, Any]:
-    """Diagnostics (``rollingq.train.run_diagnostics``) as flat metrics, named by what they are:
+    """Diagnostics (``rollingq.evaluate.run_diagnostics``) as flat metrics, named by what they are:
 
     - ``diagnostics_epoch``: the epoch of the model they ran on (the best validation epoch);
     - Table 3 on the test split: ``noise_recipe``, ``noise_seed``; ``noise_<m>_<λ>`` accuracy and

@@ -126,7 +126,7 @@ def worker_env(spec: Spec) -> dict[str, str]:
     """Environment variables the study's Ray workers need before they import torch: cuBLAS's
     workspace setting when a trial runs deterministically (``train.deterministic``)."""
     from rollingq.config import build_config
-    from rollingq.train import CUBLAS_WORKSPACE
+    from rollingq.device import CUBLAS_WORKSPACE
 
     if any(build_config(overrides=v).train.deterministic for v in trial_overrides(spec)):
         return {"CUBLAS_WORKSPACE_CONFIG": os.environ.get("CUBLAS_WORKSPACE_CONFIG",

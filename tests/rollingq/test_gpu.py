@@ -54,10 +54,11 @@ def test_real_data_trains_on_cuda_resident_and_streamed(tmp_path, where):
 def test_the_memory_estimate_is_within_15_percent_of_the_measured_peak(precision):
     """``python -m rollingq.memory`` against ``torch.cuda.max_memory_allocated`` of a real
     CREMA-D training step at batch 16 (the full table: ``bench/memory.py --device cuda``)."""
+    from rollingq.device import autocast_for
     from rollingq.diagnostics import cremad_shapes
     from rollingq.memory import estimate
     from rollingq.model import MultimodalTransformer
-    from rollingq.train import autocast_for, make_optimizer, train_step
+    from rollingq.train import make_optimizer, train_step
 
     cfg = build_config(overrides={"data.name": "cremad", "data.root": "/nowhere",
                                   "train.batch_size": 16, "train.precision": precision,

@@ -9,9 +9,11 @@ import torch
 from rollingq.config import RollingQConfig, build_config
 from rollingq.data import load_data
 from rollingq.data.base import stratified_split
+from rollingq.device import compiled_or_eager
+from rollingq.evaluate import run_diagnostics
 from rollingq.model import MultimodalTransformer
 from rollingq.rolling import EpochStats, rotate_if_needed
-from rollingq.train import compiled_or_eager, fit, lr_factor, run_diagnostics
+from rollingq.train import fit, lr_factor
 
 TINY = {"data.train_size": 400, "data.test_size": 200, "train.epochs": 4, "train.batch_size": 64}
 
@@ -151,7 +153,8 @@ def test_metrics_record_every_epoch():
 
 
 def test_epoch_minus_one_is_an_evaluation_of_the_untrained_model():
-    from rollingq.train import autocast_for, evaluate
+    from rollingq.device import autocast_for
+    from rollingq.evaluate import evaluate
 
     cfg = tiny(**{"train.epochs": 1})
     result = fit(cfg)

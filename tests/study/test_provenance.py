@@ -17,7 +17,8 @@ import torch
 
 from rollingq.config import build_config
 from rollingq.data import preflight
-from rollingq.train import CUBLAS_WORKSPACE, fit
+from rollingq.device import CUBLAS_WORKSPACE
+from rollingq.train import fit
 from study import provenance
 from study.preflight import check_same_data
 from study.space import SpecError, load_spec

@@ -6,7 +6,8 @@ import torch
 from rollingq.config import ConfigError, build_config
 from rollingq.data import base, load_data
 from rollingq.data.base import Split, carve_val
-from rollingq.train import fit, place
+from rollingq.device import place
+from rollingq.train import fit
 from tests.rollingq.data.fakes import config, make_cremad
 
 
@@ -103,12 +104,12 @@ def test_data_on_device_is_validated():
 
 @pytest.mark.gpu
 def test_on_cuda_auto_decides_by_budget_and_streamed_batches_match(monkeypatch):
-    from rollingq import train
+    from rollingq import device as placement
 
     device = torch.device("cuda")  # no index, as users write it: the budget must cope
     data = load_data(build_config(overrides={"data.train_size": 300}).data)
     assert place(data, device, "auto").train.device is None  # tiny: resident
-    monkeypatch.setattr(train, "DEVICE_DATA_SHARE", 1e-12)
+    monkeypatch.setattr(placement, "DEVICE_DATA_SHARE", 1e-12)
     streamed = place(data, device, "auto")
     assert streamed.train.device == device
     resident = place(data, device, "always")
