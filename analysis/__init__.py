@@ -12,7 +12,10 @@ the training core or the study driver, at import or at call time
     claims.py        the paper's claims on the study: tests, Holm, verdicts
     architectures.py RollingQ per architecture: one on/off pair at a time
     tables.py        main table (mean ± sd, t-interval, Δ to baseline), noise table, provenance
-    sensitivity.py   OLS + Type II ANOVA (η², partial η²), Tukey HSD, PED-ANOVA importance
+    sensitivity.py   OLS + Type II ANOVA (η², partial η², ω²), EMMs, Tukey HSD, dose responses
+    survival.py      censored times: Kaplan–Meier and the log-rank test
+    family.py        the exploratory family: BH-FDR over every outcome's tests
+    importance.py    an Optuna study's PED-ANOVA parameter importance
     pareto.py        the Pareto front of a multi-objective study
     plots.py         AIR and attention curves, noise curves, β × ρ heatmaps, point plots
     remote.py        study folders on s3:// and gs:// storage, read through pyarrow

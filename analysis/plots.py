@@ -30,9 +30,10 @@ import seaborn as sns
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from analysis.importance import Importance
 from analysis.outcomes import BETA, ON
 from analysis.results import Results, level_str
-from analysis.sensitivity import Importance, Survival
+from analysis.survival import Survival
 from analysis.tables import noise_long, noise_recipe, t_interval
 
 DPI = 100

@@ -32,7 +32,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis import architectures, claims, outcomes, pareto, plots, remote, sensitivity, tables
+from analysis import (
+    architectures,
+    claims,
+    family,
+    importance,
+    outcomes,
+    pareto,
+    plots,
+    remote,
+    sensitivity,
+    tables,
+)
 from analysis.claims import SYNTHETIC
 from analysis.results import (
     INACTIVE,
@@ -43,6 +54,7 @@ from analysis.results import (
     level_str,
     load,
 )
+from analysis.survival import Survival, survival
 
 log = logging.getLogger(__name__)
 EXIT_BAD_INPUT = 2
@@ -252,7 +264,7 @@ def _vanilla_strings(v: pd.DataFrame, q: dict[str, float]) -> pd.DataFrame:
                           "residual df": f"{r['df']:.0f}"} for r in v.to_dict("records")])
 
 
-def _survival_strings(surv: sensitivity.Survival,
+def _survival_strings(surv: Survival,
                       q: dict[str, float]) -> tuple[pd.DataFrame, pd.DataFrame]:
     levels = pd.DataFrame([{"parameter": r["factor"], "level": r["level"],
                             "trials": str(r["trials"]), "converged": str(r["events"]),
@@ -273,7 +285,7 @@ def _significance(s: sensitivity.Sensitivity, q: dict[str, float]) -> str:
     way it moves the outcome: its highest and lowest estimated marginal mean, with the
     Tukey-adjusted difference between them where the factor has more than two levels."""
     parts = []
-    for term in [t for t in sensitivity.tested_terms(s) if q.get(t, 1.0) < sensitivity.ALPHA]:
+    for term in [t for t in family.tested_terms(s) if q.get(t, 1.0) < sensitivity.ALPHA]:
         e = s.effects[s.effects["factor"] == term] if len(s.effects) else pd.DataFrame()
         e = e.dropna(subset=["mean"]) if len(e) else e
         if len(e) >= 2:
@@ -460,10 +472,10 @@ class Builder:
             return
         metrics = list(dict.fromkeys(["acc", *self.metrics]))  # the headline always
         fits = {m: sensitivity.analyse(res, m) for m in metrics if m not in outcomes.CENSORED}
-        survs = {m: sensitivity.survival(res, m) for m in metrics if m in outcomes.CENSORED}
-        family = sensitivity.fdr(fits, survs)
-        q = {m: dict(zip(g["term"], g["q"], strict=True)) for m, g in family.groupby("metric")}
-        fam = (f"the Benjamini–Hochberg q over the family of all {len(family)} effect tests "
+        survs = {m: survival(res, m) for m in metrics if m in outcomes.CENSORED}
+        tests = family.fdr(fits, survs)
+        q = {m: dict(zip(g["term"], g["q"], strict=True)) for m, g in tests.groupby("metric")}
+        fam = (f"the Benjamini–Hochberg q over the family of all {len(tests)} effect tests "
                f"of this section (every outcome's ANOVA terms, blocks aside, its contrasts "
                f"against the vanilla arm and its log-rank tests), false discovery rate 5 %")
         head = fits["acc"]
@@ -540,7 +552,7 @@ class Builder:
                            f"set's contrasts."))
 
     def outcome_sensitivity(self, metrics: list[str], fits: dict[str, sensitivity.Sensitivity],
-                            survs: dict[str, sensitivity.Survival],
+                            survs: dict[str, Survival],
                             q: dict[str, dict[str, float]]) -> None:
         """The same statistics for each outcome (analysis/outcomes.py); a censored time gets
         Kaplan–Meier and the log-rank test."""
@@ -566,7 +578,7 @@ class Builder:
                 lines.append(f"{what}: no model ({s.notes[-1] if s.notes else 'no data'})")
         self.summary.extend(f"{line}." for line in lines)
 
-    def censored(self, surv: sensitivity.Survival, what: str, q: dict[str, float]) -> str:
+    def censored(self, surv: Survival, what: str, q: dict[str, float]) -> str:
         """A censored time outcome: Kaplan–Meier per level, the log-rank tests, the figure;
         returns the summary line."""
         metric = surv.column
@@ -751,7 +763,7 @@ class Builder:
 
     def importance(self) -> None:
         res = self.res
-        imps = sensitivity.importance(res)
+        imps = importance.importance(res)
         self.add(Heading(3, "Parameter importance"))
         if not imps:
             self.add(Para("Fewer than two finished configurations: no importance."))
@@ -770,7 +782,7 @@ class Builder:
             if top:
                 self.summary.append(f"{imp.dataset}: the most important parameter is `{top}` "
                                     f"({imp.values[top]:.2f}, PED-ANOVA).")
-        for sentence in sensitivity.journal_summary(res):
+        for sentence in importance.journal_summary(res):
             self.add(Para(sentence))
         self.figure("importance", plots.importance_bars(imps), "PED-ANOVA parameter importance.")
         self.figure("history", plots.optimization_history(res),

@@ -30,10 +30,10 @@ degrees of freedom and full rank; the report says which model was fitted. An out
 time to an event which may never happen (``out_air_convergence``) is censored survival data:
 ``survival`` gives Kaplan–Meier per level and the log-rank test instead.
 
-Optuna studies (adaptive, unbalanced) get parameter importance with PED-ANOVA (Optuna's default
-evaluator), built offline from ``trials.csv``: trials stopped early by ASHA are excluded and
-counted (Optuna's own journal records them as COMPLETE), seeds of a configuration are averaged.
-They get no OLS p-values: the sampler chose each cell from earlier outcomes.
+``survival`` is ``analysis/survival.py``; the exploratory family's FDR over every outcome,
+``analysis/family.py``. Optuna studies (adaptive, unbalanced) get no OLS
+p-values, the sampler having chosen each cell from earlier outcomes: they get parameter
+importance (``analysis/importance.py``).
 """
 
 from __future__ import annotations
@@ -46,26 +46,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import optuna
 import pandas as pd
 import patsy
 import statsmodels.formula.api as smf
 from scipy.stats import studentized_range
 from statsmodels.stats.anova import anova_lm
-from statsmodels.stats.multitest import multipletests
 
-from analysis.design import searched
 from analysis.results import SEED, Results, level_str
 from analysis.tables import holm
 
 log = logging.getLogger(__name__)
 ALPHA = 0.05
-# The tune metric -> the trials.csv column that summarises it over a trial (and the direction).
-METRIC_COLUMN = {"val_acc": "acc_val", "best_val_acc": "acc_val", "test_acc_at_best_val": "acc",
-                 "train_loss": "final_train_loss", "val_loss": "acc_val",
-                 "val_f1": "val_f1_at_best_val", "test_f1_at_best_val": "test_f1_at_best_val"}
-EVALUATOR = ("PED-ANOVA (optuna.importance.PedAnovaImportanceEvaluator, target_quantile 0.1, "
-             "region_quantile 1.0: which parameters matter to land in the top 10 %)")
 
 
 @dataclass
@@ -102,33 +93,6 @@ class Sensitivity:
     design: str = ""
     blocked: bool = False
     n: int = 0
-    notes: list[str] = field(default_factory=list)
-
-
-@dataclass
-class Importance:
-    """Parameter importance of an Optuna study on one data set.
-
-    Attributes:
-        dataset: The data set.
-        evaluator: The evaluator's name and settings.
-        values: Parameter -> importance (sums to 1), most important first.
-        configurations: Distinct configurations in the study (seeds averaged).
-        trials: Finished trials used.
-        stopped: Trials stopped early by ASHA (excluded).
-        other_excluded: Errored, diverged or incomplete trials (excluded).
-        target: The column the study was built on and its direction.
-        notes: Sentences for the report.
-    """
-
-    dataset: str
-    evaluator: str
-    values: dict[str, float]
-    configurations: int
-    trials: int
-    stopped: int
-    other_excluded: int
-    target: str
     notes: list[str] = field(default_factory=list)
 
 
@@ -516,212 +480,3 @@ def outcome_on(d: pd.DataFrame) -> pd.Series:
     from analysis.outcomes import ON, rollingq_on
 
     return rollingq_on(d[ON]).fillna(False).astype(bool)
-
-
-def fdr(fits: dict[str, Sensitivity],
-        survivals: dict[str, Survival] | None = None) -> pd.DataFrame:
-    """The exploratory family of a report: every ANOVA term test (blocks aside), every
-    vanilla-arm contrast and every log-rank test of every outcome, Benjamini–Hochberg adjusted
-    together (``multipletests(method="fdr_bh")``). Rows ``metric, kind, term, p, q``."""
-    rows = []
-    for metric, surv in (survivals or {}).items():
-        if len(surv.tests):
-            rows += [{"metric": metric, "kind": "log-rank", "term": t, "p": p}
-                     for t, p in zip(surv.tests["factor"], surv.tests["p"], strict=True)]
-    for metric, s in fits.items():
-        if len(s.anova):
-            a = _tested(s)
-            rows += [{"metric": metric, "kind": "anova", "term": t, "p": p}
-                     for t, p in zip(a["term"], a["p"], strict=True)]
-        if len(s.vanilla):
-            rows += [{"metric": metric, "kind": "vanilla", "term": f"{ds}: {c}", "p": p}
-                     for ds, c, p in zip(s.vanilla["dataset"], s.vanilla["contrast"],
-                                         s.vanilla["p"], strict=True)]
-    out = pd.DataFrame(rows, columns=["metric", "kind", "term", "p"])
-    out = out[pd.to_numeric(out["p"], errors="coerce").notna()].reset_index(drop=True)
-    out["q"] = (multipletests(out["p"].astype(float), alpha=ALPHA, method="fdr_bh")[1]
-                if len(out) else [])
-    return out
-
-
-def _tested(s: Sensitivity) -> pd.DataFrame:
-    """The ANOVA rows that test an effect (the residual and the blocks aside)."""
-    if not len(s.anova):
-        return s.anova
-    return s.anova[(s.anova["term"] != "Residual")
-                   & ~s.anova["term"].str.contains("(block)", regex=False)]
-
-
-def tested_terms(s: Sensitivity) -> list[str]:
-    """The ANOVA terms that test an effect (blocks aside)."""
-    return list(_tested(s)["term"]) if len(s.anova) else []
-
-
-def significant_terms(s: Sensitivity, alpha: float = ALPHA) -> list[str]:
-    """ANOVA terms with an unadjusted p < alpha (blocks aside)."""
-    a = _tested(s)
-    return list(a.loc[a["p"] < alpha, "term"]) if len(a) else []
-
-
-# -- Optuna importance -----------------------------------------------------------------------
-
-def _param_value(dist: optuna.distributions.BaseDistribution, value: Any) -> Any:
-    if isinstance(dist, optuna.distributions.CategoricalDistribution):
-        match = [c for c in dist.choices if level_str(c) == level_str(value)]
-        return match[0] if match else None
-    if isinstance(dist, optuna.distributions.IntDistribution):
-        return int(value)
-    return float(value)
-
-
-def importance(res: Results) -> list[Importance]:
-    """PED-ANOVA importance per data set, from an Optuna study rebuilt from ``trials.csv``.
-
-    Returns:
-        One record per data set with at least two finished configurations (may be empty).
-    """
-    dists = {k: optuna.distributions.json_to_distribution(e.distribution)
-             for k, e in searched(res.designs).items()
-             if k != "data.name" and e.distribution is not None}
-    column = METRIC_COLUMN.get(res.metric, "acc_val")
-    direction = "minimize" if column == "final_train_loss" else "maximize"
-    unit = ("final train loss" if column == "final_train_loss" else
-            "macro-F1" if "f1" in column else "percent")
-    target = (f"{column} ({unit}, "
-              f"{direction}d; the tune metric is {res.metric}, {res.objectives[0][1]})")
-    out = []
-    for ds in res.datasets:
-        t = res.trials[res.trials["dataset"] == ds]
-        if column not in t:
-            continue
-        fin = t[(t["status"] == "finished") & (t["duplicate_of"] == "")
-                & pd.to_numeric(t[column], errors="coerce").notna()]
-        stopped = int((t["status"] == "stopped").sum())
-        other = len(t) - len(fin) - stopped
-        rows: dict[tuple[str, ...], list[float]] = {}
-        params: dict[tuple[str, ...], dict[str, Any]] = {}
-        for r in fin.to_dict("records"):
-            p = {}
-            for k, dist in dists.items():
-                v = r.get(k)
-                if v is None or (isinstance(v, float) and np.isnan(v)):
-                    continue  # an inactive conditional parameter
-                val = _param_value(dist, v)
-                if val is not None:
-                    p[k] = val
-            key = tuple(level_str(p.get(k)) for k in dists)
-            rows.setdefault(key, []).append(float(r[column]))
-            params[key] = p
-        notes = []
-        if len(rows) < 2:
-            continue
-        if len(rows) < 20:
-            notes.append(f"Only {len(rows)} configurations: importance from so few trials is "
-                         f"a rough ranking.")
-        study = optuna.create_study(direction=direction)
-        study.add_trials([optuna.trial.create_trial(
-            value=float(np.mean(vals)), params=params[key],
-            distributions={k: dists[k] for k in params[key]}) for key, vals in rows.items()])
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            values = optuna.importance.get_param_importances(
-                study, evaluator=optuna.importance.PedAnovaImportanceEvaluator())
-        out.append(Importance(ds, EVALUATOR, dict(values), len(rows), len(fin), stopped, other,
-                              target, notes))
-    return out
-
-
-def journal_summary(res: Results) -> list[str]:
-    """One sentence per ``optuna.journal``: its trials by state, as a cross-check."""
-    out = []
-    for path in res.journals:
-        name = res.designs[0].space
-        try:
-            storage = optuna.storages.JournalStorage(
-                optuna.storages.journal.JournalFileBackend(str(path)))
-            names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
-            study = optuna.load_study(study_name=name if name in names else names[0],
-                                      storage=storage)
-            states = pd.Series([t.state.name for t in study.trials]).value_counts()
-            counts = ", ".join(f"{n} {s.lower()}" for s, n in states.items()) or "no trials"
-            out.append(f"`{path.name}` (study `{study.study_name}`) holds {counts}. It records "
-                       f"ASHA-stopped trials as complete, so the importance above is built from "
-                       f"trials.csv instead.")
-        except Exception as e:  # noqa: BLE001 - a damaged journal must not stop the report
-            log.warning("cannot read %s: %s", path, e)
-            out.append(f"`{path.name}` could not be read ({type(e).__name__}); the importance "
-                       f"is built from trials.csv.")
-    return out
-
-
-# -- censored outcomes -----------------------------------------------------------------------
-
-@dataclass
-class Survival:
-    """A time-to-event outcome (``outcomes.CENSORED``) as survival data.
-
-    Attributes:
-        column: The time column; ``event`` its indicator (1 event, 0 censored).
-        levels: Rows ``factor, level, trials, events, share, median, times, survival`` (the
-            Kaplan–Meier estimate: ``survival[i]`` is the share without the event after
-            ``times[i]``; ``median`` NaN when under half had it).
-        tests: Rows ``factor, levels, chi2, p, strata``: the log-rank test across a factor's
-            levels (``survdiff``), stratified by seed.
-        n: Trials at risk (the others never started the clock: no rotation fired).
-        notes: Sentences for the report.
-    """
-
-    column: str
-    event: str
-    levels: pd.DataFrame = field(default_factory=pd.DataFrame)
-    tests: pd.DataFrame = field(default_factory=pd.DataFrame)
-    n: int = 0
-    notes: list[str] = field(default_factory=list)
-
-
-def survival(res: Results, column: str = "out_air_convergence") -> Survival:
-    """Kaplan–Meier per level of each factor and the log-rank test between the levels
-    (statsmodels ``SurvfuncRight`` and ``survdiff``), for a censored time outcome."""
-    from statsmodels.duration.survfunc import SurvfuncRight, survdiff
-
-    from analysis.outcomes import CENSORED
-
-    out = Survival(column, CENSORED[column])
-    df = res.frame()
-    if column not in df or out.event not in df:
-        out.notes.append(f"No trial recorded `{column}`.")
-        return out
-    time = pd.to_numeric(df[column], errors="coerce")
-    event = pd.to_numeric(df[out.event], errors="coerce")
-    d = df[time.notna() & event.notna()].assign(_t=time, _e=event)
-    out.n = len(d)
-    if not len(d):
-        out.notes.append("No trial started the clock (no rotation fired), so there is nothing "
-                         "to analyse.")
-        return out
-    factors, notes = active_factors(res, d)
-    out.notes += notes
-    strata = (d["dataset"].astype(str) + ":" + d[SEED].map(level_str))
-    levels, tests = [], []
-    for key in factors:
-        f = res.factor(key)
-        present = [lv for lv in f.levels if (d[key] == lv).any()]
-        for lv in present:
-            g = d[d[key] == lv]
-            sf = SurvfuncRight(g["_t"].to_numpy(float), g["_e"].to_numpy(float))
-            levels.append({"factor": key, "level": lv, "trials": len(g),
-                           "events": int(g["_e"].sum()), "share": float(g["_e"].mean()),
-                           "median": float(sf.quantile(0.5)) if g["_e"].any() else np.nan,
-                           "times": [float(t) for t in sf.surv_times],
-                           "survival": [float(p) for p in sf.surv_prob]})
-        group = d[key].astype(str).to_numpy()
-        stratified = strata.nunique() >= 2
-        try:
-            chi2, p = survdiff(d["_t"].to_numpy(float), d["_e"].to_numpy(float), group,
-                               strata=strata.to_numpy() if stratified else None)
-        except (ValueError, np.linalg.LinAlgError, ZeroDivisionError):
-            chi2, p = np.nan, np.nan
-        tests.append({"factor": key, "levels": len(present), "chi2": float(chi2),
-                      "p": float(p), "strata": "seed" if stratified else "none"})
-    out.levels, out.tests = pd.DataFrame(levels), pd.DataFrame(tests)
-    return out

@@ -10,9 +10,10 @@ import statsmodels.formula.api as smf
 from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
-from analysis import sensitivity, tables
+from analysis import family, sensitivity, tables
 from analysis.report import generate
 from analysis.results import load
+from analysis.survival import survival
 from tests.analysis.studies import write_study
 
 COPIES = {  # the rotation kind does nothing at 0 rotations: vanilla trains once per kind
@@ -104,7 +105,7 @@ def test_a_planted_censored_effect_is_found_by_the_log_rank_test(tmp_path):
 
     res = load([folder])
     assert res.finished["out_air_converged"].tolist().count(0) == 6  # the slow level: censored
-    surv = sensitivity.survival(res)
+    surv = survival(res)
     levels = surv.levels.set_index("level")
     assert levels.loc["2", "share"] == 1.0 and levels.loc["2", "median"] == 1
     assert levels.loc["0.5", "events"] == 0 and np.isnan(levels.loc["0.5", "median"])
@@ -123,11 +124,11 @@ def test_the_exploratory_family_is_benjamini_hochberg_over_every_outcome(tmp_pat
     folder = _copies_study(tmp_path)
     res = load([folder])
     fits = {m: sensitivity.analyse(res, m) for m in ("acc", "out_abs_air")}
-    family = sensitivity.fdr(fits)
-    assert set(family["kind"]) == {"anova", "vanilla"}
-    assert family["q"].to_numpy() == pytest.approx(
-        multipletests(family["p"], method="fdr_bh")[1])
-    assert not family["term"].str.contains("block").any()
+    tests = family.fdr(fits)
+    assert set(tests["kind"]) == {"anova", "vanilla"}
+    assert tests["q"].to_numpy() == pytest.approx(
+        multipletests(tests["p"], method="fdr_bh")[1])
+    assert not tests["term"].str.contains("block").any()
 
 
 def test_the_ablation_fixture_reads_as_a_nested_design(ablation):

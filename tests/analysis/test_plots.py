@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from matplotlib.collections import PathCollection, QuadMesh
 
-from analysis import plots, sensitivity
+from analysis import plots
+from analysis.importance import importance
 from analysis.results import load
 
 
@@ -128,7 +129,7 @@ def test_figures_are_faceted_by_data_set(paper_studies, tmp_path):
 
 def test_importance_bars_and_history(optuna_study, tmp_path):
     res = load([optuna_study])
-    fig = plots.importance_bars(sensitivity.importance(res))
+    fig = plots.importance_bars(importance(res))
     (ax,) = fig.axes
     assert ax.get_xlabel() == "importance (PED-ANOVA)" and len(ax.patches) == 4
     assert ax.get_yticklabels()[-1].get_text() == "rollingq.beta"  # the top bar
