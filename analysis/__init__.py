@@ -11,7 +11,9 @@ the training core or the study driver, at import or at call time
     outcomes.py      per-trial outcomes the claims are about (|AIR| growth, noise drop, ...)
     claims.py        the paper's claims on the study: tests, Holm, verdicts
     architectures.py RollingQ per architecture: one on/off pair at a time
+    stats.py         the shared statistics: Holm, t-intervals, paired/Welch differences, ALPHA
     tables.py        main table (mean ± sd, t-interval, Δ to baseline), noise table, provenance
+    paper.py         the paper's Tables 1-3, which of its rows a configuration is, comparisons
     sensitivity.py   OLS + Type II ANOVA (η², partial η², ω²), EMMs, Tukey HSD, dose responses
     survival.py      censored times: Kaplan–Meier and the log-rank test
     family.py        the exploratory family: BH-FDR over every outcome's tests

@@ -38,10 +38,10 @@ from statsmodels.stats.proportion import proportion_confint
 from statsmodels.stats.weightstats import DescrStatsW
 
 from analysis import claims
+from analysis.paper import PAPER_TABLE1, paper_name, variant_values
 from analysis.results import SEED, Results
-from analysis.tables import PAPER_TABLE1, holm, paper_name, prediction_interval, variant_values
+from analysis.stats import ALPHA, holm, prediction_interval
 
-ALPHA = claims.ALPHA
 COLUMNS = ["dataset", "pair", "paper_row", "on", "off", "n", "effect", "low", "high", "p",
            "sign_flip_p", "sign_flip_short", "p_holm", "margin", "tost_p", "tost_holm",
            "verdict", "paper_gain", "smaller_p", "smaller_holm", "improved", "predict_low",

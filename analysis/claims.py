@@ -68,14 +68,14 @@ from statsmodels.stats.power import TTestPower
 from statsmodels.stats.weightstats import DescrStatsW
 
 from analysis import outcomes
+from analysis.paper import PAPER_TABLE3, PAPER_TABLE3_LEVELS, paper_name
 from analysis.results import SEED, Results, ResultsError, config_values, level_str
-from analysis.tables import PAPER_TABLE3, PAPER_TABLE3_LEVELS, holm, paper_name
+from analysis.stats import ALPHA, holm
 
 REPRODUCED, CONTRADICTED, NO_EFFECT, INCONCLUSIVE, CANNOT, DETERMINISTIC = (
     "reproduced", "contradicted", "no effect", "inconclusive", "cannot judge",
     "deterministic: no test")
 VERDICTS = (REPRODUCED, CONTRADICTED, NO_EFFECT, INCONCLUSIVE, CANNOT, DETERMINISTIC)
-ALPHA = 0.05
 POWER = 0.8
 MOST_SEEDS = 200  # the seeds-needed search stops here
 SD_UCL = 0.8  # the seeds-needed recommendation plans for the sd's 80 % upper confidence limit

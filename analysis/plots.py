@@ -33,8 +33,9 @@ from matplotlib.lines import Line2D
 from analysis.importance import Importance
 from analysis.outcomes import BETA, ON
 from analysis.results import Results, level_str
+from analysis.stats import t_interval
 from analysis.survival import Survival
-from analysis.tables import noise_long, noise_recipe, t_interval
+from analysis.tables import noise_long, noise_recipe
 
 DPI = 100
 PANEL = (4.6, 3.3)  # inches per panel

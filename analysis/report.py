@@ -38,6 +38,7 @@ from analysis import (
     family,
     importance,
     outcomes,
+    paper,
     pareto,
     plots,
     remote,
@@ -54,6 +55,7 @@ from analysis.results import (
     level_str,
     load,
 )
+from analysis.stats import ALPHA
 from analysis.survival import Survival, survival
 
 log = logging.getLogger(__name__)
@@ -128,11 +130,11 @@ def _anova_strings(a: pd.DataFrame, q: dict[str, float] | None = None) -> pd.Dat
     rows = []
     for r in a.to_dict("records"):
         qv = (q or {}).get(r["term"], np.nan)
-        sig = "" if pd.isna(qv) else ("yes" if qv < sensitivity.ALPHA else "no")
+        sig = "" if pd.isna(qv) else ("yes" if qv < ALPHA else "no")
         rows.append({"term": r["term"], "df": f"{r['df']:.0f}", "sum of squares": _num(r["sum_sq"]),
                      "F": _num(r["F"]), "p": _p(r["p"]), "q (BH)": _p(qv),
                      "η²": _num(r["eta_sq"], 3), "partial η²": _num(r["partial_eta_sq"], 3),
-                     "ω²": _num(r["omega_sq"], 3), f"q < {sensitivity.ALPHA}": sig})
+                     "ω²": _num(r["omega_sq"], 3), f"q < {ALPHA}": sig})
     return pd.DataFrame(rows)
 
 
@@ -285,7 +287,7 @@ def _significance(s: sensitivity.Sensitivity, q: dict[str, float]) -> str:
     way it moves the outcome: its highest and lowest estimated marginal mean, with the
     Tukey-adjusted difference between them where the factor has more than two levels."""
     parts = []
-    for term in [t for t in family.tested_terms(s) if q.get(t, 1.0) < sensitivity.ALPHA]:
+    for term in [t for t in family.tested_terms(s) if q.get(t, 1.0) < ALPHA]:
         e = s.effects[s.effects["factor"] == term] if len(s.effects) else pd.DataFrame()
         e = e.dropna(subset=["mean"]) if len(e) else e
         if len(e) >= 2:
@@ -298,7 +300,7 @@ def _significance(s: sensitivity.Sensitivity, q: dict[str, float]) -> str:
     if len(s.vanilla):
         for r in s.vanilla.to_dict("records"):
             qv = q.get(f"{r['dataset']}: {r['contrast']}", 1.0)
-            if qv < sensitivity.ALPHA and r["contrast"].startswith("RollingQ (every cell)"):
+            if qv < ALPHA and r["contrast"].startswith("RollingQ (every cell)"):
                 parts.append(f"RollingQ vs vanilla on {r['dataset']} ({r['delta']:+.3g}; "
                              f"{_eq('q', qv)})")
     if not parts:
@@ -604,7 +606,7 @@ class Builder:
                              for lv in surv.levels[surv.levels["factor"] == r["factor"]]
                              .to_dict("records")) + f"; {_eq('q', q[r['factor']])})"
                  for r in surv.tests.to_dict("records")
-                 if q.get(r["factor"], 1.0) < sensitivity.ALPHA]
+                 if q.get(r["factor"], 1.0) < ALPHA]
         return (f"Log-rank test of the {what}: "
                 + (", ".join(found) + " significant at q < 0.05 (BH)" if found
                    else "nothing significant at q < 0.05 (BH)"))
@@ -840,13 +842,13 @@ class Builder:
     # 6. the paper
     def paper(self) -> None:
         res = self.res
-        ours = [d for d in res.datasets if d in tables.PAPER_TABLE1]
+        ours = [d for d in res.datasets if d in paper.PAPER_TABLE1]
         if not ours:
             self.add(Para(f"The data set ({', '.join(res.datasets)}) is not one of the paper's "
                           f"({PAPER_DATASETS}), so there is nothing to compare with."))
             return
-        self.add(Para(tables.PROTOCOL))
-        comp = tables.paper_comparison(res, self.table)
+        self.add(Para(paper.PROTOCOL))
+        comp = paper.paper_comparison(res, self.table)
         if len(comp):
             self.add(Table(comp, "Table 1 of the paper beside ours (percent). The paper's "
                                  "number is one seed at its best test epoch; the prediction "
@@ -856,7 +858,7 @@ class Builder:
                                  "one run of this setup."))
         else:
             self.add(Para("None of the variants corresponds to a row of the paper's Table 1."))
-        noise = tables.paper_noise_comparison(res)
+        noise = paper.paper_noise_comparison(res)
         if len(noise):
             recipe = tables.noise_recipe(res)
             self.add(Table(noise, "Table 3 (Kinetics-Sounds, noise on audio) beside ours; the "
@@ -864,7 +866,7 @@ class Builder:
                                   f"`absolute` recipe); ours: {recipe}"
                                   + ("." if recipe == "absolute" else
                                      ", whose λ axis is not the paper's.")))
-        attn = tables.paper_attention_comparison(res)
+        attn = paper.paper_attention_comparison(res)
         if len(attn):
             self.add(Table(attn, "Table 2: Pearson r between attention share and \"input is "
                                  "noise\" (the paper's protocol and sign are unpublished; it "

@@ -53,10 +53,9 @@ from scipy.stats import studentized_range
 from statsmodels.stats.anova import anova_lm
 
 from analysis.results import SEED, Results, level_str
-from analysis.tables import holm
+from analysis.stats import ALPHA, holm
 
 log = logging.getLogger(__name__)
-ALPHA = 0.05
 
 
 @dataclass

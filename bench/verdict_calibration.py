@@ -51,8 +51,9 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from analysis import architectures, claims, sensitivity  # noqa: E402
+from analysis.paper import PAPER_TABLE1, paper_name, variant_values  # noqa: E402
 from analysis.results import Results, load  # noqa: E402
-from analysis.tables import PAPER_TABLE1, paper_name, variant_values  # noqa: E402
+from analysis.stats import ALPHA  # noqa: E402
 
 # Per claim: the sd over seeds of its per-seed differences in the default study (synthetic data,
 # 5 seeds, `python bench/verdict_calibration.py --study DIR` prints them).
@@ -179,7 +180,7 @@ def pilot_power(sd: dict[int, float], sims: int, rng: np.random.Generator) -> pd
                 for n, out, power in ((high, rec, real), (low, plug, real_plug)):
                     n = n or claims.MOST_SEEDS
                     out.append(n)
-                    detect, null = claims.powers(true_sd, margin, claims.ALPHA / m,
+                    detect, null = claims.powers(true_sd, margin, ALPHA / m,
                                                   np.array([n]))
                     power.append(float(min(detect[0], null[0])))
             rows.append({

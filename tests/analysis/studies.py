@@ -226,7 +226,7 @@ def write_table1(root: Path, datasets: tuple[str, ...] = ("cremad", "kinetics_so
     set (as the driver writes one study per ``--dataset``): each variant's true headline
     accuracy is the paper's Table 1 number for its row (``means`` overrides them; a variant
     without a paper row takes Concat's), each trial adds Gaussian noise of ``sd`` points."""
-    from analysis.tables import PAPER_TABLE1, paper_name
+    from analysis.paper import PAPER_TABLE1, paper_name
 
     variants = table1_variants(space)
     out = []

@@ -169,7 +169,7 @@ def test_cli_errors_exit_2_with_one_line(tmp_path, capsys):
 
 
 def test_paper_rows_follow_fusion_rollingq_and_balance():
-    from analysis.tables import PAPER_TABLE1, paper_name
+    from analysis.paper import PAPER_TABLE1, paper_name
 
     cases = [
         ({"model.fusion": "concat", "rollingq.enabled": False}, "Concat"),

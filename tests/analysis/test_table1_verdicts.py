@@ -16,6 +16,7 @@ from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.proportion import proportion_confint
 
 from analysis import architectures, claims, sensitivity, tables
+from analysis.paper import PAPER_TABLE1, paper_comparison
 from analysis.report import generate
 from analysis.results import ResultsError, load
 from tests.analysis.studies import write_study, write_table1
@@ -117,7 +118,7 @@ def test_n5_rollingq_per_architecture_from_the_trials(table1):
                              method="holm")[1]
         assert g["p_holm"].to_numpy() == pytest.approx(holm)
         assert set(g["family"]) == {f"the 3 RollingQ pairs on {ds}"}
-    paper = tables.PAPER_TABLE1
+    paper = PAPER_TABLE1
     for r in t.to_dict("records"):
         x, style = raw[(r["dataset"], r["on"])]
         ci = stats.ttest_1samp(x, 0).confidence_interval(0.95)
@@ -285,7 +286,7 @@ def test_n12_the_paper_comparison_has_a_single_seed_prediction_interval(table1):
     (mean ± t(n − 1)·sd·√(1 + 1/n) of our paper-style numbers) and whether the paper's is
     inside."""
     res = load(table1)
-    comp = tables.paper_comparison(res, tables.main_table(res))
+    comp = paper_comparison(res, tables.main_table(res))
     row = comp[(comp["data set"] == "cremad") & (comp["variant"] == "visual")].iloc[0]
     trials = pd.read_csv(table1[0] / "trials.csv")
     x = 100 * trials.loc[trials["variant"] == "visual", "best_test_acc"].to_numpy()

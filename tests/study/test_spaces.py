@@ -19,7 +19,7 @@ import optuna
 import pytest
 import yaml
 
-from analysis.tables import paper_name
+from analysis.paper import paper_name
 from rollingq.config import build_config
 from rollingq.train import fit
 from study.options import smoke
