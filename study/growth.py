@@ -18,7 +18,8 @@ from typing import Any
 import yaml
 
 from study.options import RunOptions, smoke, with_paths_absolute
-from study.space import Spec, SpecError, apply_overrides, parse_spec
+from study.space import Spec, SpecError, parse_spec
+from study.specfile import apply_overrides
 from study.storage import join_uri
 
 RAY_DIR = "ray"  # the study's first Ray experiment folder in its storage

@@ -8,7 +8,8 @@ import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
-from study.space import Spec, SpecError, load_spec
+from study.space import Spec, SpecError
+from study.specfile import load_spec
 from study.storage import LOCAL_RESULTS
 
 

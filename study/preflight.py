@@ -11,7 +11,23 @@ from pathlib import Path
 from typing import Any
 
 from study.growth import changes
-from study.space import VARIANT, Spec, SpecError, apply_variant, data_overrides
+from study.space import VARIANT, Spec, SpecError, apply_variant
+
+
+def data_overrides(spec: Spec) -> list[dict[str, Any]]:
+    """The overrides of each distinct data setting the study's trials will use: the fixed
+    values, per variant, with each searched ``data.*`` value; one per distinct set of
+    ``data.*`` values (the other values come along: a data rule may name a model key)."""
+    found = [{**spec.fixed, **sets} for sets in spec.variants.values()] or [dict(spec.fixed)]
+    for p in spec.search:
+        if p.key.startswith("data."):
+            values = p.values if p.type == "choice" else [p.low, p.high]
+            found = [{**f, p.key: v} for f in found for v in values]
+    unique: dict[str, dict[str, Any]] = {}
+    for f in found:
+        data = sorted((k, v) for k, v in f.items() if k.startswith("data."))
+        unique.setdefault(repr(data), f)
+    return list(unique.values())
 
 
 def check_data(spec: Spec) -> list[dict[str, Any]]:

@@ -46,7 +46,8 @@ from study import options  # noqa: E402
 from study.growth import experiments, grow, repair_state, resumed_spec  # noqa: E402
 from study.options import RunOptions  # noqa: E402
 from study.preflight import check_data, check_memory, check_same_data  # noqa: E402
-from study.space import Spec, SpecError, available_spaces  # noqa: E402
+from study.space import Spec, SpecError  # noqa: E402
+from study.specfile import available_spaces  # noqa: E402
 from study.storage import Location, join_uri, local_root, locate, publish  # noqa: E402
 
 EXIT_BAD_INPUT, EXIT_INCOMPLETE, EXIT_TRIAL_ERRORS = 2, 3, 4

@@ -1,4 +1,5 @@
-"""Search-space files (``searchspaces/*.yaml``) -> a validated study spec, before Ray starts.
+"""A search space's tree (``study/specfile.py`` reads the files) -> a validated study spec,
+before Ray starts.
 
 A spec file has the sections ``fixed`` (config values), ``search`` (one entry per parameter:
 ``role`` scientific | nuisance, ``type`` choice | int | float, with ``values`` or
@@ -25,18 +26,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from rollingq.config import (
     ConfigError,
     build_config,
-    parse_override,
     unknown_key_hint,
     valid_keys,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-SPACES_DIR = ROOT / "searchspaces"
 SECTIONS = ("fixed", "variants", "search", "seeds", "tune", "claims")
 ROLES = ("scientific", "nuisance")
 TYPES = ("choice", "int", "float")
@@ -242,88 +239,6 @@ def apply_variant(values: dict[str, Any], variants: dict[str, dict[str, Any]]) -
     return out
 
 
-def available_spaces() -> dict[str, str]:
-    """Space name -> its one-line question, for every file in ``searchspaces/``."""
-    return {p.stem: _question(p.read_text()) for p in sorted(SPACES_DIR.glob("*.yaml"))}
-
-
-def _question(text: str) -> str:
-    for line in text.splitlines():
-        if line.startswith("#"):
-            return line.lstrip("#").strip()
-    return ""
-
-
-def resolve(name: str) -> Path:
-    """A space name (``rotation_ablation``) or a path to a YAML file -> the file."""
-    path = Path(name)
-    if path.suffix in (".yaml", ".yml") and path.is_file():
-        return path
-    candidate = SPACES_DIR / f"{name}.yaml"
-    if candidate.is_file():
-        return candidate
-    names = ", ".join(available_spaces()) or "none"
-    raise SpecError(f"unknown space {name!r}: no searchspaces/{name}.yaml and no such file; "
-                    f"available: {names}")
-
-
-def _read_yaml(path: Path) -> dict[str, Any]:
-    try:
-        tree = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f":{mark.line + 1}" if mark else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise SpecError(f"{path}{where}: malformed YAML: {problem}") from None
-    if tree is None:
-        tree = {}
-    if not isinstance(tree, dict):
-        raise SpecError(f"{path}: a space file must be a mapping with sections "
-                        f"{', '.join(SECTIONS)}")
-    return tree
-
-
-def _set_path(tree: dict[str, Any], dotted: list[str], value: Any) -> None:
-    node = tree
-    for part in dotted[:-1]:
-        node = node.setdefault(part, {})
-        if not isinstance(node, dict):
-            raise SpecError(f"cannot set {'.'.join(dotted)}: {part} is not a mapping")
-    node[dotted[-1]] = value
-
-
-def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """``--set`` values: a config key goes to ``fixed`` (and leaves ``search``); a spec field
-    (``tune.num_samples=8``, ``seeds=[0, 1]``, ``search.rollingq.beta.values=[0, 0.1]``,
-    ``claims.margins.6=1.0``) is set in place."""
-    tree = copy.deepcopy(tree)
-    config_keys = set(valid_keys())
-    for text in overrides:
-        try:
-            key, value = parse_override(text)
-        except ConfigError as e:
-            raise SpecError(str(e)) from None
-        if key in config_keys:
-            tree.setdefault("fixed", {})
-            tree["fixed"] = dict(tree["fixed"] or {})
-            tree["fixed"][key] = value
-            search = tree.get("search") or {}
-            search.pop(key, None)
-        elif key == "seeds" or key.startswith(("tune.", "claims.")):
-            _set_path(tree, key.split("."), value)
-        elif key.startswith("search."):
-            rest = key[len("search."):]
-            param, _, attr = rest.rpartition(".")
-            if param not in config_keys or attr not in PARAM_FIELDS:
-                raise SpecError(f"--set {key}: expected search.<config key>.<field> with field one "
-                                f"of {', '.join(sorted(PARAM_FIELDS))}")
-            tree.setdefault("search", {}).setdefault(param, {})[attr] = value
-        else:
-            raise SpecError(f"--set {key}: not a config key nor a spec field (tune.*, claims.*, "
-                            f"seeds, search.<key>.<field>); {unknown_key_hint(key, config_keys)}")
-    return tree
-
-
 def _check_key(key: str, source: str) -> None:
     if key not in set(valid_keys()):
         raise SpecError(f"unknown config key {key!r} ({source}); {unknown_key_hint(key)}")
@@ -451,22 +366,6 @@ def _validate_values(spec: Spec, where: str) -> None:
                 check({**base, **sets, **where_true, p.key: v}, f"search.{p.key}")
 
 
-def data_overrides(spec: Spec) -> list[dict[str, Any]]:
-    """The overrides of each distinct data setting the study's trials will use: the fixed
-    values, per variant, with each searched ``data.*`` value; one per distinct set of
-    ``data.*`` values (the other values come along: a data rule may name a model key)."""
-    found = [{**spec.fixed, **sets} for sets in spec.variants.values()] or [dict(spec.fixed)]
-    for p in spec.search:
-        if p.key.startswith("data."):
-            values = p.values if p.type == "choice" else [p.low, p.high]
-            found = [{**f, p.key: v} for f in found for v in values]
-    unique: dict[str, dict[str, Any]] = {}
-    for f in found:
-        data = sorted((k, v) for k, v in f.items() if k.startswith("data."))
-        unique.setdefault(repr(data), f)
-    return list(unique.values())
-
-
 def parse_spec(tree: dict[str, Any], name: str, source: str, question: str = "") -> Spec:
     """Validates a spec tree (as read from YAML, after overrides).
 
@@ -570,16 +469,6 @@ def _check_objectives(tune: dict[str, Any], source: str) -> None:
         raise SpecError(f"tune.scheduler={tune['scheduler']!r} with tune.metric={metric!r} "
                         f"({source}): a scheduler stops trials on one metric, so a Pareto study "
                         f"runs every trial its budget; set tune.scheduler: fifo")
-
-
-def load_spec(name: str, overrides: list[str] | None = None) -> Spec:
-    """Reads, overrides and validates a space by name or path."""
-    path = resolve(name)
-    text = path.read_text()
-    tree = apply_overrides(_read_yaml(path), overrides or [])
-    rel = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
-    question = tree.get("question") or _question(text)
-    return parse_spec(tree, tree.get("name") or path.stem, str(rel), question)
 
 
 class OptunaSpace:

@@ -404,7 +404,7 @@ def test_attention_noise_is_none_without_attention():
 def test_the_table_1_spaces_run_mbt_with_its_2_bottleneck_layers(space):
     """Table 1's MBT row (2 fusion layers, the published default), not a 1-layer MBT: its
     model at CREMA-D shapes has 85,863,954 parameters under the paper's counter."""
-    from study.space import load_spec
+    from study.specfile import load_spec
 
     values = load_spec(space).variants["mbt"]
     model = {k.removeprefix("model."): v for k, v in values.items() if k.startswith("model.")}

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from study import growth, run
-from study.space import load_spec
+from study.specfile import load_spec
 from tests.study.test_study_ray import result_rows, run_cli, the_study
 
 pytestmark = pytest.mark.integration  # make test-fast leaves it out (docs/testing.md)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from study.space import load_spec
+from study.specfile import load_spec
 from tests.rollingq.data.fakes import make_cremad
 from tests.rollingq.data.test_nothing_silent import write_features
 
@@ -68,8 +68,8 @@ def test_bad_data_stops_the_study_before_ray_starts(tmp_path, case):
 
 
 def test_good_data_passes_and_every_data_setting_of_the_spec_is_checked(tmp_path, capsys):
-    from study.preflight import check_data
-    from study.space import SpecError, data_overrides
+    from study.preflight import check_data, data_overrides
+    from study.space import SpecError
 
     good = write_features(tmp_path / "good")
     check_data(load_spec("smoke", ["data.name=features", f"data.root={good}"]))

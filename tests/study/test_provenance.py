@@ -21,7 +21,8 @@ from rollingq.device import CUBLAS_WORKSPACE
 from rollingq.train import fit
 from study import provenance
 from study.preflight import check_same_data
-from study.space import SpecError, load_spec
+from study.space import SpecError
+from study.specfile import load_spec
 from study.tuner import worker_env
 
 ROOT = Path(__file__).resolve().parents[2]

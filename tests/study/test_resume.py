@@ -23,7 +23,7 @@ import yaml
 
 from study.growth import RAY_DIR
 from study.resume import RepairError, readable, repair
-from study.space import load_spec
+from study.specfile import load_spec
 from study.tuner import build_tuner
 
 ROOT = Path(__file__).resolve().parents[2]

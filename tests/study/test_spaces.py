@@ -25,17 +25,14 @@ from rollingq.train import fit
 from study.options import smoke
 from study.space import (
     ROOT,
-    SPACES_DIR,
     VARIANT,
     OptunaSpace,
     Param,
     SpecError,
-    apply_overrides,
     apply_variant,
-    available_spaces,
-    load_spec,
     parse_spec,
 )
+from study.specfile import SPACES_DIR, apply_overrides, available_spaces, load_spec
 
 SPACE_FILES = sorted(SPACES_DIR.glob("*.yaml"))
 

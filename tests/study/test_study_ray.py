@@ -40,7 +40,7 @@ import yaml
 from ray import tune
 
 from study.resume import ray_temp, readable
-from study.space import load_spec
+from study.specfile import load_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 NOISE_LEVELS = ["0.0", "0.25", "0.5", "0.75", "1.0"]
