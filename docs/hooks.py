@@ -4,9 +4,10 @@ rendered to MathML at build time.
 
 A page holding the line ``<!-- config-reference -->`` gets, in its place, one table per config
 group (``data``, ``model``, ``rollingq``, ``balance``, ``optim``, ``train``): every key, its type,
-its default (from the dataclasses themselves), its valid choices (the ``choice("key", NAMES)``
-checks of ``Config.validate``) and the comment written beside it in the source (or the comment
-block just above it). The reference cannot drift from the code: it is the code.
+its default (from the dataclasses themselves), its valid choices (the field's ``Literal[...]``,
+which ``Config.validate`` checks: ``config.CHOICES``) and the comment written beside it in the
+source (or the comment block just above it). The reference cannot drift from the code: it is
+the code.
 
 A page holding ``<!-- differences-table -->`` gets the rows of the RollingQ differences table
 (``method.md`` §6) and of the baselines' (``baselines.md`` §7) as one table: each row is
@@ -58,17 +59,6 @@ def comments(source: str) -> dict[tuple[str, str], str]:
     return out
 
 
-def choices(source: str, module) -> dict[str, tuple[str, ...]]:
-    """Dotted key -> valid values, from the ``choice("key", NAMES)`` calls in the source."""
-    out = {}
-    for node in ast.walk(ast.parse(source)):
-        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
-                and node.func.id == "choice" and len(node.args) == 2
-                and isinstance(node.args[0], ast.Constant) and isinstance(node.args[1], ast.Name)):
-            out[node.args[0].value] = tuple(getattr(module, node.args[1].id))
-    return out
-
-
 def cell(text: object) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
@@ -79,7 +69,7 @@ def reference() -> str:
     from rollingq import config as module
 
     source = (ROOT / "rollingq" / "config.py").read_text()
-    notes, valid = comments(source), choices(source, module)
+    notes, valid = comments(source), module.CHOICES
     parts = []
     for group in dataclasses.fields(module.Config):
         cls = group.default_factory
@@ -90,6 +80,7 @@ def reference() -> str:
             key = f"{group.name}.{f.name}"
             default = getattr(instance, f.name)
             kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", f.type)
+            kind = "str" if key in valid else kind  # a Literal[...]: its values are listed
             parts.append(f"| `{key}` | `{cell(kind)}` | `{cell(repr(default))}` | "
                          f"{cell(', '.join(valid.get(key, ())))} | "
                          f"{cell(notes.get((cls.__name__, f.name), ''))} |")

@@ -9,7 +9,8 @@ A config is built in layers, each overriding the one before:
 4. dotted overrides (``--set rollingq.beta=0.1``), the same names search spaces use.
 
 Every value is checked in ``Config.validate``; an error names the key, the value, the rule and
-the valid choices, and where the value came from.
+the valid choices, and where the value came from. A key with a fixed set of values declares them
+on its field (``Literal[...]``); one generic check covers them all (``CHOICES``).
 
 Every key with its default and valid values: docs/configuration.md (generated from this file).
 """
@@ -21,36 +22,40 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
-FUSIONS = ("attn", "concat", "sum", "mbt", "mmml", "jmt", "mult", "audio", "visual", "text")
-READOUTS = ("own", "attn")
+from rollingq.presets import PRESETS
+
+Fusion = Literal["attn", "concat", "sum", "mbt", "mmml", "jmt", "mult", "audio", "visual", "text"]
+Readout = Literal["own", "attn"]
 READOUT_FUSIONS = ("mmml", "mult")  # fusions with a choice of read-out (RollingQ needs attn)
 MMML_HEADS = 8  # the heads of MMML's cross-modal layers (the published comparison's config)
 MULT_HEADS = 5  # the heads of MulT's transformers (the reference's default)
-FUSION_BLOCKS = ("prenorm", "published")
-ROTATIONS = ("svd", "plane")
-AIR_STATS = ("last_batch", "epoch")
-ANCHOR_STATS = ("full_pass", "running")
-ROTATE_LAYERS = ("last", "all")
-BALANCE_METHODS = ("none", "ogm", "ogm_ge", "pmr")
+FusionBlock = Literal["prenorm", "published"]
+RotationKind = Literal["svd", "plane"]
+AirStat = Literal["last_batch", "epoch"]
+AnchorStat = Literal["full_pass", "running"]
+RotateLayers = Literal["last", "all"]
+BalanceMethod = Literal["none", "ogm", "ogm_ge", "pmr"]
 # the fusions with every modality in them: the multimodal ones
 BALANCE_FUSIONS = ("attn", "concat", "sum", "mbt", "mmml", "jmt", "mult")
-OGM_VARIANTS = ("published", "minus_one")
-OPTIMIZERS = ("sgd", "adam", "adamw")
-SCHEDULES = ("published", "plain")
-DEVICES = ("auto", "cpu", "cuda")
-PRECISIONS = ("auto", "fp32", "bf16")
-DATA_ON_DEVICE = ("auto", "always", "never")
-NOISE_RECIPES = ("absolute", "additive", "mixing")
-EVAL_SPLITS = ("test", "val")
-DATASETS = ("synthetic", "features", "cremad", "kinetics_sounds", "mosei")
+OgmVariant = Literal["published", "minus_one"]
+OGM_VARIANTS = typing.get_args(OgmVariant)
+Optimizer = Literal["sgd", "adam", "adamw"]
+Schedule = Literal["published", "plain"]
+Device = Literal["auto", "cpu", "cuda"]
+Precision = Literal["auto", "fp32", "bf16"]
+DataOnDevice = Literal["auto", "always", "never"]
+NoiseRecipe = Literal["absolute", "additive", "mixing"]
+NOISE_RECIPES = typing.get_args(NoiseRecipe)
+EvalSplit = Literal["test", "val"]
+Dataset = Literal["synthetic", "features", "cremad", "kinetics_sounds", "mosei"]
 REAL_DATASETS = ("cremad", "kinetics_sounds", "mosei")  # read from data.root, decoded once
-ON_MISSING = ("error", "skip")
-NONFINITE = ("error", "zero")
-AUDIO_FORMATS = ("auto", "wav", "pt")
+OnMissing = Literal["error", "skip"]
+Nonfinite = Literal["error", "zero"]
+AudioFormat = Literal["auto", "wav", "pt"]
 MODALITIES = ("audio", "visual", "text")
 
 
@@ -60,7 +65,7 @@ class ConfigError(ValueError):
 
 @dataclass
 class DataConfig:
-    name: str = "synthetic"
+    name: Dataset = "synthetic"
     root: str = ""
     val_fraction: float = 0.1  # carved from train, stratified and seeded, when there is no val
     # synthetic data set (ignored by the others); see rollingq/data/synthetic.py
@@ -78,10 +83,10 @@ class DataConfig:
     data_seed: int = 1234  # the synthetic data set is fixed across trial seeds
     # real data sets (cremad, kinetics_sounds, mosei; rollingq/data/<name>.py).
     # Paths are relative to data.root unless absolute; "" means the published tree.
-    on_missing: str = "error"  # skip: drop samples whose files are missing and list their ids
+    on_missing: OnMissing = "error"  # skip: drop samples whose files are missing and list their ids
     # NaN/inf in features or decoded inputs: error (naming file, modality, count) or zero
     # (replaced by 0, counted in the log); MOSEI's published -inf -> 0 in audio applies anyway
-    nonfinite: str = "error"
+    nonfinite: Nonfinite = "error"
     modalities: str = ""  # comma-separated, fusion order; "" = audio,visual (mosei: visual,text)
     # the modality the data set favours, declared (claims 3 and 5 of the paper are about it): ""
     # = the data set's own (the synthetic one is built to favour audio; the paper's: audio on
@@ -93,7 +98,8 @@ class DataConfig:
     test_audio_dir: str = ""  # kinetics_sounds test_spec; cremad: audio_dir
     frames_dir: str = ""  # cremad Image-01-FPS kinetics_sounds train-frames-1fps/train
     test_frames_dir: str = ""  # kinetics_sounds val-frames-1fps/test; cremad: frames_dir
-    audio_format: str = "auto"  # cremad: wav, pt (the BalanceBench copy) or auto (what exists)
+    # cremad: wav, pt (the BalanceBench copy) or auto (what exists)
+    audio_format: AudioFormat = "auto"
     pickle: str = ""  # mosei: mosei_senti_data_noalign.pkl, else the aligned mosei_senti_data.pkl
     cache_dir: str = ""  # the decode-once cache; "" = $ROLLINGQ_CACHE or ~/.cache/rollingq
     decode_size: int = 224  # frames are decoded once and stored decode_size x decode_size, uint8
@@ -103,14 +109,14 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    fusion: str = "attn"
+    fusion: Fusion = "attn"
     fusion_layers: int = 1
     # the layers above the first (MT*): prenorm = 12-head pre-norm Transformer blocks (ours; the
     # paper gives no code), published = more published single-head fusion layers
-    fusion_block: str = "prenorm"
+    fusion_block: FusionBlock = "prenorm"
     # mmml's and mult's read-out: own (MMML's MLP on its [cls]; MulT's last time step) or attn
     # (the published fusion attention over their output tokens, which RollingQ can rotate)
-    readout: str = "own"
+    readout: Readout = "own"
     mult_dim: int = 30  # width of MulT's transformers (the reference's; = dim: no projection)
     dim: int = 768
     depth: int = 4
@@ -134,24 +140,26 @@ class RollingQConfig:
     beta: float = 0.1  # rotate when |AIR| > beta
     rho: float = 1.0  # anchor sharpness: alpha = (1 + tanh(-rho * AIR)) / 2
     max_rotations: int = 1
-    rotation: str = "svd"  # svd = published, plane = minimal (identity outside span(x, y))
-    air_stat: str = "last_batch"  # published: the last training batch; epoch: running mean
-    anchor_stat: str = "full_pass"  # published: extra eval pass; running: accumulated, no pass
-    layers: str = "last"  # which fusion layers' [cls] query is rotated
+    rotation: RotationKind = "svd"  # svd = published, plane = minimal (identity outside span(x, y))
+    air_stat: AirStat = "last_batch"  # published: the last training batch; epoch: running mean
+    # published: extra eval pass; running: accumulated, no pass
+    anchor_stat: AnchorStat = "full_pass"
+    layers: RotateLayers = "last"  # which fusion layers' [cls] query is rotated
 
 
 @dataclass
 class BalanceConfig:
     """The balancing baselines of Table 1 (rollingq/balance.py, docs/baselines.md §1 and §2)."""
 
-    method: str = "none"  # ogm, ogm_ge (gradient modulation), pmr (prototype losses)
+    method: BalanceMethod = "none"  # ogm, ogm_ge (gradient modulation), pmr (prototype losses)
     # Each method with its reference's CREMA-D values. A window [start, end] is a fraction of
     # train.epochs: the method acts in the epochs e (0-based) with start * E <= e <= end * E,
     # the references' `modulation_starts <= epoch <= modulation_ends` scaled to our run.
     # OGM / OGM-GE (OGM-GE_CVPR2022: alpha 0.8 for CREMA-D, epochs 0-50 of 100)
     ogm_alpha: float = 0.8
     ogm_window: list[float] = field(default_factory=lambda: [0.0, 0.5])
-    ogm_variant: str = "published"  # published: 1 - tanh(a relu(rho)); minus_one: relu(rho - 1)
+    # published: 1 - tanh(a relu(rho)); minus_one: relu(rho - 1)
+    ogm_variant: OgmVariant = "published"
     # PMR (Modal-Imbalance-PMR's CREMA-D concat script: alpha 2.0, momentum 0, epochs 0-70 of 130)
     pmr_alpha: float = 2.0
     pmr_momentum: float = 0.0  # prototypes c <- (1 - m) c_new + m c_old
@@ -170,7 +178,7 @@ class BalanceConfig:
 
 @dataclass
 class OptimConfig:
-    name: str = "sgd"
+    name: Optimizer = "sgd"
     lr: float = 1e-3
     weight_decay: float = 1e-4
     momentum: float = 0.9  # sgd only
@@ -178,7 +186,7 @@ class OptimConfig:
     min_lr_ratio: float = 0.0  # cosine floor as a fraction of lr
     # published: warm-up over int(warmup_epochs * steps) steps from lr 0, and one extra
     # scheduler step at every epoch end; plain: from lr/warmup, fractional, one step a batch
-    schedule: str = "published"
+    schedule: Schedule = "published"
     # clip the gradients' total L2 norm to this before each step (0: off, as the published
     # RollingQ code; MulT's reference clips at 0.8)
     grad_clip: float = 0.0
@@ -189,12 +197,12 @@ class TrainConfig:
     epochs: int = 30
     batch_size: int = 64
     seed: int = 0
-    device: str = "auto"
-    precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
+    device: Device = "auto"
+    precision: Precision = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
     compile: bool = False
     # the data on the training device (sliced there) or streamed from the host a batch at a
     # time: always | never | auto (resident when it takes <= 1/4 of the device memory allowed)
-    data_on_device: str = "auto"
+    data_on_device: DataOnDevice = "auto"
     cpu_threads: int = 0  # torch threads when training on CPU; 0 = torch's default
     # the encoder blocks recompute their activations in the backward pass (less memory, about
     # a third more compute): for trials that must fit a small GPU share (python -m
@@ -213,13 +221,13 @@ class TrainConfig:
     # MultiBench's white noise, the paper's cited recipe; additive: x + λ std(x) N(0, 1);
     # mixing: (1 - λ) x + λ N(0, 1)); one seeded draw a level, shared by the levels
     noise_levels: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0])
-    noise_recipe: str = "absolute"
+    noise_recipe: NoiseRecipe = "absolute"
     noise_seed: int = 0  # the noise draws of Table 3 and Table 2
     # Table 2: each sample of the split evaluated clean and with each modality noised
     # (attention_noise_draws draws a sample and modality) by this recipe at this level
-    attention_noise_recipe: str = "mixing"
+    attention_noise_recipe: NoiseRecipe = "mixing"
     attention_noise_level: float = 1.0
-    attention_noise_split: str = "test"
+    attention_noise_split: EvalSplit = "test"
     attention_noise_draws: int = 1
 
 
@@ -231,44 +239,11 @@ GROUPS = {
     "optim": OptimConfig,
     "train": TrainConfig,
 }
+# every key whose field is a Literal[...]: its valid values, in their declared order
+CHOICES: dict[str, tuple[str, ...]] = {
+    f"{g}.{name}": typing.get_args(kind) for g, cls in GROUPS.items()
+    for name, kind in typing.get_type_hints(cls).items() if typing.get_origin(kind) is Literal}
 
-# A data set's preset replaces defaults, never a value the user set.
-PRESETS: dict[str, dict[str, Any]] = {
-    "synthetic": {
-        "model.dim": 64,
-        "model.depth": 1,
-        "model.heads": 4,
-        "model.fusion_dropout": 0.0,
-        # The published optimizer (SGD, momentum 0.9, weight decay 1e-4) at a learning rate for a
-        # small model trained from scratch. With SGD an encoder's step scales with the attention
-        # its tokens get, which is the starvation RollingQ undoes; with AdamW the visual probe
-        # barely improved (Adam's per-parameter scaling presumably cancels that starvation; see
-        # rollingq/data/synthetic.py). In the tuning sweeps lr 0.2 diverged
-        # in most runs and 0.1 in a few (on nearby data settings); 0.05 keeps a factor 2 of margin.
-        "optim.name": "sgd",
-        "optim.lr": 0.05,
-        "optim.weight_decay": 1e-4,
-        "optim.warmup_epochs": 1.0,
-        "train.epochs": 12,
-        "train.cpu_threads": 1,  # a tiny model: more threads only wait on each other
-        # noise relative to each input's spread: the easy modality's high-variance distractor
-        # channels then swamp its signal, the failure this data set is built to show
-        "train.noise_recipe": "additive",
-        # Rotate whenever |AIR| > 0.2, up to 4 times, with a sharp anchor (alpha ~ 0.05 at
-        # AIR = 0.5): the query drifts back toward audio after each rotation.
-        "rollingq.beta": 0.2,
-        "rollingq.rho": 3.0,
-        "rollingq.max_rotations": 4,
-    },
-    "features": {
-        "model.dim": 256,
-        "model.depth": 2,
-        "model.heads": 4,
-        "optim.name": "adamw",
-        "optim.lr": 1e-3,
-        "optim.weight_decay": 1e-2,
-    },
-}
 
 
 @dataclass
@@ -294,129 +269,26 @@ class Config:
         Args:
             sources: Where each dotted key's value came from (a file, ``override``), for messages.
         """
-        d, m, r, o, t = self.data, self.model, self.rollingq, self.optim, self.train
-        b = self.balance
-        sources = sources or {}
+        sources, flat = sources or {}, self.flat()
 
         def need(ok: bool, key: str, rule: str, fix: str = "") -> None:
             if not ok:
-                value = self.flat()[key]
-                msg = f"`{rule}` must hold, but got {key}={value!r} ({sources.get(key, 'default')})"
+                msg = (f"`{rule}` must hold, but got {key}={flat[key]!r} "
+                       f"({sources.get(key, 'default')})")
                 raise ConfigError(msg + (f"; {fix}" if fix else ""))
 
-        def choice(key: str, choices: tuple[str, ...]) -> None:
-            value = self.flat()[key]
-            if value not in choices:
-                raise ConfigError(
-                    f"{key}={value!r} is not a valid choice ({sources.get(key, 'default')}); "
-                    f"valid: {', '.join(choices)}"
-                )
+        for key, valid in CHOICES.items():  # the Literal[...] of each field
+            if flat[key] not in valid:
+                raise ConfigError(f"{key}={flat[key]!r} is not a valid choice "
+                                  f"({sources.get(key, 'default')}); valid: {', '.join(valid)}")
+        from rollingq.config_rules import check_data, check_model, check_training  # they read
+        # this module's constants: imported here, once it is loaded
 
-        choice("data.name", DATASETS)
-        choice("model.fusion", FUSIONS)
-        choice("model.fusion_block", FUSION_BLOCKS)
-        choice("model.readout", READOUTS)
-        choice("rollingq.rotation", ROTATIONS)
-        choice("rollingq.air_stat", AIR_STATS)
-        choice("rollingq.anchor_stat", ANCHOR_STATS)
-        choice("rollingq.layers", ROTATE_LAYERS)
-        choice("balance.method", BALANCE_METHODS)
-        choice("balance.ogm_variant", OGM_VARIANTS)
-        choice("optim.name", OPTIMIZERS)
-        choice("optim.schedule", SCHEDULES)
-        choice("train.device", DEVICES)
-        choice("train.precision", PRECISIONS)
-        choice("train.data_on_device", DATA_ON_DEVICE)
-        choice("train.noise_recipe", NOISE_RECIPES)
-        choice("train.attention_noise_recipe", NOISE_RECIPES)
-        choice("train.attention_noise_split", EVAL_SPLITS)
-        need(d.name != "features" or bool(d.root), "data.root", "data.root != ''",
-             "the features data set reads train.npz/test.npz from data.root")
-        choice("data.on_missing", ON_MISSING)
-        choice("data.nonfinite", NONFINITE)
-        choice("data.audio_format", AUDIO_FORMATS)
-        need(d.name not in REAL_DATASETS or bool(d.root)
-             or (d.name == "mosei" and Path(d.pickle).is_absolute()), "data.root",
-             "data.root != ''", f"the {d.name} data set reads its files from data.root "
-             "(the expected trees are in docs/data.md)")
-        mods = [x.strip() for x in d.modalities.split(",")] if d.modalities.strip() else []
-        need(all(x in MODALITIES for x in mods) and len(set(mods)) == len(mods),
-             "data.modalities", "modalities: distinct names from audio, visual, text",
-             "e.g. data.modalities=visual,text")
-        need(d.name != "synthetic" or len(mods) in (0, 2), "data.modalities",
-             "two names for the synthetic data set, the easy modality first",
-             "e.g. data.modalities=text,visual (default audio,visual)")
-        default_mods = {"mosei": ["visual", "text"]}.get(d.name, ["audio", "visual"])
-        need(not d.favoured or d.name == "features" or d.favoured in (mods or default_mods),
-             "data.favoured", "favoured: one of the data set's modalities, or ''",
-             f"valid: {', '.join(mods or default_mods)}")
-        need(d.decode_size >= 1, "data.decode_size", "decode_size >= 1")
-        need(d.name not in ("cremad", "kinetics_sounds") or d.frame_size >= m.patch_size,
-             "data.frame_size", "frame_size >= model.patch_size",
-             f"frames smaller than a patch make no tokens; model.patch_size={m.patch_size}")
-        need(d.workers >= 0, "data.workers", "workers >= 0", "0 uses every available CPU")
-        need(0 <= d.val_fraction < 1, "data.val_fraction", "0 <= val_fraction < 1")
-        need(d.num_classes >= 2, "data.num_classes", "num_classes >= 2")
-        need(0 <= d.easy_informative <= 1, "data.easy_informative", "0 <= easy_informative <= 1")
-        need(1 <= d.hard_tokens <= d.tokens, "data.hard_tokens", "1 <= hard_tokens <= tokens")
-        need(d.train_size >= 2 * d.num_classes, "data.train_size", "train_size >= 2 * num_classes")
-        need(m.fusion_layers >= 1, "model.fusion_layers", "fusion_layers >= 1")
-        need(m.dim >= 1, "model.dim", "dim >= 1")
-        need(m.depth >= 0, "model.depth", "depth >= 0")
-        need(m.heads >= 1 and m.dim % m.heads == 0, "model.heads", "dim % heads == 0",
-             f"pick heads that divide model.dim={m.dim}")
-        need(m.patch_size >= 1, "model.patch_size", "patch_size >= 1")
-        need(0 <= m.fusion_dropout < 1, "model.fusion_dropout", "0 <= fusion_dropout < 1")
-        need(0 <= m.mmml_dropout < 1, "model.mmml_dropout", "0 <= mmml_dropout < 1")
-        need(m.bottleneck_tokens >= 1, "model.bottleneck_tokens", "bottleneck_tokens >= 1")
-        need(r.beta >= 0, "rollingq.beta", "beta >= 0")
-        need(r.rho >= 0, "rollingq.rho", "rho >= 0")
-        need(r.max_rotations >= 0, "rollingq.max_rotations", "max_rotations >= 0")
-        need(not r.enabled or m.fusion == "attn"
-             or (m.fusion in READOUT_FUSIONS and m.readout == "attn"),
-             "model.fusion", "a joint [cls] attention over every modality when rollingq.enabled",
-             "RollingQ rotates such an attention's [cls] query: model.fusion=attn, or "
-             "model.fusion=mmml or mult with model.readout=attn; else set "
-             "rollingq.enabled=false")
-        need(m.readout == "own" or m.fusion in READOUT_FUSIONS, "model.readout",
-             f"readout == 'own' unless fusion in ({', '.join(READOUT_FUSIONS)})",
-             "only those fusions have a choice of read-out")
-        need(m.mult_dim >= 1 and m.mult_dim % MULT_HEADS == 0, "model.mult_dim",
-             f"mult_dim >= 1 and mult_dim % {MULT_HEADS} == 0",
-             f"MulT's transformers have {MULT_HEADS} heads; the reference uses 30")
-        need(m.fusion != "mmml" or m.dim % MMML_HEADS == 0, "model.dim",
-             f"dim % {MMML_HEADS} == 0 for mmml",
-             f"MMML's cross-modal layers have {MMML_HEADS} heads")
-        need(b.method == "none" or m.fusion in BALANCE_FUSIONS, "model.fusion",
-             f"fusion in ({', '.join(BALANCE_FUSIONS)}) when balance.method != 'none'",
-             f"balance.method={b.method!r} balances two or more modalities; a unimodal model "
-             "has one")
-        need(b.ogm_alpha >= 0, "balance.ogm_alpha", "ogm_alpha >= 0")
-        need(b.pmr_alpha >= 0, "balance.pmr_alpha", "pmr_alpha >= 0")
-        for key in ("balance.ogm_window", "balance.pmr_window"):
-            w = self.flat()[key]
-            need(len(w) == 2 and 0 <= w[0] <= w[1] <= 1, key,
-                 "a window [start, end] with 0 <= start <= end <= 1 (fractions of train.epochs)",
-                 f"e.g. {key}=[0.0,0.5]")
-        need(0 <= b.pmr_momentum < 1, "balance.pmr_momentum", "0 <= pmr_momentum < 1")
-        need(0 < b.prototype_fraction <= 1, "balance.prototype_fraction",
-             "0 < prototype_fraction <= 1")
-        need(o.lr > 0, "optim.lr", "lr > 0")
-        need(o.weight_decay >= 0, "optim.weight_decay", "weight_decay >= 0")
-        need(o.grad_clip >= 0, "optim.grad_clip", "grad_clip >= 0 (0: off)")
-        need(0 <= o.momentum < 1, "optim.momentum", "0 <= momentum < 1")
-        need(o.warmup_epochs >= 0, "optim.warmup_epochs", "warmup_epochs >= 0")
-        need(0 <= o.min_lr_ratio <= 1, "optim.min_lr_ratio", "0 <= min_lr_ratio <= 1")
-        need(t.epochs >= 1, "train.epochs", "epochs >= 1")
-        need(t.batch_size >= 1, "train.batch_size", "batch_size >= 1")
-        need(t.cpu_threads >= 0, "train.cpu_threads", "cpu_threads >= 0", "0 = torch's default")
-        need(t.checkpoint_every >= 0, "train.checkpoint_every", "checkpoint_every >= 0")
-        need(all(0 <= x for x in t.noise_levels), "train.noise_levels", "every noise level >= 0")
-        need(t.attention_noise_level >= 0, "train.attention_noise_level",
-             "attention_noise_level >= 0")
-        need(t.attention_noise_draws >= 1, "train.attention_noise_draws",
-             "attention_noise_draws >= 1")
+        check_data(self, need)
+        check_model(self, need)
+        check_training(self, need)
         return self
+
 
 
 def _field_types(group: str) -> dict[str, Any]:
@@ -448,7 +320,7 @@ def _coerce(key: str, value: Any, source: str) -> Any:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise bad
         return float(value)
-    if kind is str:
+    if kind is str or typing.get_origin(kind) is Literal:  # a choice: validate checks it
         if value is None:
             return ""
         if not isinstance(value, str | int | float) or isinstance(value, bool):
@@ -558,15 +430,3 @@ def build_config(
         groups[group][attr] = _coerce(key, value, sources.get(key, f"preset {name}"))
     cfg = Config(**{g: GROUPS[g](**kw) for g, kw in groups.items()})
     return cfg.validate(sources)
-
-
-def config_from_dict(tree: dict[str, dict[str, Any]]) -> Config:
-    """Rebuilds a Config from ``Config.to_dict()`` output (a checkpoint or summary.json)."""
-    keys = set(valid_keys())
-    for group, sub in tree.items():
-        for name in sub:
-            if f"{group}.{name}" not in keys:
-                raise ConfigError(f"unknown config key {group}.{name!r} in a saved config (written "
-                                  f"by an older version?); "
-                                  f"{unknown_key_hint(f'{group}.{name}', keys)}")
-    return Config(**{g: GROUPS[g](**tree.get(g, {})) for g in GROUPS}).validate()

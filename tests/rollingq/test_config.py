@@ -3,12 +3,12 @@
 import pytest
 
 from rollingq.config import (
+    GROUPS,
     Config,
     ConfigError,
     ModelConfig,
     OptimConfig,
     build_config,
-    config_from_dict,
     valid_keys,
 )
 
@@ -58,7 +58,7 @@ def test_file_then_overrides(tmp_path):
 
 def test_round_trip_through_dict():
     cfg = build_config(overrides={"rollingq.rho": 2.0})
-    assert config_from_dict(cfg.to_dict()) == cfg
+    assert Config(**{g: GROUPS[g](**sub) for g, sub in cfg.to_dict().items()}) == cfg
     assert set(cfg.flat()) == set(valid_keys())
 
 
