@@ -329,11 +329,8 @@ def attention_noise(
       t interval over samples (``scipy.stats.ttest_1samp``; the sample is the unit, its
       draws averaged). A model whose attention moves away from a noised input has r < 0 and
       shift < 0.
-    - ``pooled``: the variant this project reported first: each sample noised on one modality
-      chosen uniformly at random (seeded), r over all (sample, modality) pairs of the share
-      and "this modality was the noised one" (no clean evaluation), ``adaptivity = -r``. Pooling
-      puts the gap between the modalities' shares into the variance, so a model with balanced
-      attention gets a larger |r| for the same shift; compare it with the paper only.
+    - ``pooled``: the variant this project reported first (``_pooled``), for comparison with
+      the paper only.
 
     The paper reports positive values (0.52 -> 0.76 on CREMA-D, higher is better) without its
     protocol or sign; ``-r`` is the reading under which moving away from noise is positive.
@@ -371,32 +368,41 @@ def attention_noise(
         noised.append([predict(model, split, batch_size,
                                _noised(m, level, recipe, generator), autocast)[1]
                        for _ in range(draws)])
-    per_modality = {}
-    for j, m in enumerate(modalities):
-        clean = clean_shares[m].double()
-        hit = torch.stack([s[m].double() for s in noised[j]])  # (draws, N)
-        shift = hit.mean(0) - clean
-        share = torch.cat([clean, hit.reshape(-1)])
-        flag = torch.cat([torch.zeros(n), torch.ones(n * draws)]).double()
-        low, high = _t_interval(shift)
-        per_modality[m] = {"r": _pearson(share, flag), "shift": shift.mean().item(),
-                           "shift_low": low, "shift_high": high,
-                           "clean_share": clean.mean().item(), "noised_share": hit.mean().item()}
+    per_modality = {m: _moved(clean_shares[m].double(),
+                              torch.stack([s[m].double() for s in noised[j]]))
+                    for j, m in enumerate(modalities)}
+    return {"recipe": recipe, "level": float(level), "draws": draws, "samples": n,
+            "evaluations": n * (1 + len(modalities) * draws), "per_modality": per_modality,
+            "pooled": _pooled(noised, modalities, n, seed)}
+
+
+def _moved(clean: Tensor, hit: Tensor) -> dict[str, float | None]:
+    """One modality's r and share shift from its clean shares (N,) and its noised ones (draws,
+    N), as ``attention_noise`` defines them."""
+    n, draws = len(clean), len(hit)
+    shift = hit.mean(0) - clean
+    share = torch.cat([clean, hit.reshape(-1)])
+    flag = torch.cat([torch.zeros(n), torch.ones(n * draws)]).double()
+    low, high = _t_interval(shift)
+    return {"r": _pearson(share, flag), "shift": shift.mean().item(), "shift_low": low,
+            "shift_high": high, "clean_share": clean.mean().item(),
+            "noised_share": hit.mean().item()}
+
+
+def _pooled(noised: list[list[dict[str, Tensor]]], modalities: list[str], n: int,
+            seed: int) -> dict[str, Any]:
+    """The pooled variant: each sample noised on one modality chosen uniformly at random
+    (seeded; its first draw), r over all (sample, modality) pairs of the share and "this
+    modality was the noised one" (no clean evaluation), ``adaptivity = -r``. Pooling puts the
+    gap between the modalities' shares into the variance, so a model with balanced attention
+    gets a larger |r| for the same shift."""
     choice = torch.randint(len(modalities), (n,), generator=torch.Generator().manual_seed(seed))
     rows = torch.arange(n)
     share = torch.cat([torch.stack([noised[j][0][m] for j in range(len(modalities))])[choice, rows]
                        for m in modalities]).double()  # (M * N,): m's share under i's condition
     flag = torch.cat([(choice == j) for j in range(len(modalities))]).double()
     r = _pearson(share, flag)
-    return {
-        "recipe": recipe,
-        "level": float(level),
-        "draws": draws,
-        "samples": n,
-        "evaluations": n * (1 + len(modalities) * draws),
-        "per_modality": per_modality,
-        "pooled": {"r": r, "adaptivity": None if r is None else -r, "pairs": len(share)},
-    }
+    return {"r": r, "adaptivity": None if r is None else -r, "pairs": len(share)}
 
 
 def _t_interval(x: Tensor, confidence: float = 0.95) -> tuple[float | None, float | None]:

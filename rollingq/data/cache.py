@@ -211,35 +211,8 @@ def ensure(
         try:
             writer = Writer(tmp)
             info = build(writer)
-            files = {}
-            for fname, arr in writer.files.items():
-                if isinstance(arr, np.memmap):
-                    arr.flush()
-                path = tmp / f"{fname}.npy"
-                files[fname] = {
-                    "shape": list(arr.shape),
-                    "dtype": str(arr.dtype),
-                    "bytes": path.stat().st_size,
-                    "blake2b": _checksum(path),
-                }
-                _fsync(path)
-            writer.files.clear()
-            manifest = {
-                "version": CACHE_VERSION,
-                "key": key,
-                "name": name,
-                "recipe": recipe,
-                "info": info,
-                "files": files,
-                "built_by": {"host": socket.gethostname(), "pid": os.getpid()},
-                "build_seconds": round(time.perf_counter() - began, 3),
-                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            }
-            (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, default=str) + "\n")
-            for path in tmp.iterdir():
-                if path.suffix != ".npy":
-                    _fsync(path)
-            _fsync(tmp)
+            manifest = _seal(tmp, writer, {"version": CACHE_VERSION, "key": key, "name": name,
+                                           "recipe": recipe, "info": info}, began)
             tmp.rename(final)  # the moment the entry becomes visible, complete
             _fsync(cache_dir)
         except BaseException:
@@ -253,6 +226,31 @@ def ensure(
         log.info("built cache entry %s in %.1f s", final, manifest["build_seconds"])
         return entry
 
+
+
+def _seal(tmp: Path, writer: Writer, head: dict[str, Any], began: float) -> dict[str, Any]:
+    """Flushes and checksums every array the build wrote, writes the manifest (``head`` with
+    the files, the builder and the build's time) and syncs it all to disk; returns the
+    manifest."""
+    files = {}
+    for fname, arr in writer.files.items():
+        if isinstance(arr, np.memmap):
+            arr.flush()
+        path = tmp / f"{fname}.npy"
+        files[fname] = {"shape": list(arr.shape), "dtype": str(arr.dtype),
+                        "bytes": path.stat().st_size, "blake2b": _checksum(path)}
+        _fsync(path)
+    writer.files.clear()
+    manifest = {**head, "files": files,
+                "built_by": {"host": socket.gethostname(), "pid": os.getpid()},
+                "build_seconds": round(time.perf_counter() - began, 3),
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, default=str) + "\n")
+    for path in tmp.iterdir():
+        if path.suffix != ".npy":
+            _fsync(path)
+    _fsync(tmp)
+    return manifest
 
 def verify(entry: Entry) -> list[str]:
     """Compares every file's checksum with the manifest; returns the problems (none: [])."""

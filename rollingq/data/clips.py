@@ -26,6 +26,7 @@ import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -259,8 +260,6 @@ def build_entry(
     size = cfg.decode_size
 
     def build(w: cache.Writer) -> dict[str, Any]:
-        from tqdm import tqdm
-
         info: dict[str, Any] = {"sizes": {}, "frames_stored": {}, "dropped": len(dropped)}
         w.text("ids.json", json.dumps({s: [c.id for c in clips] for s, clips in splits.items()}))
         w.text("dropped.tsv", "split\tid\treason\n"
@@ -272,62 +271,13 @@ def build_entry(
         try:
             for split, clips in splits.items():
                 k = max(len(c.frames) for c in clips)
-                audio = w.array(f"{split}_audio", (len(clips), *audio_shape), np.float16)
-                visual = w.array(f"{split}_visual", (len(clips), k, 3, size, size), np.uint8)
-                meta = w.array(f"{split}_meta", (len(clips), 3), np.int32)
-                labels = w.array(f"{split}_labels", (len(clips),), np.int64)
-                labels[:] = [c.label for c in clips]
-
-                def one(i: int, clips=clips, audio=audio, visual=visual, meta=meta) -> None:
-                    c = clips[i]
-                    a = load_audio(c.audio)
-                    if a.shape != tuple(audio_shape):
-                        raise DataError(f"{c.audio}: audio of shape {a.shape}, expected "
-                                        f"{tuple(audio_shape)} like the other clips")
-                    a16 = a.astype(np.float16)
-                    bad = ~np.isfinite(a16)
-                    if bad.any():
-                        what = (f"{c.audio}: audio holds {int(bad.sum()):,} NaN/inf values (or "
-                                f"values beyond the float16 range) of {a16.size:,}")
-                        if cfg.nonfinite == "error":
-                            raise DataError(what + "; fix or drop the file, or set "
-                                            "data.nonfinite=zero to store zeros in their place")
-                        log.warning("%s; replaced by 0 (data.nonfinite=zero)", what)
-                        a16[bad] = 0
-                    audio[i] = a16
-                    hw = (size, size)
-                    for j, f in enumerate(c.frames):
-                        try:
-                            img, orig = decode_frame(f, size)
-                        except FrameError as e:
-                            raise DataError(str(e)) from None
-                        visual[i, j] = img.numpy()
-                        hw = orig if j == 0 else hw
-                    visual[i, len(c.frames):] = visual[i, len(c.frames) - 1]
-                    meta[i] = (c.count, *hw)
-
-                bar = tqdm(total=len(clips), desc=f"{name} {split}: decoding", unit="clip",
-                           file=sys.stderr, disable=(not progress) if progress is not None
-                           else None)
-                try:
-                    # the first clip in this thread: the decoders import their libraries
-                    # lazily, and torchvision cannot be imported from two threads at once
-                    one(0)
-                    cache.STATS["samples_decoded"] += 1
-                    bar.update(1)
-                    with ThreadPoolExecutor(max_workers=threads) as pool:
-                        futures = [pool.submit(one, i) for i in range(1, len(clips))]
-                        try:
-                            for fut in futures:
-                                fut.result()
-                                cache.STATS["samples_decoded"] += 1
-                                bar.update(1)
-                        except BaseException:
-                            for fut in futures:
-                                fut.cancel()
-                            raise
-                finally:
-                    bar.close()
+                arrays = (w.array(f"{split}_audio", (len(clips), *audio_shape), np.float16),
+                          w.array(f"{split}_visual", (len(clips), k, 3, size, size), np.uint8),
+                          w.array(f"{split}_meta", (len(clips), 3), np.int32))
+                w.array(f"{split}_labels", (len(clips),), np.int64)[:] = [c.label for c in clips]
+                store = partial(_store_clip, clips, arrays, load_audio, tuple(audio_shape), size,
+                                cfg.nonfinite)
+                _decode_all(store, len(clips), threads, f"{name} {split}: decoding", progress)
                 info["sizes"][split] = len(clips)
                 info["frames_stored"][split] = k
         finally:
@@ -336,6 +286,69 @@ def build_entry(
 
     cache_dir = Path(cfg.cache_dir).expanduser() if cfg.cache_dir else cache.default_cache_dir()
     return cache.ensure(cache_dir, name, recipe(name, settings, splits, dropped), build, force)
+
+
+def _store_clip(clips: list[Clip], arrays: tuple[np.ndarray, np.ndarray, np.ndarray],
+                load_audio: Callable[[Path], np.ndarray], audio_shape: tuple[int, ...],
+                size: int, nonfinite: str, i: int) -> None:
+    """Decodes clip ``i`` into the entry's arrays: its audio as float16 (NaN/inf per
+    ``data.nonfinite``), its frames (the last repeated to the split's frame count) and its
+    (count, height, width) record."""
+    audio, visual, meta = arrays
+    c = clips[i]
+    a = load_audio(c.audio)
+    if a.shape != audio_shape:
+        raise DataError(f"{c.audio}: audio of shape {a.shape}, expected {audio_shape} like the "
+                        f"other clips")
+    a16 = a.astype(np.float16)
+    bad = ~np.isfinite(a16)
+    if bad.any():
+        what = (f"{c.audio}: audio holds {int(bad.sum()):,} NaN/inf values (or values beyond "
+                f"the float16 range) of {a16.size:,}")
+        if nonfinite == "error":
+            raise DataError(what + "; fix or drop the file, or set data.nonfinite=zero to store "
+                            "zeros in their place")
+        log.warning("%s; replaced by 0 (data.nonfinite=zero)", what)
+        a16[bad] = 0
+    audio[i] = a16
+    hw = (size, size)
+    for j, f in enumerate(c.frames):
+        try:
+            img, orig = decode_frame(f, size)
+        except FrameError as e:
+            raise DataError(str(e)) from None
+        visual[i, j] = img.numpy()
+        hw = orig if j == 0 else hw
+    visual[i, len(c.frames):] = visual[i, len(c.frames) - 1]
+    meta[i] = (c.count, *hw)
+
+
+def _decode_all(store: Callable[[int], None], n: int, threads: int, desc: str,
+                progress: bool | None) -> None:
+    """``store(i)`` for every clip, the first in this thread (the decoders import their
+    libraries lazily, and torchvision cannot be imported from two threads at once), the rest on
+    ``threads`` threads; the first error cancels the clips not begun and is raised."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=n, desc=desc, unit="clip", file=sys.stderr,
+               disable=(not progress) if progress is not None else None)
+    try:
+        store(0)
+        cache.STATS["samples_decoded"] += 1
+        bar.update(1)
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            futures = [pool.submit(store, i) for i in range(1, n)]
+            try:
+                for fut in futures:
+                    fut.result()
+                    cache.STATS["samples_decoded"] += 1
+                    bar.update(1)
+            except BaseException:
+                for fut in futures:
+                    fut.cancel()
+                raise
+    finally:
+        bar.close()
 
 
 def select_modalities(name: str, cfg: DataConfig, available: tuple[str, ...],
