@@ -21,6 +21,9 @@ the training core or the study driver, at import or at call time
     pareto.py        the Pareto front of a multi-objective study
     plots.py         AIR and attention curves, noise curves, β × ρ heatmaps, point plots
     remote.py        study folders on s3:// and gs:// storage, read through pyarrow
-    report.py        report.md + self-contained report.html; ``python -m analysis.report DIR``
+    format.py        how the report writes p, q, intervals and numbers
+    report/          report.md + self-contained report.html; ``python -m analysis.report DIR``:
+                     blocks.py (the blocks and their Markdown and HTML renderers), context.py,
+                     sections/ (one module a section, each ``build(ctx)``)
     export.py        the old name of ``python -m study.export`` (an alias for one release)
 """

@@ -1,0 +1,29 @@
+"""How each results folder was produced: commit, versions, hardware, data, hours."""
+
+from __future__ import annotations
+
+import logging
+
+import pandas as pd
+
+from analysis import (
+    tables,
+)
+from analysis.report.blocks import Code, Heading, Para, Table
+from analysis.report.context import Context
+
+log = logging.getLogger(__name__)
+
+
+def build(ctx: Context) -> None:
+    res = ctx.res
+    for i, d in enumerate(res.dirs):
+        if len(res.dirs) > 1:
+            ctx.add(Heading(3, f"{i}: `{d.name}`"))
+        ctx.add(Table(pd.DataFrame(tables.provenance(res, i), columns=["field", "value"])))
+        spec = d / "space.yaml"
+        if spec.is_file():
+            ctx.add(Para("The merged spec (`space.yaml`), verbatim:"),
+                    Code(spec.read_text().rstrip(), "yaml", "space.yaml"))
+    for note in res.notes:
+        ctx.add(Para(note))
