@@ -9,7 +9,10 @@ the training core or the study driver, at import or at call time
     migrate.py       folders of older drivers -> today's files, one step on load
     results.py       results folder(s) -> one typed in-memory record (factors, levels, baseline)
     outcomes.py      per-trial outcomes the claims are about (|AIR| growth, noise drop, ...)
-    claims.py        the paper's claims on the study: tests, Holm, verdicts
+    claims.py        the paper's claims on the study: tests, Holm, verdicts (numbers only)
+    power.py         the seeds a claim needs: power, and its range at the sd's upper limit
+    per_sample.py    claim (6) from the test set's per-sample predictions; chance accuracy
+    worst_case.py    the verdicts with the lost trials at their worst and their best
     architectures.py RollingQ per architecture: one on/off pair at a time
     stats.py         the shared statistics: Holm, t-intervals, paired/Welch differences, ALPHA
     tables.py        main table (mean ± sd, t-interval, Δ to baseline), noise table, provenance
@@ -24,6 +27,6 @@ the training core or the study driver, at import or at call time
     format.py        how the report writes p, q, intervals and numbers
     report/          report.md + self-contained report.html; ``python -m analysis.report DIR``:
                      blocks.py (the blocks and their Markdown and HTML renderers), context.py,
-                     sections/ (one module a section, each ``build(ctx)``)
+                     sections/ (one module a section, each ``build(ctx)``), claims_text.py
     export.py        the old name of ``python -m study.export`` (an alias for one release)
 """

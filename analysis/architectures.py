@@ -21,7 +21,7 @@ on the headline accuracy. Per pair:
     - the prediction interval of one seed's paper-style difference (best test epoch, as the
       paper selects), mean ± t(n − 1)·sd·√(1 + 1/n), against the paper's single-seed gain: can
       a single run of ours give the paper's number?
-    - the test set's paired BCa bootstrap and McNemar's test per seed (``claims.test_set_row``),
+    - the test set's paired BCa bootstrap and McNemar's test per seed (``per_sample.test_set_row``),
       where the trials saved their predictions.
 
 The table as a report's reader sees it: docs/report.md.
@@ -37,7 +37,8 @@ from scipy import stats
 from statsmodels.stats.proportion import proportion_confint
 from statsmodels.stats.weightstats import DescrStatsW
 
-from analysis import claims
+from analysis import claims, per_sample
+from analysis import stats as stats_
 from analysis.paper import PAPER_TABLE1, paper_name, variant_values
 from analysis.results import SEED, Results
 from analysis.stats import ALPHA, holm, prediction_interval
@@ -96,14 +97,14 @@ def _pair(res: Results, ds: str, variant: str, on: pd.DataFrame,
         "paper_row": f"{on_name} vs {off_name}" if on_name and off_name else "",
         "on": variant, "off": ", ".join(off_variants), "n": n, "effect": float(x.mean()),
         "paper_gain": float(gain), "improved": int((x > 0).sum()),
-        "test_set": claims.test_set_row(res, pd.concat([on, off]))}
+        "test_set": per_sample.test_set_row(res, pd.concat([on, off]))}
     if np.ptp(x) <= tolerance:  # nothing varies: no test
         row.update(low=row["effect"], high=row["effect"], verdict=claims.DETERMINISTIC)
     else:
         t = stats.ttest_1samp(x, 0.0)
         row.update(low=float(t.confidence_interval(1 - ALPHA).low),
                    high=float(t.confidence_interval(1 - ALPHA).high), p=float(t.pvalue),
-                   sign_flip_p=claims.sign_flip(x), x=x)
+                   sign_flip_p=stats_.sign_flip(x), x=x)
         if not np.isnan(gain):
             row["smaller_p"] = float(stats.ttest_1samp(x, gain, alternative="less").pvalue)
     row["improve_low"], row["improve_high"] = proportion_confint(

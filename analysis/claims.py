@@ -51,6 +51,10 @@ the synthetic data set, built to show the mechanism, a verdict is a *mechanism c
 paper's own gain is a reference, not a margin: ``analysis.architectures`` tests each RollingQ
 pair against it ("smaller than the paper's").
 
+The seeds-needed computation is ``analysis/power.py``, the sign-flip test
+``analysis/stats.py``, claim (6) on the test set's per-sample predictions
+``analysis/per_sample.py``, the lost trials' worst case ``analysis/worst_case.py``, and the
+claims in words ``analysis/report/claims_text.py``: this module returns numbers and verdicts.
 Every verdict and what it assumes, for readers of a report: docs/report.md.
 """
 
@@ -62,26 +66,21 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from scipy import stats
-from statsmodels.stats.contingency_tables import mcnemar
 from statsmodels.stats.oneway import anova_oneway
-from statsmodels.stats.power import TTestPower
 from statsmodels.stats.weightstats import DescrStatsW
 
 from analysis import outcomes
+from analysis.format import p_rel, signed
 from analysis.paper import PAPER_TABLE3, PAPER_TABLE3_LEVELS, paper_name
+from analysis.power import seeds_range
 from analysis.results import SEED, Results, ResultsError, config_values, level_str
-from analysis.stats import ALPHA, holm
+from analysis.stats import ALPHA, holm, sign_flip
 
 REPRODUCED, CONTRADICTED, NO_EFFECT, INCONCLUSIVE, CANNOT, DETERMINISTIC = (
     "reproduced", "contradicted", "no effect", "inconclusive", "cannot judge",
     "deterministic: no test")
 VERDICTS = (REPRODUCED, CONTRADICTED, NO_EFFECT, INCONCLUSIVE, CANNOT, DETERMINISTIC)
-POWER = 0.8
-MOST_SEEDS = 200  # the seeds-needed search stops here
-SD_UCL = 0.8  # the seeds-needed recommendation plans for the sd's 80 % upper confidence limit
 TOLERANCE = 1e-9  # a difference within this share of the claim's scale is 0 (floating point)
-SIGN_FLIP_EXACT = 16  # up to this many seeds the sign-flip p enumerates every flip
-SIGN_FLIP_RESAMPLES = 99_999  # beyond: random flips
 # The Holm family of the claims (a study's `claims.family`): the claims judged on one data set
 # (the default: a data set's verdicts do not change with the folders reported beside it), or
 # every claim on every data set of the report.
@@ -384,7 +383,8 @@ def _evidence(claim: Claim, d: pd.DataFrame, ds: str) -> Judgement:
             per_seed = tau.groupby(pool[SEED]).mean().dropna()
             if len(per_seed) >= 2 and per_seed.std(ddof=1) > 0:
                 p = float(stats.ttest_1samp(per_seed, 0.0).pvalue)
-                j.trend = f"Kendall τ (epoch, |AIR|) {per_seed.mean():+.2f} over seeds, p {_pv(p)}"
+                j.trend = (f"Kendall τ (epoch, |AIR|) {per_seed.mean():+.2f} over seeds, "
+                           f"p {p_rel(p)}")
         return j
     if not len(on):
         return cannot("the study has no RollingQ arm with this outcome")
@@ -402,73 +402,6 @@ def _evidence(claim: Claim, d: pd.DataFrame, ds: str) -> Judgement:
     j.test = (f"paired t-test over {len(diffs)} seed(s)"
               + (f", mean over {contexts} configurations" if contexts > 1 else ""))
     return j
-
-
-def _pv(p: float) -> str:
-    return "< 0.001" if p < 0.001 else f"= {p:.3f}"
-
-
-def powers(sd: float, delta: float, level: float, n: np.ndarray) -> tuple[np.ndarray,
-                                                                           np.ndarray]:
-    """At ``n`` seeds with per-seed sd ``sd``: the power of the two-sided t-test at ``level``
-    to find an effect of ``delta``, and the TOST's power at no effect with margin ``delta``
-    (its lower bound 2·P − 1 from the one-sided tests' power P)."""
-    tp = TTestPower()
-    detect = tp.power(effect_size=delta / sd, nobs=n, alpha=level, alternative="two-sided")
-    # At large effects scipy's noncentral t cdf of the far (wrong-side) tail returns NaN, and so
-    # the two-sided power; that tail is then negligible: the near tail's power (level / 2) alone
-    detect = np.where(np.isnan(detect), tp.power(effect_size=delta / sd, nobs=n, alpha=level / 2,
-                                                 alternative="larger"), detect)
-    one = tp.power(effect_size=delta / sd, nobs=n, alpha=level, alternative="larger")
-    return np.asarray(detect, dtype=float), np.clip(2 * np.asarray(one, dtype=float) - 1, 0, 1)
-
-
-def seeds_needed(sd: float, delta: float, family: int, alpha: float = ALPHA,
-                 power: float = POWER, at_least: int = 2) -> tuple[int, float, float]:
-    """The fewest seeds (at least ``at_least``, at most ``MOST_SEEDS``) at which, with per-seed
-    sd ``sd``, the Bonferroni-level (``alpha / family``) two-sided t-test finds an effect of
-    ``delta`` with ``power`` and the TOST with margin ``delta`` finds no effect when there is
-    none with ``power`` (``powers``); and those two powers there. (0, NaN, NaN) when not
-    computable or above ``MOST_SEEDS``."""
-    if not (sd > 0 and delta > 0 and family > 0):
-        return 0, np.nan, np.nan
-    n = np.arange(max(2, at_least), MOST_SEEDS + 1)
-    detect, null = powers(sd, delta, alpha / family, n)
-    ok = np.flatnonzero(np.minimum(detect, null) >= power)
-    if not len(ok):
-        return 0, np.nan, np.nan
-    i = ok[0]
-    return int(n[i]), float(detect[i]), float(null[i])
-
-
-def sd_upper(sd: float, n: int, confidence: float = SD_UCL) -> float:
-    """The one-sided upper confidence limit of a normal sd from ``n`` values (chi-square):
-    ``sd · √((n − 1) / χ²_{1−confidence, n−1})``."""
-    return float(sd * np.sqrt((n - 1) / stats.chi2.ppf(1 - confidence, n - 1)))
-
-
-def seeds_range(sd: float, n: int, delta: float, family: int,
-                alpha: float = ALPHA) -> tuple[int, int, float, float, float]:
-    """The seeds needed as a range from a pilot of ``n`` seeds with sd ``sd``: ``(low, high,
-    power, power_null, sd_ucl)``; ``low`` at the observed sd, ``high`` (the recommendation) at
-    its ``SD_UCL`` upper confidence limit ``sd_ucl``, both at least ``n + 1``, with the powers
-    at ``high`` and ``sd_ucl``; 0 for an end above ``MOST_SEEDS``."""
-    ucl = sd_upper(sd, n)
-    low = seeds_needed(sd, delta, family, alpha, at_least=n + 1)[0]
-    high, detect, null = seeds_needed(ucl, delta, family, alpha, at_least=n + 1)
-    return low, high, detect, null, ucl
-
-
-def sign_flip(x: np.ndarray) -> float:
-    """The two-sided sign-flip (one-sample permutation) p of the mean of ``x`` against 0:
-    scipy ``permutation_test`` over every flip up to ``SIGN_FLIP_EXACT`` values, else random
-    flips (seeded)."""
-    n = len(x)
-    r = stats.permutation_test(
-        (x,), lambda v, axis: np.mean(v, axis=axis), permutation_type="samples",
-        vectorized=True, alternative="two-sided", rng=np.random.default_rng(0),
-        n_resamples=np.inf if n <= SIGN_FLIP_EXACT else SIGN_FLIP_RESAMPLES)
-    return float(r.pvalue)
 
 
 def _clean(j: Judgement) -> np.ndarray:
@@ -505,7 +438,7 @@ def decide(judgements: list[Judgement], alpha: float = ALPHA, plan: bool = True,
         elif j.verdict != CANNOT and np.ptp(x) <= TOLERANCE * max(j.margin, abs(j.effect)):
             j.verdict, j.sd = DETERMINISTIC, 0.0
             j.low = j.high = j.effect
-            j.reason = (f"every seed gives the difference {_number(j.effect)}: nothing varies, "
+            j.reason = (f"every seed gives the difference {signed(j.effect)}: nothing varies, "
                         f"so there is nothing to test")
     families: dict[str, list[Judgement]] = {}
     for j in judgements:
@@ -577,92 +510,6 @@ def _holm_intervals(family: list[Judgement], holm_p: np.ndarray, alpha: float) -
         j.holm_low, j.holm_high = map(float, t.confidence_interval(1 - level))
 
 
-def _number(x: float) -> str:
-    if pd.isna(x):
-        return "-"
-    return f"{x:+.3g}" if abs(x) < 0.1 else f"{x:+.2f}"
-
-
-def _p(p: float) -> str:
-    return "-" if pd.isna(p) else ("< 0.001" if p < 0.001 else f"{p:.3f}")
-
-
-def verdict_text(j: Judgement) -> str:
-    text = f"**{j.verdict}**"
-    if j.verdict == INCONCLUSIVE and j.seeds_needed:
-        span = (f"{j.seeds_low}–{j.seeds_needed}" if j.seeds_low and j.seeds_low < j.seeds_needed
-                else f"{j.seeds_needed}")
-        text += (f" (needs {j.seeds_needed} seeds; range {span}: {j.seeds_low or '-'} at the "
-                 f"observed sd {j.sd:.3g}, {j.seeds_needed} at its {100 * SD_UCL:.0f} % upper "
-                 f"confidence limit {j.sd_ucl:.3g}, where the power is {j.power:.2f} at the "
-                 f"margin and {j.power_null:.2f} to show no effect)")
-    elif j.verdict == INCONCLUSIVE and j.judged:
-        text += f" (needs more than {MOST_SEEDS} seeds)"
-    elif j.reason:
-        text += f" ({j.reason})"
-    return text + (f"; {j.label}" if j.label else "")
-
-
-def sign_flip_text(j: Judgement) -> str:
-    """The sign-flip p, with † where it cannot reach the claim's Holm level."""
-    if pd.isna(j.sign_flip_p):
-        return "-"
-    return _p(j.sign_flip_p) + (" †" if j.sign_flip_short else "")
-
-
-def table(res: Results, judgements: list[Judgement]) -> pd.DataFrame:
-    """The verdicts: a row per claim × data set with the effect and its interval at its Holm
-    level, the raw t and sign-flip p, the Holm p and its family, the margin (and where it comes
-    from) and the TOST's Holm p, the verdict and the seeds it needs, and the paper's figure."""
-    several = len(res.datasets) > 1
-    rows = []
-    for j in judgements:
-        row = {"claim": f"({j.claim.number}) {j.claim.text}"}
-        if several:
-            row["data set"] = j.dataset
-        row.update({
-            "claimed sign": "> 0" if j.claim.sign > 0 else "< 0",
-            "effect [interval at its Holm level]":
-                "-" if not j.n else _number(j.effect) + (
-                    f" [{_number(j.holm_low)}, {_number(j.holm_high)}] "
-                    f"({100 * (1 - j.holm_level):.1f}%)" if not pd.isna(j.holm_low) else ""),
-            "p": _p(j.p), "sign-flip p": sign_flip_text(j), "p (Holm)": _p(j.p_holm),
-            "Holm family": j.family_name or "-",
-            "margin": "-" if pd.isna(j.margin) else f"±{j.margin:g} ({j.margin_source})",
-            "TOST p (Holm)": _p(j.tost_holm),
-            "verdict": verdict_text(j),
-            "paper": PAPER_FIGURES.get(j.claim.number, {}).get(j.dataset, "-"),
-        })
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def evidence_table(res: Results, judgements: list[Judgement]) -> pd.DataFrame:
-    """What each verdict rests on: the quantity, the per-seed differences, the raw 95 %
-    interval, d_z, the test, and the trials used against those expected per arm."""
-    several = len(res.datasets) > 1
-    simultaneous = "simultaneous interval (Bonferroni over its family)"
-    rows = []
-    for j in judgements:
-        row = {"claim": f"({j.claim.number})"}
-        if several:
-            row["data set"] = j.dataset
-        diffs = ", ".join(f"{level_str(s)}: {_number(v)}" for s, v in j.diffs.items())
-        used = "; ".join(f"{arm} {j.used.get(arm, 0)} of {n}" for arm, n in j.expected.items())
-        row.update({
-            "effect measured": j.claim.quantity, "per-seed differences": diffs or "-",
-            "effect [95% CI]": "-" if pd.isna(j.low) else
-            f"{_number(j.effect)} [{_number(j.low)}, {_number(j.high)}]",
-            simultaneous: "-" if pd.isna(j.sim_low) else
-            f"[{_number(j.sim_low)}, {_number(j.sim_high)}] "
-            f"({100 * (1 - ALPHA / j.family):.1f}%)",
-            "d_z": "-" if pd.isna(j.d_z) else f"{j.d_z:+.2f}",
-            "test": j.test + (f"; {j.trend}" if j.trend else "") or "-",
-            "trials used (of the arm's)": used or "-"})
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
 def failures(res: Results) -> pd.DataFrame:
     """Per data set: the trials each arm lost (diverged, errored, incomplete) and a Fisher
     exact test of losing a trial by arm (scipy ``fisher_exact``)."""
@@ -682,133 +529,6 @@ def failures(res: Results) -> pd.DataFrame:
                                        "off_trials", "p"])
 
 
-def grow_commands(res: Results, judgements: list[Judgement]) -> list[str]:
-    """For each inconclusive claim with a seeds-needed figure: a sentence with the exact command
-    that grows its study (each grid study holding the claim's data set) to that many seeds;
-    an Optuna study cannot grow, and its sentence says so."""
-    out = []
-    for j in judgements:
-        if j.verdict != INCONCLUSIVE or not j.seeds_needed:
-            continue
-        studies = sorted(res.trials.loc[res.trials["dataset"] == j.dataset, "study"].unique())
-        for i in studies:
-            design = res.designs[int(i)]
-            seeds = design.seeds
-            new = max(1, j.seeds_needed - len(seeds))
-            grown = seeds + list(range(max(seeds) + 1, max(seeds) + 1 + new))
-            where = f"{j.dataset}: claim ({j.claim.number}) needs {j.seeds_needed} seeds"
-            if design.mode != "grid":
-                out.append(f"{where}; its study `{res.dirs[int(i)]}` is an Optuna study, which "
-                           f"cannot grow by seeds: run it anew with "
-                           f"`--set seeds=[{', '.join(map(str, grown))}]`.")
-                continue
-            out.append(f"{where}; add them (only the new seeds' trials train) with "
-                       f"`python study/run.py --space {design.space} --resume "
-                       f"{res.dirs[int(i)]} --set seeds=[{','.join(map(str, grown))}]`.")
-    return out
-
-
-BOOTSTRAP_RESAMPLES = 4999
-
-
-def _predictions(res: Results, row: dict[str, Any]) -> tuple[np.ndarray, np.ndarray] | None:
-    """A trial's saved test predictions as (labels, predicted), or None when it saved none."""
-    name = row.get("predictions")
-    if not isinstance(name, str) or not name:
-        return None
-    path = res.dirs[int(row["study"])] / name
-    if not path.is_file():
-        return None
-    with np.load(path) as f:
-        return np.asarray(f["label"]).ravel(), np.asarray(f["pred"]).ravel()
-
-
-def _correct(res: Results, row: dict[str, Any]) -> tuple[np.ndarray, np.ndarray] | None:
-    """A trial's saved test predictions as (labels, correct), or None when it has none or
-    they disagree with its recorded headline accuracy."""
-    saved = _predictions(res, row)
-    if saved is None:
-        return None
-    label, pred = saved
-    correct = pred == label
-    if not len(label) or abs(100 * correct.mean() - float(row["acc"])) > 1e-3:
-        return None
-    return label, correct
-
-
-def test_set(res: Results, alpha: float = ALPHA) -> pd.DataFrame:
-    """Claim 6 (accuracy) from the test set's per-sample predictions, per data set: the same
-    pairs as the seed-level test (on and off trials of one configuration and seed), each test
-    sample's accuracy difference averaged as the claim averages (over configurations, then
-    seeds), so its mean is the claim's effect; a paired bootstrap over test samples (scipy
-    ``bootstrap``, BCa, 95 %) of that mean, and per pair McNemar's test (statsmodels
-    ``mcnemar``: exact binomial under 25 discordant samples) with Holm over the data set's
-    pairs. Given the trained models, this is the test set's sampling uncertainty only.
-
-    Columns: ``dataset, pairs, samples, effect, low, high, mcnemar`` (per pair: seed, the
-    discordant counts on-only / off-only correct, p, Holm p), ``significant`` (pairs with Holm
-    p < alpha, by direction), ``reason`` (why a data set has no row's figures)."""
-    df = frame(res)
-    return pd.DataFrame([{"dataset": ds, **test_set_row(res, df[df["dataset"] == ds], alpha)}
-                         for ds in res.datasets])
-
-
-def test_set_row(res: Results, d: pd.DataFrame, alpha: float = ALPHA) -> dict[str, Any]:
-    """``test_set``'s figures for the on and off trials ``d`` (a ``frame``) of one data set."""
-    row: dict[str, Any] = {"pairs": 0, "samples": 0, "effect": np.nan, "low": np.nan,
-                           "high": np.nan, "mcnemar": [], "significant": "", "reason": ""}
-    cells: dict[tuple[str, Any], dict[bool, list[np.ndarray]]] = {}
-    labels = None
-    missing = 0
-    for r in d.to_dict("records"):
-        got = _correct(res, r)
-        if got is None:
-            missing += 1
-            continue
-        if labels is not None and not np.array_equal(labels, got[0]):
-            row["reason"] = "the trials' test labels differ (not the same test set)"
-            return row
-        labels = got[0]
-        cells.setdefault((r["context"], r[SEED]), {True: [], False: []})[
-            bool(r["on"])].append(got[1])
-    pairs = {k: v for k, v in cells.items() if v[True] and v[False]}
-    if not pairs:
-        row["reason"] = ("no RollingQ trial and vanilla trial of the same configuration and "
-                         "seed both have saved predictions" + (
-                             f" ({missing} trial(s) have none)" if missing else ""))
-        return row
-    per_seed: dict[Any, list[np.ndarray]] = {}
-    tests = []
-    for (_, seed), arm in pairs.items():
-        on, off = np.mean(arm[True], axis=0), np.mean(arm[False], axis=0)
-        per_seed.setdefault(seed, []).append(on - off)
-        if len(arm[True]) == len(arm[False]) == 1:  # one model per arm: McNemar's table
-            a, b = arm[True][0], arm[False][0]
-            table = [[int((a & b).sum()), int((a & ~b).sum())],
-                     [int((~a & b).sum()), int((~a & ~b).sum())]]
-            discordant = table[0][1] + table[1][0]
-            p = float(mcnemar(table, exact=discordant < 25, correction=True).pvalue)
-            tests.append({"seed": seed, "on_only": table[0][1], "off_only": table[1][0],
-                          "p": p})
-    x = 100 * np.mean([np.mean(v, axis=0) for v in per_seed.values()], axis=0)
-    row.update(pairs=len(pairs), samples=len(x), effect=float(x.mean()))
-    if np.ptp(x) > 0:
-        ci = stats.bootstrap((x,), np.mean, method="BCa", confidence_level=1 - alpha,
-                             n_resamples=BOOTSTRAP_RESAMPLES,
-                             rng=np.random.default_rng(0)).confidence_interval
-        row.update(low=float(ci.low), high=float(ci.high))
-    else:
-        row.update(low=float(x.mean()), high=float(x.mean()))
-    if tests:
-        adjusted = holm([t["p"] for t in tests], alpha)
-        for t, q in zip(tests, adjusted, strict=True):
-            t["p_holm"] = float(q)
-        better = sum(t["p_holm"] < alpha and t["on_only"] > t["off_only"] for t in tests)
-        worse = sum(t["p_holm"] < alpha and t["on_only"] < t["off_only"] for t in tests)
-        row["significant"] = (f"RollingQ better in {better}, worse in {worse} of "
-                              f"{len(tests)} pairs")
-    row["mcnemar"] = tests
-    return row
 
 
 def pooled(judgements: list[Judgement], alpha: float = ALPHA) -> pd.DataFrame:
@@ -847,164 +567,3 @@ def pooled(judgements: list[Judgement], alpha: float = ALPHA) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns)
 
 
-def pooled_text(table: pd.DataFrame, judgements: list[Judgement]) -> list[str]:
-    """A sentence per pooled claim, built from its verdicts: which data sets decided it (and
-    how) and which cannot tell yet, then the average over these data sets as a description."""
-    by = {(j.claim.number, j.dataset): j for j in judgements}
-    out = []
-    for r in table.to_dict("records"):
-        names = r["datasets"].split(", ")
-        here = [by[(r["claim"], n)] for n in names]
-        decided = [j for j in here if j.verdict in (REPRODUCED, CONTRADICTED, NO_EFFECT)]
-        open_ = [j for j in here if j.verdict == INCONCLUSIVE]
-        parts = []
-        for verdict in (REPRODUCED, CONTRADICTED, NO_EFFECT):
-            on = [j.dataset for j in decided if j.verdict == verdict]
-            if on:
-                parts.append(f"{verdict} on {', '.join(on)}")
-        if open_:
-            parts.append("we cannot tell yet on " + ", ".join(
-                j.dataset + (f" (needs {j.seeds_needed} seeds)" if j.seeds_needed else "")
-                for j in open_))
-        head = f"Claim ({r['claim']}) on these {r['k']} data sets: " + "; ".join(parts) + ". "
-        if len({j.verdict for j in here}) == 1 and decided:
-            head = (f"Claim ({r['claim']}) is {decided[0].verdict} on each of these {r['k']} "
-                    f"data sets. ")
-        average = (f"The average over these {r['k']} data sets is {_number(r['effect'])} "
-                   f"[{_number(r['low'])}, {_number(r['high'])}] (95 %, Welch–Satterthwaite df "
-                   f"{r['df']:.1f}): a description of these data sets, not a test, and not a "
-                   f"claim about data sets in general. ")
-        differ = (f"Welch's test finds that the effect differs between them (F = "
-                  f"{r['differ_f']:.2f}, p {_pv(r['differ_p'])}): read each data set's verdict, "
-                  f"not the average." if r["differ_p"] < ALPHA else
-                  f"Welch's test finds no evidence that the effect differs between them (F = "
-                  f"{r['differ_f']:.2f}, p {_pv(r['differ_p'])}), which with {r['k']} data sets "
-                  f"and few seeds is weak evidence that it does not.")
-        out.append(head + average + differ)
-    return out
-
-
-def chance_accuracy(res: Results, dataset: str) -> float:
-    """The accuracy (%) at chance on a data set's test set: the most frequent test label's
-    share, from a trial's saved predictions; else 100 / the class count its study's design
-    records; NaN when neither is known."""
-    t = res.trials[(res.trials["dataset"] == dataset)]
-    for row in t.to_dict("records"):
-        saved = _predictions(res, row)
-        if saved is not None and len(saved[0]):
-            labels = saved[0].astype(int)
-            return float(100 * np.bincount(labels).max() / len(labels))
-    classes = next((d.classes[dataset] for d in res.designs if dataset in d.classes), None)
-    return 100.0 / classes if classes else np.nan
-
-
-def worst_case(res: Results, judgements: list[Judgement], alpha: float = ALPHA) -> pd.DataFrame:
-    """The verdicts again with the lost trials (diverged, errored, incomplete) put back at the
-    worst value for each claim, and at the best: one row per claim × data set with lost
-    trials (none when the study lost none).
-
-    Against a claim, a lost RollingQ trial takes the value least favourable to it (accuracy:
-    chance, ``chance_accuracy``; the other outcomes: the least favourable value any trial of
-    the data set reached) and a lost vanilla trial the most favourable to the vanilla arm; in
-    the claim's favour, the reverse. Columns: ``dataset``, ``claim``, ``lost`` (per arm),
-    ``verdict``, ``against``, ``for`` (the verdicts), ``effect_against``, ``effect_for`` (the
-    effects), ``changes`` (whether either verdict differs from ``verdict``).
-    """
-    t = res.trials[(res.trials["duplicate_of"] == "") & res.trials["status"].isin(FAILED)]
-    columns = ["dataset", "claim", "lost", "verdict", "against", "for", "effect_against",
-               "effect_for", "changes"]
-    if not len(t):
-        return pd.DataFrame(columns=columns)
-    finished = frame(res)
-    lost = frame(res, t)
-    out = {}
-    for direction, name in ((-1, "against"), (+1, "for")):
-        imputed = lost.copy()
-        for ds, idx in lost.groupby("dataset").groups.items():
-            seen = finished[finished["dataset"] == ds]
-            for claim in CLAIMS:
-                if claim.column not in seen:
-                    continue
-                y = pd.to_numeric(seen[claim.column], errors="coerce").dropna()
-                if not len(y):
-                    continue
-                # the on arm's value that helps the claim most / least
-                helps, hurts = (y.max(), y.min()) if claim.sign > 0 else (y.min(), y.max())
-                if claim.column == "acc":
-                    hurts = min(hurts, chance_accuracy(res, ds))  # a lost trial at chance
-                on = imputed.loc[idx, "on"].astype(bool)
-                if not claim.paired:  # claim 1: the vanilla trials' own growth
-                    value = np.where(on, np.nan, hurts if direction < 0 else helps)
-                elif direction < 0:
-                    value = np.where(on, hurts, helps)
-                else:
-                    value = np.where(on, helps, hurts)
-                imputed.loc[idx, claim.column] = value
-        both = pd.concat([finished, imputed.assign(acc=imputed["acc"].astype(float))])
-        out[name] = {(j.dataset, j.claim.number): (j.verdict, j.effect)
-                     for j in judge(res, alpha, both, plan=False)}
-    arms_lost = lost.groupby(["dataset", "on"]).size()
-    rows = []
-    for j in judgements:
-        n_on = int(arms_lost.get((j.dataset, True), 0))
-        n_off = int(arms_lost.get((j.dataset, False), 0))
-        if not n_on + n_off:
-            continue
-        key = (j.dataset, j.claim.number)
-        (against, low), (favour, high) = (out[k].get(key, (CANNOT, np.nan))
-                                          for k in ("against", "for"))
-        rows.append({"dataset": j.dataset, "claim": j.claim.number,
-                     "lost": f"on {n_on}, off {n_off}", "verdict": j.verdict,
-                     "against": against, "for": favour, "effect_against": low,
-                     "effect_for": high,
-                     "changes": against != j.verdict or favour != j.verdict})
-    return pd.DataFrame(rows, columns=columns)
-
-
-def worst_case_text(table: pd.DataFrame) -> str:
-    """The worst-case line of the report."""
-    if not len(table):
-        return ""
-    changed = table[table["changes"]]
-    head = ("With the lost trials put back at the worst value for each claim (a lost RollingQ "
-            "trial at chance accuracy or the least favourable value the data set reached, a "
-            "lost vanilla trial at the most favourable) and at the best")
-    if not len(changed):
-        return head + ", no verdict changes: the verdicts do not hang on the lost trials."
-    parts = [f"({r['claim']}){' on ' + r['dataset'] if table['dataset'].nunique() > 1 else ''} "
-             f"{r['verdict']} → {r['against']} (worst, effect {_number(r['effect_against'])}) "
-             f"/ {r['for']} (best, {_number(r['effect_for'])})"
-             for r in changed.to_dict("records")]
-    return head + f", {len(changed)} verdict(s) would change: " + "; ".join(parts) + "."
-
-
-def cannot_judge(judgements: list[Judgement]) -> list[str]:
-    """Sentences naming the claims a study cannot judge, and why."""
-    out = []
-    for j in judgements:
-        if j.verdict == CANNOT:
-            out.append(f"{j.dataset}: claim ({j.claim.number}) cannot be judged: {j.reason}.")
-    return out
-
-
-def regrouped(res: Results, judgements: list[Judgement], alpha: float = ALPHA) -> list[str]:
-    """A report of several folders: a sentence for each verdict that differs from the one the
-    folder's own report gives (its claims judged alone), and why it can (a larger declared
-    family, or seeds of one data set pooled from several folders); none for one folder."""
-    if len(res.dirs) < 2:
-        return []
-    from analysis.results import load
-
-    here = {(j.dataset, j.claim.number): j for j in judgements}
-    out = []
-    for d in res.dirs:
-        alone = judge(load([d]), alpha, plan=False)
-        for j in alone:
-            now = here.get((j.dataset, j.claim.number))
-            if now is None or now.verdict == j.verdict:
-                continue
-            out.append(f"Combining the folders changes a verdict: claim ({j.claim.number}) on "
-                       f"{j.dataset} is {j.verdict} in `{d}`'s own report (Holm over "
-                       f"{j.family_name or 'no family'}, {j.n} seeds) and {now.verdict} here "
-                       f"(Holm over {now.family_name or 'no family'}, {now.n} seeds).")
-    return out

@@ -1,5 +1,7 @@
-"""How the report writes numbers: p and q values, intervals, plain numbers; one convention for
-every table (an empty cell for a value that is missing)."""
+"""How the report writes numbers: p and q values, intervals, effects, plain numbers.
+
+A cell a table has no value for by definition (the ANOVA residual's p) is empty; a value that
+could exist but does not (a claim that was not tested) is ``-``."""
 
 from __future__ import annotations
 
@@ -30,3 +32,17 @@ def interval(d: float, lo: float, hi: float, digits: int = 2) -> str:
     if pd.isna(lo):
         return f"{d:+.{digits}f}"
     return f"{d:+.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+
+
+def p_rel(p: float) -> str:
+    """``= 0.012`` or ``< 0.001``: a p after its name in a sentence."""
+    return "< 0.001" if p < 0.001 else f"= {p:.3f}"
+def signed(x: float) -> str:
+    """An effect with its sign, 3 significant digits below 0.1 (``+0.0123``, ``-1.35``); ``-``
+    when missing."""
+    if pd.isna(x):
+        return "-"
+    return f"{x:+.3g}" if abs(x) < 0.1 else f"{x:+.2f}"
+def p_or_dash(p: float) -> str:
+    """A p in a verdict table: ``-`` when there is none (the claim was not tested)."""
+    return "-" if pd.isna(p) else ("< 0.001" if p < 0.001 else f"{p:.3f}")

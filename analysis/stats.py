@@ -13,6 +13,8 @@ from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
 ALPHA = 0.05  # every family's level
+SIGN_FLIP_EXACT = 16  # up to this many seeds the sign-flip p enumerates every flip
+SIGN_FLIP_RESAMPLES = 99_999  # beyond: random flips
 
 
 def holm(pvals: Any, alpha: float = 0.05) -> np.ndarray:
@@ -82,3 +84,15 @@ def prediction_interval(mean: float, sd: float, n: int,
         return (np.nan, np.nan)
     half = float(stats.t.ppf(1 - (1 - level) / 2, n - 1) * sd * np.sqrt(1 + 1 / n))
     return (mean - half, mean + half)
+
+
+def sign_flip(x: np.ndarray) -> float:
+    """The two-sided sign-flip (one-sample permutation) p of the mean of ``x`` against 0:
+    scipy ``permutation_test`` over every flip up to ``SIGN_FLIP_EXACT`` values, else random
+    flips (seeded)."""
+    n = len(x)
+    r = stats.permutation_test(
+        (x,), lambda v, axis: np.mean(v, axis=axis), permutation_type="samples",
+        vectorized=True, alternative="two-sided", rng=np.random.default_rng(0),
+        n_resamples=np.inf if n <= SIGN_FLIP_EXACT else SIGN_FLIP_RESAMPLES)
+    return float(r.pvalue)

@@ -10,7 +10,7 @@ Every error rate the report promises is shown here by simulation, on the analysi
    and over the whole report. Goal: at most 5 % per family under the null.
 2. **The promised power** at the seeds the report computes for the true sd: the power it
    promises beside the power simulated. Goal: within 5 points.
-3. **Seeds needed from a pilot** (``claims.seeds_range``): pilots of 3 and 5 seeds at the true
+3. **Seeds needed from a pilot** (``power.seeds_range``): pilots of 3 and 5 seeds at the true
    sd; the recommendation (at the pilot sd's upper confidence limit) and the power it really
    has at the true sd, against the plug-in from the pilot's sd. Goal: mean power >= 0.80.
 4. **Planted Table 1** (``claims.judge`` and ``architectures.pairs`` on results folders of the
@@ -51,6 +51,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from analysis import architectures, claims, sensitivity  # noqa: E402
+from analysis import power as planning  # noqa: E402
 from analysis.paper import PAPER_TABLE1, paper_name, variant_values  # noqa: E402
 from analysis.results import Results, load  # noqa: E402
 from analysis.stats import ALPHA  # noqa: E402
@@ -133,14 +134,14 @@ def verdict_shares(sd: dict[int, float], sims: int, rng: np.random.Generator) ->
 
 def promised_power(sd: dict[int, float], sims: int, rng: np.random.Generator) -> pd.DataFrame:
     """Per claim, one data set (a family of six): the seeds at which the report's power
-    computation promises 80 % at the true sd (``claims.seeds_needed``) and the power promised
+    computation promises 80 % at the true sd (``power.seeds_needed``) and the power promised
     there, then the simulated rates of ``reproduced`` at a margin-sized effect (the other
     claims null) and of ``no effect`` at none (the other claims at their margin): the cases
     where Holm's later steps add nothing, so the promise is what a user can count on."""
     rows = []
     m = len(claims.CLAIMS)
     for c in claims.CLAIMS:
-        n, detect, null = claims.seeds_needed(sd[c.number], claims.MARGINS[c.number], m)
+        n, detect, null = planning.seeds_needed(sd[c.number], claims.MARGINS[c.number], m)
         got = {}
         for truth, own, others, verdict in (("margin", 1.0, 0.0, claims.REPRODUCED),
                                             ("null", 0.0, 1.0, claims.NO_EFFECT)):
@@ -164,7 +165,7 @@ def promised_power(sd: dict[int, float], sims: int, rng: np.random.Generator) ->
 
 def pilot_power(sd: dict[int, float], sims: int, rng: np.random.Generator) -> pd.DataFrame:
     """Pilots of 3 and 5 seeds at a claim's true sd: the seeds the report recommends (the
-    upper end of ``claims.seeds_range``) and, at the true sd, the power they really give (the
+    upper end of ``power.seeds_range``) and, at the true sd, the power they really give (the
     smaller of the power to find an effect of the margin and to show no effect at none,
     Bonferroni over a family of six); beside it the plug-in from the pilot's sd that the
     report used to print."""
@@ -176,17 +177,16 @@ def pilot_power(sd: dict[int, float], sims: int, rng: np.random.Generator) -> pd
             rec, plug, real, real_plug = [], [], [], []
             for _ in range(sims):
                 s = float(np.std(rng.normal(0, true_sd, pilot), ddof=1))
-                low, high, *_ = claims.seeds_range(s, pilot, margin, m)
+                low, high, *_ = planning.seeds_range(s, pilot, margin, m)
                 for n, out, power in ((high, rec, real), (low, plug, real_plug)):
-                    n = n or claims.MOST_SEEDS
+                    n = n or planning.MOST_SEEDS
                     out.append(n)
-                    detect, null = claims.powers(true_sd, margin, ALPHA / m,
-                                                  np.array([n]))
+                    detect, null = planning.powers(true_sd, margin, ALPHA / m, np.array([n]))
                     power.append(float(min(detect[0], null[0])))
             rows.append({
                 "claim (true sd, margin)": f"{name} ({true_sd:.3g}, {margin:g})",
                 "pilot seeds": pilot,
-                "seeds at the true sd": claims.seeds_needed(true_sd, margin, m)[0],
+                "seeds at the true sd": planning.seeds_needed(true_sd, margin, m)[0],
                 "recommended: median [5 %, 95 %]":
                     f"{np.median(rec):.0f} [{np.percentile(rec, 5):.0f}, "
                     f"{np.percentile(rec, 95):.0f}]",

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from analysis import claims, migrate, outcomes, plots, sensitivity
-from analysis.report import generate
+from analysis.report import claims_text, generate
 from analysis.results import load
 from tests.analysis.studies import rotating, write_study
 
@@ -96,7 +96,7 @@ def test_a_study_without_a_vanilla_arm_says_which_claims_it_cannot_judge(tmp_pat
                          planted=PAPER)
     got = claims.judge(load([folder]))
     assert {j.verdict for j in got} == {claims.CANNOT}
-    sentences = claims.cannot_judge(got)
+    sentences = claims_text.cannot_judge(got)
     assert len(sentences) == 6 and all("no vanilla arm" in s for s in sentences)
     md = generate([folder], out=tmp_path / "report").with_suffix(".md").read_text()
     section = md.split("## The paper's claims on this study")[1].split("\n## ")[0]
@@ -280,7 +280,7 @@ def test_several_data_sets_get_a_verdict_column_each_beside_the_papers_figure(tm
                     effect=lambda p: 0.70 - (0.03 if on(p) else 0.0),
                     fixed={"model.fusion": "attn", "data.name": "kinetics_sounds"})
     res = load([a, b])
-    t = claims.table(res, claims.judge(res)).set_index(["claim", "data set"])
+    t = claims_text.table(res, claims.judge(res)).set_index(["claim", "data set"])
     six = "(6) RollingQ improves accuracy (Table 1)"
     assert t.loc[(six, "cremad"), "verdict"] == "**reproduced**"
     assert t.loc[(six, "kinetics_sounds"), "verdict"] == "**contradicted**"

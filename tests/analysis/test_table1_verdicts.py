@@ -17,7 +17,7 @@ from statsmodels.stats.proportion import proportion_confint
 
 from analysis import architectures, claims, sensitivity, tables
 from analysis.paper import PAPER_TABLE1, paper_comparison
-from analysis.report import generate
+from analysis.report import claims_text, generate
 from analysis.results import ResultsError, load
 from tests.analysis.studies import write_study, write_table1
 from tests.analysis.test_verdicts import _effects, _standard, plant_claims
@@ -56,7 +56,7 @@ def test_n1_a_declared_margin_is_used_and_named(tmp_path):
     got = {j.claim.number: j for j in claims.judge(res)}
     assert got[6].margin == 2.0 and got[4].margin == 0.2 and got[5].margin == 1.0
     assert got[6].margin_source == f"{a}/space.yaml"
-    table = claims.table(res, list(got.values())).set_index("claim")
+    table = claims_text.table(res, list(got.values())).set_index("claim")
     assert table.loc["(6) RollingQ improves accuracy (Table 1)", "margin"] == (
         f"±2 ({a}/space.yaml)")
     b = write_study(tmp_path / "b", name="claims", search=ON_OFF, effect=lambda p: 0.7,
@@ -177,7 +177,7 @@ def test_n2_the_sentence_follows_the_verdicts(table1):
     res = load(table1)
     got = claims.judge(res)
     v = {j.dataset: j.verdict for j in got if j.claim.number == 6}
-    text = claims.pooled_text(claims.pooled(got), got)[-1]
+    text = claims_text.pooled_text(claims.pooled(got), got)[-1]
     assert text.startswith("Claim (6)") and "too few seeds" not in text
     for ds, verdict in v.items():
         if verdict == claims.INCONCLUSIVE:
@@ -234,13 +234,13 @@ def test_n9_the_family_does_not_change_with_how_folders_are_grouped(tmp_path):
     assert all(j.verdict == claims.REPRODUCED and j.family == 6 for j in together)
     assert {j.family_name for j in together} == {"the 6 claims on cremad",
                                                  "the 6 claims on kinetics_sounds"}
-    assert claims.regrouped(load(folders), together) == []
+    assert claims_text.regrouped(load(folders), together) == []
     folders[1] = plant_claims(tmp_path / "declared", _six_at(0.007, 6), dataset="kinetics_sounds",
                               claims={"family": "report"})  # the same trials, declared so
     res = load(folders)
     report = claims.judge(res)
     assert all(j.verdict == claims.INCONCLUSIVE and j.family == 12 for j in report)
-    changed = claims.regrouped(res, report)
+    changed = claims_text.regrouped(res, report)
     assert len(changed) == 12 and "is reproduced in" in changed[0]
     assert "(Holm over the 6 claims on cremad, 6 seeds) and inconclusive here" in changed[0]
 
@@ -259,7 +259,7 @@ def test_n10_the_sign_flip_p_and_where_it_cannot_reach_holm(tmp_path):
             assert j.sign_flip_p == pytest.approx(want)
             assert j.sign_flip_short is short
         assert got[0].sign_flip_p == pytest.approx(2 / 2 ** n)
-        text = claims.table(res, got)["sign-flip p"].iloc[0]
+        text = claims_text.table(res, got)["sign-flip p"].iloc[0]
         assert text.endswith("†") is short
 
 
@@ -278,7 +278,7 @@ def test_n11_no_spread_is_deterministic_and_float_noise_is_zero(tmp_path):
     assert got[5].effect == 0.0 and (got[5].diffs == 0).all()
     assert got[6].effect == pytest.approx(2.0)
     assert got[1].family == 4  # the four claims that vary
-    assert "deterministic: no test" in claims.verdict_text(got[6])
+    assert "deterministic: no test" in claims_text.verdict_text(got[6])
 
 
 def test_n12_the_paper_comparison_has_a_single_seed_prediction_interval(table1):

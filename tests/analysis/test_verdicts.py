@@ -12,8 +12,9 @@ import pytest
 from scipy import stats
 from statsmodels.stats.power import TTestPower
 
-from analysis import claims
-from analysis.report import generate
+from analysis import claims, per_sample, worst_case
+from analysis import power as planning
+from analysis.report import claims_text, generate
 from analysis.results import load
 from tests.analysis.studies import write_study
 
@@ -114,7 +115,7 @@ def test_a_small_null_effect_is_no_effect_with_10_seeds_and_inconclusive_with_3(
             assert abs(j.seeds_needed - high) <= 1, (j.claim.number, j.seeds_needed, high)
             assert j.power >= 0.8 and j.power_null >= 0.8
             assert (f"needs {j.seeds_needed} seeds; range {j.seeds_low}–{j.seeds_needed}"
-                    in claims.verdict_text(j))
+                    in claims_text.verdict_text(j))
         else:
             assert j.tost_holm < 0.05 and j.p_holm == pytest.approx(1.0)
 
@@ -157,8 +158,8 @@ def test_the_worst_case_puts_lost_trials_at_chance_and_says_which_verdicts_chang
     res = load([folder])
     got = claims.judge(res)
     assert {j.verdict for j in got} == {claims.REPRODUCED}
-    assert claims.chance_accuracy(res, "synthetic") == pytest.approx(25.0)
-    table = claims.worst_case(res, got).set_index("claim")
+    assert per_sample.chance_accuracy(res, "synthetic") == pytest.approx(25.0)
+    table = worst_case.worst_case(res, got).set_index("claim")
     assert table.loc[6, "lost"] == "on 1, off 0"
     assert table.loc[6, "verdict"] == claims.REPRODUCED and table.loc[6, "for"] == claims.REPRODUCED
     assert table.loc[6, "against"] != claims.REPRODUCED and table.loc[6, "changes"]
@@ -176,7 +177,7 @@ def test_the_worst_case_puts_lost_trials_at_chance_and_says_which_verdicts_chang
     assert table.loc[6, "effect_against"] == pytest.approx(x.mean())
     p = stats.ttest_1samp(x, 0.0).pvalue
     assert p * 6 > 0.05  # Holm's first step over the six already fails: not reproduced
-    line = claims.worst_case_text(claims.worst_case(res, got))
+    line = claims_text.worst_case_text(worst_case.worst_case(res, got))
     assert "(6) reproduced → " in line and "verdict(s) would change" in line
     generate([folder], out=tmp_path / "report")
     assert line in (tmp_path / "report" / "report.md").read_text()
@@ -184,8 +185,8 @@ def test_the_worst_case_puts_lost_trials_at_chance_and_says_which_verdicts_chang
 
 def test_no_lost_trials_no_worst_case(tmp_path):
     res = load([plant_claims(tmp_path, _effects(0.3, 5, mean=2.0))])
-    assert claims.worst_case(res, claims.judge(res)).empty
-    assert claims.worst_case_text(claims.worst_case(res, claims.judge(res))) == ""
+    assert worst_case.worst_case(res, claims.judge(res)).empty
+    assert claims_text.worst_case_text(worst_case.worst_case(res, claims.judge(res))) == ""
 
 
 def test_a_planted_interaction_with_data_set_is_found(tmp_path):
@@ -228,7 +229,7 @@ def test_a_planted_interaction_with_data_set_is_found(tmp_path):
     ci = welch.confidence_interval(0.95)
     assert table.loc[6, "high"] - table.loc[6, "low"] == pytest.approx((ci.high - ci.low) / 2)
     assert table.loc[2, "differ_p"] > 0.5  # the same planted effect on both
-    text = dict(zip(table.index, claims.pooled_text(claims.pooled(got), got), strict=True))
+    text = dict(zip(table.index, claims_text.pooled_text(claims.pooled(got), got), strict=True))
     assert "the effect differs between them" in text[6]
     assert "is reproduced on each of these 2 data sets" in text[2]
     generate(folders, out=tmp_path / "report")
@@ -273,7 +274,7 @@ def test_claim_6_from_the_test_set_bootstrap_and_mcnemar(tmp_path):
     _with_predictions(folder, 600, gain)
     res = load([folder])
     j = next(j for j in claims.judge(res) if j.claim.number == 6)
-    row = claims.test_set(res).iloc[0]
+    row = per_sample.test_set(res).iloc[0]
     assert row["pairs"] == 5 and row["samples"] == 600 and not row["reason"]
     assert row["effect"] == pytest.approx(j.effect) == pytest.approx(100 * 10 / 600)
     # each test sample's difference, averaged over the seeds, from the files themselves
@@ -308,7 +309,7 @@ def test_predictions_that_disagree_with_the_accuracy_are_not_used(tmp_path):
     t = pd.read_csv(folder / "trials.csv")
     t["test_acc_at_best_val"] += 0.01  # the files no longer match the recorded accuracy
     t.to_csv(folder / "trials.csv", index=False)
-    row = claims.test_set(load([folder])).iloc[0]
+    row = per_sample.test_set(load([folder])).iloc[0]
     assert row["pairs"] == 0 and "6 trial(s) have none" in row["reason"]
 
 
@@ -316,7 +317,7 @@ def test_an_inconclusive_claim_prints_the_command_that_grows_its_study(tmp_path)
     folder = plant_claims(tmp_path, _effects(0.4, 3))
     res = load([folder])
     got = claims.judge(res)
-    lines = claims.grow_commands(res, got)
+    lines = claims_text.grow_commands(res, got)
     assert len(lines) == 6
     for j, line in zip(got, lines, strict=True):
         seeds = ",".join(map(str, range(j.seeds_needed)))
@@ -335,7 +336,7 @@ def test_a_data_set_without_a_favoured_modality_says_how_to_declare_one(tmp_path
     assert got[5].verdict == claims.CANNOT
     assert "--set data.favoured=<modality>" in got[5].reason
     assert all(got[c].verdict == claims.REPRODUCED for c in (1, 2, 3, 4, 6))
-    table = claims.evidence_table(res, list(got.values()))
+    table = claims_text.evidence_table(res, list(got.values()))
     column = "simultaneous interval (Bonferroni over its family)"
     assert [c for c in table.columns if c.startswith("simultaneous")] == [column]
     assert table.set_index("claim").loc["(6)", column].endswith("(99.0%)")  # a family of 5
@@ -355,5 +356,5 @@ def test_seeds_needed_at_a_large_standardised_effect():
         if min(detect, null) >= 0.8:
             want = n
             break
-    got, power, _ = claims.seeds_needed(sd, delta, m)
+    got, power, _ = planning.seeds_needed(sd, delta, m)
     assert got == want == 5 and power == pytest.approx(detect, abs=1e-2)

@@ -13,10 +13,14 @@ from analysis import (
     architectures,
     claims,
     outcomes,
+    per_sample,
     plots,
+    power,
+    worst_case,
 )
 from analysis.claims import SYNTHETIC
 from analysis.format import interval, p_text
+from analysis.report import claims_text
 from analysis.report.blocks import Heading, Para, Table
 from analysis.report.context import Context
 from analysis.results import level_str
@@ -41,8 +45,9 @@ def build(ctx: Context) -> None:
                              for ds, (m, how) in fav.items()) + "."))
     _test_set(ctx)
     _across_datasets(ctx, judgements)
-    for sentence in (claims.cannot_judge(judgements) + claims.grow_commands(res, judgements)
-                     + claims.regrouped(res, judgements)):
+    for sentence in (claims_text.cannot_judge(judgements)
+                     + claims_text.grow_commands(res, judgements)
+                     + claims_text.regrouped(res, judgements)):
         ctx.add(Para(sentence))
     ctx.figure("air_convergence", plots.air_convergence(res),
                "Validation |AIR| over epochs, RollingQ on vs off (each arm averaged "
@@ -82,17 +87,17 @@ def _verdicts(ctx: Context, judgements: list[claims.Judgement]) -> None:
         f"has Holm p < 0.05 over the family's equivalence tests; **inconclusive** "
         f"(we cannot tell yet) otherwise, with the seeds needed as a range: the verdict is "
         f"reached with 80 % power (at an effect of the margin, and at no effect) at the "
-        f"observed seed sd (the lower end) and at its {100 * claims.SD_UCL:.0f} % upper "
+        f"observed seed sd (the lower end) and at its {100 * power.SD_UCL:.0f} % upper "
         f"confidence limit (the recommendation); **deterministic: no test** when every seed "
         f"gives the same difference."),
-            Table(claims.table(res, judgements),
+            Table(claims_text.table(res, judgements),
                   "The paper's claims: the effect (on − off, or the vanilla growth) with "
                   "its interval at its Holm level, the raw t and sign-flip p, the Holm p "
                   "and its family, the equivalence margin (the default in "
                   "docs/report.md, or the one the study's spec declares) and the TOST's "
                   "Holm p, the verdict, and the paper's figure (a reference, not a "
                   "margin)."),
-            Table(claims.evidence_table(res, judgements),
+            Table(claims_text.evidence_table(res, judgements),
                   "What each verdict rests on: the per-seed differences, the raw 95 % "
                   "t-interval, the simultaneous interval over the family, the "
                   "standardised effect d_z, and the trials used per arm "
@@ -108,7 +113,7 @@ def _lost_trials(ctx: Context, judgements: list[claims.Judgement]) -> None:
                       "Trials lost by arm (diverged, errored or incomplete) and the Fisher "
                       "exact test of losing a trial by arm: a method that fails more "
                       "often is judged on its survivors."))
-        line = claims.worst_case_text(claims.worst_case(res, judgements))
+        line = claims_text.worst_case_text(worst_case.worst_case(res, judgements))
         if line:
             ctx.add(Para(line))
 
@@ -116,14 +121,14 @@ def _lost_trials(ctx: Context, judgements: list[claims.Judgement]) -> None:
 def _test_set(ctx: Context) -> None:
     """Claim (6) from the test set's per-sample predictions."""
     res = ctx.res
-    tested = claims.test_set(res)
+    tested = per_sample.test_set(res)
     if len(tested) and (tested["pairs"] > 0).any():
         ctx.add(Table(_test_set_strings(tested),
                       "Claim (6) from the test set's per-sample predictions, beside the "
                       "seed-level test above: the same on/off pairs, each test sample's "
                       "accuracy difference averaged as the claim averages (its mean is "
                       "the claim's effect), a paired bootstrap over test samples (BCa, "
-                      f"{claims.BOOTSTRAP_RESAMPLES} resamples, 95 %), and per pair "
+                      f"{per_sample.BOOTSTRAP_RESAMPLES} resamples, 95 %), and per pair "
                       "McNemar's test (on-only / off-only correct samples; exact under 25 "
                       "discordant) with Holm over the data set's pairs. Given the trained "
                       "models this is the test set's sampling uncertainty only; the "
@@ -141,7 +146,7 @@ def _across_datasets(ctx: Context, judgements: list[claims.Judgement]) -> None:
                       "sets are these, not a sample of data sets), a description with no p "
                       "and outside the Holm family; and Welch's heteroscedastic test of "
                       "whether the effect differs between the data sets."))
-        for sentence in claims.pooled_text(across, judgements):
+        for sentence in claims_text.pooled_text(across, judgements):
             ctx.add(Para(sentence))
 
 
