@@ -9,6 +9,7 @@ the training core or the study driver, at import or at call time
     migrate.py       folders of older drivers -> today's files, one step on load
     results.py       results folder(s) -> one typed in-memory record (factors, levels, baseline)
     outcomes.py      per-trial outcomes the claims are about (|AIR| growth, noise drop, ...)
+    declarations.py  what a study declares about its claims: the Holm family, the margins
     claims.py        the paper's claims on the study: tests, Holm, verdicts (numbers only)
     power.py         the seeds a claim needs: power, and its range at the sd's upper limit
     per_sample.py    claim (6) from the test set's per-sample predictions; chance accuracy

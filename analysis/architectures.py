@@ -8,7 +8,7 @@ on the headline accuracy. Per pair:
 
     - the paired difference over seeds (on − off), its 95 % t-interval, the raw two-sided
       t-test and the exact sign-flip p, Holm over the table's pairs in the study's declared
-      family (``claims.FAMILIES``: the pairs on one data set, or every pair of the report);
+      family (``declarations_.FAMILIES``: the pairs on one data set, or every pair of the report);
     - the verdict as the claims decide it: ``reproduced`` / ``contradicted`` (Holm p < 0.05),
       ``no effect`` (TOST against claim 6's margin, the declared smallest effect of interest,
       Holm over the table's TOSTs), ``inconclusive`` otherwise;
@@ -38,6 +38,7 @@ from statsmodels.stats.proportion import proportion_confint
 from statsmodels.stats.weightstats import DescrStatsW
 
 from analysis import claims, per_sample
+from analysis import declarations as declarations_
 from analysis import stats as stats_
 from analysis.paper import PAPER_TABLE1, paper_name, variant_values
 from analysis.results import SEED, Results
@@ -54,7 +55,7 @@ def pairs(res: Results) -> pd.DataFrame:
     """Every RollingQ pair of the study, its statistics and verdict: a row per data set × on
     variant (columns ``COLUMNS``; empty when the study has no pair)."""
     df = claims.frame(res)
-    family, margins = claims.declarations(res)
+    family, margins = declarations_.declarations(res)
     rows = []
     for ds in res.datasets:
         d = df[df["dataset"] == ds]
@@ -64,7 +65,7 @@ def pairs(res: Results) -> pd.DataFrame:
             mates = off[off["context"].isin(set(on["context"]))]
             row = _pair(res, ds, variant, on, mates)
             if row is not None:
-                row["margin"] = margins.get((6, ds), (claims.MARGINS[6], ""))[0]
+                row["margin"] = margins.get((6, ds), (declarations_.MARGINS[6], ""))[0]
                 rows.append(row)
     decide(rows, family)
     return pd.DataFrame(rows, columns=COLUMNS)
@@ -121,7 +122,7 @@ def _pair(res: Results, ds: str, variant: str, on: pd.DataFrame,
 
 
 def decide(rows: list[dict[str, Any]], family: str) -> None:
-    """Holm over each family of pairs (``claims.FAMILIES``), TOST against the margin, the
+    """Holm over each family of pairs (``declarations_.FAMILIES``), TOST against the margin, the
     one-sided tests against the paper's gain, and the verdicts, in place."""
     groups: dict[str, list[dict[str, Any]]] = {}
     for r in rows:

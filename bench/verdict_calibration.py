@@ -51,6 +51,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from analysis import architectures, claims, sensitivity  # noqa: E402
+from analysis import declarations as declarations_  # noqa: E402
 from analysis import power as planning  # noqa: E402
 from analysis.paper import PAPER_TABLE1, paper_name, variant_values  # noqa: E402
 from analysis.results import Results, load  # noqa: E402
@@ -84,7 +85,7 @@ def _ok(good: bool) -> str:
 
 def simulate(effects: dict[int, float], n: int, datasets: int, sd: dict[int, float],
              sims: int, rng: np.random.Generator,
-             family: str = claims.DEFAULT_FAMILY) -> tuple[pd.DataFrame, float, float]:
+             family: str = declarations_.DEFAULT_FAMILY) -> tuple[pd.DataFrame, float, float]:
     """``sims`` simulated studies, each claim's true effect ``effects[claim]`` margins on its
     claimed side: the share of each verdict per claim, the share of declared families with a
     false ``reproduced`` or ``contradicted`` (one where the truth is 0, or the wrong side), and
@@ -96,7 +97,7 @@ def simulate(effects: dict[int, float], n: int, datasets: int, sd: dict[int, flo
         family_list = []
         for d in range(datasets):
             for c in claims.CLAIMS:
-                x = rng.normal(c.sign * effects[c.number] * claims.MARGINS[c.number],
+                x = rng.normal(c.sign * effects[c.number] * declarations_.MARGINS[c.number],
                                sd[c.number], n)
                 family_list.append(claims.Judgement(c, f"d{d}", claims.INCONCLUSIVE,
                                                     diffs=pd.Series(x)))
@@ -141,7 +142,7 @@ def promised_power(sd: dict[int, float], sims: int, rng: np.random.Generator) ->
     rows = []
     m = len(claims.CLAIMS)
     for c in claims.CLAIMS:
-        n, detect, null = planning.seeds_needed(sd[c.number], claims.MARGINS[c.number], m)
+        n, detect, null = planning.seeds_needed(sd[c.number], declarations_.MARGINS[c.number], m)
         got = {}
         for truth, own, others, verdict in (("margin", 1.0, 0.0, claims.REPRODUCED),
                                             ("null", 0.0, 1.0, claims.NO_EFFECT)):
@@ -151,7 +152,7 @@ def promised_power(sd: dict[int, float], sims: int, rng: np.random.Generator) ->
             mine = shares[(shares["claim"] == c.number) & (shares["verdict"] == verdict)]
             got[truth] = float(mine["share"].sum())
         rows.append({"claim": c.number, "seed sd": sd[c.number],
-                     "margin": claims.MARGINS[c.number], "seeds at the true sd": n,
+                     "margin": declarations_.MARGINS[c.number], "seeds at the true sd": n,
                      "promised: reproduced at the margin": f"{detect:.3f}",
                      "simulated": f"{got['margin']:.3f}",
                      "promised: no effect at the null": f"{null:.3f}",
@@ -170,7 +171,7 @@ def pilot_power(sd: dict[int, float], sims: int, rng: np.random.Generator) -> pd
     Bonferroni over a family of six); beside it the plug-in from the pilot's sd that the
     report used to print."""
     m = len(claims.CLAIMS)
-    cases = [(f"({c})", sd[c], claims.MARGINS[c]) for c in (1, 5, 6)]
+    cases = [(f"({c})", sd[c], declarations_.MARGINS[c]) for c in (1, 5, 6)]
     rows = []
     for name, true_sd, margin in cases:
         for pilot in (3, 5):
@@ -240,9 +241,9 @@ def planted_table1(sims: int, rng: np.random.Generator) -> tuple[pd.DataFrame, p
             share = {v: six[(ds, v)] / sims for v in claims.VERDICTS[:4]}
             claim_rows.append({
                 "data set": ds, "seeds": n, "true average effect": f"{effect:+.2f}",
-                "margin": claims.MARGINS[6], **{v: f"{s:.3f}" for v, s in share.items()},
+                "margin": declarations_.MARGINS[6], **{v: f"{s:.3f}" for v, s in share.items()},
                 "goal: no effect <= 0.05": _ok(share[claims.NO_EFFECT] <= 0.05)
-                if effect >= 2 * claims.MARGINS[6] else "(under 2 margins)"})
+                if effect >= 2 * declarations_.MARGINS[6] else "(under 2 margins)"})
             for a in ("Vanilla MT", "Vanilla MT*", "MMML"):
                 row = f"{a} + RollingQ vs {a}"
                 gain = paper[f"{a} + RollingQ"] - paper[a]
@@ -252,7 +253,7 @@ def planted_table1(sims: int, rng: np.random.Generator) -> tuple[pd.DataFrame, p
                     **{v: f"{s:.3f}" for v, s in share.items()},
                     "smaller than the paper's": f"{pairs[(ds, row, 'smaller')] / sims:.3f}",
                     "goal: no effect <= 0.05": _ok(share[claims.NO_EFFECT] <= 0.05)
-                    if gain >= 2 * claims.MARGINS[6] else "(under 2 margins)"})
+                    if gain >= 2 * declarations_.MARGINS[6] else "(under 2 margins)"})
     return pd.DataFrame(claim_rows), pd.DataFrame(pair_rows)
 
 

@@ -132,7 +132,7 @@ class Spec:
             the file has ``variants``.
         seeds: Trial seeds (``train.seed``), one replicate per seed.
         tune: The tune section with defaults filled in.
-        claims: How the report judges the paper's claims (``analysis.claims.declared``): the
+        claims: How the report judges the paper's claims (``analysis.declarations.declared``): the
             Holm family and the margins that replace the defaults, e.g. ``{"family":
             "dataset", "margins": {6: 0.5}}``.
     """
@@ -425,7 +425,7 @@ def parse_spec(tree: dict[str, Any], name: str, source: str, question: str = "")
               for k, v in (tree.get("search") or {}).items()]
     if tree.get("variants") is not None:
         search.insert(0, _parse_variants(tree["variants"], fixed, {p.key for p in search}, source))
-    from analysis.claims import declared  # the claims' vocabulary has one owner
+    from analysis.declarations import declared  # the claims' vocabulary has one owner
 
     try:
         claims = declared(tree.get("claims"), source)

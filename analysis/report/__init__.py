@@ -26,7 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from analysis import claims, outcomes, remote
+from analysis import outcomes, remote
+from analysis.declarations import declarations
 from analysis.report.blocks import Block, Bullets, Heading, Para, render_html, render_markdown
 from analysis.report.context import CLAIMS_TITLE, DEFAULT_METRICS, Context
 from analysis.report.sections import (
@@ -91,7 +92,7 @@ def generate(dirs: list[Path], out: Path | None = None,
             folders' ``claims:`` blocks are bad or disagree.
     """
     res = load([Path(d) for d in dirs])
-    claims.declarations(res)  # a bad `claims:` block stops here, before any statistics
+    declarations(res)  # a bad `claims:` block stops here, before any statistics
     out = Path(out) if out is not None else res.dirs[0]
     out.mkdir(parents=True, exist_ok=True)
     for stale in (out / "figures").glob("*.png"):  # from an earlier report of this folder

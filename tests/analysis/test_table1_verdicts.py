@@ -16,6 +16,7 @@ from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.proportion import proportion_confint
 
 from analysis import architectures, claims, sensitivity, tables
+from analysis import declarations as declarations_
 from analysis.paper import PAPER_TABLE1, paper_comparison
 from analysis.report import claims_text, generate
 from analysis.results import ResultsError, load
@@ -216,7 +217,7 @@ def test_n3_simple_effects_use_each_data_sets_own_variance(tmp_path):
 def _six_at(p: float, n: int) -> dict[int, np.ndarray]:
     """Every claim's differences with raw p exactly ``p`` on the claimed side."""
     mean = stats.t.isf(p / 2, n - 1) / math.sqrt(n)
-    return {c.number: c.sign * claims.MARGINS[c.number] * (mean + _standard(n))
+    return {c.number: c.sign * declarations_.MARGINS[c.number] * (mean + _standard(n))
             for c in claims.CLAIMS}
 
 

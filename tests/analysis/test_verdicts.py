@@ -13,6 +13,7 @@ from scipy import stats
 from statsmodels.stats.power import TTestPower
 
 from analysis import claims, per_sample, worst_case
+from analysis import declarations as declarations_
 from analysis import power as planning
 from analysis.report import claims_text, generate
 from analysis.results import load
@@ -61,7 +62,7 @@ def plant_claims(tmp_path, diffs: dict[int, np.ndarray], statuses=None,
 def _effects(scale: float, n: int, mean: float = 0.0) -> dict[int, np.ndarray]:
     """Every claim's differences: ``mean`` margins on the claimed side plus ``scale`` margins
     of spread."""
-    return {c.number: c.sign * claims.MARGINS[c.number] * (mean + scale * _standard(n))
+    return {c.number: c.sign * declarations_.MARGINS[c.number] * (mean + scale * _standard(n))
             for c in claims.CLAIMS}
 
 

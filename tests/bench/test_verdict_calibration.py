@@ -13,6 +13,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 import verdict_calibration as vc  # noqa: E402
 
 from analysis import claims  # noqa: E402
+from analysis import declarations as declarations_  # noqa: E402
 
 pytestmark = pytest.mark.integration  # make test-fast leaves it out (docs/testing.md)
 
@@ -22,7 +23,7 @@ def test_effects_far_beyond_the_noise_are_decided_and_counted():
     other side always contradicted (a false verdict in every family: each data set is one);
     a null with that sd is mostly `no effect` (a t-test still rejects a null at its nominal
     rate)."""
-    sd = {c.number: 0.01 * claims.MARGINS[c.number] for c in claims.CLAIMS}
+    sd = {c.number: 0.01 * declarations_.MARGINS[c.number] for c in claims.CLAIMS}
     rng = np.random.default_rng(0)
     shares, per_family, per_study = vc.simulate({c.number: 1.0 for c in claims.CLAIMS}, 5, 2,
                                                 sd, 4, rng)
@@ -40,7 +41,7 @@ def test_effects_far_beyond_the_noise_are_decided_and_counted():
 def test_a_false_verdict_is_counted_per_declared_family():
     """Claim 1's truth lies far on the other side on each of three data sets, the rest on the
     claimed side: every family (a data set, or the report's one) holds a false verdict."""
-    sd = {c.number: 0.01 * claims.MARGINS[c.number] for c in claims.CLAIMS}
+    sd = {c.number: 0.01 * declarations_.MARGINS[c.number] for c in claims.CLAIMS}
     effects = {c.number: (-1.0 if c.number == 1 else 1.0) for c in claims.CLAIMS}
     rng = np.random.default_rng(1)
     _, per_family, per_study = vc.simulate(effects, 5, 3, sd, 3, rng)

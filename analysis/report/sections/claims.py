@@ -18,6 +18,7 @@ from analysis import (
     power,
     worst_case,
 )
+from analysis import declarations as declarations_
 from analysis.claims import SYNTHETIC
 from analysis.format import interval, p_text
 from analysis.report import claims_text
@@ -60,7 +61,7 @@ def build(ctx: Context) -> None:
 def _verdicts(ctx: Context, judgements: list[claims.Judgement]) -> None:
     """The forest plot, how the claims are judged, the verdicts and their evidence."""
     res = ctx.res
-    family, _ = claims.declarations(res)
+    family, _ = declarations_.declarations(res)
     ctx.figure("claims_forest", plots.claims_forest(judgements),
                "Each claim's effect per data set in units of its equivalence margin "
                "(the claimed direction to the right), with its interval at its Holm level "
@@ -72,7 +73,7 @@ def _verdicts(ctx: Context, judgements: list[claims.Judgement]) -> None:
         f"that has both arms, the per-seed differences averaged over configurations "
         f"(claim 1: the Vanilla MT trials' growth of |AIR| from initialisation). The Holm "
         f"family is declared by the study (`claims.family: {family}`: "
-        f"{claims.FAMILIES[family]}) and named beside each verdict: p (Holm) is "
+        f"{declarations_.FAMILIES[family]}) and named beside each verdict: p (Holm) is "
         f"Holm-adjusted over it, and each effect's interval is at its Holm level "
         f"(0.05 / (m − k + 1) for the k-th smallest of the family's m p-values while Holm "
         f"rejects, else the level where it stopped), so it excludes 0 exactly when the "
@@ -169,7 +170,7 @@ def _per_architecture(ctx: Context) -> list[str]:
     t = architectures.pairs(ctx.res)
     if not len(t):
         return []
-    family, _ = claims.declarations(ctx.res)
+    family, _ = declarations_.declarations(ctx.res)
     margin = sorted({f"±{m:g}" for m in t["margin"]})
     ctx.add(Heading(3, "RollingQ per architecture"),
             Table(_architecture_strings(t),
@@ -178,7 +179,7 @@ def _per_architecture(ctx: Context) -> list[str]:
                   f"1 rows), per data set: the paired difference over seeds with its 95 % "
                   f"t-interval, the raw t and exact sign-flip p (†: it cannot reach the "
                   f"pair's Holm level with these seeds), Holm over "
-                  f"{claims.FAMILIES[family].replace('claims', 'pairs')} (the declared "
+                  f"{declarations_.FAMILIES[family].replace('claims', 'pairs')} (the declared "
                   f"family), the TOST against claim 6's margin ({', '.join(margin)}), the "
                   f"verdict as the claims decide it; the paper's gain for the pair (one "
                   f"seed each, best test epoch) with a one-sided test that ours is smaller "
