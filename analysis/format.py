@@ -46,3 +46,15 @@ def signed(x: float) -> str:
 def p_or_dash(p: float) -> str:
     """A p in a verdict table: ``-`` when there is none (the claim was not tested)."""
     return "-" if pd.isna(p) else ("< 0.001" if p < 0.001 else f"{p:.3f}")
+
+
+def mean_sd(mean: float, sd: float, digits: int = 2) -> str:
+    """``"51.90 ± 0.40"``; the mean alone without an sd; ``"-"`` without a mean."""
+    if pd.isna(mean):
+        return "-"
+    return f"{mean:.{digits}f}" if pd.isna(sd) else f"{mean:.{digits}f} ± {sd:.{digits}f}"
+
+
+def bracket(lo: float, hi: float, digits: int = 2) -> str:
+    """``[lo, hi]``; ``-`` without an interval."""
+    return "-" if pd.isna(lo) else f"[{lo:.{digits}f}, {hi:.{digits}f}]"

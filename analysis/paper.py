@@ -8,9 +8,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from analysis.format import mean_sd
 from analysis.results import VARIANT, Results, level_str
 from analysis.stats import prediction_interval, t_interval
-from analysis.tables import mean_sd, noise_long
+from analysis.tables import noise_long
 
 # The paper's Table 1: top-1 accuracy (%), the best test epoch of one seed.
 PAPER_TABLE1: dict[str, dict[str, float]] = {

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from analysis.format import bracket, mean_sd
 from analysis.outcomes import NOISE_COLUMN
 from analysis.results import SEED, STATUSES, VARIANT, Results, level_str
 from analysis.stats import difference, t_interval
@@ -277,17 +278,6 @@ def _optuna_table(res: Results, df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def mean_sd(mean: float, sd: float, digits: int = 2) -> str:
-    """``"51.90 ± 0.40"``; the mean alone without an sd; ``"-"`` without a mean."""
-    if pd.isna(mean):
-        return "-"
-    return f"{mean:.{digits}f}" if pd.isna(sd) else f"{mean:.{digits}f} ± {sd:.{digits}f}"
-
-
-def _ci(lo: float, hi: float, digits: int = 2) -> str:
-    return "-" if pd.isna(lo) else f"[{lo:.{digits}f}, {hi:.{digits}f}]"
-
-
 def format_main(table: pd.DataFrame, res: Results) -> pd.DataFrame:
     """The main table as strings for the report; the best row per data set in bold."""
     keys = [f.key for f in res.factors] + ([f.key for f in res.nuisance]
@@ -304,7 +294,7 @@ def format_main(table: pd.DataFrame, res: Results) -> pd.DataFrame:
         elif pd.isna(r["delta_low"]):
             delta = f"{r['delta']:+.2f} (no interval: one seed)"
         else:
-            ci = _ci(r["delta_low"], r["delta_high"])
+            ci = bracket(r["delta_low"], r["delta_high"])
             delta = f"{r['delta']:+.2f} {ci} ({r['delta_method']})"
         row = {"data set": r["dataset"]} if len(res.datasets) > 1 else {}
         row.update({k: r.get(k, "") for k in keys} if keys else {"variant": r["variant"]})
@@ -313,7 +303,7 @@ def format_main(table: pd.DataFrame, res: Results) -> pd.DataFrame:
         row.update({
             "n": str(r["n"]),
             "test acc at best val (%)": head,
-            "95% CI": _ci(r["low"], r["high"]),
+            "95% CI": bracket(r["low"], r["high"]),
             "Δ vs baseline [95% CI]": delta,
             "best test epoch, paper-style (%)": mean_sd(r["paper_mean"], r["paper_sd"]),
         })

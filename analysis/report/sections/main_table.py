@@ -10,6 +10,7 @@ import pandas as pd
 from analysis import (
     tables,
 )
+from analysis.format import mean_sd
 from analysis.report.blocks import Para, Table
 from analysis.report.context import Context
 
@@ -51,7 +52,7 @@ def build(ctx: Context) -> None:
     for ds, d in ctx.table.groupby("dataset", sort=False):
         best = d[d["best"]].iloc[0]
         line = (f"{ds}: best {res.variant_title} = `{best['variant']}` "
-                f"({tables.mean_sd(best['mean'], best['sd'])} %")
+                f"({mean_sd(best['mean'], best['sd'])} %")
         if res.mode != "optuna" and not best["baseline"] and not pd.isna(best["delta"]):
             line += f", Δ vs baseline {best['delta']:+.2f}"
             if not pd.isna(best["delta_low"]):
