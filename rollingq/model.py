@@ -1,11 +1,11 @@
 """The multimodal Transformer: one encoder per modality, a fusion, detached probes.
 
     inputs {modality: tensor} -> Encoder per modality -> tokens (B, 1 + L_m, D) each
-        -> fusion (rollingq.fusions, one module each): attn (the published single-head
-           layer + optional further layers, pre-norm blocks or published layers; RollingQ acts
-           on a [cls] query) | concat | sum | mbt (bottleneck) | mmml (cross-modal layers)
-           | jmt (joint representation and cross-attentions) | mult (crossmodal transformers)
-           | one modality alone
+        -> fusion (rollingq.fusions.registry: what each builds, fuses, rotates): attn (the
+           published single-head layer + optional further layers, pre-norm blocks or published
+           layers; RollingQ acts on a [cls] query) | concat | sum | mbt (bottleneck)
+           | mmml (cross-modal layers) | jmt (joint representation and cross-attentions)
+           | mult (crossmodal transformers) | one modality alone
         -> ModelOutput(logits, probe logits, [cls] query, mean keys, attention row, shares)
 
 An encoder is a ViT-B-style stream with its own [cls] and learned positional embeddings, as
@@ -17,17 +17,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from rollingq.config import ModelConfig
 from rollingq.data.base import ModalitySpec
-from rollingq.fusions.attention import FusionAttention, FusionBlock, FusionStats
-from rollingq.fusions.jmt import JMT
-from rollingq.fusions.mbt import Bottleneck
-from rollingq.fusions.mmml import MMML
-from rollingq.fusions.mult import MulT, MulTLayer
+from rollingq.fusions.attention import FusionStats
+from rollingq.fusions.mult import MulTLayer
+from rollingq.fusions.registry import FUSIONS
 from rollingq.layers import LN_EPS, Block, LinearEmbed, PatchEmbed2d, TubeletEmbed
 
 
@@ -126,13 +123,8 @@ class MultimodalTransformer(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.specs = dict(specs)
-        unimodal = cfg.fusion in ("audio", "visual", "text")
-        if unimodal and cfg.fusion not in specs:
-            raise ValueError(
-                f"model.fusion={cfg.fusion!r} needs a {cfg.fusion} modality; "
-                f"the data set has: {', '.join(specs)}"
-            )
-        self.modalities = [cfg.fusion] if unimodal else list(specs)
+        self.fusion_kind = FUSIONS[cfg.fusion]  # the fusion's strategy (not a module; no state)
+        self.modalities = self.fusion_kind.modalities(list(specs))
         self.encoders = nn.ModuleDict({m: Encoder(specs[m], cfg) for m in self.modalities})
         self.probes = nn.ModuleDict({m: nn.Linear(cfg.dim, num_classes) for m in self.modalities})
         # Positions of each modality in the fused sequence [cls; tokens_1; tokens_2; ...].
@@ -140,39 +132,7 @@ class MultimodalTransformer(nn.Module):
         for m in self.modalities:
             n = self.encoders[m].num_tokens
             self.spans[m], start = slice(start, start + n), start + n
-        d = cfg.dim
-        if cfg.fusion == "attn":
-            def above() -> nn.Module:  # a fusion layer above the first (MT*)
-                if cfg.fusion_block == "published":
-                    return FusionAttention(d, cfg.fusion_dropout, own_cls=False)
-                return FusionBlock(d, cfg.heads, cfg.mlp_ratio)
-
-            self.fusion = nn.ModuleList(
-                [FusionAttention(d, cfg.fusion_dropout)]
-                + [above() for _ in range(cfg.fusion_layers - 1)]
-            )
-            self.head = nn.Linear(d, num_classes)
-        elif cfg.fusion == "concat":
-            self.head = nn.Linear(d * len(self.modalities), num_classes)
-        elif cfg.fusion == "sum":
-            self.head = nn.ModuleDict({m: nn.Linear(d, num_classes) for m in self.modalities})
-        elif cfg.fusion == "mbt":
-            self.bottleneck = Bottleneck(self.modalities, cfg)
-            self.head = nn.Linear(d * len(self.modalities), num_classes)
-        elif cfg.fusion == "mmml":
-            if len(self.modalities) != 2:
-                raise ValueError(f"model.fusion='mmml' pairs two modalities; the data set has "
-                                 f"{len(self.modalities)}: {', '.join(self.modalities)}")
-            self.mmml = MMML(self.modalities, num_classes, cfg)
-        elif cfg.fusion == "jmt":
-            if len(self.modalities) != 2:
-                raise ValueError(f"model.fusion='jmt' pairs two modalities; the data set has "
-                                 f"{len(self.modalities)}: {', '.join(self.modalities)}")
-            self.jmt = JMT(self.modalities, num_classes, cfg)
-        elif cfg.fusion == "mult":
-            self.mult = MulT(self.modalities, num_classes, cfg)
-        else:
-            self.head = nn.Linear(d, num_classes)
+        self.fusion_kind.build(self, num_classes, cfg)
         self.apply(_init_weights)
         for module in self.modules():  # MulT's layers keep their reference's init
             if isinstance(module, MulTLayer):
@@ -186,46 +146,17 @@ class MultimodalTransformer(nn.Module):
 
     @property
     def rotations(self) -> list[nn.Module]:
-        """The Rotation modules of the fusion layers, first to last (empty without attn)."""
-        if self.cfg.fusion == "attn":
-            return [layer.rotation for layer in self.fusion]
-        fusion = getattr(self, self.cfg.fusion, None)
-        if self.cfg.fusion in ("mmml", "mult") and fusion.readout is not None:
-            return [fusion.readout.rotation]
-        return []
+        """The Rotation modules of the fusion's rotatable [cls] queries, first to last (empty
+        without an attention read-out)."""
+        return self.fusion_kind.rotations(self)
 
     def forward(self, inputs: dict[str, Tensor]) -> ModelOutput:
-        fusion = self.cfg.fusion
-        if fusion == "mbt":  # bottleneck layers on the unnormalised streams, then their norms
-            raw = {m: self.encoders[m](inputs[m], norm=False) for m in self.modalities}
-            streams = {m: self.encoders[m].norm(z) for m, z in self.bottleneck(raw).items()}
-        else:
-            streams = {m: self.encoders[m](inputs[m]) for m in self.modalities}  # (B, 1+L_m, D)
+        streams = self.fusion_kind.streams(self, inputs)  # (B, 1 + L_m, D) each
         # detached probes only monitor; MMML's unimodal losses train the encoders
-        probes = {m: self.probes[m](z[:, 0] if fusion == "mmml" else z[:, 0].detach())
+        detach = not self.fusion_kind.probes_train_encoders
+        probes = {m: self.probes[m](z[:, 0].detach() if detach else z[:, 0])
                   for m, z in streams.items()}
-        stats: list[FusionStats] = []
-        if fusion == "attn":
-            x = torch.cat(list(streams.values()), 1)  # (B, L-1, D)
-            last = len(self.fusion) - 1
-            for i, layer in enumerate(self.fusion):
-                x, s = layer(x, self.spans, full=i < last)
-                stats.append(s)
-            logits = self.head(x)
-        elif fusion == "concat":
-            logits = self.head(torch.cat([z[:, 0] for z in streams.values()], -1))
-        elif fusion == "sum":
-            logits = sum(self.head[m](z[:, 0]) for m, z in streams.items())
-        elif fusion == "mbt":
-            logits = self.head(torch.cat([z[:, 0] for z in streams.values()], -1))
-        elif fusion == "mmml":
-            logits, stats = self.mmml(streams, self.spans)
-        elif fusion == "mult":
-            logits, stats = self.mult(streams, self.spans)
-        elif fusion == "jmt":
-            logits = self.jmt(streams)
-        else:
-            logits = self.head(streams[fusion][:, 0])
+        logits, stats = self.fusion_kind.fuse(self, streams)
         features = {m: z[:, 0] for m, z in streams.items()}
         return ModelOutput(logits=logits, probe_logits=probes, features=features, fusion=stats)
 
@@ -235,13 +166,7 @@ class MultimodalTransformer(nn.Module):
         concat and mbt: the head's block of each modality, ``z_m W_m^T + b / M``; sum: each
         modality's own head; the others (no additive split): the detached probe heads.
         """
-        if self.cfg.fusion in ("concat", "mbt"):
-            d, share = self.cfg.dim, self.head.bias / len(self.modalities)
-            return {m: F.linear(out.features[m], self.head.weight[:, i * d : (i + 1) * d], share)
-                    for i, m in enumerate(self.modalities)}
-        if self.cfg.fusion == "sum":
-            return {m: self.head[m](out.features[m]) for m in self.modalities}
-        return dict(out.probe_logits)
+        return self.fusion_kind.branch_logits(self, out.features, out.probe_logits)
 
 
 def _init_weights(module: nn.Module) -> None:

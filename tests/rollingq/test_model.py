@@ -1,11 +1,14 @@
 """Model: shapes for every fusion, the output record, the identity rotation, buffers."""
 
+import typing
+
 import pytest
 import torch
 
-from rollingq.config import ModelConfig
+from rollingq.config import Fusion, ModelConfig
 from rollingq.data.base import ModalitySpec
 from rollingq.fusions.mult import MulTEncoder
+from rollingq.fusions.registry import FUSIONS
 from rollingq.model import MultimodalTransformer
 
 SPECS = {
@@ -63,6 +66,48 @@ def test_other_fusions(fusion):
 def test_unimodal_fusion_needs_its_modality():
     with pytest.raises(ValueError, match="needs a text modality; the data set has: audio, visual"):
         MultimodalTransformer({m: SPECS[m] for m in ("audio", "visual")}, C, small(fusion="text"))
+
+
+def test_the_registry_has_one_fusion_per_config_choice():
+    assert set(FUSIONS) == set(typing.get_args(Fusion))
+
+
+# The state-dict names a checkpoint, the pretrained loader and Table 4's counts rely on, as they
+# were before the registry: top-level groups, the number of keys, the rotatable queries.
+STATE_KEYS = [
+    ("attn", SPECS, {}, {"encoders", "probes", "fusion", "head"}, 73, 1),
+    ("concat", SPECS, {}, {"encoders", "probes", "head"}, 62, 0),
+    ("sum", SPECS, {}, {"encoders", "probes", "head"}, 66, 0),
+    ("mbt", SPECS, {}, {"encoders", "probes", "bottleneck", "head"}, 99, 0),
+    ("mmml", AV, {}, {"encoders", "probes", "mmml"}, 100, 0),
+    ("mmml", AV, {"readout": "attn"}, {"encoders", "probes", "mmml"}, 107, 1),
+    ("jmt", AV, {}, {"encoders", "probes", "jmt"}, 58, 0),
+    ("mult", SPECS, {}, {"encoders", "probes", "mult"}, 327, 0),
+    ("mult", SPECS, {"readout": "attn"}, {"encoders", "probes", "mult"}, 334, 1),
+    ("text", SPECS, {}, {"encoders", "probes", "head"}, 22, 0),
+]
+
+
+@pytest.mark.parametrize("fusion,specs,cfg,groups,count,rotations", STATE_KEYS)
+def test_each_fusion_keeps_its_checkpoint_names(fusion, specs, cfg, groups, count, rotations):
+    model = MultimodalTransformer(specs, C, ModelConfig(**{
+        "dim": 40, "depth": 1, "heads": 4, "patch_size": 8, "fusion": fusion, **cfg}))
+    state = model.state_dict()
+    assert {key.split(".")[0] for key in state} == groups
+    assert (len(state), len(model.rotations)) == (count, rotations)
+    fresh = MultimodalTransformer(specs, C, model.cfg)
+    fresh.load_state_dict(state)  # strict: every name matches
+    x = inputs(specs)
+    with torch.no_grad():
+        assert torch.equal(fresh.eval()(x).logits, model.eval()(x).logits)
+
+
+def test_the_attention_fusion_names_its_published_layer():
+    model = MultimodalTransformer(SPECS, C, small())
+    own = [k for k in model.state_dict() if not k.startswith(("encoders.", "probes."))]
+    assert own == [f"fusion.0.{p}" for p in ("cls", "q.weight", "q.bias", "k.weight", "k.bias",
+                   "v.weight", "v.bias", "o.weight", "o.bias", "rotation.matrix",
+                   "rotation.count")] + ["head.weight", "head.bias"]
 
 
 @pytest.mark.parametrize("specs,cfg", [
