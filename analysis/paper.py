@@ -38,13 +38,6 @@ PAPER_TABLE3: dict[str, tuple[float, ...]] = {
     "Vanilla MT": (67.0, 62.7, 52.9, 43.2, 34.7),
     "Vanilla MT + RollingQ": (69.3, 67.2, 58.2, 47.5, 40.6),
 }
-PROTOCOL = (
-    "The paper reports the best epoch's test accuracy of a single seed (the epoch is chosen on "
-    "the test set); our headline picks the epoch on a validation split carved from the training "
-    "set and averages over seeds, and our paper-style column repeats the paper's selection. The "
-    "paper's β, ρ, rotation count, learning rate and epochs are unpublished, so its numbers are "
-    "a reference point, not a reproduction target."
-)
 
 
 def paper_name(values: dict[str, Any]) -> str | None:

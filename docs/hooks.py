@@ -13,6 +13,9 @@ A page holding ``<!-- differences-table -->`` gets the rows of the RollingQ diff
 (``method.md`` §6) and of the baselines' (``baselines.md`` §7) as one table: each row is
 written once, beside its reasons, and the combined table is derived from them.
 
+A page holding ``<!-- report-words -->`` gets every caption and methodology paragraph of the
+study report, from ``analysis/report/text.md``, the one place they are written.
+
 Maths is written ``$...$`` and ``$$...$$`` (GitHub renders the same source); pymdownx.arithmatex
 marks it and ``on_page_content`` converts each formula with latex2mathml into MathML, which
 browsers render natively: the site needs no script and no network to show its maths, and a
@@ -26,11 +29,13 @@ import dataclasses
 import html
 import re
 import sys
+import textwrap
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 MARK = "<!-- config-reference -->"
 DIFFERENCES = "<!-- differences-table -->"
+WORDS = "<!-- report-words -->"
 # pymdownx.arithmatex, generic mode: inline \(...\) in a span, display \[...\] in a div.
 MATH = re.compile(r'<(span|div) class="arithmatex">\\([(\[])(.*?)\\[)\]]</\1>', re.S)
 
@@ -108,11 +113,26 @@ def differences(docs: Path) -> str:
     return "\n".join(head + rollingq + baselines)
 
 
+def report_words() -> str:
+    """Every text of ``analysis/report/text.md`` (``analysis.report.captions``) under its id,
+    in a ``text`` block: ``{field}`` is what the report fills in."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from analysis.report.captions import texts
+
+    parts = []
+    for key, words in texts().items():
+        parts += [f"#### `{key}`", "", "```text", textwrap.fill(words, 96), "```", ""]
+    return "\n".join(parts)
+
+
 def on_page_markdown(markdown: str, page, config, files) -> str:
     if MARK in markdown:
         markdown = markdown.replace(MARK, reference())
     if DIFFERENCES in markdown:
         markdown = markdown.replace(DIFFERENCES, differences(Path(config["docs_dir"])))
+    if WORDS in markdown:
+        markdown = markdown.replace(WORDS, report_words())
     return markdown
 
 

@@ -4,9 +4,11 @@
     python -m analysis.report results/hpo/cremad-run/ results/hpo/ks-run/ --out reports/hpo
 
 The study driver calls ``generate([folder])`` at the end of every study; any study can be
-re-reported from its files alone. The report is a list of blocks (headings, paragraphs, tables,
-figures) rendered twice: Markdown with the figures as files under ``figures/``, and HTML with
-the same figures embedded as base64 PNG, so the HTML opens anywhere on its own.
+re-reported from its files alone. The report is data first (``sections``: each section's
+blocks of headings, paragraphs, tables and figures, its summary lines and the numbers it shows),
+rendered twice: Markdown with the figures as files under ``figures/``, and HTML with the same
+figures embedded as base64 PNG, so the HTML opens anywhere on its own. Captions and methodology
+paragraphs are words of ``text.md`` (``captions``).
 
 Sections, in this order (``build``; one module each under ``sections/``): what the study says
 (summary), provenance, trials (excluded ones counted), the main table, the paper's claims on this
@@ -28,8 +30,9 @@ import numpy as np
 
 from analysis import outcomes, remote
 from analysis.declarations import declarations
-from analysis.report.blocks import Block, Bullets, Heading, Para, render_html, render_markdown
-from analysis.report.context import CLAIMS_TITLE, DEFAULT_METRICS, Context
+from analysis.report.blocks import Heading, Para, render_html, render_markdown
+from analysis.report.captions import text
+from analysis.report.context import CLAIMS_TITLE, DEFAULT_METRICS, Context, Section
 from analysis.report.sections import (
     artifacts,
     figures,
@@ -46,8 +49,8 @@ from analysis.results import ResultsError, load
 EXIT_BAD_INPUT = 2
 
 
-def build(ctx: Context) -> list[Block]:
-    """The report's blocks, section after section, "What the study says" first."""
+def build(ctx: Context) -> list[Section]:
+    """The report's sections, in order ("What the study says" is made from their summaries)."""
     res = ctx.res
     space = res.metas[0].get("space") or res.designs[0].space
     question = res.designs[0].question or res.metas[0].get("question") or ""
@@ -56,25 +59,41 @@ def build(ctx: Context) -> list[Block]:
         ctx.add(Para(f"**Question:** {question}"))
     ctx.add(Para(f"Generated {time.strftime('%Y-%m-%d %H:%M:%S %Z')} from "
                  + ", ".join(f"`{d}`" for d in res.dirs) + "."))
-    head = len(ctx.blocks)
-    ctx.section("Provenance", provenance.build)
-    ctx.section("Trials", trials.build)
+    ctx.section("provenance", "Provenance", provenance.build)
+    ctx.section("trials", "Trials", trials.build)
     if not len(res.finished):
-        ctx.add(Heading(2, "Results"),
-                Para(f"There is nothing to analyse: none of the {len(res.trials)} trials "
-                     f"finished with a headline accuracy."))
-        ctx.summary.append("There is nothing to analyse yet.")
+        ctx.section("results", "Results", _nothing)
     else:
-        ctx.section("Main table", main_table.build)
-        ctx.section(CLAIMS_TITLE, claims_section.build)
+        ctx.section("main_table", "Main table", main_table.build)
+        ctx.section("claims", CLAIMS_TITLE, claims_section.build)
         if len(res.objectives) > 1:
-            ctx.section("Pareto front", pareto.build)
-        ctx.section("Sensitivity", sensitivity.build)
-        ctx.section("Figures", figures.build)
-        ctx.section("Comparison with the paper", paper.build)
-    ctx.section("Artifacts", artifacts.build)
-    ctx.blocks[head:head] = [Heading(2, "What the study says"), Bullets(ctx.summary)]
-    return ctx.blocks
+            ctx.section("pareto", "Pareto front", pareto.build)
+        ctx.section("sensitivity", "Sensitivity", sensitivity.build)
+        ctx.section("figures", "Figures", figures.build)
+        ctx.section("paper", "Comparison with the paper", paper.build)
+    ctx.section("artifacts", "Artifacts", artifacts.build)
+    return ctx.sections
+
+
+def _nothing(ctx: Context) -> None:
+    ctx.add(Para(text("report.nothing", trials=len(ctx.res.trials))))
+    ctx.summary.append("There is nothing to analyse yet.")
+
+
+def sections(dirs: list[Path], out: Path | None = None,
+             metrics: tuple[str, ...] = DEFAULT_METRICS) -> Context:
+    """The report of ``dirs`` as data: its head and sections, the figures saved under
+    ``out/figures`` (``generate`` renders it; the arguments and errors are generate's)."""
+    res = load([Path(d) for d in dirs])
+    declarations(res)  # a bad `claims:` block stops here, before any statistics
+    out = Path(out) if out is not None else res.dirs[0]
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in (out / "figures").glob("*.png"):  # from an earlier report of this folder
+        stale.unlink()
+    ctx = Context(res, out, metrics)
+    with np.errstate(all="ignore"):
+        build(ctx)
+    return ctx
 
 
 def generate(dirs: list[Path], out: Path | None = None,
@@ -91,14 +110,8 @@ def generate(dirs: list[Path], out: Path | None = None,
         ResultsError: A folder is missing or has no trials.csv, a file is malformed, or the
             folders' ``claims:`` blocks are bad or disagree.
     """
-    res = load([Path(d) for d in dirs])
-    declarations(res)  # a bad `claims:` block stops here, before any statistics
-    out = Path(out) if out is not None else res.dirs[0]
-    out.mkdir(parents=True, exist_ok=True)
-    for stale in (out / "figures").glob("*.png"):  # from an earlier report of this folder
-        stale.unlink()
-    with np.errstate(all="ignore"):
-        blocks = build(Context(res, out, metrics))
+    ctx = sections(dirs, out, metrics)
+    blocks, out = ctx.blocks(), ctx.out
     title = blocks[0].text if blocks and isinstance(blocks[0], Heading) else "Study report"
     (out / "report.md").write_text(render_markdown(blocks, out))
     path = out / "report.html"

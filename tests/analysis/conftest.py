@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -101,3 +103,37 @@ def paper_report(paper_studies, tmp_path_factory):
     from analysis.report import generate
 
     return generate(paper_studies, out=tmp_path_factory.mktemp("paper_report"))
+
+
+# The reports as data (analysis.report.sections), built once: test_report_sections.py reads
+# their numbers, test_report_words.py their words.
+DATA = Path(__file__).parent / "data"
+
+
+def _sections(dirs, tmp_path_factory, name):
+    from analysis.report import sections
+
+    return sections(list(dirs), out=tmp_path_factory.mktemp(name))
+
+
+@pytest.fixture(scope="session")
+def planted_sections(planted, tmp_path_factory):
+    return _sections([planted], tmp_path_factory, "planted_sections")
+
+
+@pytest.fixture(scope="session")
+def optuna_sections(optuna_study, tmp_path_factory):
+    return _sections([optuna_study], tmp_path_factory, "optuna_sections")
+
+
+@pytest.fixture(scope="session")
+def smoke_sections(tmp_path_factory):
+    """The driver's real output of a finished two-trial smoke study."""
+    return _sections([DATA / "smoke_finished"], tmp_path_factory, "smoke_sections")
+
+
+@pytest.fixture(scope="session")
+def interrupted_sections(tmp_path_factory):
+    """The driver's real output of an interrupted smoke study: two incomplete trials and an
+    empty curves.csv."""
+    return _sections([DATA / "smoke_interrupted"], tmp_path_factory, "interrupted_sections")

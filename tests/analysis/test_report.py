@@ -1,5 +1,7 @@
-"""The report end to end: files written, sections present, partial and empty studies, the
-paper comparison, Optuna importance and the CLI (the import boundary: ``test_layers.py``)."""
+"""The report end to end: files written, sections and figures present, the main table's and the
+ANOVA's rows, the paper comparison and the CLI. Each section's numbers:
+``test_report_sections.py``; the words: ``test_report_words.py``; the import boundary:
+``test_layers.py``."""
 
 from __future__ import annotations
 
@@ -10,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from analysis import plots
 from analysis.report import generate, main
 from tests.analysis.studies import write_study
 
@@ -71,34 +72,6 @@ def test_report_main_table_and_anova_rows(ablation_report):
     assert "is not one of the paper's" in md  # synthetic
 
 
-def test_partial_study_reports_and_counts_exclusions(planted, tmp_path):
-    md = generate([planted], out=tmp_path).with_suffix(".md").read_text()
-    assert "The statistics use the 78 finished experiments of 81; excluded: 1 diverged, " \
-           "1 errored, 1 incomplete." in md
-    assert "| 20260101-000000 | 78 | 1 | 0 | 1 | 1 | 1 | 81 | 81 |" in md
-    assert "| abcde_00000 | synthetic | 0 / 0.5 / 1 | 0 | errored | 2 | RuntimeError: CUDA " \
-           "error: out of memory |" in md
-    assert "figures/beta_rho.png" in md and "could not be generated" not in md
-
-
-def test_interrupted_study_has_nothing_to_analyse(tmp_path):
-    """The driver's real output of an interrupted smoke study: two incomplete trials and an
-    empty curves.csv."""
-    md = generate([DATA / "smoke_interrupted"], out=tmp_path).with_suffix(".md").read_text()
-    assert "There is nothing to analyse: none of the 2 trials finished" in md
-    assert "No trial of 2 has finished (2 incomplete)." in md
-    assert "## Main table" not in md and "## Provenance" in md
-
-
-def test_real_smoke_study_with_one_seed(tmp_path):
-    """The driver's real output of a finished two-trial smoke study."""
-    md = generate([DATA / "smoke_finished"], out=tmp_path).with_suffix(".md").read_text()
-    assert "| False | 1 | 94.50 | - | baseline | 94.50 |" in md
-    assert "| True | 1 | **95.00** | - | +0.50 (no interval: one seed) | 95.00 |" in md
-    assert "no residual degrees of freedom" in md
-    assert "figures/air.png" in md and "could not be generated" not in md
-
-
 def test_single_level_factor_sentence_in_report(tmp_path):
     search = {"rollingq.beta": {"role": "scientific", "type": "choice", "values": [0.0, 0.2]},
               "rollingq.rotation": {"role": "scientific", "type": "choice", "values": ["svd"]}}
@@ -126,28 +99,6 @@ def test_paper_comparison_on_the_papers_data_sets(paper_report):
            "it; the F tests use heteroscedasticity-robust (HC3) covariance" in md
     assert "seed within data set (block)" in md
     assert "| data set | rollingq.enabled | model.fusion_layers | n |" in md
-
-
-def test_optuna_study_reports_importance_and_asha(optuna_study, tmp_path):
-    md = generate([optuna_study], out=tmp_path).with_suffix(".md").read_text()
-    assert "evaluator PED-ANOVA (optuna.importance.PedAnovaImportanceEvaluator" in md
-    assert "excluded: 6 stopped early by ASHA, 1 errored, diverged or incomplete" in md
-    assert "The 6 trials stopped early by ASHA ran a shorter budget" in md
-    assert "the most important parameter is `rollingq.beta`" in md
-    assert "`optuna.journal` (study `hpo`) holds 47 complete" in md
-    assert "figures/importance.png" in md and "figures/history.png" in md
-    assert "No ANOVA and no p-values: the Optuna sampler chose each configuration" in md
-    assert "| term | df |" not in md
-
-
-def test_a_failing_section_does_not_lose_the_report(ablation, tmp_path, monkeypatch):
-    def broken(res):
-        raise RuntimeError("boom")
-
-    monkeypatch.setattr(plots, "air_curves", broken)
-    md = generate([ablation], out=tmp_path).with_suffix(".md").read_text()
-    assert "This section could not be generated (RuntimeError: boom)." in md
-    assert "## Comparison with the paper" in md and "## Artifacts" in md
 
 
 @pytest.mark.integration

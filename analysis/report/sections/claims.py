@@ -23,6 +23,7 @@ from analysis.claims import SYNTHETIC
 from analysis.format import interval, p_text
 from analysis.report import claims_text
 from analysis.report.blocks import Heading, Para, Table
+from analysis.report.captions import text
 from analysis.report.context import Context
 from analysis.results import level_str
 
@@ -32,28 +33,23 @@ log = logging.getLogger(__name__)
 def build(ctx: Context) -> None:
     res = ctx.res
     judgements = claims.judge(res)
+    ctx.record(judgements=judgements)
     _verdicts(ctx, judgements)
     per_pair = _per_architecture(ctx)
     if SYNTHETIC in res.datasets:
-        ctx.add(Para("The synthetic data set is built to show RollingQ's mechanism, so "
-                     "its verdicts are mechanism checks, not evidence about the paper's "
-                     "data sets. Claim 2 is a manipulation check everywhere: the trigger "
-                     "rotates until |AIR| ≤ β."))
+        ctx.add(Para(text("claims.synthetic")))
     _lost_trials(ctx, judgements)
     fav = outcomes.favoured_modalities(res.trials)
-    ctx.add(Para("Favoured modality (declared, never chosen from the shares under test): "
-                 + "; ".join(f"{ds}: `{m}` ({how})" if m else f"{ds}: none ({how})"
-                             for ds, (m, how) in fav.items()) + "."))
+    ctx.record(favoured=fav)
+    ctx.add(Para(text("claims.favoured", favoured="; ".join(
+        f"{ds}: `{m}` ({how})" if m else f"{ds}: none ({how})" for ds, (m, how) in fav.items()))))
     _test_set(ctx)
     _across_datasets(ctx, judgements)
     for sentence in (claims_text.cannot_judge(judgements)
                      + claims_text.grow_commands(res, judgements)
                      + claims_text.regrouped(res, judgements)):
         ctx.add(Para(sentence))
-    ctx.figure("air_convergence", plots.air_convergence(res),
-               "Validation |AIR| over epochs, RollingQ on vs off (each arm averaged "
-               "within a seed, then the mean and 95 % t-band over seeds), β dashed: "
-               "claims 1 and 2, a column per data set.")
+    ctx.figure("air_convergence", plots.air_convergence(res), text("claims.air_convergence"))
     _summary(ctx, judgements)
     ctx.summary.extend(per_pair)
 
@@ -62,59 +58,23 @@ def _verdicts(ctx: Context, judgements: list[claims.Judgement]) -> None:
     """The forest plot, how the claims are judged, the verdicts and their evidence."""
     res = ctx.res
     family, _ = declarations_.declarations(res)
-    ctx.figure("claims_forest", plots.claims_forest(judgements),
-               "Each claim's effect per data set in units of its equivalence margin "
-               "(the claimed direction to the right), with its interval at its Holm level "
-               "(the one the verdict reads); 0 solid, the margin ±1 dashed; the colour "
-               "is the verdict.")
-    ctx.add(Para(
-        f"Each claim of the paper tested on this study's trials: RollingQ on (enabled, a "
-        f"rotation allowed) against off (vanilla), paired by seed within each configuration "
-        f"that has both arms, the per-seed differences averaged over configurations "
-        f"(claim 1: the Vanilla MT trials' growth of |AIR| from initialisation). The Holm "
-        f"family is declared by the study (`claims.family: {family}`: "
-        f"{declarations_.FAMILIES[family]}) and named beside each verdict: p (Holm) is "
-        f"Holm-adjusted over it, and each effect's interval is at its Holm level "
-        f"(0.05 / (m − k + 1) for the k-th smallest of the family's m p-values while Holm "
-        f"rejects, else the level where it stopped), so it excludes 0 exactly when the "
-        f"verdict does; the simultaneous interval over the family (Bonferroni, level "
-        f"1 − 0.05/m) is in the evidence table. p is the raw two-sided one-sample t-test; "
-        f"beside it the exact sign-flip p, which needs no normality (†: with n seeds its "
-        f"smallest value 2/2ⁿ is above the claim's Holm level, so only the t-test's normal "
-        f"model can decide the claim). Verdict: "
-        f"**reproduced** / **contradicted** when p (Holm) < 0.05 on the claimed / the "
-        f"other side; **no effect** when the equivalence test (TOST) against the margin "
-        f"(the smallest effect of interest, declared independently of the paper) "
-        f"has Holm p < 0.05 over the family's equivalence tests; **inconclusive** "
-        f"(we cannot tell yet) otherwise, with the seeds needed as a range: the verdict is "
-        f"reached with 80 % power (at an effect of the margin, and at no effect) at the "
-        f"observed seed sd (the lower end) and at its {100 * power.SD_UCL:.0f} % upper "
-        f"confidence limit (the recommendation); **deterministic: no test** when every seed "
-        f"gives the same difference."),
-            Table(claims_text.table(res, judgements),
-                  "The paper's claims: the effect (on − off, or the vanilla growth) with "
-                  "its interval at its Holm level, the raw t and sign-flip p, the Holm p "
-                  "and its family, the equivalence margin (the default in "
-                  "docs/report.md, or the one the study's spec declares) and the TOST's "
-                  "Holm p, the verdict, and the paper's figure (a reference, not a "
-                  "margin)."),
-            Table(claims_text.evidence_table(res, judgements),
-                  "What each verdict rests on: the per-seed differences, the raw 95 % "
-                  "t-interval, the simultaneous interval over the family, the "
-                  "standardised effect d_z, and the trials used per arm "
-                  "of those the study ran for it."))
+    ctx.figure("claims_forest", plots.claims_forest(judgements), text("claims.forest"))
+    ctx.add(Para(text("claims.method", family=family, family_text=declarations_.FAMILIES[family],
+                      ucl=100 * power.SD_UCL)),
+            Table(claims_text.table(res, judgements), text("claims.table")),
+            Table(claims_text.evidence_table(res, judgements), text("claims.evidence")))
 
 
 def _lost_trials(ctx: Context, judgements: list[claims.Judgement]) -> None:
     """The trials each arm lost, and the verdicts at the lost trials' worst values."""
     res = ctx.res
     lost = claims.failures(res)
+    ctx.record(lost=lost)
     if len(lost) and (lost["on_lost"] + lost["off_lost"]).sum():
-        ctx.add(Table(_failures(lost),
-                      "Trials lost by arm (diverged, errored or incomplete) and the Fisher "
-                      "exact test of losing a trial by arm: a method that fails more "
-                      "often is judged on its survivors."))
-        line = claims_text.worst_case_text(worst_case.worst_case(res, judgements))
+        ctx.add(Table(_failures(lost), text("claims.lost")))
+        worst = worst_case.worst_case(res, judgements)
+        ctx.record(worst_case=worst)
+        line = claims_text.worst_case_text(worst)
         if line:
             ctx.add(Para(line))
 
@@ -123,30 +83,18 @@ def _test_set(ctx: Context) -> None:
     """Claim (6) from the test set's per-sample predictions."""
     res = ctx.res
     tested = per_sample.test_set(res)
+    ctx.record(test_set=tested)
     if len(tested) and (tested["pairs"] > 0).any():
         ctx.add(Table(_test_set_strings(tested),
-                      "Claim (6) from the test set's per-sample predictions, beside the "
-                      "seed-level test above: the same on/off pairs, each test sample's "
-                      "accuracy difference averaged as the claim averages (its mean is "
-                      "the claim's effect), a paired bootstrap over test samples (BCa, "
-                      f"{per_sample.BOOTSTRAP_RESAMPLES} resamples, 95 %), and per pair "
-                      "McNemar's test (on-only / off-only correct samples; exact under 25 "
-                      "discordant) with Holm over the data set's pairs. Given the trained "
-                      "models this is the test set's sampling uncertainty only; the "
-                      "verdict rests on the seeds, as the claim is about training runs."))
+                      text("claims.test_set", resamples=per_sample.BOOTSTRAP_RESAMPLES)))
 
 
 def _across_datasets(ctx: Context, judgements: list[claims.Judgement]) -> None:
     """Each claim averaged over several data sets, and whether it differs between them."""
     across = claims.pooled(judgements)
+    ctx.record(pooled=across)
     if len(across):
-        ctx.add(Table(_pooled_strings(across),
-                      "Each claim on several data sets: the average over these data sets "
-                      "(the unweighted mean of their effects, a t interval with "
-                      "Welch–Satterthwaite df: the seed sds are estimated, and the data "
-                      "sets are these, not a sample of data sets), a description with no p "
-                      "and outside the Holm family; and Welch's heteroscedastic test of "
-                      "whether the effect differs between the data sets."))
+        ctx.add(Table(_pooled_strings(across), text("claims.pooled")))
         for sentence in claims_text.pooled_text(across, judgements):
             ctx.add(Para(sentence))
 
@@ -168,27 +116,15 @@ def _per_architecture(ctx: Context) -> list[str]:
     """RollingQ per architecture: each on/off pair of the study on each data set; returns
     the summary's lines."""
     t = architectures.pairs(ctx.res)
+    ctx.record(pairs=t)
     if not len(t):
         return []
     family, _ = declarations_.declarations(ctx.res)
     margin = sorted({f"±{m:g}" for m in t["margin"]})
     ctx.add(Heading(3, "RollingQ per architecture"),
-            Table(_architecture_strings(t),
-                  f"RollingQ's effect on the headline accuracy per pair (a RollingQ "
-                  f"variant against the same configuration without it, the paper's Table "
-                  f"1 rows), per data set: the paired difference over seeds with its 95 % "
-                  f"t-interval, the raw t and exact sign-flip p (†: it cannot reach the "
-                  f"pair's Holm level with these seeds), Holm over "
-                  f"{declarations_.FAMILIES[family].replace('claims', 'pairs')} (the declared "
-                  f"family), the TOST against claim 6's margin ({', '.join(margin)}), the "
-                  f"verdict as the claims decide it; the paper's gain for the pair (one "
-                  f"seed each, best test epoch) with a one-sided test that ours is smaller "
-                  f"(Holm over the same pairs); the share of seeds where RollingQ wins "
-                  f"(a tie is no win) with its Clopper–Pearson interval; the 95 % "
-                  f"prediction interval of one seed's paper-style difference, against the "
-                  f"paper's single-seed gain; and the test set's paired BCa bootstrap "
-                  f"with McNemar per seed where the trials saved predictions. The claims "
-                  f"above average these pairs and stay the headline."))
+            Table(_architecture_strings(t), text(
+                "claims.per_architecture", margins=", ".join(margin),
+                family_text=declarations_.FAMILIES[family].replace("claims", "pairs"))))
     lines = []
     for ds, g in t.groupby("dataset", sort=False):
         # the paper's row names a pair unless several pairs share it (a rotation ablation)

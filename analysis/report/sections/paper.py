@@ -9,46 +9,34 @@ from analysis import (
     tables,
 )
 from analysis.report.blocks import Para, Table
+from analysis.report.captions import text
 from analysis.report.context import Context
 
 log = logging.getLogger(__name__)
 
 
-PAPER_DATASETS = "CREMA-D (`cremad`), Kinetics-Sounds (`kinetics_sounds`), MOSEI (`mosei`)"
 
 
 def build(ctx: Context) -> None:
     res = ctx.res
     ours = [d for d in res.datasets if d in paper_tables.PAPER_TABLE1]
     if not ours:
-        ctx.add(Para(f"The data set ({', '.join(res.datasets)}) is not one of the paper's "
-                     f"({PAPER_DATASETS}), so there is nothing to compare with."))
+        ctx.add(Para(text("paper.not_paper", datasets=", ".join(res.datasets))))
         return
-    ctx.add(Para(paper_tables.PROTOCOL))
+    ctx.add(Para(text("paper.protocol")))
     comp = paper_tables.paper_comparison(res, ctx.table)
+    ctx.record(table1=comp)
     if len(comp):
-        ctx.add(Table(comp, "Table 1 of the paper beside ours (percent). The paper's "
-                            "number is one seed at its best test epoch; the prediction "
-                            "interval (mean ± t(n − 1)·sd·√(1 + 1/n) of our paper-style "
-                            "numbers) says where one seed of ours would fall 95 % of the "
-                            "time, so a paper number outside it is unlikely to come from "
-                            "one run of this setup."))
+        ctx.add(Table(comp, text("paper.table1")))
     else:
-        ctx.add(Para("None of the variants corresponds to a row of the paper's Table 1."))
+        ctx.add(Para(text("paper.no_row")))
     noise = paper_tables.paper_noise_comparison(res)
+    ctx.record(table3=noise)
     if len(noise):
         recipe = tables.noise_recipe(res)
-        ctx.add(Table(noise, "Table 3 (Kinetics-Sounds, noise on audio) beside ours; the "
-                             "paper cites MultiBench's white noise (x + λ·N(0, 1), our "
-                             f"`absolute` recipe); ours: {recipe}"
-                             + ("." if recipe == "absolute" else
-                                ", whose λ axis is not the paper's.")))
+        axis = "." if recipe == "absolute" else text("paper.table3_axis")
+        ctx.add(Table(noise, text("paper.table3", recipe=recipe, axis=axis)))
     attn = paper_tables.paper_attention_comparison(res)
+    ctx.record(table2=attn)
     if len(attn):
-        ctx.add(Table(attn, "Table 2: Pearson r between attention share and \"input is "
-                            "noise\" (the paper's protocol and sign are unpublished; it "
-                            "reports positive values and reads |r| as strength). Ours in "
-                            "claim 4's sign, −r (> 0: attention moves away from the noised "
-                            "input), and |r|; the pooled variant is the one comparable with "
-                            "the paper's single number, claim 4 tests the per-modality one. "
-                            f"Ours: {tables.attention_protocol(res)}."))
+        ctx.add(Table(attn, text("paper.table2", protocol=tables.attention_protocol(res))))

@@ -10,6 +10,7 @@ from analysis import (
     tables,
 )
 from analysis.report.blocks import Code, Heading, Para, Table
+from analysis.report.captions import text
 from analysis.report.context import Context
 
 log = logging.getLogger(__name__)
@@ -17,13 +18,17 @@ log = logging.getLogger(__name__)
 
 def build(ctx: Context) -> None:
     res = ctx.res
+    per_folder: list[pd.DataFrame] = []
+    ctx.record(provenance=per_folder)
     for i, d in enumerate(res.dirs):
         if len(res.dirs) > 1:
             ctx.add(Heading(3, f"{i}: `{d.name}`"))
-        ctx.add(Table(pd.DataFrame(tables.provenance(res, i), columns=["field", "value"])))
+        fields = pd.DataFrame(tables.provenance(res, i), columns=["field", "value"])
+        per_folder.append(fields)
+        ctx.add(Table(fields))
         spec = d / "space.yaml"
         if spec.is_file():
-            ctx.add(Para("The merged spec (`space.yaml`), verbatim:"),
+            ctx.add(Para(text("provenance.spec")),
                     Code(spec.read_text().rstrip(), "yaml", "space.yaml"))
     for note in res.notes:
         ctx.add(Para(note))

@@ -20,6 +20,7 @@ from analysis import (
 )
 from analysis.format import interval, number, p_eq, p_text
 from analysis.report.blocks import Heading, Para, Table
+from analysis.report.captions import text
 from analysis.report.context import Context
 from analysis.stats import ALPHA
 from analysis.survival import Survival, survival
@@ -31,41 +32,28 @@ def build(ctx: Context) -> None:
     res = ctx.res
     if res.mode == "optuna":
         _importance(ctx)
-        ctx.add(Para("No ANOVA and no p-values: the Optuna sampler chose each "
-                     "configuration from the outcomes of the trials before it, so the "
-                     "sample is adaptive and an OLS test's error rate does not hold. Read "
-                     "the importance above and the best configurations of the main table."))
+        ctx.add(Para(text("sensitivity.optuna")))
         return
     metrics = list(dict.fromkeys(["acc", *ctx.metrics]))  # the headline always
     fits = {m: sensitivity.analyse(res, m) for m in metrics if m not in outcomes.CENSORED}
     survs = {m: survival(res, m) for m in metrics if m in outcomes.CENSORED}
     tests = family.fdr(fits, survs)
+    ctx.record(fits=fits, survivals=survs, tests=tests)
     q = {m: dict(zip(g["term"], g["q"], strict=True)) for m, g in tests.groupby("metric")}
-    fam = (f"the Benjamini–Hochberg q over the family of all {len(tests)} effect tests "
-           f"of this section (every outcome's ANOVA terms, blocks aside, its contrasts "
-           f"against the vanilla arm and its log-rank tests), false discovery rate 5 %")
+    fam = text("sensitivity.family", tests=len(tests))
     head = fits["acc"]
-    design = ("a randomised complete block design: every configuration is trained once "
-              "with each seed (its initialisation and data order), so the seed is a block "
-              "(`C(seed)`; with several data sets, seeds within each data set)"
-              if head.blocked else
-              "seeds as replicates (too few trials for the seed block)")
-    ctx.add(Para(f"Design: {design}. One trial per experiment: structural copies are "
-                 f"counted once (see Trials). Every parameter is a categorical factor; "
-                 f"Type II ANOVA; η² = SS / SS_total, partial η² = SS / (SS + "
-                 f"SS_residual), ω² = (SS − df·MS_residual) / (SS_total + MS_residual). "
-                 f"q (BH) is {fam}; p is unadjusted."))
+    design = text("sensitivity.blocked" if head.blocked else "sensitivity.replicates")
+    ctx.add(Para(text("sensitivity.design", design=design, family=fam)))
     _model(ctx, "acc", head, q.get("acc", {}), "%", headline=True)
     ctx.summary.append("ANOVA of the headline accuracy: "
                        + _significance(head, q.get("acc", {})) + ".")
     rot = tables.realised_rotations(res)
     if len(rot):
-        ctx.add(Table(rot, "Rotations that fired per rotation cap (`out_rotations`): a "
-                           "cap above what fires trains the same model as a lower one."))
+        ctx.add(Table(rot, text("sensitivity.rotations")))
     others = [m for m in ctx.metrics if m != "acc"]
     if others:
         _outcome_sensitivity(ctx, others, fits, survs, q)
-    ctx.summary.append(f"These significance lines are exploratory: q is {fam}.")
+    ctx.summary.append(text("sensitivity.exploratory", family=fam))
 
 
 def _model(ctx: Context, metric: str, s: sensitivity.Sensitivity, q: dict[str, float], unit: str,
@@ -73,50 +61,26 @@ def _model(ctx: Context, metric: str, s: sensitivity.Sensitivity, q: dict[str, f
     """One outcome's model: ANOVA, marginal means, Tukey, trends, vanilla contrasts."""
     label = "the headline accuracy" if headline else f"`{metric}`"
     if s.formula:
-        ctx.add(Para(f"OLS on {s.n} trials: `{s.formula}`."),
-                Table(_anova_strings(s.anova, q), f"Type II ANOVA of {label}."))
+        ctx.add(Para(text("sensitivity.ols", trials=s.n, formula=s.formula)),
+                Table(_anova_strings(s.anova, q), text("sensitivity.anova", outcome=label)))
     for note in s.notes:
         ctx.add(Para(note))
     if not s.formula and not len(s.vanilla):
         if not s.notes:
-            ctx.add(Para("No model could be fitted."))
+            ctx.add(Para(text("sensitivity.no_model")))
         return
     if len(s.effects):
-        ctx.add(Table(_effects_strings(s.effects, unit),
-                      f"Estimated marginal means of {label} (the model's prediction "
-                      f"averaged over a balanced grid of the other parameters and the "
-                      f"seed blocks) and each level's difference to the reference level "
-                      f"(the vanilla level where the parameter has one, else its first) "
-                      f"with its 95 % interval; each p is unadjusted, Tukey HSD below "
-                      f"controls the family-wise error within a parameter."
-                      if headline else f"Estimated marginal means of {label} and each "
-                      f"level's difference to the reference level (95 % interval)."))
+        ctx.add(Table(_effects_strings(s.effects, unit), text(
+            "sensitivity.means_headline" if headline else "sensitivity.means", outcome=label)))
     if len(s.simple):
-        ctx.add(Table(_simple_strings(s.simple, unit),
-                      f"Simple effects of {label}: each level against the reference level "
-                      f"within each data set, from the data set's own model (its trials, "
-                      f"its seed block, its residual variance: data sets differ in both "
-                      f"scale and noise); p (Holm) over each parameter's simple effects "
-                      f"(every data set × level). A parameter whose interaction with the "
-                      f"data set is significant above acts differently per data set."))
+        ctx.add(Table(_simple_strings(s.simple, unit), text("sensitivity.simple", outcome=label)))
     if len(s.tukey):
-        ctx.add(Table(_tukey_strings(s.tukey),
-                      "Tukey HSD on the estimated marginal means for parameters with more "
-                      "than two levels (Tukey–Kramer, family-wise 5 % within a "
-                      "parameter); mean diff = group2 − group1." if headline else
-                      f"Tukey HSD of {label}."))
+        ctx.add(Table(_tukey_strings(s.tukey), text("sensitivity.tukey_headline") if headline
+                      else text("sensitivity.tukey", outcome=label)))
     if len(s.trends):
-        ctx.add(Table(_trend_strings(s.trends),
-                      f"Dose response of {label}: the numeric parameter as a linear term "
-                      f"(slope per unit of the parameter) in the main-effect model with "
-                      f"the blocks, and the lack of fit of that line against the "
-                      f"categorical factor (small p: the response is not linear)."))
+        ctx.add(Table(_trend_strings(s.trends), text("sensitivity.trend", outcome=label)))
     if len(s.vanilla):
-        ctx.add(Table(_vanilla_strings(s.vanilla, q),
-                      f"The vanilla arm against RollingQ ({label}): per data set, a "
-                      f"cell-means model with the seed block; each contrast averages the "
-                      f"RollingQ cells it names with equal weight; p (Holm) over the data "
-                      f"set's contrasts."))
+        ctx.add(Table(_vanilla_strings(s.vanilla, q), text("sensitivity.vanilla", outcome=label)))
 
 
 def _outcome_sensitivity(ctx: Context, metrics: list[str], fits: dict[str, sensitivity.Sensitivity],
@@ -124,13 +88,7 @@ def _outcome_sensitivity(ctx: Context, metrics: list[str], fits: dict[str, sensi
                         q: dict[str, dict[str, float]]) -> None:
     """The same statistics for each outcome (analysis/outcomes.py); a censored time gets
     Kaplan–Meier and the log-rank test."""
-    ctx.add(Heading(3, "Every outcome"),
-            Para("The same model fitted to each outcome the claims rest on; a trial "
-                 "without the outcome (no attention fusion: no AIR) is left out of that "
-                 "outcome's model. The time to convergence is censored (a trial whose "
-                 "|AIR| never falls to β is still running when training ends), so it is "
-                 "survival data: Kaplan–Meier per level and a log-rank test stratified "
-                 "by seed, not an ANOVA."))
+    ctx.add(Heading(3, "Every outcome"), Para(text("sensitivity.outcomes")))
     lines = []
     for metric in metrics:
         what, unit = outcomes.OUTCOMES[metric]
@@ -156,18 +114,13 @@ def _censored(ctx: Context, surv: Survival, what: str, q: dict[str, float]) -> s
     if not len(surv.levels):
         return f"{what}: no trial to analyse"
     levels, tests = _survival_strings(surv, q)
-    ctx.add(Table(levels, f"`{metric}` per level: trials whose clock started (a rotation "
-                          f"fired), how many converged, and the Kaplan–Meier median "
-                          f"(`not reached`: under half converged)."))
+    ctx.add(Table(levels, text("sensitivity.km_levels", outcome=metric)))
     if len(tests):
-        ctx.add(Table(tests, "Log-rank test across each parameter's levels "
-                             "(statsmodels `survdiff`), stratified by seed (within data "
-                             "set); p unadjusted, q (BH) in the section's family."))
+        ctx.add(Table(tests, text("sensitivity.logrank")))
     for key in dict.fromkeys(surv.levels["factor"]):
         name = "km_" + re.sub(r"[^A-Za-z0-9]+", "_", key)
         ctx.figure(name, plots.convergence_km(surv, key),
-                   f"Kaplan–Meier: share of trials whose |AIR| is still above β, epochs "
-                   f"after the first rotation, per level of `{key}`.")
+                   text("sensitivity.km_figure", parameter=key))
     found = [f"`{r['factor']}` (converged "
              + ", ".join(f"{lv['level']}: {lv['share']:.0%}"
                          for lv in surv.levels[surv.levels["factor"] == r["factor"]]
@@ -182,18 +135,18 @@ def _censored(ctx: Context, surv: Survival, what: str, q: dict[str, float]) -> s
 def _importance(ctx: Context) -> None:
     res = ctx.res
     imps = importance.importance(res)
+    ctx.record(importance=imps)
     ctx.add(Heading(3, "Parameter importance"))
     if not imps:
-        ctx.add(Para("Fewer than two finished configurations: no importance."))
+        ctx.add(Para(text("sensitivity.no_importance")))
     for imp in imps:
         frame = pd.DataFrame({"parameter": list(imp.values),
                               "importance": [f"{v:.3f}" for v in imp.values.values()]})
-        ctx.add(Para(f"{imp.dataset}: evaluator {imp.evaluator}. The study is rebuilt "
-                     f"offline from trials.csv on {imp.target}: {imp.configurations} "
-                     f"configurations from {imp.trials} finished trials (seeds averaged); "
-                     f"excluded: {imp.stopped} stopped early by ASHA, "
-                     f"{imp.other_excluded} errored, diverged or incomplete."),
-                Table(frame, f"Importance ({imp.dataset})."))
+        ctx.add(Para(text("sensitivity.importance", dataset=imp.dataset,
+                          evaluator=imp.evaluator, target=imp.target,
+                          configurations=imp.configurations, trials=imp.trials,
+                          stopped=imp.stopped, other=imp.other_excluded)),
+                Table(frame, text("sensitivity.importance_table", dataset=imp.dataset)))
         for note in imp.notes:
             ctx.add(Para(note))
         top = next(iter(imp.values), None)
@@ -202,10 +155,8 @@ def _importance(ctx: Context) -> None:
                                f"({imp.values[top]:.2f}, PED-ANOVA).")
     for sentence in importance.journal_summary(res):
         ctx.add(Para(sentence))
-    ctx.figure("importance", plots.importance_bars(imps), "PED-ANOVA parameter importance.")
-    ctx.figure("history", plots.optimization_history(res),
-               "Optimization history: each finished trial's validation accuracy and the "
-               "running best.")
+    ctx.figure("importance", plots.importance_bars(imps), text("sensitivity.importance_figure"))
+    ctx.figure("history", plots.optimization_history(res), text("sensitivity.history"))
 
 
 def _anova_strings(a: pd.DataFrame, q: dict[str, float] | None = None) -> pd.DataFrame:
@@ -321,7 +272,7 @@ def _extremes(s: sensitivity.Sensitivity, term: str, e: pd.DataFrame, dataset: s
     """A parameter's highest and lowest marginal mean (on one data set), with their Tukey
     p-adj where the factor has more than two levels."""
     hi, lo = e.loc[e["mean"].idxmax()], e.loc[e["mean"].idxmin()]
-    text = (f"{dataset + ': ' if dataset else ''}highest at {hi['level']}: {hi['mean']:.3g}, "
+    line = (f"{dataset + ': ' if dataset else ''}highest at {hi['level']}: {hi['mean']:.3g}, "
             f"lowest at {lo['level']}: {lo['mean']:.3g}")
     t = s.tukey
     if len(t):
@@ -330,8 +281,8 @@ def _extremes(s: sensitivity.Sensitivity, term: str, e: pd.DataFrame, dataset: s
         if dataset and "dataset" in t:
             t = t[t["dataset"] == dataset]
     if len(t):
-        text += f"; Tukey {p_eq('p-adj', t['p_adj'].iloc[0])}"
-    return text
+        line += f"; Tukey {p_eq('p-adj', t['p_adj'].iloc[0])}"
+    return line
 
 
 def _where(r: dict[str, Any]) -> dict[str, str]:
