@@ -3,7 +3,7 @@
 Reads only the files the study driver writes (``trials.csv``, ``curves.csv``, ``design.json``,
 ``meta.json``, optionally ``optuna.journal`` and ``predictions/``); never imports Ray, torch,
 the training core or the study driver, at import or at call time
-(``tests/analysis/test_layers.py``), so any study can be re-reported without rerunning it.
+(``tests/analysis/test_layering.py``), so any study can be re-reported without rerunning it.
 
     design.py        design.json: what the study was asked (searched keys, variants, seeds)
     migrate.py       folders of older drivers -> today's files, one step on load

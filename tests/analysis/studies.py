@@ -40,6 +40,19 @@ def rotating(params: dict[str, Any]) -> bool:
         "rollingq.max_rotations", 1) != 0
 
 
+ON_OFF = {"rollingq.enabled": {"role": "scientific", "type": "choice", "values": [False, True]}}
+# What the paper claims, planted (``write_study(planted=...)``): RollingQ lowers |AIR| (0.45 ->
+# 0.10), the favoured (audio) share (0.70 -> 0.52), the noise drop (0.30 -> 0.12), raises
+# adaptivity (0.1 -> 0.4); without it |AIR| grows 0.03 an epoch.
+PAPER = {
+    "abs_air": lambda p: 0.10 if rotating(p) else 0.45,
+    "air_slope": lambda p: -0.08 if rotating(p) else 0.03,
+    "share": lambda p: 0.52 if rotating(p) else 0.70,
+    "drop": lambda p: 0.12 if rotating(p) else 0.30,
+    "adaptivity": lambda p: 0.40 if rotating(p) else 0.10,
+}
+
+
 def write_study(
     root: Path,
     *,

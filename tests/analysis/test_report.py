@@ -1,7 +1,7 @@
 """The report end to end: files written, sections and figures present, the main table's and the
 ANOVA's rows, the paper comparison and the CLI. Each section's numbers:
 ``test_report_sections.py``; the words: ``test_report_words.py``; the import boundary:
-``test_layers.py``."""
+``test_layering.py``."""
 
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.analysis.test_browser import CHROMIUM, chromium
+from tests.analysis.test_report_in_browser import CHROMIUM, chromium
 
 pytestmark = pytest.mark.integration  # make test-fast leaves it out (docs/testing.md)
 

@@ -11,7 +11,8 @@ from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
 from analysis import family, sensitivity, tables
-from analysis.report import generate
+from analysis.report import sections
+from analysis.report.blocks import Figure
 from analysis.results import load
 from analysis.survival import survival
 from tests.analysis.studies import write_study
@@ -55,12 +56,13 @@ def test_a_duplicated_vanilla_cell_is_one_experiment_with_its_n_and_df(tmp_path)
 
 def test_the_report_counts_copies_once_and_names_them(tmp_path):
     folder = _copies_study(tmp_path)
-    generate([folder], out=tmp_path / "report")
-    md = (tmp_path / "report" / "report.md").read_text()
-    assert "3 finished trials are structural copies" in md
-    assert "9 finished experiments of 9 (structural copies counted once)" in md
-    assert "randomised complete block design" in md
-    assert "q (BH)" in md and "Benjamini–Hochberg" in md
+    got = sections([folder], out=tmp_path / "report").by_key()
+    trials = got["trials"].data
+    assert len(trials["copies"]) == 3 and set(trials["copies"]["variant"]) == {"0 / NA"}
+    assert (trials["finished"], trials["total"]) == (9, 9)
+    assert got["sensitivity"].data["fits"]["acc"].blocked  # a randomised complete block design
+    tests = got["sensitivity"].data["tests"]
+    assert tests["q"].notna().all() and len(tests) >= 2  # BH over the section's family
 
 
 def test_a_planted_seed_effect_is_absorbed_by_the_block(tmp_path):
@@ -113,11 +115,11 @@ def test_a_planted_censored_effect_is_found_by_the_log_rank_test(tmp_path):
     assert test["factor"] == "rollingq.rho" and test["strata"] == "seed"
     assert test["p"] < 0.05  # 6 strata of one trial per level: the paired sign-test limit
 
-    generate([folder], out=tmp_path / "report")
-    md = (tmp_path / "report" / "report.md").read_text()
-    assert "Log-rank test across each parameter's levels" in md
-    assert "not reached" in md and (tmp_path / "report" / "figures" / "km_rollingq_rho.png"
-                                    ).is_file()
+    got = sections([folder], out=tmp_path / "report").by_key()["sensitivity"]
+    reported = got.data["survivals"]["out_air_convergence"]
+    assert reported.tests.equals(surv.tests) and reported.levels.equals(surv.levels)
+    assert "km_rollingq_rho" in [b.path.stem for b in got.blocks if isinstance(b, Figure)]
+    assert (tmp_path / "report" / "figures" / "km_rollingq_rho.png").is_file()
 
 
 def test_the_exploratory_family_is_benjamini_hochberg_over_every_outcome(tmp_path):
@@ -189,5 +191,7 @@ def test_no_balance_method_is_a_level_not_a_missing_value(tmp_path):
     assert res.trials["balance.method"].notna().all()
     levels = {f.key: f.levels for f in res.factors}
     assert levels["balance.method"] == ["none", "ogm_ge"]
-    md = generate([folder], out=tmp_path / "report").with_suffix(".md").read_text()
-    assert "| none | False | 3 |" in md and "has no finished trial" not in md
+    table = sections([folder], out=tmp_path / "report").by_key()["main_table"].data["table"]
+    base = table[table["baseline"]]
+    assert base[["balance.method", "rollingq.enabled", "n"]].values.tolist() \
+        == [["none", "False", 3]]

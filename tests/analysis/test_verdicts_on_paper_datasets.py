@@ -18,10 +18,11 @@ from statsmodels.stats.proportion import proportion_confint
 from analysis import architectures, claims, sensitivity, tables
 from analysis import declarations as declarations_
 from analysis.paper import PAPER_TABLE1, paper_comparison
-from analysis.report import claims_text, generate
+from analysis.report import claims_text, sections
+from analysis.report.blocks import Table
 from analysis.results import ResultsError, load
 from tests.analysis.studies import write_study, write_table1
-from tests.analysis.test_verdicts import _effects, _standard, plant_claims
+from tests.analysis.test_verdict_engine import _effects, _standard, plant_claims
 
 ON_OFF = {"rollingq.enabled": {"role": "scientific", "type": "choice", "values": [False, True]}}
 
@@ -141,13 +142,16 @@ def test_n5_rollingq_per_architecture_from_the_trials(table1):
 
 
 def test_n5_the_report_has_the_per_architecture_table(table1, tmp_path):
-    generate(table1, out=tmp_path, metrics=("acc",))  # the claims section needs no outcome
-    md = (tmp_path / "report.md").read_text()
-    section = md.split("### RollingQ per architecture")[1].split("\n## ")[0]
-    rows = [line for line in section.splitlines() if line.startswith("| cremad")
-            or line.startswith("| kinetics_sounds")]
-    assert len(rows) == 6 and "Vanilla MT + RollingQ vs Vanilla MT" in section
-    assert "RollingQ per architecture on cremad: Vanilla MT + RollingQ" in md
+    # the claims section needs no outcome
+    section = sections(table1, out=tmp_path, metrics=("acc",)).by_key()["claims"]
+    pairs = section.data["pairs"]
+    assert len(pairs) == 6 and set(pairs["dataset"]) == {"cremad", "kinetics_sounds"}
+    assert "Vanilla MT + RollingQ vs Vanilla MT" in set(pairs["paper_row"])
+    table = next(b for b in section.blocks if isinstance(b, Table)
+                 and b.caption.startswith("RollingQ's effect on the headline accuracy per pair"))
+    assert len(table.frame) == 6
+    assert any(s.startswith("RollingQ per architecture on cremad: Vanilla MT + RollingQ")
+               for s in section.summary)
 
 
 def _pooled_coverage(k: int, tau: float, sims: int, rng: np.random.Generator) -> float:

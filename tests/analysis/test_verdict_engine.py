@@ -15,11 +15,21 @@ from statsmodels.stats.power import TTestPower
 from analysis import claims, per_sample, worst_case
 from analysis import declarations as declarations_
 from analysis import power as planning
-from analysis.report import claims_text, generate
+from analysis.report import claims_text, sections
+from analysis.report.blocks import Figure, Para, Table
 from analysis.results import load
 from tests.analysis.studies import write_study
 
 ON_OFF = {"rollingq.enabled": {"role": "scientific", "type": "choice", "values": [False, True]}}
+
+
+def report(folder, tmp_path) -> dict:
+    """The report of ``folder`` as data: its sections by key."""
+    return sections([folder], out=tmp_path / "report").by_key()
+
+
+def paragraphs(section) -> list[str]:
+    return [b.text for b in section.blocks if isinstance(b, Para)]
 
 
 def _standard(n: int) -> np.ndarray:
@@ -134,20 +144,19 @@ def test_failures_are_counted_by_arm_and_tested(tmp_path):
     got = {j.claim.number: j for j in claims.judge(res)}
     assert got[6].used == {"on": 2, "off": 2} and got[6].expected == {"on": 5, "off": 5}
     assert got[1].used == {"off": 5} and got[1].expected == {"off": 5}
-    generate([folder], out=tmp_path / "report")
-    md = (tmp_path / "report" / "report.md").read_text()
-    assert "| synthetic | 3 of 5 | 0 of 5 |" in md
-    assert "on 2 of 5; off 2 of 5" in md
+    section = report(folder, tmp_path)["claims"]
+    assert section.data["lost"].equals(claims.failures(res))
+    assert {j.claim.number: j.used for j in section.data["judgements"]}[6] == {"on": 2, "off": 2}
 
 
 def test_the_report_opens_the_claims_with_the_forest_plot(tmp_path):
     folder = plant_claims(tmp_path, _effects(0.3, 5, mean=2.0))
-    generate([folder], out=tmp_path / "report")
-    md = (tmp_path / "report" / "report.md").read_text()
-    section = md.split("## The paper's claims on this study")[1].split("\n## ")[0]
-    assert section.lstrip().startswith("![Each claim's effect per data set")
+    section = report(folder, tmp_path)["claims"]
+    first = section.blocks[0]
+    assert isinstance(first, Figure) and first.path.stem == "claims_forest"
     assert (tmp_path / "report" / "figures" / "claims_forest.png").is_file()
-    assert "mechanism checks" in md and "Holm over the 6 claims on synthetic" in md
+    assert any("(mechanism checks)" in s and "Holm over the 6 claims on synthetic" in s
+               for s in section.summary)
 
 
 def test_the_worst_case_puts_lost_trials_at_chance_and_says_which_verdicts_change(tmp_path):
@@ -180,8 +189,7 @@ def test_the_worst_case_puts_lost_trials_at_chance_and_says_which_verdicts_chang
     assert p * 6 > 0.05  # Holm's first step over the six already fails: not reproduced
     line = claims_text.worst_case_text(worst_case.worst_case(res, got))
     assert "(6) reproduced → " in line and "verdict(s) would change" in line
-    generate([folder], out=tmp_path / "report")
-    assert line in (tmp_path / "report" / "report.md").read_text()
+    assert line in paragraphs(report(folder, tmp_path)["claims"])
 
 
 def test_no_lost_trials_no_worst_case(tmp_path):
@@ -233,9 +241,9 @@ def test_a_planted_interaction_with_data_set_is_found(tmp_path):
     text = dict(zip(table.index, claims_text.pooled_text(claims.pooled(got), got), strict=True))
     assert "the effect differs between them" in text[6]
     assert "is reproduced on each of these 2 data sets" in text[2]
-    generate(folders, out=tmp_path / "report")
-    md = (tmp_path / "report" / "report.md").read_text()
-    assert text[6] in md and "Simple effects of the headline accuracy" in md
+    got = sections(folders, out=tmp_path / "report").by_key()
+    assert text[6] in paragraphs(got["claims"])
+    assert len(got["sensitivity"].data["fits"]["acc"].simple)  # each data set's own model
 
 
 def _with_predictions(folder, samples: int, on_gain: dict[int, int], seed: int = 0):
@@ -299,9 +307,12 @@ def test_claim_6_from_the_test_set_bootstrap_and_mcnemar(tmp_path):
     assert [m["p_holm"] for m in row["mcnemar"]] == pytest.approx(list(holm))
     better = int((holm < 0.05).sum())
     assert row["significant"] == f"RollingQ better in {better}, worse in 0 of 5 pairs"
-    generate([folder], out=tmp_path / "report")
-    md = (tmp_path / "report" / "report.md").read_text()
-    assert "paired bootstrap over test samples" in md and "seed 0: 6/0" in md
+    section = report(folder, tmp_path)["claims"]
+    reported = section.data["test_set"].iloc[0]
+    assert [(m["seed"], m["on_only"], m["off_only"]) for m in reported["mcnemar"]][0] \
+        == (0, 6, 0)
+    assert any(isinstance(b, Table) and b.caption.startswith("Claim (6) from the test set's")
+               for b in section.blocks)
 
 
 def test_predictions_that_disagree_with_the_accuracy_are_not_used(tmp_path):
@@ -324,8 +335,7 @@ def test_an_inconclusive_claim_prints_the_command_that_grows_its_study(tmp_path)
         seeds = ",".join(map(str, range(j.seeds_needed)))
         assert line.endswith(f"`python study/run.py --space verdicts_synthetic --resume {folder} "
                              f"--set seeds=[{seeds}]`."), line
-    generate([folder], out=tmp_path / "report")
-    assert lines[0] in (tmp_path / "report" / "report.md").read_text()
+    assert lines[0] in paragraphs(report(folder, tmp_path)["claims"])
 
 
 def test_a_data_set_without_a_favoured_modality_says_how_to_declare_one(tmp_path):
