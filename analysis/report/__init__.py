@@ -110,7 +110,11 @@ def generate(dirs: list[Path], out: Path | None = None,
         ResultsError: A folder is missing or has no trials.csv, a file is malformed, or the
             folders' ``claims:`` blocks are bad or disagree.
     """
-    ctx = sections(dirs, out, metrics)
+    return write(sections(dirs, out, metrics))
+
+
+def write(ctx: Context) -> Path:
+    """Renders a built report into ``ctx.out``: report.md and report.html (its path)."""
     blocks, out = ctx.blocks(), ctx.out
     title = blocks[0].text if blocks and isinstance(blocks[0], Heading) else "Study report"
     (out / "report.md").write_text(render_markdown(blocks, out))

@@ -137,3 +137,8 @@ def interrupted_sections(tmp_path_factory):
     """The driver's real output of an interrupted smoke study: two incomplete trials and an
     empty curves.csv."""
     return _sections([DATA / "smoke_interrupted"], tmp_path_factory, "interrupted_sections")
+
+
+@pytest.fixture(scope="session")
+def ablation_sections(ablation, tmp_path_factory):
+    return _sections([ablation], tmp_path_factory, "ablation_sections")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from analysis.report import generate, main
+from analysis.report import generate, main, write
 from tests.analysis.studies import write_study
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -28,9 +28,8 @@ def cli(*args):
 
 
 @pytest.fixture(scope="module")
-def ablation_report(ablation, tmp_path_factory):
-    out = tmp_path_factory.mktemp("ablation_report")
-    return generate([ablation], out=out)
+def ablation_report(ablation_sections):
+    return write(ablation_sections)
 
 
 def test_report_files_sections_and_figures(ablation_report):
@@ -54,6 +53,8 @@ def test_report_files_sections_and_figures(ablation_report):
 
 
 def test_report_main_table_and_anova_rows(ablation_report):
+    """The wording of the main table's and the ANOVA's rows (their numbers:
+    test_report_sections.py)."""
     md = ablation_report.with_suffix(".md").read_text()
     assert ("| rollingq.max_rotations | rollingq.rotation | n | test acc at best val (%) | "
             "95% CI | Δ vs baseline [95% CI] | best test epoch, paper-style (%) |") in md

@@ -118,3 +118,28 @@ def test_the_paper_comparison_tables(paper_sections):
     assert list(fit.anova["term"])[-2:] == ["seed within data set (block)", "Residual"]
     assert any(n.startswith("The data set enters as a fixed factor") and "(HC3)" in n
                for n in fit.notes)
+
+
+def test_the_ablation_main_table_and_models(ablation_sections):
+    """The rotation ablation: vanilla once (the rotation kind does nothing at 0 rotations), the
+    factorial fitted on the RollingQ trials, the vanilla arm through contrasts."""
+    got = ablation_sections.by_key()
+    table = got["main_table"].data["table"]
+    base = table[table["baseline"]].iloc[0]
+    assert (base["rollingq.max_rotations"], base["rollingq.rotation"], base["n"]) == ("0", "NA", 3)
+    assert base["sd"] > 0 and base["low"] < base["mean"] < base["high"]
+    fit = got["sensitivity"].data["fits"]["acc"]
+    assert fit.formula == ("test_acc_at_best_val ~ rollingq.max_rotations + rollingq.rotation + "
+                           "rollingq.max_rotations × rollingq.rotation + seed (block)")
+    anova = fit.anova.set_index("term")
+    assert anova.loc["rollingq.max_rotations × rollingq.rotation", "df"] == 1
+    every = fit.vanilla[fit.vanilla["contrast"] == "RollingQ (every cell) − vanilla"].iloc[0]
+    assert (every["dataset"], every["cells"], every["n"], every["n_vanilla"]) \
+        == ("synthetic", 4, 12, 3)
+    assert every["delta"] > 0  # the planted +2 points of any rotation
+    tests = got["sensitivity"].data["tests"].set_index(["metric", "term"])
+    assert tests.loc[("acc", "synthetic: RollingQ (every cell) − vanilla"), "q"] < 0.001
+    assert any(s.startswith("ANOVA of the headline accuracy: RollingQ vs vanilla on synthetic (+")
+               for s in got["sensitivity"].summary)
+    assert got["paper"].data == {}  # synthetic: not one of the paper's data sets
+    assert len(fit.tukey)

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import logging
-
 from analysis.report.blocks import Bullets
 from analysis.report.context import Context
-
-log = logging.getLogger(__name__)
 
 
 def build(ctx: Context) -> None:

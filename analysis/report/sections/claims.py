@@ -4,20 +4,10 @@ the lost trials could change."""
 
 from __future__ import annotations
 
-import logging
-
 import numpy as np
 import pandas as pd
 
-from analysis import (
-    architectures,
-    claims,
-    outcomes,
-    per_sample,
-    plots,
-    power,
-    worst_case,
-)
+from analysis import architectures, claims, outcomes, per_sample, plots, power, worst_case
 from analysis import declarations as declarations_
 from analysis.claims import SYNTHETIC
 from analysis.format import interval, p_text
@@ -26,8 +16,6 @@ from analysis.report.blocks import Heading, Para, Table
 from analysis.report.captions import text
 from analysis.report.context import Context
 from analysis.results import level_str
-
-log = logging.getLogger(__name__)
 
 
 def build(ctx: Context) -> None:

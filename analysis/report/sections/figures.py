@@ -2,19 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 import re
 
-from analysis import (
-    plots,
-    tables,
-)
+from analysis import plots, tables
 from analysis.report.blocks import Para, Table
 from analysis.report.captions import text
 from analysis.report.context import Context
-
-log = logging.getLogger(__name__)
-
 
 MAX_POINT_PLOTS = 6  # point plots at most, one a parameter
 

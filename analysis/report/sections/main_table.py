@@ -3,19 +3,13 @@ difference to the baseline (an Optuna study: its best configurations)."""
 
 from __future__ import annotations
 
-import logging
-
 import pandas as pd
 
-from analysis import (
-    tables,
-)
+from analysis import tables
 from analysis.format import mean_sd
 from analysis.report.blocks import Para, Table
 from analysis.report.captions import text
 from analysis.report.context import Context
-
-log = logging.getLogger(__name__)
 
 
 def build(ctx: Context) -> None:

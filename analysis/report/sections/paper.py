@@ -2,19 +2,11 @@
 
 from __future__ import annotations
 
-import logging
-
 from analysis import paper as paper_tables
-from analysis import (
-    tables,
-)
+from analysis import tables
 from analysis.report.blocks import Para, Table
 from analysis.report.captions import text
 from analysis.report.context import Context
-
-log = logging.getLogger(__name__)
-
-
 
 
 def build(ctx: Context) -> None:

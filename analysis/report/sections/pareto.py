@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-import logging
-
 import pandas as pd
 
-from analysis import (
-    pareto,
-)
+from analysis import pareto
 from analysis.report.blocks import Para, Table
 from analysis.report.captions import text
 from analysis.report.context import Context
-
-log = logging.getLogger(__name__)
 
 
 def build(ctx: Context) -> None:

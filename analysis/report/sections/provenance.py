@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-import logging
-
 import pandas as pd
 
-from analysis import (
-    tables,
-)
+from analysis import tables
 from analysis.report.blocks import Code, Heading, Para, Table
 from analysis.report.captions import text
 from analysis.report.context import Context
-
-log = logging.getLogger(__name__)
 
 
 def build(ctx: Context) -> None:

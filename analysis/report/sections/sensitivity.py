@@ -3,29 +3,19 @@ responses, nested contrasts, survival of censored times), or an Optuna study's i
 
 from __future__ import annotations
 
-import logging
 import re
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from analysis import (
-    family,
-    importance,
-    outcomes,
-    plots,
-    sensitivity,
-    tables,
-)
+from analysis import family, importance, outcomes, plots, sensitivity, tables
 from analysis.format import interval, number, p_eq, p_text
 from analysis.report.blocks import Heading, Para, Table
 from analysis.report.captions import text
 from analysis.report.context import Context
 from analysis.stats import ALPHA
 from analysis.survival import Survival, survival
-
-log = logging.getLogger(__name__)
 
 
 def build(ctx: Context) -> None:

@@ -3,17 +3,11 @@ results, realised rotations."""
 
 from __future__ import annotations
 
-import logging
-
-from analysis import (
-    tables,
-)
+from analysis import tables
 from analysis.report.blocks import Para, Table
 from analysis.report.captions import text
 from analysis.report.context import Context
 from analysis.results import INACTIVE, STATUSES, identical_results
-
-log = logging.getLogger(__name__)
 
 
 def build(ctx: Context) -> None:
