@@ -1,0 +1,175 @@
+"""Group-sequential tests for claims judged at several looks: spending functions, boundaries,
+and Holm's α recycling across the claims (the graphical approach). Numbers only.
+
+A sequential study looks at its claims after n_1 < n_2 < ... seeds of a budget of N seeds; the
+information fraction of look k is t_k = n_k / N. A claim's test spends its level α over the
+looks by a spending function (Lan & DeMets 1983):
+
+    O'Brien–Fleming-type  f(a, t) = 2 − 2 Φ(z_{1−a/2} / √t)     (almost nothing early)
+    Pocock-type           f(a, t) = a · ln(1 + (e − 1) t)
+
+where a is the one-sided level: a two-sided test at level α spends α/2 on each side (so five
+equally spaced looks at α = 0.05 give the published O'Brien–Fleming-type boundaries 4.8769,
+3.3570, 2.6803, 2.2898, 2.0310), a one-sided test (each side of an equivalence test) spends α.
+The boundary c_k of look k makes the probability under the null of first crossing there equal
+to the α spent between t_{k−1} and t_k, for the z process whose looks are jointly normal with
+correlation √(t_i / t_j) (scipy's multivariate normal; the first look in closed form).
+
+A look's statistic is a t statistic of n_k − 1 degrees of freedom, not a z: it is compared
+through its p-value with the boundary's nominal p (two-sided 2(1 − Φ(c_k)), one-sided
+1 − Φ(c_k)), so a look rejects when its t-test's p is at most the nominal p. How well this
+holds the level with 3–20 seeds is measured in ``bench/verdict_calibration.py``.
+
+Several claims: Holm's procedure as a graph (Bretz et al. 2009), applied to group-sequential
+tests (Maurer & Bretz 2013): each open hypothesis is tested at α times its weight with its own
+boundaries; when one is rejected its weight moves to the others, whose boundaries are computed
+again at their larger level and checked at every look so far; repeated until none is rejected.
+
+Where no package fits: ``gsdesign`` (PyPI 0.1.5, alpha) offers only the numerical-integration
+primitives, no spending functions or boundaries; the rest of the field's tools are R packages
+(gsDesign, rpact, ldbounds).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import optimize, stats
+
+SPENDINGS = ("obrien_fleming", "pocock")
+_MVN = {"abseps": 1e-8, "releps": 0.0}  # the integration's accuracy (boundaries to ~1e-5)
+
+
+def spent(level: float, t: float, spending: str = "obrien_fleming") -> float:
+    """The one-sided α spent by information fraction ``t`` (0 < t, capped at 1) of a one-sided
+    ``level``."""
+    t = min(float(t), 1.0)
+    if spending == "obrien_fleming":
+        return float(2 - 2 * stats.norm.cdf(stats.norm.ppf(1 - level / 2) / np.sqrt(t)))
+    if spending == "pocock":
+        return float(level * np.log1p((np.e - 1) * t))
+    raise ValueError(f"spending {spending!r}; valid: {', '.join(SPENDINGS)}")
+
+
+def _no_crossing(c: Sequence[float], t: Sequence[float], sides: int) -> float:
+    """P(the z process stays inside c at every look) under the null."""
+    c = np.asarray(c, dtype=float)
+    if len(c) == 1:
+        return float(1 - sides * stats.norm.sf(c[0]))
+    t = np.asarray(t, dtype=float)
+    cov = np.sqrt(np.minimum.outer(t, t) / np.maximum.outer(t, t))
+    lower = -c if sides == 2 else np.full(len(c), -np.inf)
+    return float(stats.multivariate_normal.cdf(
+        c, np.zeros(len(c)), cov, lower_limit=lower, maxpts=100_000 * len(c),
+        rng=np.random.default_rng(0), **_MVN))
+
+
+@functools.lru_cache(maxsize=512)
+def boundaries(alpha: float, fractions: tuple[float, ...], spending: str = "obrien_fleming",
+               sides: int = 2) -> tuple[float, ...]:
+    """The z boundaries of looks at ``fractions`` (increasing, the last at most 1) for a test at
+    level ``alpha``: two-sided (``sides=2``, reject when |Z_k| ≥ c_k, α/2 a side) or one-sided
+    (reject when Z_k ≥ c_k). A look that spends nothing more gets an infinite boundary."""
+    if sides not in (1, 2):
+        raise ValueError(f"sides {sides}; valid: 1, 2")
+    if not fractions or any(b <= a for a, b in zip(fractions, fractions[1:], strict=False)) \
+            or fractions[0] <= 0:
+        raise ValueError(f"information fractions {fractions}: increasing and positive")
+    earlier = boundaries(alpha, fractions[:-1], spending, sides) if len(fractions) > 1 else ()
+    side = alpha / sides
+    before = sides * spent(side, fractions[-2], spending) if earlier else 0.0
+    step = sides * spent(side, fractions[-1], spending) - before
+    if step <= 1e-15:
+        return (*earlier, float("inf"))
+    finite = [i for i, c in enumerate(earlier) if np.isfinite(c)]
+    inside = _no_crossing([earlier[i] for i in finite], [fractions[i] for i in finite], sides) \
+        if finite else 1.0
+    times = [fractions[i] for i in finite] + [fractions[-1]]
+
+    def excess(c: float) -> float:
+        return inside - _no_crossing([*(earlier[i] for i in finite), c], times, sides) - step
+
+    # crossing at this look alone has probability ≥ crossing there first: c is below this
+    alone = float(stats.norm.isf(step / sides))
+    return (*earlier, float(optimize.brentq(excess, 0.0, alone + 1e-9, xtol=1e-6)))
+
+
+def nominal_p(c: float, sides: int = 2) -> float:
+    """The p-value a look's test must reach to cross the boundary c."""
+    return float(sides * stats.norm.sf(c))
+
+
+@dataclass
+class Graph:
+    """A multiple-testing graph (Bretz et al. 2009): each open hypothesis's share of α and the
+    shares it passes on when rejected."""
+
+    weights: dict[str, float]
+    moves: dict[str, dict[str, float]]
+
+    @classmethod
+    def holm(cls, names: Sequence[str]) -> Graph:
+        """Holm's procedure: equal shares; a rejected hypothesis passes its share on equally."""
+        m = len(names)
+        return cls({n: 1 / m for n in names},
+                   {n: {o: 1 / (m - 1) for o in names if o != n} for n in names})
+
+    def reject(self, name: str) -> Graph:
+        """The graph after ``name`` is rejected (the algorithm of Bretz et al. 2009)."""
+        rest = [n for n in self.weights if n != name]
+        weights = {n: self.weights[n] + self.weights[name] * self.moves[name].get(n, 0.0)
+                   for n in rest}
+        moves: dict[str, dict[str, float]] = {}
+        for a in rest:
+            moves[a] = {}
+            for b in rest:
+                if a == b:
+                    continue
+                a_to, b_to = self.moves[a].get(name, 0.0), self.moves[name].get(b, 0.0)
+                denominator = 1 - a_to * self.moves[name].get(a, 0.0)
+                moves[a][b] = ((self.moves[a].get(b, 0.0) + a_to * b_to) / denominator
+                               if denominator > 1e-12 else 0.0)
+        return Graph(weights, moves)
+
+
+def crossed(pvalues: Sequence[float], level: float, fractions: Sequence[float], spending: str,
+            sides: int) -> int | None:
+    """The first look (0-based) whose p-value reaches its boundary's nominal p at ``level``."""
+    c = boundaries(level, tuple(fractions[: len(pvalues)]), spending, sides)
+    for k, (p, bound) in enumerate(zip(pvalues, c, strict=True)):
+        if np.isfinite(p) and p <= nominal_p(bound, sides):
+            return k
+    return None
+
+
+def sequential_holm(pvalues: Mapping[str, Sequence[float]], fractions: Sequence[float],
+                    alpha: float = 0.05, spending: str = "obrien_fleming", sides: int = 2,
+                    graph: Graph | None = None) -> dict[str, int]:
+    """The hypotheses rejected by the looks so far, each with the look (0-based) it was decided
+    at, replayed look by look: at each look the open hypotheses are tested at α times their
+    weight, every look so far against the boundaries of that level, until none more is
+    rejected; a decision stays (later looks only add).
+
+    Args:
+        pvalues: Each hypothesis's p-value at every look so far (NaN: no test at that look).
+        fractions: The information fraction of each look (of the budget).
+        alpha: The family's level.
+        spending: ``obrien_fleming`` or ``pocock``.
+        sides: 2 for two-sided p-values, 1 for one-sided (an equivalence test's larger p).
+        graph: The α-recycling graph (default: Holm's over every hypothesis).
+    """
+    out: dict[str, int] = {}
+    graph = graph or Graph.holm(list(pvalues))
+    for look in range(max(len(p) for p in pvalues.values())):
+        while True:
+            newly = [n for n, w in graph.weights.items() if w > 0 and crossed(
+                pvalues[n][: look + 1], alpha * w, fractions, spending, sides) is not None]
+            if not newly:
+                break
+            for name in newly:
+                out[name] = look
+                graph = graph.reject(name)
+    return out

@@ -1,0 +1,90 @@
+"""Group-sequential boundaries and Holm's α recycling (analysis/sequential.py): the published
+Lan–DeMets O'Brien–Fleming boundaries, the level of every spending function by simulating the z
+process, the graph's update, and decisions at the look a boundary allows."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from analysis.sequential import Graph, boundaries, crossed, nominal_p, sequential_holm, spent
+
+FIVE = (0.2, 0.4, 0.6, 0.8, 1.0)
+
+
+def test_obrien_fleming_boundaries_are_the_published_ones():
+    """Lan–DeMets O'Brien–Fleming-type spending, two-sided α = 0.05, five equally spaced looks
+    (gsDesign's sfLDOF and rpact's asOF give these)."""
+    assert boundaries(0.05, FIVE) == pytest.approx((4.8769, 3.3570, 2.6803, 2.2898, 2.0310),
+                                                   abs=1e-3)
+    assert spent(0.025, 1.0) == pytest.approx(0.025) and spent(0.025, 1.0, "pocock") == 0.025
+    assert boundaries(0.05, (1.0,)) == pytest.approx((stats.norm.isf(0.025),))  # one look: z
+
+
+@pytest.mark.parametrize("spending,sides", [("obrien_fleming", 2), ("pocock", 2),
+                                            ("obrien_fleming", 1), ("pocock", 1)])
+def test_every_boundary_set_holds_its_level_on_the_z_process(spending, sides):
+    """400,000 simulated z processes under the null, looked at 3, 5, 10 and 20 of 20 seeds: the
+    share crossing a boundary at any look is the level, look by look the α spent."""
+    fractions = (3 / 20, 5 / 20, 10 / 20, 1.0)
+    c = np.array(boundaries(0.05, fractions, spending, sides))
+    rng = np.random.default_rng(7)
+    n = 400_000
+    steps = rng.standard_normal((n, 4)) * np.sqrt(np.diff((0.0, *fractions)))
+    z = np.cumsum(steps, axis=1) / np.sqrt(fractions)
+    hit = (np.abs(z) if sides == 2 else z) >= c
+    first = np.where(hit.any(axis=1), hit.argmax(axis=1), -1)
+    se = np.sqrt(0.05 * 0.95 / n)
+    assert (first >= 0).mean() == pytest.approx(0.05, abs=4 * se)
+    cumulative = [sides * spent(0.05 / sides, t, spending) for t in fractions]
+    for k, want in enumerate(cumulative):
+        assert ((first >= 0) & (first <= k)).mean() == pytest.approx(want, abs=4 * se + 1e-4)
+
+
+def test_a_look_past_the_budget_spends_nothing_more():
+    c = boundaries(0.05, (0.5, 1.0, 1.25))
+    assert c[:2] == boundaries(0.05, (0.5, 1.0)) and c[2] == float("inf")
+    with pytest.raises(ValueError, match="increasing and positive"):
+        boundaries(0.05, (0.5, 0.5))
+    with pytest.raises(ValueError, match="valid: obrien_fleming, pocock"):
+        spent(0.05, 0.5, "haybittle")
+
+
+def test_holms_graph_passes_a_rejected_share_on_equally():
+    g = Graph.holm(["a", "b", "c"])
+    assert g.weights == pytest.approx({"a": 1 / 3, "b": 1 / 3, "c": 1 / 3})
+    after = g.reject("a")
+    assert after.weights == pytest.approx({"b": 0.5, "c": 0.5})
+    assert after.moves == {"b": {"c": 1.0}, "c": {"b": 1.0}}
+    assert after.reject("b").weights == pytest.approx({"c": 1.0})
+
+
+def test_holms_recycling_rejects_a_second_claim_where_bonferroni_does_not():
+    """Two claims looked at half and all of the budget. At the first look claim a is far past
+    its boundary; claim b's p lies between the nominal p of the first boundary at α/2 and at
+    α, so it is rejected once a's share passes to it, and never by Bonferroni."""
+    fractions = (0.5, 1.0)
+    half, whole = (nominal_p(boundaries(level, fractions)[0]) for level in (0.025, 0.05))
+    assert half < whole
+    p = {"a": [1e-9], "b": [np.sqrt(half * whole)]}
+    assert sequential_holm(p, fractions) == {"a": 0, "b": 0}
+    bonferroni = Graph({"a": 0.5, "b": 0.5}, {"a": {"b": 0.0}, "b": {"a": 0.0}})
+    assert sequential_holm(p, fractions, graph=bonferroni) == {"a": 0}
+
+
+def test_a_planted_large_effect_is_decided_at_the_first_look_its_boundary_allows():
+    """Seed differences with a large planted effect, looked at 3, 5, 10 and 20 seeds: the
+    decision comes at the first look whose t-test p reaches the boundary's nominal p, and a
+    planted null is never decided."""
+    rng = np.random.default_rng(3)
+    seeds = (3, 5, 10, 20)
+    fractions = tuple(n / 20 for n in seeds)
+    large, null = rng.normal(1.5, 1.0, 20), rng.normal(0.0, 1.0, 20)
+    p = {name: [stats.ttest_1samp(x[:n], 0.0).pvalue for n in seeds]
+         for name, x in (("large", large), ("null", null))}
+    c = boundaries(0.025, fractions)  # each claim's first share of α = 0.05
+    first = next(k for k, pk in enumerate(p["large"]) if pk <= nominal_p(c[k]))
+    assert first > 0  # O'Brien–Fleming: nothing at 3 seeds
+    assert sequential_holm(p, fractions) == {"large": first}
+    assert crossed(p["null"], 0.05, fractions, "obrien_fleming", 2) is None
