@@ -13,7 +13,11 @@ equally spaced looks at α = 0.05 give the published O'Brien–Fleming-type boun
 3.3570, 2.6803, 2.2898, 2.0310), a one-sided test (each side of an equivalence test) spends α.
 The boundary c_k of look k makes the probability under the null of first crossing there equal
 to the α spent between t_{k−1} and t_k, for the z process whose looks are jointly normal with
-correlation √(t_i / t_j) (scipy's multivariate normal; the first look in closed form).
+correlation √(t_i / t_j). It is computed by the recursive numerical integration over the
+process's independent increments (Armitage, McPherson & Rowe 1969; Jennison & Turnbull 2000,
+ch. 19), look by look with scipy's normal: deterministic, accurate to 1e-9 at 1,201 points,
+and fast enough for a look after every seed (18 looks in 0.6 s, where scipy's multivariate
+normal CDF took 170 s; the tests check the level against it).
 
 A look's statistic is a t statistic of n_k − 1 degrees of freedom, not a z: it is compared
 through its p-value with the boundary's nominal p (two-sided 2(1 − Φ(c_k)), one-sided
@@ -40,7 +44,8 @@ import numpy as np
 from scipy import optimize, stats
 
 SPENDINGS = ("obrien_fleming", "pocock")
-_MVN = {"abseps": 1e-8, "releps": 0.0}  # the integration's accuracy (boundaries to ~1e-5)
+GRID = 1201  # points of the numerical integration on a look's continuation region (odd)
+TAIL = 9.0  # S_k is integrated within ±9 of its sd: the mass beyond is below 1e-18
 
 
 def spent(level: float, t: float, spending: str = "obrien_fleming") -> float:
@@ -54,47 +59,71 @@ def spent(level: float, t: float, spending: str = "obrien_fleming") -> float:
     raise ValueError(f"spending {spending!r}; valid: {', '.join(SPENDINGS)}")
 
 
-def _no_crossing(c: Sequence[float], t: Sequence[float], sides: int) -> float:
-    """P(the z process stays inside c at every look) under the null."""
-    c = np.asarray(c, dtype=float)
-    if len(c) == 1:
-        return float(1 - sides * stats.norm.sf(c[0]))
-    t = np.asarray(t, dtype=float)
-    cov = np.sqrt(np.minimum.outer(t, t) / np.maximum.outer(t, t))
-    lower = -c if sides == 2 else np.full(len(c), -np.inf)
-    return float(stats.multivariate_normal.cdf(
-        c, np.zeros(len(c)), cov, lower_limit=lower, maxpts=100_000 * len(c),
-        rng=np.random.default_rng(0), **_MVN))
+@dataclass(frozen=True)
+class _Look:
+    """The boundaries up to a look and, on a grid of the score S_k = Z_k √t_k over the region
+    where no boundary has been crossed, the probability mass of the paths still going."""
+
+    c: tuple[float, ...]
+    s: np.ndarray
+    mass: np.ndarray
 
 
-@functools.lru_cache(maxsize=512)
-def boundaries(alpha: float, fractions: tuple[float, ...], spending: str = "obrien_fleming",
+def _simpson(lo: float, hi: float) -> tuple[np.ndarray, np.ndarray]:
+    s = np.linspace(lo, hi, GRID)
+    w = np.ones(GRID)
+    w[1:-1:2], w[2:-1:2] = 4.0, 2.0
+    return s, w * (hi - lo) / (GRID - 1) / 3
+
+
+@functools.lru_cache(maxsize=1024)
+def _look(alpha: float, fractions: tuple[float, ...], spending: str, sides: int) -> _Look:
+    """The last look of ``fractions``, built on the one before (the recursive integration of
+    Armitage, McPherson & Rowe 1969 over the z process's independent score increments)."""
+    before = _look(alpha, fractions[:-1], spending, sides) if len(fractions) > 1 else None
+    t, side = fractions[-1], alpha / sides
+    step = sides * (spent(side, t, spending)
+                    - (spent(side, fractions[-2], spending) if before else 0.0))
+    sd = np.sqrt(t)
+    d = np.sqrt(t - fractions[-2]) if before else sd
+
+    def cross(c: float) -> float:
+        """P(no crossing before, crossing at this look at boundary c)."""
+        if before is None:
+            return sides * float(stats.norm.sf(c))
+        out = stats.norm.sf((c * sd - before.s) / d)
+        if sides == 2:
+            out = out + stats.norm.cdf((-c * sd - before.s) / d)
+        return float(before.mass @ out)
+
+    if step <= 1e-15 or cross(0.0) <= step:
+        c = float("inf")
+    else:  # crossing at this look alone is at least as likely as crossing here first
+        c = float(optimize.brentq(lambda c: cross(c) - step, 0.0,
+                                  stats.norm.isf(step / sides) + 0.5, xtol=1e-7))
+    hi = min(c, TAIL) * sd
+    s, w = _simpson(-hi if sides == 2 else -TAIL * sd, hi)
+    if before is None:
+        density = stats.norm.pdf(s / sd) / sd
+    else:
+        density = stats.norm.pdf((s[:, None] - before.s[None, :]) / d) @ before.mass / d
+    return _Look((*(before.c if before else ()), c), s, density * w)
+
+
+def boundaries(alpha: float, fractions: Sequence[float], spending: str = "obrien_fleming",
                sides: int = 2) -> tuple[float, ...]:
     """The z boundaries of looks at ``fractions`` (increasing, the last at most 1) for a test at
     level ``alpha``: two-sided (``sides=2``, reject when |Z_k| ≥ c_k, α/2 a side) or one-sided
     (reject when Z_k ≥ c_k). A look that spends nothing more gets an infinite boundary."""
     if sides not in (1, 2):
         raise ValueError(f"sides {sides}; valid: 1, 2")
-    if not fractions or any(b <= a for a, b in zip(fractions, fractions[1:], strict=False)) \
-            or fractions[0] <= 0:
+    if spending not in SPENDINGS:
+        raise ValueError(f"spending {spending!r}; valid: {', '.join(SPENDINGS)}")
+    fractions = tuple(float(f) for f in fractions)
+    if not fractions or fractions[0] <= 0 or any(
+            b <= a for a, b in zip(fractions, fractions[1:], strict=False)):
         raise ValueError(f"information fractions {fractions}: increasing and positive")
-    earlier = boundaries(alpha, fractions[:-1], spending, sides) if len(fractions) > 1 else ()
-    side = alpha / sides
-    before = sides * spent(side, fractions[-2], spending) if earlier else 0.0
-    step = sides * spent(side, fractions[-1], spending) - before
-    if step <= 1e-15:
-        return (*earlier, float("inf"))
-    finite = [i for i, c in enumerate(earlier) if np.isfinite(c)]
-    inside = _no_crossing([earlier[i] for i in finite], [fractions[i] for i in finite], sides) \
-        if finite else 1.0
-    times = [fractions[i] for i in finite] + [fractions[-1]]
-
-    def excess(c: float) -> float:
-        return inside - _no_crossing([*(earlier[i] for i in finite), c], times, sides) - step
-
-    # crossing at this look alone has probability ≥ crossing there first: c is below this
-    alone = float(stats.norm.isf(step / sides))
-    return (*earlier, float(optimize.brentq(excess, 0.0, alone + 1e-9, xtol=1e-6)))
+    return _look(float(alpha), fractions, spending, sides).c
 
 
 def nominal_p(c: float, sides: int = 2) -> float:

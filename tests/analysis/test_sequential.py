@@ -1,6 +1,7 @@
 """Group-sequential boundaries and Holm's α recycling (analysis/sequential.py): the published
-Lan–DeMets O'Brien–Fleming boundaries, the level of every spending function by simulating the z
-process, the graph's update, and decisions at the look a boundary allows."""
+Lan–DeMets O'Brien–Fleming boundaries, the level against scipy's multivariate normal and of
+every spending function by simulating the z process, the graph's update, and decisions at the
+look a boundary allows."""
 
 from __future__ import annotations
 
@@ -20,6 +21,19 @@ def test_obrien_fleming_boundaries_are_the_published_ones():
                                                    abs=1e-3)
     assert spent(0.025, 1.0) == pytest.approx(0.025) and spent(0.025, 1.0, "pocock") == 0.025
     assert boundaries(0.05, (1.0,)) == pytest.approx((stats.norm.isf(0.025),))  # one look: z
+
+
+@pytest.mark.parametrize("sides", [2, 1])
+def test_the_z_processs_joint_normal_crosses_the_boundaries_with_probability_alpha(sides):
+    """The boundaries come from a recursive integration; scipy's multivariate normal of the z
+    process (correlation sqrt(t_i / t_j)) gives the same level."""
+    fractions = np.array([3 / 20, 5 / 20, 10 / 20, 1.0])
+    c = np.array(boundaries(0.05, fractions, sides=sides))
+    cov = np.sqrt(np.minimum.outer(fractions, fractions) / np.maximum.outer(fractions, fractions))
+    inside = stats.multivariate_normal.cdf(c, np.zeros(4), cov, abseps=1e-8, releps=0,
+                                           lower_limit=-c if sides == 2 else None,
+                                           rng=np.random.default_rng(0))
+    assert 1 - inside == pytest.approx(0.05, abs=2e-5)
 
 
 @pytest.mark.parametrize("spending,sides", [("obrien_fleming", 2), ("pocock", 2),
