@@ -38,10 +38,12 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import optimize, stats
+
+from analysis.claims import CONTRADICTED, INCONCLUSIVE, NO_EFFECT, REPRODUCED
 
 SPENDINGS = ("obrien_fleming", "pocock")
 GRID = 1201  # points of the numerical integration on a look's continuation region (odd)
@@ -174,13 +176,36 @@ def crossed(pvalues: Sequence[float], level: float, fractions: Sequence[float], 
     return None
 
 
+@dataclass
+class Recycling:
+    """Holm's α recycling over group-sequential tests, look after look: the graph of the open
+    hypotheses and the look each rejected one was decided at."""
+
+    graph: Graph
+    rejected: dict[str, int]
+    alpha: float = 0.05
+    spending: str = "obrien_fleming"
+    sides: int = 2
+
+    def look(self, pvalues: Mapping[str, Sequence[float]], fractions: Sequence[float]) -> None:
+        """Decides at the newest look: the open hypotheses are tested at α times their weight,
+        every look so far against the boundaries of that level, until none more is rejected."""
+        now = max(len(p) for p in pvalues.values()) - 1
+        while True:
+            newly = [n for n, w in self.graph.weights.items() if w > 0 and crossed(
+                pvalues[n], self.alpha * w, fractions, self.spending, self.sides) is not None]
+            if not newly:
+                return
+            for name in newly:
+                self.rejected[name] = now
+                self.graph = self.graph.reject(name)
+
+
 def sequential_holm(pvalues: Mapping[str, Sequence[float]], fractions: Sequence[float],
                     alpha: float = 0.05, spending: str = "obrien_fleming", sides: int = 2,
                     graph: Graph | None = None) -> dict[str, int]:
     """The hypotheses rejected by the looks so far, each with the look (0-based) it was decided
-    at, replayed look by look: at each look the open hypotheses are tested at α times their
-    weight, every look so far against the boundaries of that level, until none more is
-    rejected; a decision stays (later looks only add).
+    at, replayed look by look (``Recycling.look``); a decision stays (later looks only add).
 
     Args:
         pvalues: Each hypothesis's p-value at every look so far (NaN: no test at that look).
@@ -190,15 +215,74 @@ def sequential_holm(pvalues: Mapping[str, Sequence[float]], fractions: Sequence[
         sides: 2 for two-sided p-values, 1 for one-sided (an equivalence test's larger p).
         graph: The α-recycling graph (default: Holm's over every hypothesis).
     """
-    out: dict[str, int] = {}
-    graph = graph or Graph.holm(list(pvalues))
+    state = Recycling(graph or Graph.holm(list(pvalues)), {}, alpha, spending, sides)
     for look in range(max(len(p) for p in pvalues.values())):
-        while True:
-            newly = [n for n, w in graph.weights.items() if w > 0 and crossed(
-                pvalues[n][: look + 1], alpha * w, fractions, spending, sides) is not None]
-            if not newly:
-                break
-            for name in newly:
-                out[name] = look
-                graph = graph.reject(name)
-    return out
+        state.look({n: p[: look + 1] for n, p in pvalues.items()}, fractions)
+    return state.rejected
+
+
+def look_tests(x: np.ndarray, margin: float) -> tuple[float, float, float]:
+    """One look's tests of a claim's per-seed differences ``x``: the mean, the two-sided
+    one-sample t-test's p and the equivalence test's (TOST against ±margin: the larger of its
+    two one-sided t-tests' p), as the fixed design computes them (scipy ``ttest_1samp``,
+    statsmodels ``ttost_mean``)."""
+    n, mean = len(x), float(np.mean(x))
+    se = float(np.std(x, ddof=1)) / np.sqrt(n)
+    t_dist = stats.t(n - 1)
+    p = float(2 * t_dist.sf(abs(mean) / se))
+    tost = max(float(t_dist.sf((mean + margin) / se)), float(t_dist.cdf((mean - margin) / se)))
+    return mean, p, tost
+
+
+@dataclass
+class Sequential:
+    """One family's claims judged look by look: each claim's effect, p and TOST p at every look,
+    the two recyclings (the difference tests two-sided, the equivalence tests one-sided, each
+    with its own spending of α), and the verdicts so far.
+
+    A claim is ``reproduced`` / ``contradicted`` (by the sign of its effect at that look) at the
+    look its difference test is rejected, ``no effect`` at the look its equivalence test is,
+    whichever comes first (the difference test on a tie), and then frozen; ``inconclusive``
+    until then."""
+
+    signs: dict[str, int]
+    alpha: float = 0.05
+    spending: str = "obrien_fleming"
+    effects: dict[str, list[float]] = field(init=False)
+    p: dict[str, list[float]] = field(init=False)
+    tost: dict[str, list[float]] = field(init=False)
+    differ: Recycling = field(init=False)
+    equal: Recycling = field(init=False)
+
+    def __post_init__(self) -> None:
+        names = list(self.signs)
+        self.effects = {n: [] for n in names}
+        self.p = {n: [] for n in names}
+        self.tost = {n: [] for n in names}
+        self.differ = Recycling(Graph.holm(names), {}, self.alpha, self.spending, 2)
+        self.equal = Recycling(Graph.holm(names), {}, self.alpha, self.spending, 1)
+
+    def look(self, diffs: Mapping[str, np.ndarray], margins: Mapping[str, float],
+             fractions: Sequence[float]) -> dict[str, str]:
+        """Adds a look (each claim's per-seed differences so far) and returns the verdicts."""
+        for name in self.signs:
+            effect, p, tost = look_tests(np.asarray(diffs[name], dtype=float), margins[name])
+            self.effects[name].append(effect)
+            self.p[name].append(p)
+            self.tost[name].append(tost)
+        self.differ.look(self.p, fractions)
+        self.equal.look(self.tost, fractions)
+        return self.verdicts()
+
+    def verdicts(self) -> dict[str, str]:
+        out = {}
+        for name, sign in self.signs.items():
+            differ, equal = self.differ.rejected.get(name), self.equal.rejected.get(name)
+            if differ is not None and (equal is None or differ <= equal):
+                effect = self.effects[name][differ]
+                out[name] = REPRODUCED if np.sign(effect) == sign else CONTRADICTED
+            elif equal is not None:
+                out[name] = NO_EFFECT
+            else:
+                out[name] = INCONCLUSIVE
+        return out

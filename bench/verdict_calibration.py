@@ -23,6 +23,10 @@ Every error rate the report promises is shown here by simulation, on the analysi
 6. **Heteroscedastic data sets** (``sensitivity.analyse``): four levels with no true
    difference, a seed sd of 0.5 points on one data set and 3 on the other; the simple
    effects' false positives per contrast. Goal: at most 0.06 on both.
+7. **The sequential design** (``--sequential``, bench/sequential_calibration.py): studies that
+   grow by looks (3, 5, 10, 20 seeds, or a look after every seed, a budget of 20) until their
+   claims are decided, under the null, at the margin and at twice it, one and three data sets:
+   both family-wise false rates, power and mean seeds beside the fixed design at the budget.
 
     python bench/verdict_calibration.py                   # everything (a few minutes)
     python bench/verdict_calibration.py --only table1 pooled --studies 200
@@ -56,6 +60,7 @@ from analysis import power as planning  # noqa: E402
 from analysis.paper import PAPER_TABLE1, paper_name, variant_values  # noqa: E402
 from analysis.results import Results, load  # noqa: E402
 from analysis.stats import ALPHA  # noqa: E402
+from bench import sequential_calibration  # noqa: E402
 
 # Per claim: the sd over seeds of its per-seed differences in the default study (synthetic data,
 # 5 seeds, `python bench/verdict_calibration.py --study DIR` prints them).
@@ -333,6 +338,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="simulated studies per row of scenarios 4 and 6 (the full analysis)")
     ap.add_argument("--only", nargs="+", choices=SCENARIOS, default=list(SCENARIOS))
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--sequential", action="store_true",
+                    help="only the sequential design against the fixed one (bench/"
+                         "sequential_calibration.py), --sims studies a row")
     args = ap.parse_args(argv)
     sd = dict(SEED_SD)
     if args.study:
@@ -344,6 +352,14 @@ def main(argv: list[str] | None = None) -> int:
                                for k, v in sorted(sd.items())))
     rng = np.random.default_rng(args.seed)
     with pd.option_context("display.width", 250, "display.max_columns", 30):
+        if args.sequential:
+            print(f"\n7. The sequential design ({args.sims} studies a row; a budget of "
+                  f"{sequential_calibration.BUDGET} seeds, O'Brien–Fleming-type spending, "
+                  f"Holm's α recycling within a data set; goal: both false rates <= 0.05 "
+                  f"within 2 Monte-Carlo se, power within 3 points of the fixed design, fewer "
+                  f"seeds at twice the margin):")
+            print(sequential_calibration.table(sd, args.sims, rng).to_string(index=False))
+            return 0
         if "shares" in args.only:
             print(f"\n1. Verdict shares ({args.sims} simulated studies a row; Holm over the "
                   f"declared family: the six claims on a data set):")

@@ -8,8 +8,19 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from scipy import stats
+from statsmodels.stats.weightstats import DescrStatsW
 
-from analysis.sequential import Graph, boundaries, crossed, nominal_p, sequential_holm, spent
+from analysis import claims
+from analysis.sequential import (
+    Graph,
+    Sequential,
+    boundaries,
+    crossed,
+    look_tests,
+    nominal_p,
+    sequential_holm,
+    spent,
+)
 
 FIVE = (0.2, 0.4, 0.6, 0.8, 1.0)
 
@@ -102,3 +113,35 @@ def test_a_planted_large_effect_is_decided_at_the_first_look_its_boundary_allows
     assert first > 0  # O'Brien–Fleming: nothing at 3 seeds
     assert sequential_holm(p, fractions) == {"large": first}
     assert crossed(p["null"], 0.05, fractions, "obrien_fleming", 2) is None
+
+
+def test_a_looks_tests_are_scipys_t_test_and_statsmodels_tost():
+    x = np.random.default_rng(1).normal(0.2, 1.0, 7)
+    effect, p, tost = look_tests(x, 0.5)
+    assert effect == pytest.approx(x.mean())
+    assert p == pytest.approx(stats.ttest_1samp(x, 0.0).pvalue)
+    assert tost == pytest.approx(DescrStatsW(x).ttost_mean(-0.5, 0.5)[0])
+
+
+def test_verdicts_are_decided_at_their_look_and_then_frozen():
+    """Claim a: a large effect on its claimed side, decided reproduced at the first look its
+    boundary allows and kept when later seeds point the other way; claim b: a precise zero,
+    no effect; claim c: noise far wider than its margin, inconclusive to the budget."""
+    rng = np.random.default_rng(5)
+    seq = Sequential({"a": 1, "b": 1, "c": -1})
+    draws = {"a": rng.normal(3.0, 1.0, 20), "b": rng.normal(0.0, 0.05, 20),
+             "c": rng.normal(0.0, 5.0, 20)}
+    draws["a"][10:] = -8.0 + rng.normal(0.0, 1.0, 10)  # the later seeds contradict it
+    margins = {"a": 1.0, "b": 1.0, "c": 1.0}
+    looks = (3, 5, 10, 20)
+    history = []
+    for k, n in enumerate(looks):
+        history.append(seq.look({c: x[:n] for c, x in draws.items()}, margins,
+                                [m / 20 for m in looks[: k + 1]]))
+    assert history[-1] == {"a": claims.REPRODUCED, "b": claims.NO_EFFECT,
+                           "c": claims.INCONCLUSIVE}
+    decided = seq.differ.rejected["a"]
+    assert all(h["a"] == claims.INCONCLUSIVE for h in history[:decided])
+    assert seq.effects["a"][-1] < 0 < seq.effects["a"][decided]  # frozen at its look
+    fixed = Sequential({"a": 1, "b": 1, "c": -1})
+    assert fixed.look(draws, margins, [1.0])["a"] == claims.INCONCLUSIVE  # the whole budget
