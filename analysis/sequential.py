@@ -29,6 +29,11 @@ tests (Maurer & Bretz 2013): each open hypothesis is tested at α times its weig
 boundaries; when one is rejected its weight moves to the others, whose boundaries are computed
 again at their larger level and checked at every look so far; repeated until none is rejected.
 
+After a look: the repeated confidence interval (``repeated_interval``: valid at every look at
+once, so whenever the study stops) and, once stopped, the median-unbiased estimate under the
+stage-wise ordering (``median_unbiased``), beside the naive mean that early stopping at a
+boundary overstates.
+
 Where no package fits: ``gsdesign`` (PyPI 0.1.5, alpha) offers only the numerical-integration
 primitives, no spending functions or boundaries; the rest of the field's tools are R packages
 (gsDesign, rpact, ldbounds).
@@ -286,3 +291,53 @@ class Sequential:
             else:
                 out[name] = INCONCLUSIVE
         return out
+
+
+def repeated_interval(x: np.ndarray, c: float, sides: int = 2) -> tuple[float, float]:
+    """The repeated confidence interval of a look (Jennison & Turnbull 2000, ch. 9): the mean of
+    the seed differences ``x`` ± the t quantile of the look boundary ``c``'s nominal p times the
+    standard error. Over every look of a design its level holds simultaneously, so it stays
+    valid whenever the study stops."""
+    n = len(x)
+    half = float(stats.t.isf(nominal_p(c, sides) / sides, n - 1)) * float(np.std(x, ddof=1)) \
+        / np.sqrt(n)
+    return float(np.mean(x)) - half, float(np.mean(x)) + half
+
+
+def stagewise_p(theta: float, z: float, look: int, c: Sequence[float],
+                fractions: Sequence[float]) -> float:
+    """P_θ(an outcome at least as high as stopping at ``look`` (0-based) with Z = ``z``) under
+    the stage-wise ordering (Jennison & Turnbull 2000, §8.4): an upward crossing at an earlier
+    look ranks higher, then Z at this look; θ is the drift of the z process, E Z_k = θ √t_k, and
+    the looks before continue while |Z_j| < c_j."""
+    t = np.asarray(fractions[: look + 1], dtype=float)
+    sd = np.sqrt(t)
+    if look == 0:
+        return float(stats.norm.sf(z - theta * sd[0]))
+    total = 0.0
+    s, w = _simpson(-min(c[0], TAIL) * sd[0], min(c[0], TAIL) * sd[0])
+    mass = stats.norm.pdf((s - theta * t[0]) / sd[0]) / sd[0] * w
+    total += float(stats.norm.sf(c[0] - theta * sd[0]))
+    for j in range(1, look + 1):
+        d = np.sqrt(t[j] - t[j - 1])
+        drift = theta * (t[j] - t[j - 1])
+        edge = (z if j == look else c[j]) * sd[j]
+        total += float(mass @ stats.norm.sf((edge - s - drift) / d))
+        if j == look:
+            break
+        hi = min(c[j], TAIL) * sd[j]
+        s_next, w_next = _simpson(-hi, hi)
+        mass = stats.norm.pdf((s_next[:, None] - s[None, :] - drift) / d) @ mass / d * w_next
+        s = s_next
+    return total
+
+
+def median_unbiased(z: float, look: int, c: Sequence[float],
+                    fractions: Sequence[float]) -> float:
+    """The median-unbiased drift θ̂ after stopping at ``look`` with Z = ``z`` (two-sided
+    boundaries ``c``): the θ whose stage-wise p is one half. The naive estimate Z/√t overstates
+    an effect that stopped early at a boundary; in effect units the estimate is
+    θ̂ √t_look · (the look's mean / its Z)."""
+    width = 10.0 + abs(z) / np.sqrt(fractions[look])
+    return float(optimize.brentq(lambda th: stagewise_p(th, z, look, c, fractions) - 0.5,
+                                 -width, width, xtol=1e-6))

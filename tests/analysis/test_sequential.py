@@ -17,9 +17,12 @@ from analysis.sequential import (
     boundaries,
     crossed,
     look_tests,
+    median_unbiased,
     nominal_p,
+    repeated_interval,
     sequential_holm,
     spent,
+    stagewise_p,
 )
 
 FIVE = (0.2, 0.4, 0.6, 0.8, 1.0)
@@ -145,3 +148,38 @@ def test_verdicts_are_decided_at_their_look_and_then_frozen():
     assert seq.effects["a"][-1] < 0 < seq.effects["a"][decided]  # frozen at its look
     fixed = Sequential({"a": 1, "b": 1, "c": -1})
     assert fixed.look(draws, margins, [1.0])["a"] == claims.INCONCLUSIVE  # the whole budget
+
+
+def test_the_median_unbiased_estimate_is_median_unbiased_after_early_stopping():
+    """Two looks at half and all of the information, O'Brien–Fleming-type boundaries, a true
+    drift of 2.5: the stage-wise p of each simulated outcome at the true drift is uniform, so
+    the estimate lies above the truth in half the studies; the naive one does not. One look:
+    the estimate is the naive one."""
+    fractions = (0.5, 1.0)
+    c = boundaries(0.05, fractions)
+    theta = 2.5
+    rng = np.random.default_rng(11)
+    z1 = rng.standard_normal(2000) + theta * np.sqrt(0.5)
+    z2 = (z1 * np.sqrt(0.5) + rng.standard_normal(2000) * np.sqrt(0.5) + theta * 0.5) / 1.0
+    early = np.abs(z1) >= c[0]
+    upper = [stagewise_p(theta, z1[i], 0, c, fractions) if early[i]
+             else stagewise_p(theta, z2[i], 1, c, fractions) for i in range(2000)]
+    assert np.mean(np.array(upper) <= 0.5) == pytest.approx(0.5, abs=0.035)
+    naive = np.where(early, z1 / np.sqrt(0.5), z2)
+    assert np.mean(naive[early] >= theta) > 0.7  # stopping at the boundary selects the high
+    assert median_unbiased(2.3, 0, (1.96,), (1.0,)) == pytest.approx(2.3, abs=1e-5)
+
+
+def test_repeated_intervals_of_t_statistics_cover_at_every_look_at_once():
+    """Seeds looked at 3, 5, 10 and 20 of 20 with t statistics mapped on the z boundaries:
+    every look's repeated interval covers the true effect in at least 95 % of studies at once
+    (within the Monte-Carlo error)."""
+    seeds = (3, 5, 10, 20)
+    c = boundaries(0.05, tuple(n / 20 for n in seeds))
+    rng = np.random.default_rng(2)
+    covered = 0
+    for _ in range(2000):
+        x = rng.normal(0.3, 1.0, 20)
+        covered += all(lo <= 0.3 <= hi for lo, hi in
+                       (repeated_interval(x[:n], ck) for n, ck in zip(seeds, c, strict=True)))
+    assert covered / 2000 >= 0.95 - 2 * np.sqrt(0.05 * 0.95 / 2000)
