@@ -65,12 +65,12 @@ def test_the_sequential_design_stops_early_on_large_effects_and_counts_its_error
     from bench import sequential_calibration as sc
 
     rng = np.random.default_rng(0)
-    large = sc.row(2.0, 1, sc.LOOKS["every seed"], vc.SEED_SD, 8, rng)
+    large = sc.row(sc.TRUTHS["twice the margin"], 1, sc.LOOKS["every seed"], vc.SEED_SD, 8, rng)
     assert large["mean seeds"] < sc.BUDGET and large["power"] > 0.9
     assert large["false decided"] == large["false no effect"] == 0.0
-    null = sc.row(0.0, 1, sc.LOOKS["3, 5, 10, 20"], vc.SEED_SD, 8, rng)
+    null = sc.row(sc.TRUTHS["null"], 1, sc.LOOKS["3, 5, 10, 20"], vc.SEED_SD, 8, rng)
     assert null["power"] == 0.0 and null["false no effect"] == 0.0  # no effect is right here
     assert vc.main(["--sequential", "--sims", "1"]) == 0
     out = capsys.readouterr().out
     assert "7. The sequential design (1 studies a row" in out and "1. Verdict" not in out
-    assert out.count("every seed") == len(sc.TRUTHS) * 2
+    assert out.count("every seed") == 2 * 3 + 2  # 1 and 3 data sets; the Table 1 cases: 1
