@@ -106,6 +106,8 @@ class Results:
         journals: ``optuna.journal`` files found.
         scale: 100 when the files hold fractions (accuracies are reported in percent).
         notes: Sentences about what was missing while reading.
+        growths: Each folder's seeds per Ray experiment, from ``experiments.json``: the first
+            experiment's seeds, then those each growth added (``[]``: the study never grew).
     """
 
     dirs: list[Path]
@@ -123,6 +125,7 @@ class Results:
     journals: list[Path] = field(default_factory=list)
     scale: float = 100.0
     notes: list[str] = field(default_factory=list)
+    growths: list[list[list[int]]] = field(default_factory=list)
 
     @property
     def finished(self) -> pd.DataFrame:
@@ -290,8 +293,20 @@ def load(dirs: list[Path]) -> Results:
         nuisance=nuisance, datasets=list(dict.fromkeys(trials["dataset"])), mode=first.mode,
         scheduler=first.scheduler, metric=first.objectives[0][0], objectives=first.objectives,
         journals=[d / "optuna.journal" for d in dirs if (d / "optuna.journal").is_file()],
-        scale=scale, notes=notes,
+        scale=scale, notes=notes, growths=[_growth(d) for d in dirs],
     )
+
+
+def _growth(folder: Path) -> list[list[int]]:
+    """The seeds of each of a grown study's Ray experiments (``experiments.json``)."""
+    path = folder / "experiments.json"
+    if not path.is_file():
+        return []
+    try:
+        listed = json.loads(path.read_text())
+        return [[int(s) for s in e["seeds"]] for e in listed]
+    except (json.JSONDecodeError, TypeError, KeyError, ValueError) as e:
+        raise ResultsError(f"{path}: not a list of {{ray, seeds}} experiments ({e})") from None
 
 
 def _designs(dirs: list[Path]) -> tuple[list[Design], list[str]]:

@@ -4,6 +4,7 @@ the seeds it needs, and the trials each arm lost."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -15,9 +16,9 @@ from statsmodels.stats.power import TTestPower
 from analysis import claims, per_sample, worst_case
 from analysis import declarations as declarations_
 from analysis import power as planning
-from analysis.report import claims_text, sections
+from analysis.report import captions, claims_text, sections
 from analysis.report.blocks import Figure, Para, Table
-from analysis.results import load
+from analysis.results import ResultsError, load
 from tests.analysis.studies import write_study
 
 ON_OFF = {"rollingq.enabled": {"role": "scientific", "type": "choice", "values": [False, True]}}
@@ -335,7 +336,29 @@ def test_an_inconclusive_claim_prints_the_command_that_grows_its_study(tmp_path)
         seeds = ",".join(map(str, range(j.seeds_needed)))
         assert line.endswith(f"`python study/run.py --space verdicts_synthetic --resume {folder} "
                              f"--set seeds=[{seeds}]`."), line
-    assert lines[0] in paragraphs(report(folder, tmp_path)["claims"])
+    said = paragraphs(report(folder, tmp_path)["claims"])
+    caution = captions.text("claims.grow_caution")
+    assert said.index(caution) == said.index(lines[-1]) + 1  # right after the commands
+    assert said[0] != caution and "no error guarantee" in caution
+
+
+def test_a_grown_study_says_its_verdicts_read_again_have_no_error_guarantee(tmp_path):
+    """experiments.json lists a grown study's Ray experiments and the seeds of each: the
+    report names the growth and what rereading costs; a study that never grew says nothing,
+    and a malformed file is one line."""
+    folder = plant_claims(tmp_path, _effects(0.4, 5))
+    section = report(folder, tmp_path / "before")["claims"]
+    assert section.data["grown"] == {}
+    assert not any("grew by seeds" in p for p in paragraphs(section))
+    (folder / "experiments.json").write_text(json.dumps(
+        [{"ray": "ray", "seeds": [0, 1, 2]}, {"ray": "ray-2", "seeds": [3, 4]}]))
+    section = report(folder, tmp_path / "after")["claims"]
+    assert section.data["grown"] == {str(folder): [[0, 1, 2], [3, 4]]}
+    grown = [p for p in paragraphs(section) if "grew by seeds" in p]
+    assert grown == [captions.text("claims.grown", folder=folder, history="0, 1, 2, then 3, 4")]
+    (folder / "experiments.json").write_text('[{"ray": "ray"}]')
+    with pytest.raises(ResultsError, match="experiments.json: not a list of"):
+        load([folder])
 
 
 def test_a_data_set_without_a_favoured_modality_says_how_to_declare_one(tmp_path):

@@ -33,13 +33,27 @@ def build(ctx: Context) -> None:
         f"{ds}: `{m}` ({how})" if m else f"{ds}: none ({how})" for ds, (m, how) in fav.items()))))
     _test_set(ctx)
     _across_datasets(ctx, judgements)
-    for sentence in (claims_text.cannot_judge(judgements)
-                     + claims_text.grow_commands(res, judgements)
-                     + claims_text.regrouped(res, judgements)):
+    grow = claims_text.grow_commands(res, judgements)
+    for sentence in claims_text.cannot_judge(judgements) + grow:
+        ctx.add(Para(sentence))
+    if grow:
+        ctx.add(Para(text("claims.grow_caution")))
+    _grown(ctx)
+    for sentence in claims_text.regrouped(res, judgements):
         ctx.add(Para(sentence))
     ctx.figure("air_convergence", plots.air_convergence(res), text("claims.air_convergence"))
     _summary(ctx, judgements)
     ctx.summary.extend(per_pair)
+
+
+def _grown(ctx: Context) -> None:
+    """A study grown by seeds: its verdicts are read again, with no error guarantee."""
+    grown = {str(d): seeds for d, seeds in zip(ctx.res.dirs, ctx.res.growths, strict=True)
+             if len(seeds) > 1}
+    ctx.record(grown=grown)
+    for folder, seeds in grown.items():
+        history = ", then ".join(", ".join(map(str, s)) for s in seeds)
+        ctx.add(Para(text("claims.grown", folder=folder, history=history)))
 
 
 def _verdicts(ctx: Context, judgements: list[claims.Judgement]) -> None:
