@@ -110,11 +110,16 @@ def _look(alpha: float, fractions: tuple[float, ...], spending: str, sides: int)
                                   stats.norm.isf(step / sides) + 0.5, xtol=1e-7))
     hi = min(c, TAIL) * sd
     s, w = _simpson(-hi if sides == 2 else -TAIL * sd, hi)
-    if before is None:
-        density = stats.norm.pdf(s / sd) / sd
-    else:
-        density = stats.norm.pdf((s[:, None] - before.s[None, :]) / d) @ before.mass / d
-    return _Look((*(before.c if before else ()), c), s, density * w)
+    mass = (stats.norm.pdf(s / sd) / sd * w if before is None
+            else _carry(before.s, before.mass, s, w, d))
+    return _Look((*(before.c if before else ()), c), s, mass)
+
+
+def _carry(s: np.ndarray, mass: np.ndarray, s_next: np.ndarray, w_next: np.ndarray, d: float,
+           drift: float = 0.0) -> np.ndarray:
+    """The mass on the grid ``s_next`` (Simpson weights ``w_next``) of the paths going on from
+    ``mass`` on ``s`` to the next look, the score's increment N(drift, d²)."""
+    return stats.norm.pdf((s_next[:, None] - s[None, :] - drift) / d) @ mass / d * w_next
 
 
 def boundaries(alpha: float, fractions: Sequence[float], spending: str = "obrien_fleming",
@@ -327,8 +332,7 @@ def stagewise_p(theta: float, z: float, look: int, c: Sequence[float],
             break
         hi = min(c[j], TAIL) * sd[j]
         s_next, w_next = _simpson(-hi, hi)
-        mass = stats.norm.pdf((s_next[:, None] - s[None, :] - drift) / d) @ mass / d * w_next
-        s = s_next
+        mass, s = _carry(s, mass, s_next, w_next, d, drift), s_next
     return total
 
 
