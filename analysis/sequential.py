@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import optimize, stats
 
-from analysis.claims import CONTRADICTED, INCONCLUSIVE, NO_EFFECT, REPRODUCED
+from analysis.claims import INCONCLUSIVE, verdict
 
 SPENDINGS = ("obrien_fleming", "pocock")
 GRID = 1201  # points of the numerical integration on a look's continuation region (odd)
@@ -234,8 +234,9 @@ def sequential_holm(pvalues: Mapping[str, Sequence[float]], fractions: Sequence[
 def look_tests(x: np.ndarray, margin: float) -> tuple[float, float, float]:
     """One look's tests of a claim's per-seed differences ``x``: the mean, the two-sided
     one-sample t-test's p and the equivalence test's (TOST against ±margin: the larger of its
-    two one-sided t-tests' p), as the fixed design computes them (scipy ``ttest_1samp``,
-    statsmodels ``ttost_mean``)."""
+    two one-sided t-tests' p), as the fixed design computes them with scipy's ``ttest_1samp``
+    and statsmodels' ``ttost_mean``; written out because the bench calls it for every look of
+    thousands of studies, and pinned to those two by a test."""
     n, mean = len(x), float(np.mean(x))
     se = float(np.std(x, ddof=1)) / np.sqrt(n)
     t_dist = stats.t(n - 1)
@@ -285,16 +286,15 @@ class Sequential:
         return self.verdicts()
 
     def verdicts(self) -> dict[str, str]:
+        """Each claim's verdict by the fixed design's rule (``claims.verdict``), read at the look
+        it was first decided at."""
         out = {}
         for name, sign in self.signs.items():
             differ, equal = self.differ.rejected.get(name), self.equal.rejected.get(name)
-            if differ is not None and (equal is None or differ <= equal):
-                effect = self.effects[name][differ]
-                out[name] = REPRODUCED if np.sign(effect) == sign else CONTRADICTED
-            elif equal is not None:
-                out[name] = NO_EFFECT
-            else:
-                out[name] = INCONCLUSIVE
+            first = differ is not None and (equal is None or differ <= equal)
+            look = differ if first else equal
+            out[name] = INCONCLUSIVE if look is None else verdict(
+                self.effects[name][look], sign, 0.0 if first else 1.0, 0.0, self.alpha)
         return out
 
 

@@ -79,11 +79,11 @@ def _false(verdicts: list[dict[str, str]], truth: dict[str, float]) -> tuple[int
 
 def row(truths: dict[int, float], datasets: int, looks: tuple[int, ...], sd: dict[int, float],
         sims: int, rng: np.random.Generator,
-        margins_: dict[int, float] | None = None) -> dict[str, float]:
+        declared: dict[int, float] | None = None) -> dict[str, float]:
     """One scenario's rates over ``sims`` studies (``truths``: each claim's true effect in
-    margins; ``margins_``: margins replacing the defaults)."""
+    margins; ``declared``: margins replacing the defaults, as a spec's ``claims.margins``)."""
     signs = {str(c.number): c.sign for c in claims.CLAIMS}
-    margins = {str(n): m for n, m in {**declarations_.MARGINS, **(margins_ or {})}.items()}
+    margins = {str(n): m for n, m in {**declarations_.MARGINS, **(declared or {})}.items()}
     truth = {str(n): t for n, t in truths.items()}
     counts = np.zeros(8)  # false decided, false none: sequential, fixed, naive; reproduced
     seeds = 0
