@@ -212,7 +212,7 @@ class Judgement:
         return self.verdict not in (CANNOT, DETERMINISTIC) and len(self.diffs) >= 2
 
 
-def _context(values: dict[str, Any]) -> str:
+def context(values: dict[str, Any]) -> str:
     """A trial's configuration but for RollingQ: what an on and an off trial must share."""
     keep = {k: level_str(v) for k, v in values.items() if not k.startswith(IGNORED_PREFIXES)}
     return repr(sorted(keep.items()))
@@ -228,7 +228,7 @@ def frame(res: Results, trials: pd.DataFrame | None = None) -> pd.DataFrame:
                          vanilla_mt=pd.Series(dtype=bool))
     values = config_values(df, res.designs)
     on = outcomes.rollingq_on(df[outcomes.ON])
-    return df.assign(context=[_context(v) for v in values], on=on,
+    return df.assign(context=[context(v) for v in values], on=on,
                      vanilla_mt=[paper_name(v) == "Vanilla MT" for v in values])[
         on.notna()].assign(on=lambda d: d["on"].astype(bool))
 

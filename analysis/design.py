@@ -16,6 +16,7 @@ from its ``space.yaml`` (``analysis.migrate``).
                       (``optuna.distributions.distribution_to_json``)
     variants          a named-variant study's variants: name -> config values
     claims            the spec's ``claims`` block (family, margins) as declared
+    sequential        a sequential study's design (budget, looks, hours, spending), or null
     classes           each data set's class count where it is known without its files
 """
 
@@ -91,6 +92,7 @@ class Design:
     variants: dict[str, dict[str, Any]] = field(default_factory=dict)
     claims: dict[str, Any] | None = None
     classes: dict[str, int] = field(default_factory=dict)
+    sequential: dict[str, Any] | None = None
 
     def to_json(self) -> str:
         tree = {"version": VERSION, **asdict(self)}

@@ -73,7 +73,8 @@ def from_spec(tree: dict[str, Any], name: str) -> Design:
                   mode=tune.get("mode", "grid"), scheduler=tune.get("scheduler", "fifo"),
                   objectives=objectives, num_samples=int(tune.get("num_samples", 1)),
                   seeds=[int(s) for s in tree.get("seeds") or [0]], fixed=fixed, search=search,
-                  variants=variants, claims=tree.get("claims") or None, classes=classes)
+                  variants=variants, claims=tree.get("claims") or None, classes=classes,
+                  sequential=tree.get("sequential"))
 
 
 def _searched(key: str, raw: dict[str, Any]) -> Searched:

@@ -390,3 +390,36 @@ def claims_forest(judgements: list[Any]) -> Figure | None:
     ax.set_title("the paper's claims: intervals at the Holm level")
     _legend(fig, dict(VERDICT_COLOURS), "verdict")
     return fig
+
+
+def sequential_paths(looks: list[dict[str, Any]]) -> Figure | None:
+    """A sequential study's difference tests look by look (``analysis.looks``): per claim its
+    statistic as a z against the ± boundaries of the level it was tested at, the look it was
+    decided at ringed (a ``no effect`` is decided by the equivalence test, in the table)."""
+    rows: dict[str, list[tuple[int, float, float, str, int | None]]] = {}
+    for entry in looks:
+        for family in entry["families"]:
+            for c in family["claims"]:
+                rows.setdefault(f"({c['claim']}) {c['dataset']}", []).append(
+                    (len(entry["seeds"]), c["z"], c["boundary"], c["verdict"], c["decided_at"]))
+    if not rows:
+        return None
+    cols = min(3, len(rows))
+    fig, axes = _figure(-(-len(rows) // cols), cols, legend=len(VERDICT_COLOURS))
+    for ax, (label, path) in zip(axes.flat, rows.items(), strict=False):
+        n = [r[0] for r in path]
+        bound = [r[2] if np.isfinite(r[2]) else np.nan for r in path]
+        ax.plot(n, bound, "k--", lw=1)
+        ax.plot(n, [-b for b in bound], "k--", lw=1)
+        ax.axhline(0, color="grey", lw=0.5)
+        ax.plot(n, [r[1] for r in path], "-", color="#555555", lw=1)
+        for k, (seeds, z, _, verdict, decided) in enumerate(path):
+            ax.plot(seeds, z, "o", color=VERDICT_COLOURS.get(verdict, "#7f7f7f"), ms=6,
+                    mec="black" if decided == k + 1 else "none")
+        ax.set_title(label, fontsize=9)
+        ax.set_xlabel("seeds")
+        ax.set_ylabel("z (t-test p as a z)")
+    for ax in list(axes.flat)[len(rows):]:
+        ax.set_visible(False)
+    _legend(fig, dict(VERDICT_COLOURS), "verdict")
+    return fig

@@ -108,6 +108,7 @@ class Results:
         notes: Sentences about what was missing while reading.
         growths: Each folder's seeds per Ray experiment, from ``experiments.json``: the first
             experiment's seeds, then those each growth added (``[]``: the study never grew).
+        looks: Each folder's looks of a sequential study (``analysis.looks``; ``[]``: none).
     """
 
     dirs: list[Path]
@@ -126,6 +127,7 @@ class Results:
     scale: float = 100.0
     notes: list[str] = field(default_factory=list)
     growths: list[list[list[int]]] = field(default_factory=list)
+    looks: list[list[dict[str, Any]]] = field(default_factory=list)
 
     @property
     def finished(self) -> pd.DataFrame:
@@ -256,6 +258,8 @@ def load(dirs: list[Path]) -> Results:
     """
     if not dirs:
         raise ResultsError("no results folder given; pass at least one results/<space>/<time>/")
+    from analysis import looks as looks_file  # it judges a Results: imported here, not above
+
     dirs = [check_dir(Path(d)) for d in dirs]
     metas = [_read_json(d / "meta.json") for d in dirs]
     designs, notes = _designs(dirs)
@@ -294,6 +298,7 @@ def load(dirs: list[Path]) -> Results:
         scheduler=first.scheduler, metric=first.objectives[0][0], objectives=first.objectives,
         journals=[d / "optuna.journal" for d in dirs if (d / "optuna.journal").is_file()],
         scale=scale, notes=notes, growths=[_growth(d) for d in dirs],
+        looks=[looks_file.read(d) for d in dirs],
     )
 
 

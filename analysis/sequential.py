@@ -50,7 +50,8 @@ from scipy import optimize, stats
 
 from analysis.claims import INCONCLUSIVE, verdict
 
-SPENDINGS = ("obrien_fleming", "pocock")
+SPENDING_NAMES = {"obrien_fleming": "O'Brien–Fleming", "pocock": "Pocock"}
+SPENDINGS = tuple(SPENDING_NAMES)
 GRID = 1201  # points of the numerical integration on a look's continuation region (odd)
 TAIL = 9.0  # S_k is integrated within ±9 of its sd: the mass beyond is below 1e-18
 
@@ -196,6 +197,11 @@ class Recycling:
     alpha: float = 0.05
     spending: str = "obrien_fleming"
     sides: int = 2
+    levels: dict[str, float] = field(default_factory=dict)  # each rejected one's level then
+
+    def level(self, name: str) -> float:
+        """The level a hypothesis is tested at now, or was rejected at."""
+        return self.levels.get(name, self.alpha * self.graph.weights.get(name, 0.0))
 
     def look(self, pvalues: Mapping[str, Sequence[float]], fractions: Sequence[float]) -> None:
         """Decides at the newest look: the open hypotheses are tested at α times their weight,
@@ -208,6 +214,7 @@ class Recycling:
                 return
             for name in newly:
                 self.rejected[name] = now
+                self.levels[name] = self.alpha * self.graph.weights[name]
                 self.graph = self.graph.reject(name)
 
 
@@ -276,11 +283,18 @@ class Sequential:
     def look(self, diffs: Mapping[str, np.ndarray], margins: Mapping[str, float],
              fractions: Sequence[float]) -> dict[str, str]:
         """Adds a look (each claim's per-seed differences so far) and returns the verdicts."""
+        tests = {n: look_tests(np.asarray(diffs[n], dtype=float), margins[n]) for n in self.signs}
+        return self.add({n: t[0] for n, t in tests.items()}, {n: t[1] for n, t in tests.items()},
+                        {n: t[2] for n, t in tests.items()}, fractions)
+
+    def add(self, effects: Mapping[str, float], p: Mapping[str, float],
+            tost: Mapping[str, float], fractions: Sequence[float]) -> dict[str, str]:
+        """Adds a look from its tests (each claim's mean, p and TOST p; NaN: no test) and
+        returns the verdicts: a look recorded earlier is replayed this way."""
         for name in self.signs:
-            effect, p, tost = look_tests(np.asarray(diffs[name], dtype=float), margins[name])
-            self.effects[name].append(effect)
-            self.p[name].append(p)
-            self.tost[name].append(tost)
+            self.effects[name].append(float(effects[name]))
+            self.p[name].append(float(p[name]))
+            self.tost[name].append(float(tost[name]))
         self.differ.look(self.p, fractions)
         self.equal.look(self.tost, fractions)
         return self.verdicts()

@@ -12,7 +12,8 @@ paragraphs are words of ``text.md`` (``captions``).
 
 Sections, in this order (``build``; one module each under ``sections/``): what the study says
 (summary), provenance, trials (excluded ones counted), the main table, the paper's claims on this
-study (analysis/claims.py), a multi-objective study's Pareto front, sensitivity statistics (ANOVA
+study (analysis/claims.py), a sequential study's design and looks (analysis/looks.py), a
+multi-objective study's Pareto front, sensitivity statistics (ANOVA
 of the headline and of every outcome of analysis/outcomes.py, or PED-ANOVA importance), figures,
 the paper comparison, artifacts. Each section is built on its own: one that fails says so in
 the report and the rest is still written (``context.Context.section``).
@@ -41,6 +42,7 @@ from analysis.report.sections import (
     pareto,
     provenance,
     sensitivity,
+    sequential,
     trials,
 )
 from analysis.report.sections import claims as claims_section
@@ -66,6 +68,8 @@ def build(ctx: Context) -> list[Section]:
     else:
         ctx.section("main_table", "Main table", main_table.build)
         ctx.section("claims", CLAIMS_TITLE, claims_section.build)
+        if any(d.sequential for d in res.designs):
+            ctx.section("sequential", "Sequential design", sequential.build)
         if len(res.objectives) > 1:
             ctx.section("pareto", "Pareto front", pareto.build)
         ctx.section("sensitivity", "Sensitivity", sensitivity.build)

@@ -110,6 +110,8 @@ def grow_commands(res: Results, judgements: list[Judgement]) -> list[str]:
         studies = sorted(res.trials.loc[res.trials["dataset"] == j.dataset, "study"].unique())
         for i in studies:
             design = res.designs[int(i)]
+            if design.sequential:  # it grows by its own looks
+                continue
             seeds = design.seeds
             new = max(1, j.seeds_needed - len(seeds))
             grown = seeds + list(range(max(seeds) + 1, max(seeds) + 1 + new))

@@ -183,3 +183,29 @@ def test_repeated_intervals_of_t_statistics_cover_at_every_look_at_once():
         covered += all(lo <= 0.3 <= hi for lo, hi in
                        (repeated_interval(x[:n], ck) for n, ck in zip(seeds, c, strict=True)))
     assert covered / 2000 >= 0.95 - 2 * np.sqrt(0.05 * 0.95 / 2000)
+
+
+@pytest.mark.parametrize("sd, ends", [(1.0, claims.NO_EFFECT), (3.0, claims.INCONCLUSIVE)])
+def test_a_planted_null_runs_to_the_budget_and_ends_as_its_data_say(sd, ends):
+    """Six claims with no effect at a seed sd of 1 or 3 margins, looked at 3, 5, 10 and 20
+    seeds: nothing is decided before the budget, nothing is ever reproduced or contradicted,
+    and at the budget a claim is `no effect` exactly where its equivalence test reaches its
+    boundary at the level Holm's recycling gives it (a small sd: every claim), else
+    inconclusive (a large one)."""
+    rng = np.random.default_rng(12)
+    names = [str(c.number) for c in claims.CLAIMS]
+    seq = Sequential({n: 1 for n in names})
+    draws = {n: rng.normal(0.0, sd, 20) for n in names}
+    margins = dict.fromkeys(names, 1.0)
+    looks = (3, 5, 10, 20)
+    for k, n in enumerate(looks):
+        verdicts = seq.look({c: x[:n] for c, x in draws.items()}, margins,
+                            [m / 20 for m in looks[: k + 1]])
+        if k < len(looks) - 1:
+            assert set(verdicts.values()) == {claims.INCONCLUSIVE}  # the study goes on
+    assert set(verdicts.values()) == {ends}
+    assert not seq.differ.rejected
+    for name in names:  # as its data say: the last look's TOST p against its boundary
+        level = seq.equal.level(name)
+        bound = nominal_p(boundaries(level, [m / 20 for m in looks], sides=1)[-1], sides=1)
+        assert (seq.tost[name][-1] <= bound) == (verdicts[name] == claims.NO_EFFECT)

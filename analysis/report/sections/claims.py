@@ -47,9 +47,15 @@ def build(ctx: Context) -> None:
 
 
 def _grown(ctx: Context) -> None:
-    """A study grown by seeds: its verdicts are read again, with no error guarantee."""
-    grown = {str(d): seeds for d, seeds in zip(ctx.res.dirs, ctx.res.growths, strict=True)
-             if len(seeds) > 1}
+    """A study grown by seeds: its verdicts are read again, with no error guarantee; a
+    sequential study's verdicts are its looks'."""
+    res = ctx.res
+    for d, design in zip(res.dirs, res.designs, strict=True):
+        if design.sequential:
+            ctx.add(Para(text("claims.sequential", folder=d)))
+    grown = {str(d): seeds for d, seeds, design in zip(res.dirs, res.growths, res.designs,
+                                                        strict=True)
+             if len(seeds) > 1 and not design.sequential}
     ctx.record(grown=grown)
     for folder, seeds in grown.items():
         history = ", then ".join(", ".join(map(str, s)) for s in seeds)
@@ -104,7 +110,11 @@ def _across_datasets(ctx: Context, judgements: list[claims.Judgement]) -> None:
 def _summary(ctx: Context, judgements: list[claims.Judgement]) -> None:
     """A line of "What the study says" per data set: its verdicts and their Holm family."""
     res = ctx.res
+    looked = {ds for i, d in enumerate(res.designs) if d.sequential
+              for ds in res.trials.loc[res.trials["study"] == i, "dataset"]}
     for ds in res.datasets:
+        if ds in looked:  # its verdicts are the sequential design's (that section's summary)
+            continue
         here = [j for j in judgements if j.dataset == ds]
         verdicts = ", ".join(f"({j.claim.number}) {j.verdict}" for j in here)
         check = " (mechanism checks)" if ds == SYNTHETIC else ""
