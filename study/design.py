@@ -30,7 +30,8 @@ def record(spec: Spec) -> Design:
                   num_samples=int(spec.tune["num_samples"]), seeds=list(spec.seeds),
                   fixed=dict(spec.fixed),
                   search=[_searched(p) for p in spec.search if p.key != VARIANT],
-                  variants=spec.variants, claims=spec.claims or None, classes=_classes(spec))
+                  variants=spec.variants, claims=spec.claims or None, classes=_classes(spec),
+                  sequential=spec.sequential)
 
 
 def _searched(p: Param) -> Searched:

@@ -64,6 +64,10 @@ def resumed_spec(opts: RunOptions, folder: Path) -> tuple[Spec, list[int]]:
         raise SpecError(f"--resume {folder}: seeds={requested.seeds} {problem}; a study grows "
                         f"by new seeds after its own {stored.seeds}, e.g. seeds="
                         f"{stored.seeds + [max(stored.seeds) + 1]}")
+    if stored.sequential:
+        raise SpecError(f"--resume {folder}: a sequential study grows by its own looks "
+                        f"({stored.sequential['looks']} seeds); resume it with --resume {folder} "
+                        f"alone, or change sequential.budget in a new study")
     if not stored.grid:
         raise SpecError(f"--resume {folder}: an Optuna study cannot grow by seeds (its sampler "
                         f"chose each configuration with the seeds {stored.seeds} as repeats); "

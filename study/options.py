@@ -35,6 +35,8 @@ class RunOptions:
     tracker: str | None
     no_report: bool
     argv: tuple[str, ...]
+    plan: bool = False
+    pilot: str | None = None
 
     @property
     def space_name(self) -> str:
@@ -76,6 +78,12 @@ def _parser(description: str) -> argparse.ArgumentParser:
     ap.add_argument("--no-report", action="store_true",
                     help="write the results but not the report (later: python -m "
                          "analysis.report STUDY_DIR)")
+    ap.add_argument("--plan", action="store_true",
+                    help="print the study's plan (trials and trial hours per look, each claim's "
+                         "seeds needed, the budget) and train nothing")
+    ap.add_argument("--pilot", metavar="DIR",
+                    help="with --plan: a finished study of the same question whose seed sds and "
+                         "trial times the plan uses")
     return ap
 
 
@@ -86,6 +94,9 @@ def parse(argv: list[str], description: str) -> RunOptions:
         SpecError: A shortcut flag out of its range (``--gpus-per-trial``, ``--max-concurrent``).
     """
     args = _parser(description).parse_args(argv)
+    if args.pilot and not args.plan:
+        raise SpecError(f"--pilot {args.pilot} goes with --plan (the plan reads the pilot "
+                        f"study's seed sds and trial times); add --plan")
     sets = list(args.set)
     if args.dataset:
         sets.append(f"data.name={args.dataset}")
@@ -104,7 +115,8 @@ def parse(argv: list[str], description: str) -> RunOptions:
     return RunOptions(space=args.space, list_spaces=args.list, overrides=tuple(sets),
                       address=args.address, storage=args.storage, resume=args.resume,
                       smoke_test=args.smoke_test, gpu_gib=args.gpu_gib, name=args.name,
-                      tracker=args.tracker, no_report=args.no_report, argv=tuple(argv))
+                      tracker=args.tracker, no_report=args.no_report, argv=tuple(argv),
+                      plan=args.plan, pilot=args.pilot)
 
 
 def requested_spec(opts: RunOptions) -> Spec:
@@ -115,9 +127,11 @@ def requested_spec(opts: RunOptions) -> Spec:
 
 
 def smoke(spec: Spec) -> Spec:
-    """The tiny budget of --smoke-test: at most 2 epochs, 2 trials, 1 seed."""
+    """The tiny budget of --smoke-test: at most 2 epochs, 2 trials, 1 seed (a sequential design
+    is dropped: one seed is no look)."""
     spec.fixed["train.epochs"] = min(2, int(spec.fixed.get("train.epochs", 2)))
     spec.seeds = spec.seeds[:1]
+    spec.sequential = None
     if not spec.grid:
         spec.tune["num_samples"] = 2
         spec.tune["grace_period"] = 1

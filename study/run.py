@@ -6,6 +6,7 @@
     python study/run.py --space rotation_ablation --address auto --storage s3://bucket/studies
     python study/run.py --space rotation_ablation --resume [STUDY_DIR]
     python study/run.py --space rotation_ablation --resume STUDY_DIR --set seeds=[0,1,2,3,4,5]
+    python study/run.py --space sequential_rollingq --plan --pilot STUDY_DIR   # trains nothing
 
 Flow: validate the spec (exit 2 with one line on any problem, before Ray starts) -> Ray Tune
 (grid: full factorial x seeds, never early-stopped; optuna: TPE with seeds as repeats, ASHA
@@ -23,6 +24,11 @@ A grid study grows by seeds: ``--resume DIR --set seeds=[...]`` with the old see
 trains only the new seeds' trials, as a further Ray experiment of the same study (``ray-2/``,
 ... beside ``ray/``; ``experiments.json`` lists each one's seeds), and rewrites the results and
 the report as one study. Any other change to the spec on resume is bad input (exit 2).
+
+A study with a ``sequential:`` block runs look by look (``study/sequential.py``): it trains the
+first look's seeds, judges the claims, and grows to the next look only while one is undecided
+and the budget allows; ``looks.json`` records each look. ``--plan`` prints the plan of any study
+(``study/plan.py``) and exits 0 without starting Ray.
 
 Trials share their Ray actor (``reuse_actors``): a trial that ends hands its process, with
 torch already imported, to the next one, which saves seconds per trial on a laptop.
@@ -67,6 +73,11 @@ def main(argv: list[str] | None = None, callbacks: Sequence[Any] = ()) -> int:
         where = locate(opts.space_name, opts.storage, opts.resume, opts.name)
         spec, added = (resumed_spec(opts, where.folder) if opts.resume
                        else (options.requested_spec(opts), []))
+        if opts.plan:
+            from study.plan import lines
+
+            print("\n".join(lines(spec, Path(opts.pilot) if opts.pilot else None)))
+            return 0
         tracker = study_tracker(opts, where)
         callbacks = [*callbacks, *tracking_callbacks(tracker, where.folder, spec)]
         data = check_data(spec)
@@ -83,6 +94,12 @@ def main(argv: list[str] | None = None, callbacks: Sequence[Any] = ()) -> int:
         return EXIT_BAD_INPUT
     if added:
         grow(spec, where.folder, added)
+    if spec.sequential:
+        from study import sequential
+
+        return sequential.run(spec, where, opts, run_study, lambda folder: None if opts.no_report
+                              else run_report(folder), callbacks=callbacks, data=data,
+                              tracker=tracker)
     return run_study(spec, where, opts, callbacks, data, tracker)
 
 

@@ -34,7 +34,7 @@ from rollingq.config import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-SECTIONS = ("fixed", "variants", "search", "seeds", "tune", "claims")
+SECTIONS = ("fixed", "variants", "search", "seeds", "tune", "claims", "sequential")
 ROLES = ("scientific", "nuisance")
 TYPES = ("choice", "int", "float")
 MODES = ("grid", "optuna")
@@ -135,6 +135,8 @@ class Spec:
         claims: How the report judges the paper's claims (``analysis.declarations.declared``): the
             Holm family and the margins that replace the defaults, e.g. ``{"family":
             "dataset", "margins": {6: 0.5}}``.
+        sequential: A sequential study's design (``study.sequential.parse``: budget, looks,
+            hours, spending), or None for a fixed design.
     """
 
     name: str
@@ -145,6 +147,7 @@ class Spec:
     seeds: list[int]
     tune: dict[str, Any]
     claims: dict[str, Any] = field(default_factory=dict)
+    sequential: dict[str, Any] | None = None
 
     @property
     def grid(self) -> bool:
@@ -217,13 +220,16 @@ class Spec:
         variant = next((p for p in self.search if p.key == VARIANT), None)
         if variant is not None:
             tree["variants"] = {"role": variant.role, "values": self.variants}
-        return {
+        tree = {
             **tree,
             "search": {p.key: p.as_dict() for p in self.search if p.key != VARIANT},
             "seeds": list(self.seeds),
             "tune": copy.deepcopy(self.tune),
             "claims": copy.deepcopy(self.claims),
         }
+        if self.sequential is not None:
+            tree["sequential"] = copy.deepcopy(self.sequential)
+        return tree
 
 
 def apply_variant(values: dict[str, Any], variants: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -431,9 +437,13 @@ def parse_spec(tree: dict[str, Any], name: str, source: str, question: str = "")
         claims = declared(tree.get("claims"), source)
     except ValueError as e:
         raise SpecError(str(e)) from None
+    from study import sequential
+
     spec = Spec(name, question, source, fixed, search, seeds, tune,
-                {"family": claims.family, "margins": dict(claims.margins)})
+                {"family": claims.family, "margins": dict(claims.margins)},
+                sequential.parse(tree.get("sequential"), source, tune["mode"], seeds))
     _validate_values(spec, source)
+    sequential.check(spec)
     return spec
 
 

@@ -71,7 +71,7 @@ def _set_path(tree: dict[str, Any], dotted: list[str], value: Any) -> None:
 def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """``--set`` values: a config key goes to ``fixed`` (and leaves ``search``); a spec field
     (``tune.num_samples=8``, ``seeds=[0, 1]``, ``search.rollingq.beta.values=[0, 0.1]``,
-    ``claims.margins.6=1.0``) is set in place."""
+    ``claims.margins.6=1.0``, ``sequential.budget=20``) is set in place."""
     tree = copy.deepcopy(tree)
     config_keys = set(valid_keys())
     for text in overrides:
@@ -85,7 +85,7 @@ def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any
             tree["fixed"][key] = value
             search = tree.get("search") or {}
             search.pop(key, None)
-        elif key == "seeds" or key.startswith(("tune.", "claims.")):
+        elif key == "seeds" or key.startswith(("tune.", "claims.", "sequential.")):
             _set_path(tree, key.split("."), value)
         elif key.startswith("search."):
             rest = key[len("search."):]
@@ -96,7 +96,8 @@ def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any
             tree.setdefault("search", {}).setdefault(param, {})[attr] = value
         else:
             raise SpecError(f"--set {key}: not a config key nor a spec field (tune.*, claims.*, "
-                            f"seeds, search.<key>.<field>); {unknown_key_hint(key, config_keys)}")
+                            f"sequential.*, seeds, search.<key>.<field>); "
+                            f"{unknown_key_hint(key, config_keys)}")
     return tree
 
 
