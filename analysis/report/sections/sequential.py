@@ -9,6 +9,7 @@ from typing import Any
 import pandas as pd
 
 from analysis import plots
+from analysis.claims import NO_EFFECT
 from analysis.format import bracket, p_or_dash, signed
 from analysis.looks import describe
 from analysis.report.blocks import Heading, Para, Table
@@ -97,7 +98,8 @@ def _final_table(final: list[dict[str, Any]], looks: list[dict[str, Any]]) -> pd
         "claim": f"({c['claim']}) {c['dataset']}", "verdict": c["verdict"],
         "at look (seeds)": f"{c['look']} ({c['seeds']})" + ("" if c["decided_at"] else
                                                               ", undecided"),
-        "naive estimate": signed(c["effect"]), "median-unbiased": signed(c["median_unbiased"]),
+        "naive estimate": signed(c["effect"]),
+        "median-unbiased": "-" if c["verdict"] == NO_EFFECT else signed(c["median_unbiased"]),
         "repeated CI": bracket(*(float("nan") if v is None else v for v in c["interval"]),
                                digits=3),
         "margin": f"±{c['margin']:g}"} for c in final])
