@@ -10,7 +10,7 @@ import pandas as pd
 
 from analysis import plots
 from analysis.claims import NO_EFFECT
-from analysis.format import bracket, p_or_dash, signed
+from analysis.format import bracket, signed
 from analysis.looks import describe
 from analysis.report.blocks import Heading, Para, Table
 from analysis.report.captions import text
@@ -71,13 +71,21 @@ def _looks_table(looks: list[dict[str, Any]]) -> pd.DataFrame:
                 rows.append({
                     "look": entry["look"], "seeds": len(entry["seeds"]),
                     "claim": f"({c['claim']}) {c['dataset']}", "effect": signed(c["effect"]),
-                    "p": p_or_dash(c["p"]), "level": f"{c['level']:.4f}",
-                    "boundary p": p_or_dash(c["nominal_p"]),
-                    "α spent": f"{c['spent']:.4f}", "TOST p": p_or_dash(c["tost_p"]),
-                    "TOST boundary p": p_or_dash(c["equivalence_nominal_p"]),
+                    "p": _small(c["p"]), "level": f"{c['level']:.4f}",
+                    "boundary p": _small(c["nominal_p"]), "α spent": _small(c["spent"]),
+                    "TOST p": _small(c["tost_p"]),
+                    "TOST boundary p": _small(c["equivalence_nominal_p"]),
                     "verdict": c["verdict"] + (f" (look {c['decided_at']})"
                                                if c["decided_at"] else "")})
     return pd.DataFrame(rows)
+
+
+def _small(p: float) -> str:
+    """A p or a level beside a boundary's nominal p, which is often far below 0.001: two
+    significant digits there (``3.2e-05``), three decimals above."""
+    if pd.isna(p):
+        return "-"
+    return f"{p:.2g}" if p < 0.001 else f"{p:.3f}"
 
 
 def _final(looks: list[dict[str, Any]]) -> list[dict[str, Any]]:
