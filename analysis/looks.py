@@ -121,9 +121,11 @@ def name(claim: int, dataset: str) -> str:
     return f"{claim}@{dataset}"
 
 
-def judge(res: Results, design: dict[str, Any], history: list[dict[str, Any]]) -> dict[str, Any]:
+def judge(res: Results, design: dict[str, Any], history: list[dict[str, Any]],
+          seeds: list[int]) -> dict[str, Any]:
     """The next look of a sequential study (``design``: its ``sequential`` block as the driver
-    records it, ``history``: the looks before): its record for ``looks.json``."""
+    records it, ``history``: the looks before, ``seeds``: the seeds this look trained): its
+    record for ``looks.json``."""
     k = len(history)
     looks, budget = design["looks"], design["budget"]
     fractions = [n / budget for n in looks[: k + 1]]
@@ -143,9 +145,9 @@ def judge(res: Results, design: dict[str, Any], history: list[dict[str, Any]]) -
                                  "verdict": j.verdict, "reason": j.reason})
     families = [_family(f, names, judgements, history, fractions, design["spending"])
                 for f, names in members.items()]
-    seeds = sorted({int(s) for j in judgements.values() for s in j.diffs.index})
-    return {"look": k + 1, "seeds": seeds, "fraction": fractions[-1], "alpha": ALPHA,
-            "spending": design["spending"], "families": families, "excluded": excluded,
+    return {"look": k + 1, "seeds": sorted(int(s) for s in seeds), "fraction": fractions[-1],
+            "alpha": ALPHA, "spending": design["spending"], "families": families,
+            "excluded": excluded,
             "undecided": sum(c["verdict"] == claims.INCONCLUSIVE
                              for f in families for c in f["claims"])}
 

@@ -84,6 +84,10 @@ def main(argv: list[str] | None = None, callbacks: Sequence[Any] = ()) -> int:
         if opts.resume:
             check_same_data(where.folder, data)
         check_memory(spec, opts.gpu_gib)
+        if opts.resume and spec.sequential:
+            from study.sequential import recorded
+
+            recorded(spec, where.folder)
         if opts.resume:
             for ray_dir, seeds in experiments(where.folder, spec, added):
                 if not set(seeds) & set(added):

@@ -157,18 +157,41 @@ def check(spec: Spec) -> None:
         judged_claims(spec, "a sequential study judges the paper's claims")
 
 
+def recorded(spec: Spec, folder: Path) -> list[dict[str, Any]]:
+    """A resumed sequential study's looks so far (``looks.json``), checked against its design
+    before Ray starts: a file that cannot be read, or looks the design does not have, is a
+    SpecError of one line."""
+    from analysis.looks import read
+    from analysis.results import ResultsError
+
+    try:
+        history = read(folder)
+    except ResultsError as e:
+        raise SpecError(f"--resume {folder}: {e}") from None
+    order = seed_order(spec)
+    for entry, n in zip(history, spec.sequential["looks"], strict=False):
+        if entry.get("seeds") != sorted(order[:n]):
+            raise SpecError(f"--resume {folder}: look {entry['look']} of looks.json judged seeds "
+                            f"{entry.get('seeds')}, but the design's look {entry['look']} has "
+                            f"{sorted(order[:n])}; the file belongs to another study")
+    if len(history) > len(spec.sequential["looks"]):
+        raise SpecError(f"--resume {folder}: looks.json records {len(history)} looks, the design "
+                        f"has {len(spec.sequential['looks'])}; the file belongs to another study")
+    return history
+
+
 def run(spec: Spec, where: Location, opts: RunOptions, run_study: Callable[..., int],
         report: Callable[[Path], Path | None], **study: Any) -> int:
     """Runs (or resumes) a sequential study look by look (module docstring); ``run_study`` runs
     the study at its current seeds (``study.run.run_study``; ``study``: its other arguments) and
     ``report`` writes the report; returns the exit code."""
-    from analysis.looks import append, judge, read
+    from analysis.looks import append, judge
     from analysis.results import load
     from study.growth import grow
 
     design, folder = spec.sequential, where.folder
     order = seed_order(spec)
-    history = read(folder)
+    history = recorded(spec, folder)
     if history and not (folder / "looks" / str(len(history)) / "report.md").is_file():
         _keep_report(folder, len(history), report)  # killed between its record and its report
     if history and history[-1]["stop"]:
@@ -188,7 +211,7 @@ def run(spec: Spec, where: Location, opts: RunOptions, run_study: Callable[..., 
         if code != 0:  # incomplete or errored: the look waits for --resume
             return code
         opts = dataclasses.replace(opts, resume=str(folder))
-        entry = judge(load([folder]), design, history)
+        entry = judge(load([folder]), design, history, spec.seeds)
         entry.update(_budget(spec, folder, entry, history))
         append(folder, entry)
         history.append(entry)

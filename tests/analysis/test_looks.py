@@ -39,7 +39,7 @@ def look_all(folder) -> list[dict]:
     res = load([folder])
     for n in DESIGN["looks"]:
         seen = dataclasses.replace(res, trials=res.trials[res.trials["train.seed"] < n])
-        looks.append(folder, looks.judge(seen, DESIGN, looks.read(folder)))
+        looks.append(folder, looks.judge(seen, DESIGN, looks.read(folder), list(range(n))))
     return looks.read(folder)
 
 
@@ -97,7 +97,7 @@ def test_a_look_of_no_testable_claim_keeps_it_out_of_the_family(tmp_path):
              for c in claims.CLAIMS}
     diffs[6] = np.full(10, 0.25)
     folder = plant_claims(tmp_path, diffs)
-    entry = looks.judge(load([folder]), DESIGN, [])
+    entry = looks.judge(load([folder]), DESIGN, [], list(range(3)))
     assert [x["claim"] for x in entry["families"][0]["claims"]] == [1, 2, 3, 4, 5]
     assert entry["excluded"][0]["claim"] == 6
     assert entry["excluded"][0]["verdict"] == claims.DETERMINISTIC

@@ -165,6 +165,23 @@ def test_looks_are_appended_and_never_rewritten(tmp_path):
         looks.read(tmp_path)
 
 
+@pytest.mark.parametrize("text, says", [
+    ("[\n{\"look\": 2}\n]\n", "looks.json: not a sequential study's looks"),
+    ("[\n{\"look\": 1, \"seeds\": [0, 1]}\n]\n", "look 1 of looks.json judged seeds [0, 1], "
+                                                    "but the design's look 1 has [0, 1, 2]"),
+])
+def test_a_resume_with_looks_of_another_design_exits_2_before_ray(tmp_path, capsys, text, says):
+    spec = load_spec("sequential_rollingq")
+    folder = tmp_path / "sequential_rollingq" / "s"
+    folder.mkdir(parents=True)
+    (folder / "space.yaml").write_text(yaml.safe_dump({**spec.to_dict(), "seeds": [0, 1, 2]}))
+    (folder / looks.LOOKS).write_text(text)
+    assert run.main(["--space", "sequential_rollingq", "--resume", str(folder)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and says in err, err
+    assert (folder / looks.LOOKS).read_text() == text  # nothing written
+
+
 def entry(undecided: int, claims: int = 6) -> dict:
     return {"undecided": undecided, "families": [{"name": "synthetic",
                                                   "claims": [{}] * claims}]}
