@@ -50,8 +50,8 @@ def ranks(x: pd.DataFrame, replicates: int = REPLICATES,
     values = x.to_numpy(dtype=float)
     n = len(values)
     picks = rng.integers(0, n, size=(replicates, n))
-    means = np.stack([np.nanmean(values[p], axis=0) for p in picks])  # replicates × variants
-    order = np.apply_along_axis(lambda m: stats.rankdata(-m, method="average"), 1, means)
+    means = np.nanmean(values[picks], axis=1)  # replicates × variants
+    order = stats.rankdata(-means, method="average", axis=1)
     top = order.min(axis=1, keepdims=True)
     first = (order == top) / (order == top).sum(axis=1, keepdims=True)
     out = pd.DataFrame({"variant": list(x.columns), "mean": np.nanmean(values, axis=0),
