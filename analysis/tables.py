@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from analysis import ranking
 from analysis.format import bracket, mean_sd
 from analysis.outcomes import NOISE_COLUMN
 from analysis.results import SEED, STATUSES, VARIANT, Results, level_str
@@ -194,10 +195,15 @@ def main_table(res: Results) -> pd.DataFrame:
     accuracy (the setting is in column ``setting``). Optuna studies list their top
     configurations by mean validation accuracy instead; they have no baseline.
 
+    A grid's variants on a data set are also compared with each other (``analysis.ranking``):
+    P(rank 1) and the rank's 95 % interval, the letters of the compact letter display, and
+    ``top``, the group not separable from the highest mean (with fewer than two seeds common to
+    the variants there is no test: no letters, and ``top`` is the highest mean alone).
+
     Returns:
         Numeric columns ``dataset, variant, <factor keys>, n, seeds, mean, sd, low, high,
         delta, delta_low, delta_high, delta_method, paper_mean, paper_sd, val_mean, setting,
-        baseline, best``.
+        baseline, best, p_rank1, rank_low, rank_high, letters, top``.
     """
     df = res.finished
     if not len(df):
@@ -236,7 +242,36 @@ def main_table(res: Results) -> pd.DataFrame:
             })
     out = pd.DataFrame(rows)
     out["best"] = out["mean"] == out.groupby("dataset")["mean"].transform("max")
+    return _ranked(out, df, res)
+
+
+def _ranked(out: pd.DataFrame, df: pd.DataFrame, res: Results) -> pd.DataFrame:
+    """The main table with each data set's variants compared (``main_table``'s docstring)."""
+    out = out.assign(p_rank1=np.nan, rank_low=np.nan, rank_high=np.nan, letters="",
+                     top=out["best"])
+    for ds, rows in out.groupby("dataset", sort=False):
+        wide = pd.DataFrame({r.variant: _per_seed(res, df, ds, r.variant, r.setting)
+                             for r in rows.itertuples()})
+        if len(rows) < 2 or len(wide.dropna()) < 2:
+            continue
+        ranks = ranking.ranks(wide).set_index("variant")
+        pairs = ranking.pairwise(wide)
+        order = list(ranks.index)
+        letters = ranking.letters(order, ranking.separated(pairs))
+        group = set(ranking.top_group(wide.mean(), pairs))
+        for i, r in rows.iterrows():
+            out.loc[i, ["p_rank1", "rank_low", "rank_high"]] = ranks.loc[
+                r["variant"], ["p_rank1", "rank_low", "rank_high"]].to_numpy(dtype=float)
+            out.loc[i, "letters"] = letters[r["variant"]]
+            out.loc[i, "top"] = r["variant"] in group
     return out
+
+
+def _per_seed(res: Results, df: pd.DataFrame, ds: str, variant: str, setting: str) -> pd.Series:
+    """A variant's headline per seed on a data set (its chosen nuisance setting's trials)."""
+    cell = df[(df["dataset"] == ds) & (df["variant"] == variant)]
+    cell, _ = _best_nuisance(res, cell)
+    return cell.groupby(SEED)["acc"].mean()
 
 
 def _best_nuisance(res: Results, cell: pd.DataFrame) -> tuple[pd.DataFrame, str]:
@@ -275,17 +310,18 @@ def _optuna_table(res: Results, df: pd.DataFrame) -> pd.DataFrame:
         rows += block[:TOP_CONFIGS]
     out = pd.DataFrame(rows)
     out["best"] = out["val_mean"] == out.groupby("dataset")["val_mean"].transform("max")
-    return out
+    return out.assign(top=out["best"])
 
 
 def format_main(table: pd.DataFrame, res: Results) -> pd.DataFrame:
-    """The main table as strings for the report; the best row per data set in bold."""
+    """The main table as strings for the report; per data set the group not separable from
+    the best mean in bold (an Optuna study: the best by validation accuracy)."""
     keys = [f.key for f in res.factors] + ([f.key for f in res.nuisance]
                                            if res.mode == "optuna" else [])
     rows = []
     for r in table.to_dict("records"):
         head = mean_sd(r["mean"], r["sd"])
-        if r["best"]:
+        if r["top"]:
             head = f"**{head}**"
         if r["baseline"]:
             delta = "baseline"
@@ -303,6 +339,10 @@ def format_main(table: pd.DataFrame, res: Results) -> pd.DataFrame:
         row.update({
             "n": str(r["n"]),
             "test acc at best val (%)": head,
+            **({} if res.mode == "optuna" else {
+                "group": r["letters"] or "-",
+                "P(rank 1) [rank 95%]": "-" if pd.isna(r["p_rank1"]) else
+                f"{r['p_rank1']:.2f} [{r['rank_low']:g}, {r['rank_high']:g}]"}),
             "95% CI": bracket(r["low"], r["high"]),
             "Δ vs baseline [95% CI]": delta,
             "best test epoch, paper-style (%)": mean_sd(r["paper_mean"], r["paper_sd"]),

@@ -57,9 +57,12 @@ def test_report_main_table_and_anova_rows(ablation_report):
     test_report_sections.py)."""
     md = ablation_report.with_suffix(".md").read_text()
     assert ("| rollingq.max_rotations | rollingq.rotation | n | test acc at best val (%) | "
-            "95% CI | Δ vs baseline [95% CI] | best test epoch, paper-style (%) |") in md
+            "group | P(rank 1) [rank 95%] | 95% CI | Δ vs baseline [95% CI] | "
+            "best test epoch, paper-style (%) |") in md
     # vanilla once (the rotation kind does nothing at 0 rotations), the factorial on RollingQ
-    assert re.search(r"\| 0 \| NA \| 3 \| \d+\.\d\d ± \d\.\d\d \| \[.*\] \| baseline \|", md)
+    assert re.search(r"\| 0 \| NA \| 3 \| (\*\*)?\d+\.\d\d ± \d\.\d\d(\*\*)? \| [a-e]+ \| "
+                     r"0\.\d\d \[\d, \d\] "
+                     r"\| \[.*\] \| baseline \|", md)
     assert ("| term | df | sum of squares | F | p | q (BH) | η² | partial η² | ω² | q < 0.05 |"
             in md)
     assert "`test_acc_at_best_val ~ rollingq.max_rotations + rollingq.rotation + " \

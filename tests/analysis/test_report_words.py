@@ -84,12 +84,12 @@ def test_golden_an_interrupted_study(interrupted_sections):
 
 def test_golden_main_table_of_a_real_smoke_study(smoke_sections):
     md = markdown(smoke_sections)
-    assert "| False | 1 | 94.50 | - | baseline | 94.50 |" in md
-    assert "| True | 1 | **95.00** | - | +0.50 (no interval: one seed) | 95.00 |" in md
+    assert "| False | 1 | 94.50 | - | - | - | baseline | 94.50 |" in md  # one seed: no group
+    assert "| True | 1 | **95.00** | - | - | - | +0.50 (no interval: one seed) | 95.00 |" in md
     assert ("*Per data set × variant (rollingq.enabled); mean ± sd over seeds (n seeds), 95 % "
             "t-interval, the difference to the baseline `False` with its 95 % interval "
-            "(paired by seed where the seeds match, else Welch). Bold: the best mean per data "
-            "set.*") in md
+            "(paired by seed where the seeds match, else Welch). Which variants are best") in md
+    assert "the bold marks the highest mean alone.*" in md
     assert "no residual degrees of freedom" in md
     assert "figures/air.png" in md and "could not be generated" not in md
 

@@ -3,6 +3,8 @@ parameter tuned away per variant."""
 
 from __future__ import annotations
 
+import pytest
+
 from analysis import sensitivity, tables
 from analysis.results import load
 from tests.analysis.studies import write_study
@@ -23,9 +25,14 @@ def test_main_table_marks_baseline_best_and_signs(ablation):
     text = tables.format_main(table, res)
     assert text.columns.tolist() == [
         "rollingq.max_rotations", "rollingq.rotation", "n", "test acc at best val (%)",
-        "95% CI", "Δ vs baseline [95% CI]", "best test epoch, paper-style (%)"]
+        "group", "P(rank 1) [rank 95%]", "95% CI", "Δ vs baseline [95% CI]",
+        "best test epoch, paper-style (%)"]
     assert text["Δ vs baseline [95% CI]"].iloc[0] == "baseline"
-    assert sum(cell.startswith("**") for cell in text["test acc at best val (%)"]) == 1
+    # bold: the group not separable from the best (analysis/ranking.py), the best among them
+    bold = text["test acc at best val (%)"].str.startswith("**").to_numpy()
+    assert set(table.loc[bold, "variant"]) == set(table.loc[table["top"], "variant"])
+    assert table.loc[table["best"], "top"].all()
+    assert table["p_rank1"].sum() == pytest.approx(1.0)
 
 
 def test_nuisance_parameter_is_tuned_away_per_variant(tmp_path):
