@@ -43,4 +43,10 @@ def build(ctx: Context) -> None:
                 line += f" [{best['delta_low']:.2f}, {best['delta_high']:.2f}]"
         elif best["baseline"]:
             line += ", the baseline itself"
-        ctx.summary.append(line + ").")
+        line += ")"
+        group = d.loc[d["top"] & ~d["best"], "variant"].tolist()
+        if res.mode != "optuna" and d["letters"].ne("").any():
+            line += (f"; not separable from it: {', '.join(f'`{v}`' for v in group)}" if group
+                     else "; separable from every other variant")
+            line += f", P(rank 1) {best['p_rank1']:.2f}"
+        ctx.summary.append(line + ".")
