@@ -15,9 +15,11 @@ on the headline accuracy. Per pair:
     - the paper's gain for the same pair (its Table 1, one seed each) and a one-sided t-test
       of "our effect is smaller than the paper's gain" (Holm over the table's one-sided
       tests): the paper's gain is a reference to compare with, never a margin;
-    - the probability of improvement over seeds: the share of seeds where on beats off (a tie
-      counts as no improvement), with its Clopper–Pearson interval (statsmodels
-      ``proportion_confint``): what a further seed of this pair would do;
+    - the seeds improved: the share of seeds where on beats off (a tie counts as no
+      improvement), with its Clopper–Pearson interval (statsmodels ``proportion_confint``):
+      what a further seed of this pair would do; and rliable's probability of improvement
+      P(on > off) over every pair of an on seed and an off seed, ties one half, with its
+      stratified-bootstrap interval (``analysis.ranking.improvement_interval``);
     - the prediction interval of one seed's paper-style difference (best test epoch, as the
       paper selects), mean ± t(n − 1)·sd·√(1 + 1/n), against the paper's single-seed gain: can
       a single run of ours give the paper's number?
@@ -37,7 +39,7 @@ from scipy import stats
 from statsmodels.stats.proportion import proportion_confint
 from statsmodels.stats.weightstats import DescrStatsW
 
-from analysis import claims, per_sample
+from analysis import claims, per_sample, ranking
 from analysis import declarations as declarations_
 from analysis import stats as stats_
 from analysis.paper import PAPER_TABLE1, paper_name, variant_values
@@ -48,7 +50,7 @@ COLUMNS = ["dataset", "pair", "paper_row", "on", "off", "n", "effect", "low", "h
            "sign_flip_p", "sign_flip_short", "p_holm", "margin", "tost_p", "tost_holm",
            "verdict", "paper_gain", "smaller_p", "smaller_holm", "improved", "predict_low",
            "predict_high", "improve_low", "improve_high", "paper_in_prediction", "family",
-           "test_set"]
+           "test_set", "pi", "pi_low", "pi_high"]
 
 
 def pairs(res: Results) -> pd.DataFrame:
@@ -110,6 +112,8 @@ def _pair(res: Results, ds: str, variant: str, on: pd.DataFrame,
             row["smaller_p"] = float(stats.ttest_1samp(x, gain, alternative="less").pvalue)
     row["improve_low"], row["improve_high"] = proportion_confint(
         row["improved"], n, alpha=ALPHA, method="beta")
+    row["pi"], row["pi_low"], row["pi_high"] = ranking.improvement_interval(a.loc[seeds],
+                                                                            b.loc[seeds])
     style = (_seed_means(on, "acc_paper").loc[lambda s: s.index.isin(seeds)]
              - _seed_means(off, "acc_paper").loc[lambda s: s.index.isin(seeds)]).dropna()
     if len(style) >= 2:

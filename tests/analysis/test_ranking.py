@@ -87,3 +87,21 @@ def test_iqm_is_the_mean_of_the_middle_half():
     middle = sorted(scores)[2:6]
     assert ranking.iqm(scores) == pytest.approx(np.mean(middle))
     assert ranking.iqm(scores) == pytest.approx(stats.trim_mean(scores, 0.25))
+
+
+def test_each_rollingq_pair_has_its_probability_of_improvement(tmp_path):
+    """A planted on/off study: the pair's P(on > off) is the Mann–Whitney U of the on arm's
+    seed means against the off arm's over n·m, inside its bootstrap interval."""
+    from analysis import architectures, claims
+    from analysis.results import load
+    from tests.analysis.test_verdict_engine import plant_claims
+
+    diffs = {c.number: np.linspace(-1.0, 2.0, 6) for c in claims.CLAIMS}
+    res = load([plant_claims(tmp_path, diffs)])
+    row = architectures.pairs(res).iloc[0]
+    t = res.finished
+    on = t[t["rollingq.enabled"].astype(str) == "True"].groupby("train.seed")["acc"].mean()
+    off = t[t["rollingq.enabled"].astype(str) == "False"].groupby("train.seed")["acc"].mean()
+    u = stats.mannwhitneyu(on, off).statistic
+    assert row["pi"] == pytest.approx(u / (len(on) * len(off)))
+    assert row["pi_low"] <= row["pi"] <= row["pi_high"]

@@ -205,7 +205,9 @@ def _architecture_strings(t: pd.DataFrame) -> pd.DataFrame:
             "TOST p (Holm)": p_text(r["tost_holm"]) or "-", "verdict": verdict,
             "paper's gain": "-" if pd.isna(gain) else f"{gain:+.1f}",
             "smaller than the paper's: p (Holm)": p_text(r["smaller_holm"]) or "-",
-            "P(improvement) [95% CI]": f"{r['improved']}/{r['n']} "
+            "P(on > off) [95% CI]": "-" if pd.isna(r["pi_low"]) else
+            f"{r['pi']:.2f} [{r['pi_low']:.2f}, {r['pi_high']:.2f}]",
+            "seeds improved [95% CI]": f"{r['improved']}/{r['n']} "
             f"[{r['improve_low']:.2f}, {r['improve_high']:.2f}]",
             "one seed of ours, paper-style [95% PI]": predicted,
             "test set: BCa 95% CI": test_set})
