@@ -423,3 +423,51 @@ def sequential_paths(looks: list[dict[str, Any]]) -> Figure | None:
         ax.set_visible(False)
     _legend(fig, dict(VERDICT_COLOURS), "verdict")
     return fig
+
+
+def cd_diagram(average: pd.Series, cd: float, bars: list[list[str]]) -> Figure | None:
+    """A critical-difference diagram (Demšar 2006): each variant at its average rank (1, the
+    best, on the left), the critical difference drawn above, and a bar under each run of
+    variants whose ranks lie within it."""
+    if len(average) < 2:
+        return None
+    order = average.sort_values()
+    fig, axes = _figure(1, 1)
+    fig.set_size_inches(max(6.0, 0.55 * len(order) + 2), 3.2 + 0.18 * len(bars))
+    ax = axes[0, 0]
+    k = len(order)
+    ax.set_xlim(0.5, k + 0.5)
+    ax.scatter(order.to_numpy(), np.zeros(k), color="black", zorder=3)
+    for i, (name, r) in enumerate(order.items()):  # staggered, so equal ranks stay readable
+        ax.annotate(name, (r, 0), xytext=(0, 10 + 16 * (i % 4)), textcoords="offset points",
+                    rotation=45, ha="left", va="bottom", fontsize=8,
+                    arrowprops={"arrowstyle": "-", "lw": 0.5, "color": "grey"})
+    ax.plot([1, 1 + cd], [1.6, 1.6], color="black", lw=2)
+    ax.annotate(f"CD = {cd:.2f}", (1 + cd / 2, 1.6), xytext=(0, 4), textcoords="offset points",
+                ha="center", va="bottom", fontsize=8)
+    for j, run in enumerate(bars):
+        y = -0.25 - 0.18 * j
+        ax.plot([order[run[0]] - 0.05, order[run[-1]] + 0.05], [y, y], color="#d7191c", lw=3)
+    ax.set_ylim(-0.45 - 0.18 * len(bars), 2.0)
+    ax.set_yticks([])
+    ax.set_xlabel("average rank over data set × seed blocks (1 = highest accuracy)")
+    return fig
+
+
+def performance_profiles(scores: dict[str, np.ndarray]) -> Figure | None:
+    """Each variant's performance profile: the share of its runs (every data set and seed) whose
+    chance-normalised score exceeds τ."""
+    from analysis.ranking import profile
+
+    if not scores:
+        return None
+    fig, axes = _figure(1, 1, legend=len(scores))
+    ax = axes[0, 0]
+    taus = np.linspace(0.0, 1.0, 201)
+    palette = _palette(list(scores))
+    for name, x in scores.items():
+        ax.plot(taus, profile(x, taus), color=palette[name], lw=1.5)
+    ax.set_xlabel("τ (chance-normalised accuracy)")
+    ax.set_ylabel("share of runs with score > τ")
+    _legend(fig, palette, "variant")
+    return fig

@@ -144,3 +144,55 @@ def improvement_interval(x: Sequence[float], y: Sequence[float], replicates: int
 def iqm(scores: Sequence[float]) -> float:
     """The interquartile mean: the mean of the middle half of the scores (all runs pooled)."""
     return float(stats.trim_mean(np.ravel(np.asarray(scores, dtype=float)), 0.25))
+
+
+# -- across data sets: descriptive ----------------------------------------------------------
+
+def friedman(blocks: pd.DataFrame) -> tuple[pd.Series, float]:
+    """Blocks (rows: a data set × seed) × variants: each variant's average rank (1 = highest,
+    ties the mean of their ranks) over the complete blocks, and Friedman's p (scipy
+    ``friedmanchisquare``; NaN with fewer than three variants or two blocks)."""
+    full = blocks.dropna()
+    ranks = full.rank(axis=1, ascending=False, method="average").mean()
+    if full.shape[1] < 3 or len(full) < 2:
+        return ranks, np.nan
+    return ranks, float(stats.friedmanchisquare(*full.to_numpy().T).pvalue)
+
+
+def critical_difference(k: int, n: int, alpha: float = ALPHA) -> float:
+    """Nemenyi's critical difference of average ranks for ``k`` variants over ``n`` blocks
+    (Demšar 2006): q_α √(k(k+1) / (6n)), q_α the studentized range's upper α quantile with
+    infinite degrees of freedom over √2 (scipy ``studentized_range``)."""
+    q = float(stats.studentized_range.ppf(1 - alpha, k, np.inf)) / np.sqrt(2)
+    return q * float(np.sqrt(k * (k + 1) / (6 * n)))
+
+
+def cliques(average: pd.Series, cd: float) -> list[list[str]]:
+    """The maximal runs of variants (by average rank) whose ranks lie within ``cd`` of each
+    other: the bars of a critical-difference diagram."""
+    order = list(average.sort_values().index)
+    runs = []
+    for i, v in enumerate(order):
+        run = [w for w in order[i:] if average[w] - average[v] < cd]
+        if len(run) > 1 and not any(set(run) <= set(r) for r in runs):
+            runs.append(run)
+    return runs
+
+
+def iqm_interval(groups: Sequence[Sequence[float]], replicates: int = REPLICATES,
+                 rng: np.random.Generator | None = None) -> tuple[float, float, float]:
+    """The IQM of the pooled scores and its 95 % stratified-bootstrap interval: each group (one
+    data set's seeds) resampled with replacement on its own, percentile method (rliable's)."""
+    rng = np.random.default_rng(0) if rng is None else rng
+    arrays = [np.asarray(g, dtype=float) for g in groups if len(g)]
+    draws = [np.concatenate([g[rng.integers(0, len(g), len(g))] for g in arrays])
+             for _ in range(replicates)]
+    boot = stats.trim_mean(np.stack(draws), 0.25, axis=1)
+    return iqm(np.concatenate(arrays)), float(np.percentile(boot, 2.5)), float(
+        np.percentile(boot, 97.5))
+
+
+def profile(scores: Sequence[float], thresholds: np.ndarray) -> np.ndarray:
+    """The performance profile: the share of runs whose score exceeds each threshold."""
+    x = np.asarray(scores, dtype=float)[:, None]
+    return (x > np.asarray(thresholds)[None, :]).mean(axis=0)

@@ -250,7 +250,7 @@ def _ranked(out: pd.DataFrame, df: pd.DataFrame, res: Results) -> pd.DataFrame:
     out = out.assign(p_rank1=np.nan, rank_low=np.nan, rank_high=np.nan, letters="",
                      top=out["best"])
     for ds, rows in out.groupby("dataset", sort=False):
-        wide = pd.DataFrame({r.variant: _per_seed(res, df, ds, r.variant, r.setting)
+        wide = pd.DataFrame({r.variant: per_seed(res, df, ds, r.variant)
                              for r in rows.itertuples()})
         if len(rows) < 2 or len(wide.dropna()) < 2:
             continue
@@ -267,7 +267,7 @@ def _ranked(out: pd.DataFrame, df: pd.DataFrame, res: Results) -> pd.DataFrame:
     return out
 
 
-def _per_seed(res: Results, df: pd.DataFrame, ds: str, variant: str, setting: str) -> pd.Series:
+def per_seed(res: Results, df: pd.DataFrame, ds: str, variant: str) -> pd.Series:
     """A variant's headline per seed on a data set (its chosen nuisance setting's trials)."""
     cell = df[(df["dataset"] == ds) & (df["variant"] == variant)]
     cell, _ = _best_nuisance(res, cell)

@@ -11,12 +11,13 @@ figures embedded as base64 PNG, so the HTML opens anywhere on its own. Captions 
 paragraphs are words of ``text.md`` (``captions``).
 
 Sections, in this order (``build``; one module each under ``sections/``): what the study says
-(summary), provenance, trials (excluded ones counted), the main table, the paper's claims on this
-study (analysis/claims.py), a sequential study's design and looks (analysis/looks.py), a
-multi-objective study's Pareto front, sensitivity statistics (ANOVA
-of the headline and of every outcome of analysis/outcomes.py, or PED-ANOVA importance), figures,
-the paper comparison, artifacts. Each section is built on its own: one that fails says so in
-the report and the rest is still written (``context.Context.section``).
+(summary), provenance, trials (excluded ones counted), the main table, which variant is best
+across data sets (a grid on two or more), the paper's claims on this study
+(analysis/claims.py), a sequential study's design and looks (analysis/looks.py), a
+multi-objective study's Pareto front, sensitivity statistics (ANOVA of the headline and of every
+outcome of analysis/outcomes.py, or PED-ANOVA importance), figures, the paper comparison,
+artifacts. Each section is built on its own: one that fails says so in the report and the rest
+is still written (``context.Context.section``).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from analysis.report.blocks import Heading, Para, render_html, render_markdown
 from analysis.report.captions import text
 from analysis.report.context import CLAIMS_TITLE, DEFAULT_METRICS, Context, Section
 from analysis.report.sections import (
+    across,
     artifacts,
     figures,
     main_table,
@@ -67,6 +69,8 @@ def build(ctx: Context) -> list[Section]:
         ctx.section("results", "Results", _nothing)
     else:
         ctx.section("main_table", "Main table", main_table.build)
+        if across.wanted(ctx):
+            ctx.section("across", "Across data sets", across.build)
         ctx.section("claims", CLAIMS_TITLE, claims_section.build)
         if any(d.sequential for d in res.designs):
             ctx.section("sequential", "Sequential design", sequential.build)

@@ -105,3 +105,30 @@ def test_each_rollingq_pair_has_its_probability_of_improvement(tmp_path):
     u = stats.mannwhitneyu(on, off).statistic
     assert row["pi"] == pytest.approx(u / (len(on) * len(off)))
     assert row["pi_low"] <= row["pi"] <= row["pi_high"]
+
+
+@pytest.mark.parametrize("k, q", [(2, 1.960), (5, 2.728), (10, 3.164)])
+def test_the_critical_difference_is_demsars(k, q):
+    """Demšar (2006), Table 5(a): q_0.05 for the Nemenyi test; CD = q √(k(k+1)/(6N))."""
+    n = 12
+    assert ranking.critical_difference(k, n) == pytest.approx(
+        q * np.sqrt(k * (k + 1) / (6 * n)), abs=2e-3)
+
+
+def test_friedman_ranks_blocks_and_bars_join_what_the_cd_cannot_split():
+    blocks = pd.DataFrame({"a": [3.0, 3.1, 2.9, 3.2], "b": [2.0, 2.2, 1.9, 2.1],
+                           "c": [1.0, 2.3, 2.0, 1.1]})
+    average, p = ranking.friedman(blocks)
+    assert average.to_dict() == {"a": 1.0, "b": 2.5, "c": 2.5}
+    assert p == pytest.approx(stats.friedmanchisquare(*blocks.to_numpy().T).pvalue)
+    assert ranking.cliques(average, 1.6) == [["a", "b", "c"]]
+    assert ranking.cliques(average, 1.0) == [["b", "c"]]
+
+
+def test_iqm_interval_resamples_each_data_set_on_its_own():
+    groups = [[0.50, 0.52, 0.55, 0.51, 0.53], [0.80, 0.82, 0.78, 0.81, 0.79]]
+    value, low, high = ranking.iqm_interval(groups)
+    assert value == pytest.approx(ranking.iqm(sum(groups, [])))
+    assert low < value < high
+    assert ranking.profile([0.2, 0.5, 0.9], np.array([0.0, 0.5, 1.0])).tolist() == [1.0, 1 / 3,
+                                                                                     0.0]

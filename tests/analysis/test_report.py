@@ -5,6 +5,7 @@ ANOVA's rows, the paper comparison and the CLI. Each section's numbers:
 
 from __future__ import annotations
 
+import math
 import re
 import subprocess
 import sys
@@ -177,3 +178,18 @@ def test_a_space_with_named_variants_reports_each_variant_beside_its_paper_row(t
     assert re.search(r"\| ogm \| OGM \| 51\.2 \|", md)
     assert re.search(r"\| attn_rollingq \| Vanilla MT \+ RollingQ \| 51\.9 \|", md)
     assert re.search(r"\| concat \| Concat \| 49\.3 \|", md)
+
+
+def test_across_data_sets_is_descriptive_with_demsars_critical_difference(paper_report):
+    """Two data sets × 3 seeds, 4 variants: the section says what 2 data sets can support, the
+    critical difference is Demšar's (q_0.05 = 2.569 for 4 variants, 6 blocks), and its figures
+    are written."""
+    md = paper_report.with_suffix(".md").read_text()
+    section = md.split("## Across data sets")[1].split("\n## ")[0]
+    assert "descriptive and labelled so" in section and "do not generalise to others" in section
+    cd = 2.569 * math.sqrt(4 * 5 / (6 * 6))
+    assert f"CD = {cd:.2f} ranks" in section
+    for name in ("critical_difference", "performance_profiles"):
+        assert f"figures/{name}.png" in section
+        assert (paper_report.parent / "figures" / f"{name}.png").is_file()
+    assert "Across the 2 data sets (descriptive): highest IQM" in md.split("## Provenance")[0]
