@@ -471,3 +471,62 @@ def performance_profiles(scores: dict[str, np.ndarray]) -> Figure | None:
     ax.set_ylabel("share of runs with score > τ")
     _legend(fig, palette, "variant")
     return fig
+
+
+def parallel_coordinates(res: Results) -> Figure | None:
+    """Every configuration (its searched values, seeds averaged) as a line across one axis per
+    searched key, coloured by its mean headline accuracy; a panel per data set. A key's levels
+    sit evenly spaced in their order (numbers by value: a log scale where they span a factor of
+    100 or more), an Optuna range's drawn values by value."""
+    factors = [f for f in [*res.factors, *res.nuisance] if f.key in res.finished]
+    if len(factors) < 2 or not len(res.finished):
+        return None
+    df = res.finished
+    positions = {f.key: _axis_positions(f, df[f.key]) for f in factors}
+    lines = df.groupby([df["dataset"], *(df[f.key].map(level_str) for f in factors)],
+                       sort=False)["acc"].mean().reset_index()
+    cmap = sns.color_palette("viridis", as_cmap=True)
+    low, high = float(lines["acc"].min()), float(lines["acc"].max())
+    fig, axes = _figure(1, len(res.datasets))
+    fig.set_figwidth(max(6.0, 1.6 * len(factors)) * len(res.datasets) + 1.0)
+    for ax, ds in zip(axes.flat, res.datasets, strict=False):
+        for row in lines[lines["dataset"] == ds].itertuples(index=False):
+            ys = [positions[f.key].get(v, np.nan) for f, v in zip(factors, row[1:-1],
+                                                                    strict=True)]
+            shade = 0.5 if high == low else (row[-1] - low) / (high - low)
+            ax.plot(range(len(factors)), ys, color=cmap(shade), alpha=0.8, lw=1.2)
+        for i, f in enumerate(factors):
+            ax.axvline(i, color="black", lw=0.8)
+            for level, y in positions[f.key].items():
+                if len(positions[f.key]) <= 12 or y in (0.0, 1.0):
+                    ax.annotate(level, (i, y), xytext=(3, 0), textcoords="offset points",
+                                fontsize=7, va="center")
+        ax.set_xticks(range(len(factors)), [f.key for f in factors], rotation=20, ha="right")
+        ax.set_yticks([])
+        ax.set_title(ds, fontsize=9)
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
+    fig.colorbar(ScalarMappable(Normalize(low, high), cmap), ax=list(axes.flat),
+                 label="test acc at best val (%), mean over seeds")
+    return fig
+
+
+def _axis_positions(factor: Any, values: pd.Series) -> dict[str, float]:
+    """A key's level strings -> their place on its axis in [0, 1]."""
+    seen = [lv for lv in dict.fromkeys(values.map(level_str)) if lv != "NA"]
+    levels = [lv for lv in factor.levels if lv in seen] + [lv for lv in seen
+                                                          if lv not in factor.levels]
+    try:
+        numbers = {lv: float(lv) for lv in levels}
+    except ValueError:
+        numbers = None
+    if numbers is None or len(numbers) < 2:
+        return {lv: (k / (len(levels) - 1) if len(levels) > 1 else 0.5)
+                for k, lv in enumerate(levels)}
+    x = np.array(list(numbers.values()))
+    if x.min() > 0 and x.max() / x.min() >= 100:
+        x = np.log10(x)
+    span = x.max() - x.min()
+    return {lv: (float(v - x.min()) / span if span else 0.5) for lv, v in zip(numbers, x,
+                                                                              strict=True)}

@@ -3,6 +3,8 @@ the expected size."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import matplotlib.image
 import numpy as np
 import pytest
@@ -151,3 +153,17 @@ def test_no_curves_no_figure(tmp_path):
     res = load([d])
     assert plots.air_curves(res) is None and plots.attention_shares(res) is None
     assert plots.noise_curves(res) is None
+
+
+def test_parallel_coordinates_draw_a_line_per_configuration(ablation, tmp_path):
+    """The rotation ablation's 5 configurations (vanilla once: its rotation kind is NA, no
+    point on that axis), each a line across the two searched keys; one key is no figure."""
+    res = load([ablation])
+    fig = plots.parallel_coordinates(res)
+    lines = [line for line in fig.axes[0].get_lines() if list(line.get_xdata()) == [0, 1]]
+    assert len(lines) == 5
+    vanilla = [line for line in lines if np.isnan(line.get_ydata()[1])]
+    assert len(vanilla) == 1 and vanilla[0].get_ydata()[0] == 0.0  # 0 rotations: the lowest
+    check_png(fig, tmp_path / "parallel.png")
+    smoke = load([Path(__file__).parent / "data" / "smoke_finished"])  # one key searched
+    assert plots.parallel_coordinates(smoke) is None

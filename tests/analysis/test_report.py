@@ -44,6 +44,7 @@ def test_report_files_sections_and_figures(ablation_report):
                        "figures/km_rollingq_max_rotations.png", "figures/km_rollingq_rotation.png",
                        "figures/air.png",
                        "figures/attention_shares.png", "figures/noise.png",
+                       "figures/parallel_coordinates.png",
                        "figures/points_rollingq_max_rotations.png",
                        "figures/points_rollingq_rotation.png"]
     assert all((out / f).is_file() for f in figures)

@@ -1,4 +1,5 @@
-"""The figures: AIR and attention over training, noise curves, heatmaps and point plots."""
+"""The figures: AIR and attention over training, noise curves, heatmaps, parallel coordinates
+and point plots."""
 
 from __future__ import annotations
 
@@ -30,6 +31,8 @@ def build(ctx: Context) -> None:
         ctx.add(Table(attn, text("figures.attention_noise",
                                  protocol=tables.attention_protocol(res))))
     ctx.figure("beta_rho", plots.beta_rho_heatmaps(res), text("figures.beta_rho"))
+    ctx.figure("parallel_coordinates", plots.parallel_coordinates(res),
+               text("figures.parallel"))
     for key, hue in _point_plots(ctx):
         name = "points_" + re.sub(r"[^A-Za-z0-9]+", "_", key)
         ctx.figure(name, plots.factor_points(res, key, hue),
