@@ -32,6 +32,7 @@ import numpy as np
 
 from analysis import outcomes, remote
 from analysis.declarations import declarations
+from analysis.report import latex
 from analysis.report.blocks import Heading, Para, render_html, render_markdown
 from analysis.report.captions import text
 from analysis.report.context import CLAIMS_TITLE, DEFAULT_METRICS, Context, Section
@@ -96,8 +97,8 @@ def sections(dirs: list[Path], out: Path | None = None,
     declarations(res)  # a bad `claims:` block stops here, before any statistics
     out = Path(out) if out is not None else res.dirs[0]
     out.mkdir(parents=True, exist_ok=True)
-    for stale in (out / "figures").glob("*.png"):  # from an earlier report of this folder
-        stale.unlink()
+    for stale in [*(out / "figures").glob("*.png"), *(out / "figures").glob("*.pdf")]:
+        stale.unlink()  # from an earlier report of this folder
     ctx = Context(res, out, metrics)
     with np.errstate(all="ignore"):
         build(ctx)
@@ -106,7 +107,8 @@ def sections(dirs: list[Path], out: Path | None = None,
 
 def generate(dirs: list[Path], out: Path | None = None,
              metrics: tuple[str, ...] = DEFAULT_METRICS) -> Path:
-    """Writes report.md, report.html and figures/*.png; returns the report.html path.
+    """Writes report.md, report.html, figures/*.png and *.pdf, tables/*.tex; returns the
+    report.html path.
 
     Args:
         dirs: Results folders (``results/<space>/<timestamp>/``); several are analysed together
@@ -122,19 +124,22 @@ def generate(dirs: list[Path], out: Path | None = None,
 
 
 def write(ctx: Context) -> Path:
-    """Renders a built report into ``ctx.out``: report.md and report.html (its path)."""
+    """Renders a built report into ``ctx.out``: report.md, report.html (its path) and the
+    tables as LaTeX (``latex``)."""
     blocks, out = ctx.blocks(), ctx.out
     title = blocks[0].text if blocks and isinstance(blocks[0], Heading) else "Study report"
     (out / "report.md").write_text(render_markdown(blocks, out))
     path = out / "report.html"
     path.write_text(render_html(blocks, title))
+    latex.write(ctx.sections, out)
     return path
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m analysis.report",
                                  description="Writes the report of one or more study results "
-                                             "folders: report.md, report.html, figures/*.png.")
+                                             "folders: report.md, report.html, figures/*.png "
+                                             "and *.pdf, tables/*.tex.")
     ap.add_argument("dirs", nargs="+", metavar="RESULTS_DIR",
                     help="results/<space>/<timestamp>/ folder(s) written by study/run.py, or "
                          "their copy on remote storage (s3://BUCKET/studies/<space>/<timestamp>"

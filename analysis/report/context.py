@@ -90,10 +90,12 @@ class Context:
         self.current.data.update(data)
 
     def figure(self, name: str, fig: object | None, caption: str) -> bool:
-        """Saves ``fig`` as ``figures/<name>.png`` and adds it; False when there is none."""
+        """Saves ``fig`` as ``figures/<name>.png`` (and ``.pdf``) and adds it; False when there
+        is none."""
         if fig is None:
             return False
         path = plots.save(fig, self.figdir / f"{name}.png")
+        fig.savefig(path.with_suffix(".pdf"), format="pdf")  # for papers
         self.add(Figure(path, caption))
         return True
 
