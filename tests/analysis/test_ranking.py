@@ -132,3 +132,20 @@ def test_iqm_interval_resamples_each_data_set_on_its_own():
     assert low < value < high
     assert ranking.profile([0.2, 0.5, 0.9], np.array([0.0, 0.5, 1.0])).tolist() == [1.0, 1 / 3,
                                                                                      0.0]
+
+
+def test_the_best_variants_improvement_over_each_of_its_group(ablation_sections):
+    """The rotation ablation (3 seeds): the main table's group not separable from the best, and
+    for each other member P(best > other) as the seeds' Mann–Whitney U / (n·m)."""
+    from analysis import tables
+
+    section = ablation_sections.by_key()["main_table"]
+    table, res = section.data["table"], ablation_sections.res
+    group = table[table["top"]].sort_values("mean", ascending=False)["variant"].tolist()
+    rows = section.data["top_improvement"]
+    assert [r["other"] for r in rows] == group[1:] and {r["best"] for r in rows} == {group[0]}
+    best = tables.per_seed(res, res.finished, "synthetic", group[0])
+    for r in rows:
+        other = tables.per_seed(res, res.finished, "synthetic", r["other"])
+        u = stats.mannwhitneyu(best, other).statistic / (len(best) * len(other))
+        assert r["P(best > other) [95% CI]"].startswith(f"{u:.2f} [")

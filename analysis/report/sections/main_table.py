@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from analysis import tables
+from analysis import ranking, tables
 from analysis.format import mean_sd
 from analysis.report.blocks import Para, Table
 from analysis.report.captions import text
@@ -31,6 +31,9 @@ def build(ctx: Context) -> None:
     ctx.add(Para(text("main_table.headline")), Table(t, caption))
     if (ctx.table["n"] < 2).any():
         ctx.add(Para(text("main_table.one_seed")))
+    top = _top_group_improvement(ctx)
+    if len(top):
+        ctx.add(Table(top, text("main_table.improvement")))
     if res.nuisance and res.mode != "optuna":
         ctx.add(Para(text("main_table.nuisance")))
     for ds, d in ctx.table.groupby("dataset", sort=False):
@@ -50,3 +53,24 @@ def build(ctx: Context) -> None:
                      else "; separable from every other variant")
             line += f", P(rank 1) {best['p_rank1']:.2f}"
         ctx.summary.append(line + ".")
+
+
+def _top_group_improvement(ctx: Context) -> pd.DataFrame:
+    """Within each data set's top group: the best variant's probability of improvement over
+    each other member, with its stratified-bootstrap interval (``analysis.ranking``)."""
+    res, rows = ctx.res, []
+    if res.mode == "optuna":
+        return pd.DataFrame()
+    for ds, d in ctx.table.groupby("dataset", sort=False):
+        group = d[d["top"]].sort_values("mean", ascending=False)
+        if len(group) < 2 or not d["letters"].ne("").any():
+            continue
+        best = group.iloc[0]["variant"]
+        x = tables.per_seed(res, res.finished, ds, best)
+        for other in group["variant"].iloc[1:]:
+            p, low, high = ranking.improvement_interval(x, tables.per_seed(res, res.finished,
+                                                                            ds, other))
+            rows.append({"data set": ds, "best": best, "other": other,
+                         "P(best > other) [95% CI]": f"{p:.2f} [{low:.2f}, {high:.2f}]"})
+    ctx.record(top_improvement=rows)
+    return pd.DataFrame(rows)
