@@ -107,7 +107,10 @@ def test_a_study_on_s3_with_the_endpoint_as_uri_options(s3_endpoint, tmp_path, r
         report = f.read().decode()
     assert "2 trial(s) on cpu" in report  # the provenance table, from the bucket's meta.json
     figures = s3.get_file_info(fs.FileSelector(f"{folder}/figures"))
-    assert figures and all(i.path.endswith(".png") and i.size > 1000 for i in figures)
+    pngs = [i for i in figures if i.path.endswith(".png")]
+    assert pngs and all(i.size > 1000 for i in pngs)
+    assert {i.path.removesuffix(".pdf") for i in figures if i.path.endswith(".pdf")} == {
+        i.path.removesuffix(".png") for i in pngs}  # each figure also as PDF, for papers
     # nothing at the URI: one line, exit 2
     r = subprocess.run([sys.executable, "-m", "analysis.report",
                         join_uri(storage, "smoke", "no-such-study")], cwd=ROOT,
