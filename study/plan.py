@@ -47,8 +47,8 @@ def lines(spec: Spec, pilot: Path | None) -> list[str]:
            f"fixed design: one look at {len(spec.seeds)} seed(s)",
            "data sets: " + "; ".join(f"{ds}: claims {', '.join(map(str, c)) or 'none'}"
                                       for ds, c in judged.items()), ""]
-    out += _looks(design, points, per_trial, pilot)
-    out += [""] + _claims(spec, judged, res, pilot)
+    out += _looks(design, points, per_trial)
+    out += [""] + _claims(spec, judged, res)
     total = points * design["budget"]
     hours = (f"{per_trial * total:.2f} trial hours at the pilot's trial time" if per_trial
              else "trial hours not estimated")
@@ -82,7 +82,7 @@ def _trial_hours(res, pilot: Path) -> float | None:
     return float(np.mean(t)) / 3600
 
 
-def _looks(design: dict, points: int, per_trial: float | None, pilot: Path | None) -> list[str]:
+def _looks(design: dict, points: int, per_trial: float | None) -> list[str]:
     where = (f"at the pilot's mean trial time, {per_trial * 3600:.1f} s" if per_trial
              else "not estimated: no pilot; run the first look as a fixed study (--set "
                   "seeds=[...] with its seeds) and plan again with --pilot DIR")
@@ -100,7 +100,7 @@ def _looks(design: dict, points: int, per_trial: float | None, pilot: Path | Non
     return out
 
 
-def _claims(spec: Spec, judged: dict[str, list[int]], res, pilot: Path | None) -> list[str]:
+def _claims(spec: Spec, judged: dict[str, list[int]], res) -> list[str]:
     """Each claim's margin and seeds needed (module docstring)."""
     from analysis.claims import CLAIMS, judge
     from analysis.declarations import MARGINS
