@@ -210,7 +210,7 @@ def main_table(res: Results) -> pd.DataFrame:
         return pd.DataFrame()
     if res.mode == "optuna":
         return _optuna_table(res, df)
-    rows = []
+    rows, wides = [], {}
     for ds in res.datasets:
         d = df[df["dataset"] == ds]
         cells: dict[str, pd.DataFrame] = {}
@@ -224,6 +224,7 @@ def main_table(res: Results) -> pd.DataFrame:
         if not cells:
             continue
         base = res.baseline if res.baseline in cells else next(iter(cells))
+        wides[ds] = pd.DataFrame({v: c["acc"].groupby(level=0).mean() for v, c in cells.items()})
         for v, cell in cells.items():
             mean, sd, lo, hi, n = t_interval(cell["acc"])
             pm, psd, *_, pn = t_interval(cell["acc_paper"])
@@ -242,16 +243,16 @@ def main_table(res: Results) -> pd.DataFrame:
             })
     out = pd.DataFrame(rows)
     out["best"] = out["mean"] == out.groupby("dataset")["mean"].transform("max")
-    return _ranked(out, df, res)
+    return _ranked(out, wides)
 
 
-def _ranked(out: pd.DataFrame, df: pd.DataFrame, res: Results) -> pd.DataFrame:
-    """The main table with each data set's variants compared (``main_table``'s docstring)."""
+def _ranked(out: pd.DataFrame, wides: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """The main table with each data set's variants compared (``main_table``'s docstring);
+    ``wides``: each data set's seeds × variants headline."""
     out = out.assign(p_rank1=np.nan, rank_low=np.nan, rank_high=np.nan, letters="",
                      top=out["best"])
     for ds, rows in out.groupby("dataset", sort=False):
-        wide = pd.DataFrame({r.variant: per_seed(res, df, ds, r.variant)
-                             for r in rows.itertuples()})
+        wide = wides[ds]
         if len(rows) < 2 or len(wide.dropna()) < 2:
             continue
         ranks = ranking.ranks(wide).set_index("variant")
