@@ -14,8 +14,10 @@ recomputed from the data: a decision stays as it was taken.
 ``looks.json`` is a JSON list, one look an element, one element a line; a look is appended and
 the earlier lines are never rewritten. Each look records its seeds and fraction, and per claim:
 the effect and its tests (``p``, ``tost_p``, the look's statistic as a z, ``z``), the level each
-test is tested at after Holm's recycling (``level``; ``equivalence_level``) with the boundary
-there (``boundary``, a z, and its nominal p ``nominal_p``; likewise for the equivalence test),
+test is tested at after Holm's recycling (``level``; ``equivalence_level``) with the threshold
+there (``nominal_p``, matched on the t process at the looks' seed counts, the look's
+``thresholds``; looks recorded before that used the z boundaries' nominal p and a study begun
+so goes on so), as a z (``boundary``; likewise for the equivalence test),
 the two-sided α that level has spent by this look (``spent``), the verdict and the look it was
 decided at, the repeated confidence interval (``interval``) and the median-unbiased estimate
 under the stage-wise ordering (``median_unbiased``) had the study stopped there; the study
@@ -39,16 +41,17 @@ from analysis.results import Results, ResultsError
 from analysis.sequential import (
     SPENDING_NAMES,
     Sequential,
-    boundaries,
     look_tests,
     median_unbiased,
     nominal_p,
     repeated_interval,
     spent,
+    thresholds,
 )
 from analysis.stats import ALPHA
 
 LOOKS = "looks.json"
+T_PROCESS = "t process"  # a look's thresholds matched on the t process (analysis.sequential)
 ALL = "all"  # the family's name when the study's family is every claim on every data set
 
 
@@ -143,29 +146,35 @@ def judge(res: Results, design: dict[str, Any], history: list[dict[str, Any]],
             else:
                 excluded.append({"claim": j.claim.number, "dataset": j.dataset,
                                  "verdict": j.verdict, "reason": j.reason})
-    families = [_family(f, names, judgements, history, fractions, design["spending"])
+    # a study begun before the t process's thresholds goes on with the z boundaries' nominal p
+    t_process = all(past.get("thresholds") == T_PROCESS for past in history)
+    counts = [len(past["seeds"]) for past in history] + [len(seeds)]
+    families = [_family(f, names, judgements, history, fractions, design["spending"],
+                        counts if t_process else None)
                 for f, names in members.items()]
     return {"look": k + 1, "seeds": sorted(int(s) for s in seeds), "fraction": fractions[-1],
-            "alpha": ALPHA, "spending": design["spending"], "families": families,
+            "alpha": ALPHA, "spending": design["spending"],
+            "thresholds": T_PROCESS if t_process else "z boundaries", "families": families,
             "excluded": excluded,
             "undecided": sum(c["verdict"] == claims.INCONCLUSIVE
                              for f in families for c in f["claims"])}
 
 
 def _family(family: str, names: list[str], judgements: dict[str, claims.Judgement],
-            history: list[dict[str, Any]], fractions: list[float],
-            spending: str) -> dict[str, Any]:
+            history: list[dict[str, Any]], fractions: list[float], spending: str,
+            counts: list[int] | None) -> dict[str, Any]:
     """One family at the new look: the earlier looks replayed from their record, this one
-    tested on the data."""
+    tested on the data (``counts``: each look's seeds, for thresholds on the t process)."""
     signs = {n: judgements[n].claim.sign for n in names}
-    seq = Sequential(signs, ALPHA, spending)
+    seq = Sequential(signs, ALPHA, spending, t_process=counts is not None)
     for i, past in enumerate(history):
         recorded = {name(c["claim"], c["dataset"]): c
                     for f in past["families"] if f["name"] == family for c in f["claims"]}
         seq.add(*({n: recorded[n][key] for n in names} for key in ("effect", "p", "tost_p")),
-                fractions[: i + 1])
+                fractions[: i + 1], counts[i] if counts else None)
     tests = {n: _tests(judgements[n]) for n in names}
-    verdicts = seq.add(*({n: t[i] for n, t in tests.items()} for i in range(3)), fractions)
+    verdicts = seq.add(*({n: t[i] for n, t in tests.items()} for i in range(3)), fractions,
+                       counts[-1] if counts else None)
     return {"name": family, "claims": [_claim(judgements[n], seq, n, tests[n], verdicts[n],
                                               fractions) for n in names]}
 
@@ -182,9 +191,11 @@ def _claim(j: claims.Judgement, seq: Sequential, key: str, tests: tuple[float, f
            verdict: str, fractions: list[float]) -> dict[str, Any]:
     effect, p, tost = tests
     level, level_eq = seq.differ.level(key), seq.equal.level(key)
-    c = boundaries(level, fractions, seq.spending, 2) if level > 0 else (np.inf,) * len(
-        fractions)
-    c_eq = boundaries(level_eq, fractions, seq.spending, 1)[-1] if level_eq > 0 else np.inf
+    counts = seq.seeds if seq.t_process else None
+    c = tuple(stats.norm.isf(np.array(thresholds(level, fractions, seq.spending, 2, counts)) / 2)
+              ) if level > 0 else (np.inf,) * len(fractions)
+    c_eq = float(stats.norm.isf(thresholds(level_eq, fractions, seq.spending, 1, counts)[-1])
+                 ) if level_eq > 0 else np.inf
     z = float(np.sign(effect) * stats.norm.isf(p / 2)) if np.isfinite(p) else np.nan
     x = j.diffs.to_numpy(dtype=float)
     decided = seq.differ.rejected.get(key, seq.equal.rejected.get(key))

@@ -23,6 +23,7 @@ from analysis.sequential import (
     sequential_holm,
     spent,
     stagewise_p,
+    thresholds,
 )
 
 FIVE = (0.2, 0.4, 0.6, 0.8, 1.0)
@@ -68,6 +69,36 @@ def test_every_boundary_set_holds_its_level_on_the_z_process(spending, sides):
     cumulative = [sides * spent(0.05 / sides, t, spending) for t in fractions]
     for k, want in enumerate(cumulative):
         assert ((first >= 0) & (first <= k)).mean() == pytest.approx(want, abs=4 * se + 1e-4)
+
+
+def _null_t_p(rng: np.random.Generator, studies: int, seeds: tuple[int, ...],
+               sides: int) -> np.ndarray:
+    """The t-tests' p at each look of ``studies`` null studies of normal seeds."""
+    x = rng.standard_normal((studies, seeds[-1]))
+    n = np.asarray(seeds)
+    mean = np.cumsum(x, 1)[:, n - 1] / n
+    sd = np.sqrt((np.cumsum(x * x, 1)[:, n - 1] - n * mean**2) / (n - 1))
+    t = mean / (sd / np.sqrt(n))
+    return 2 * stats.t.sf(np.abs(t), n - 1) if sides == 2 else stats.t.sf(t, n - 1)
+
+
+@pytest.mark.parametrize("sides", [2, 1])
+def test_t_statistics_at_a_look_after_every_seed_hold_the_level_on_the_t_process(sides):
+    """A look after every seed from 3 to 20: the z boundaries' nominal p applied to t-tests
+    rejects a null too often (the t statistics share their noisy sds); the thresholds matched
+    on the t process hold the level, on draws independent of the paths they were matched on."""
+    seeds = tuple(range(3, 21))
+    fractions = tuple(n / 20 for n in seeds)
+    p = _null_t_p(np.random.default_rng(5), 100_000, seeds, sides)
+    se = np.sqrt(0.05 * 0.95 / len(p))
+    z_way = (p <= np.array(thresholds(0.05, fractions, sides=sides))).any(axis=1).mean()
+    matched = np.array(thresholds(0.05, fractions, sides=sides, seeds=seeds))
+    t_way = (p <= matched).any(axis=1).mean()
+    assert abs(t_way - 0.05) < 3 * se, t_way
+    assert z_way > t_way + 3 * se, (z_way, t_way)
+    assert matched[0] == pytest.approx(nominal_p(boundaries(0.05, fractions[:1], sides=sides)[0],
+                                                 sides))  # exact at the first look
+    assert thresholds(0.05, fractions[:5], sides=sides, seeds=seeds[:5]) == tuple(matched[:5])
 
 
 def test_a_look_past_the_budget_spends_nothing_more():
