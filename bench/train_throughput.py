@@ -217,8 +217,10 @@ def measure(name: str, args: argparse.Namespace, fusion: str = "attn") -> list[s
            "TFLOP/s bf16 matmul rate, not the datasheet's)" if peak else "MFU n/a on CPU")
     precision = "bf16" if uses_bf16(cfg, device) else "fp32"
     refs = ", ".join(f"x{rate / v:.2f} of {k} ({v:,})" for k, v in REFERENCES.get(name, {}).items())
+    mode = "" if not args.compile else (" compiled" if forward.fell_back is None
+                                        else " eager (compile fell back)")
     label = (f"{name}{'' if fusion == 'attn' else ' ' + fusion} {device.type} {precision}"
-             f"{' compiled' if args.compile else ''} batch {B}")
+             f"{mode} batch {B}")
     lines = [f"{label}: {rate:,.1f} samples/s, {flops / 1e9:.2f} GFLOP a sample, {mfu}, "
              f"peak memory {peak_memory_gib(device):.2f} GiB; {refs or 'no reference figure'}"]
     if args.rollingq_cost and model.rotations:

@@ -98,10 +98,18 @@ def ogm_ge_gradients(grads: list[Tensor], k: Tensor, generalised: bool,
     return out
 
 
+DISTANCE_EPS = 1e-12  # under the square root: its gradient is finite where a feature is a prototype
+
+
 def prototype_logits(features: Tensor, prototypes: Tensor) -> Tensor:
-    """−Euclidean distance of every sample to every class prototype: (B, D), (K, D) -> (B, K)."""
+    """−Euclidean distance of every sample to every class prototype: (B, D), (K, D) -> (B, K).
+
+    √(d² + 1e-12), not √d²: a class seen once in the batches its prototype came from has that
+    sample's feature as its prototype (the encoders have no dropout), and √ has an infinite
+    derivative at 0, so the plain distance gives a NaN gradient and the run diverges. The value
+    moves by at most 1e-6."""
     diff = features.float().unsqueeze(1) - prototypes.float().unsqueeze(0)  # (B, K, D)
-    return -diff.square().sum(-1).clamp_min(0).sqrt()
+    return -(diff.square().sum(-1) + DISTANCE_EPS).sqrt()
 
 
 def pmr_weights(scores: Tensor, alpha: float) -> Tensor:

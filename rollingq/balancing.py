@@ -142,4 +142,8 @@ class Balancer:
         return {"prototypes": dict(self.prototypes)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.prototypes.update(state.get("prototypes", {}))
+        """The saved state, its prototypes moved to the model's device (a checkpoint loads onto
+        the CPU; the next epoch mixes them with the model's features)."""
+        device = next(self.model.parameters()).device
+        self.prototypes.update({m: None if p is None else p.to(device)
+                                for m, p in state.get("prototypes", {}).items()})

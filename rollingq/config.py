@@ -198,7 +198,7 @@ class TrainConfig:
     batch_size: int = 64
     seed: int = 0
     device: Device = "auto"
-    precision: Precision = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
+    precision: Precision = "auto"  # auto: bf16 autocast on CUDA from Ampere (8.0) on, else fp32
     compile: bool = False
     # the data on the training device (sliced there) or streamed from the host a batch at a
     # time: always | never | auto (resident when it takes <= 1/4 of the device memory allowed)

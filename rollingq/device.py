@@ -34,10 +34,21 @@ def resolve_device(name: str) -> torch.device:
     return torch.device("cuda", torch.cuda.current_device())
 
 
-def uses_bf16(cfg: Config, device: torch.device) -> bool:
-    """bf16 autocast with ``precision: bf16``, or ``auto`` on CUDA; fp32 otherwise."""
+BF16_CAPABILITY = (8, 0)  # Ampere: native bf16, and the flash / memory-efficient attention
+
+
+def uses_bf16(cfg: Config, device: torch.device,
+              capability: tuple[int, int] | None = None) -> bool:
+    """bf16 autocast with ``precision: bf16``, or ``auto`` on a CUDA device of compute capability
+    8.0 or more (``capability``: the device's, asked when not given); fp32 otherwise. Before
+    Ampere (T4, V100) bf16 is emulated and attention falls back to its math kernel, which keeps
+    the whole attention map: slower than fp32, and more memory than estimated."""
     p = cfg.train.precision
-    return p == "bf16" or (p == "auto" and device.type == "cuda")
+    if p != "auto" or device.type != "cuda":
+        return p == "bf16"
+    if capability is None:
+        capability = torch.cuda.get_device_capability(device)
+    return tuple(capability) >= BF16_CAPABILITY
 
 
 def autocast_for(cfg: Config, device: torch.device):
@@ -90,30 +101,42 @@ def set_deterministic(on: bool) -> None:
     torch.backends.cudnn.deterministic = on
 
 
-def compiled_or_eager(model: torch.nn.Module, backend: str | Callable = "inductor") -> Callable:
-    """``torch.compile(model)``, falling back to eager (with a warning) if compiling fails.
+class CompiledOrEager:
+    """``torch.compile(model)``, falling back to eager (with a warning) if compiling fails;
+    ``fell_back`` says why it did (None while compiled), so a figure is labelled by what ran.
 
     Compilation happens lazily at the first call (and again for a new input shape), so the
     fallback wraps the call, not ``torch.compile`` itself. The backward graph is compiled within
     that call too (by default AOTAutograd compiles it at the first ``backward()``, where a
-    failure would escape the fallback).
+    failure would escape the fallback). Dynamo's caches are reset when one is made: a Ray worker
+    trains trial after trial in one process, and the graphs of every earlier model would pile up
+    on the model's ``forward`` until Dynamo's recompile limit, after which it runs eagerly
+    without a word.
     """
-    state = {"fn": torch.compile(model, backend=backend)}
 
-    def forward(*args: Any) -> Any:
-        if state["fn"] is model:
-            return model(*args)
+    def __init__(self, model: torch.nn.Module, backend: str | Callable = "inductor"):
+        torch._dynamo.reset()
+        self.model, self.fell_back = model, None
+        self.fn: Callable = torch.compile(model, backend=backend)
+
+    def __call__(self, *args: Any) -> Any:
+        if self.fell_back is not None:
+            return self.model(*args)
         try:
             with torch._functorch.config.patch(force_non_lazy_backward_lowering=True):
-                return state["fn"](*args)
+                return self.fn(*args)
         except Exception as e:
             if not compiler_error(e):
                 raise  # out of memory, bad data, a bug in the model: not the compiler's
             log.warning("torch.compile failed (%s: %s); training eagerly", type(e).__name__, e)
-            state["fn"] = model
-            return model(*args)
+            self.fell_back = f"{type(e).__name__}: {e}"
+            return self.model(*args)
 
-    return forward
+
+def compiled_or_eager(model: torch.nn.Module,
+                      backend: str | Callable = "inductor") -> CompiledOrEager:
+    """The model compiled, with the eager fallback (``CompiledOrEager``)."""
+    return CompiledOrEager(model, backend)
 
 
 def compiler_error(e: BaseException) -> bool:

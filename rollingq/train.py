@@ -328,7 +328,10 @@ def _train_epoch(run: _Run, epoch: int) -> Metrics:
         run.balancer.start_epoch(epoch, partial(run.bundle.train.batches, t.batch_size, order),
                                  run.steps_per_epoch, run.autocast, t.epochs)
     for b in run.bundle.train.batches(t.batch_size, order):
-        out, loss, probe_loss = train_step(run.forward, run.optimizer, b.batch(), b.labels,
+        # a compiled forward meets the partial last batch eagerly: its shape would compile a
+        # second graph (a minute or two on a GPU node) for one step an epoch
+        forward = run.forward if len(b) == t.batch_size else run.model
+        out, loss, probe_loss = train_step(forward, run.optimizer, b.batch(), b.labels,
                                            run.autocast, run.balancer,
                                            run.config.optim.grad_clip)
         run.scheduler.step()

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass
+from functools import lru_cache
 
 import torch
 from torch import Tensor
@@ -22,6 +23,14 @@ from torch import Tensor
 Transform = Callable[[dict[str, Tensor]], dict[str, Tensor]]
 
 PREFETCH = 3  # batches gathered ahead of the one training, when streaming from the host
+
+
+@lru_cache(maxsize=8)
+def copy_stream(device: torch.device) -> torch.cuda.Stream:
+    """The one stream a device's streamed batches are copied on, for the process's life: the
+    caching allocator reuses a freed block only on the stream it was allocated on, so a new
+    stream an epoch would strand the previous epochs' batch buffers in its cache."""
+    return torch.cuda.Stream(device)
 COPY_ROWS = 1024  # rows a chunk when materialising a split on the device (bounds host memory)
 
 
@@ -110,7 +119,7 @@ class Split:
         host = index.cpu().split(size)
         # on CUDA the copies run on a stream of their own, so a batch's copy overlaps the
         # previous step's kernels (queued behind them on the compute stream, it would not)
-        copy = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
+        copy = copy_stream(self.device) if self.device.type == "cuda" else None
         with ThreadPoolExecutor(max_workers=2, thread_name_prefix="rollingq-gather") as pool:
             pending = deque()
             for chunk, on_host in zip(chunks, host, strict=True):

@@ -30,6 +30,7 @@ rather than the original resolution (a larger ``data.decode_size`` gets closer, 
 
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 
@@ -221,11 +222,20 @@ def crop_resize_uint8(images: Tensor, boxes: Tensor, sizes: Tensor, flip: Tensor
     return result
 
 
+@functools.lru_cache(maxsize=16)
+def _constant(values: tuple[float, ...], device: torch.device) -> Tensor:
+    """A small constant tensor made once per device: ``torch.tensor(..., device=cuda)`` copies
+    from pageable host memory and waits for the stream, two host synchronisations a step when it
+    ran in every call."""
+    return torch.tensor(values, device=device)
+
+
 def normalise(frames: Tensor) -> Tensor:
     """uint8 (..., 3, H, W) -> float32 ``(x / 255 - mean) / std`` (ImageNet), in place."""
-    mean = torch.tensor(IMAGENET_MEAN, device=frames.device).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=frames.device).view(3, 1, 1)
-    return frames.float().mul_(1 / (255 * std)).add_(-mean / std)
+    scale = tuple(1 / (255 * s) for s in IMAGENET_STD)
+    shift = tuple(-m / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD, strict=True))
+    return frames.float().mul_(_constant(scale, frames.device).view(3, 1, 1)).add_(
+        _constant(shift, frames.device).view(3, 1, 1))
 
 
 class AVTransform:
@@ -278,7 +288,7 @@ class AVTransform:
                 frames = frames.view(B, K, C, self.size, self.size)
             return frames
         if meta is None:
-            meta = torch.tensor([K, S, S], device=x.device).expand(B, 3)
+            meta = _constant((K, S, S), x.device).expand(B, 3)
         count = meta[:, 0].long().clamp_min(1)  # the clip's frame count, may exceed K (KS)
         slots = SAMPLERS[self.rule](count).clamp_max(K - 1)  # (B, 3)
         rows = torch.arange(B, device=x.device)[:, None]

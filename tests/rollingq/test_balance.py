@@ -248,3 +248,27 @@ def test_pmr_on_concat_learns_finite_prototypes():
     result = fit(cfg, epochs.append)
     assert result.status == "finished"
     assert {"balance_coef_audio", "balance_coef_visual"} <= set(epochs[-1])
+
+
+def test_a_class_seen_once_in_the_prototype_batches_gives_a_finite_gradient():
+    """Issue 38, finding 7: a class seen once has that sample's feature as its prototype, and
+    the plain √d² had a NaN gradient there (the run diverged at its first PMR step)."""
+    z = torch.tensor([[1.0, 0.0], [3.0, 0.0], [0.0, 2.0]], requires_grad=True)
+    y = torch.tensor([0, 0, 2])
+    means, present = bal.class_means(z.detach(), y, 3)  # class 2: z[2] alone
+    prototypes = bal.smooth_prototypes(None, means, present, 0.0)
+    torch.nn.functional.cross_entropy(bal.prototype_logits(z, prototypes), y).backward()
+    assert torch.isfinite(z.grad).all()
+    torch.testing.assert_close(bal.prototype_logits(z.detach(), prototypes)[2, 2],
+                               torch.tensor(0.0), atol=2e-6, rtol=0)
+
+
+def test_pmr_prototypes_loaded_from_a_checkpoint_go_to_the_models_device():
+    """Issue 38, finding 1: a checkpoint loads onto the CPU; the prototypes must follow the
+    model to its device (here ``meta``, standing in for CUDA), or the next epoch's smoothing
+    mixes devices."""
+    model = MultimodalTransformer(SPECS, 3, ModelConfig(dim=16, depth=1, heads=2)).to("meta")
+    balancer = Balancer(BalanceConfig(method="pmr"), model, 3)
+    balancer.load_state_dict({"prototypes": {"audio": torch.zeros(3, 16), "visual": None}})
+    assert balancer.prototypes["audio"].device.type == "meta"
+    assert balancer.prototypes["visual"] is None

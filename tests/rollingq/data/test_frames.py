@@ -153,3 +153,18 @@ def test_cpu_uint8_path_matches_the_grid_sample_path():
     meta = torch.tensor([[3, 360, 480], [2, 64, 64]], dtype=torch.int32)
     out = AVTransform(True, 32)({"visual": frames, "visual_meta": meta})["visual"]
     assert out.shape == (2, 3, 3, 32, 32) and out.dtype == torch.float32
+
+
+def test_normalise_makes_its_constants_once_per_device(monkeypatch):
+    """Issue 38, finding 3: ``torch.tensor(..., device=cuda)`` in every call copied from pageable
+    host memory, two host synchronisations a training step; the constants are now made once per
+    device (counted here on the CPU: no tensor made from host values after the first call)."""
+    x = torch.randint(0, 256, (2, 3, 4, 4), dtype=torch.uint8)
+    normalise(x.clone())
+    made = []
+    real = torch.tensor
+    monkeypatch.setattr(torch, "tensor", lambda *a, **k: made.append(a) or real(*a, **k))
+    first = normalise(x.clone())
+    second = normalise(x.clone())
+    assert made == []
+    torch.testing.assert_close(first, second, atol=0, rtol=0)

@@ -131,3 +131,16 @@ def test_streamed_real_data_trains_exactly_like_resident(tmp_path):
             for where in ("always", "never")]
     assert runs[1].data.train.device == torch.device("cpu") and runs[0].data.train.device is None
     assert untimed(runs[0]) == untimed(runs[1]) and runs[0].summary["epochs"] == 2
+
+
+def test_streamed_batches_are_copied_on_one_stream_per_device(monkeypatch):
+    """Issue 38, finding 10: a new CUDA stream at every ``batches`` call stranded each epoch's
+    batch buffers in the allocator's cache of that stream; the copy stream is made once per
+    device (a stand-in for ``torch.cuda.Stream`` counts them: no CUDA here)."""
+    made = []
+    monkeypatch.setattr(torch.cuda, "Stream", lambda device: made.append(device) or object())
+    base.copy_stream.cache_clear()
+    cuda = torch.device("cuda", 0)
+    assert base.copy_stream(cuda) is base.copy_stream(cuda)
+    assert made == [cuda]
+    base.copy_stream.cache_clear()
