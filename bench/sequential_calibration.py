@@ -17,7 +17,9 @@ where the truth is 0, a ``contradicted`` where it lies on the claimed side) and 
 ``no effect`` (where the truth is at or beyond the margin) per data set, each with its
 Monte-Carlo standard error; the same rates of the fixed design at the budget and of the fixed
 design's rule read again at every look with the same stopping (a grown fixed study reread);
-the share of claims ``reproduced`` (power) sequential and fixed; and the mean seeds used.
+the share of claims ``reproduced`` (power) sequential and fixed; the mean seeds used; and the
+false rates of the same sequential design with the z boundaries' nominal p instead of the
+thresholds matched on the t process (``analysis.sequential``: why they are matched).
 """
 
 from __future__ import annotations
@@ -45,15 +47,16 @@ TABLE1 = {"sd": 1.5, "margin": 1.0}  # claim 6 in the Table 1 scenarios
 
 
 def study(draws: dict[str, np.ndarray], signs: dict[str, int], margins: dict[str, float],
-          datasets: int, looks: tuple[int, ...],
-          naive: bool = False) -> tuple[list[dict[str, str]], float]:
+          datasets: int, looks: tuple[int, ...], naive: bool = False,
+          t_process: bool = True) -> tuple[list[dict[str, str]], float]:
     """One simulated study: the verdicts per data set at its stop, and the mean seeds its data
     sets used (each data set grows until its own claims are decided, or to the budget).
     ``naive``: each look judged as if it were the only one (the fixed design's rule read again
-    after every growth, what a user who grows a fixed study and rereads its report does)."""
+    after every growth, what a user who grows a fixed study and rereads its report does).
+    ``t_process``: the thresholds matched on the t process, else the z boundaries' nominal p."""
     verdicts, used = [], []
     for d in range(datasets):
-        family = Sequential(signs)
+        family = Sequential(signs, t_process=t_process)
         for k, n in enumerate(looks):
             fractions = [m / BUDGET for m in looks[: k + 1]]
             if naive:
@@ -85,7 +88,7 @@ def row(truths: dict[int, float], datasets: int, looks: tuple[int, ...], sd: dic
     signs = {str(c.number): c.sign for c in claims.CLAIMS}
     margins = {str(n): m for n, m in {**declarations_.MARGINS, **(declared or {})}.items()}
     truth = {str(n): t for n, t in truths.items()}
-    counts = np.zeros(8)  # false decided, false none: sequential, fixed, naive; reproduced
+    counts = np.zeros(10)  # false decided, false none: sequential, fixed, naive, z; reproduced
     seeds = 0
     for _ in range(sims):
         draws = {str(c.number): rng.normal(c.sign * truth[str(c.number)]
@@ -95,10 +98,12 @@ def row(truths: dict[int, float], datasets: int, looks: tuple[int, ...], sd: dic
         got, used = study(draws, signs, margins, datasets, looks)
         fixed, _ = study(draws, signs, margins, datasets, (BUDGET,))
         reread, _ = study(draws, signs, margins, datasets, looks, naive=True)
+        z_way, _ = study(draws, signs, margins, datasets, looks, t_process=False)
         seeds += used
         counts[0:2] += _false(got, truth)
         counts[2:4] += _false(fixed, truth)
         counts[6:8] += _false(reread, truth)
+        counts[8:10] += _false(z_way, truth)
         counts[4] += sum(v == claims.REPRODUCED for per in got for c, v in per.items()
                          if truth[c] > 0)
         counts[5] += sum(v == claims.REPRODUCED for per in fixed for c, v in per.items()
@@ -110,6 +115,7 @@ def row(truths: dict[int, float], datasets: int, looks: tuple[int, ...], sd: dic
             "fixed: false no effect": counts[3] / families,
             "reread: false decided": counts[6] / families,
             "reread: false no effect": counts[7] / families,
+            "z: false decided": counts[8] / families, "z: false no effect": counts[9] / families,
             "power": counts[4] / verdicts, "fixed: power": counts[5] / verdicts,
             "mean seeds": seeds / sims, "families": families}
 
@@ -137,6 +143,8 @@ def table(sd: dict[int, float], sims: int, rng: np.random.Generator) -> pd.DataF
                         f"{r['fixed: false decided']:.3f}, {r['fixed: false no effect']:.3f}",
                     "fixed reread at each look: false r/c, no effect":
                         f"{r['reread: false decided']:.3f}, {r['reread: false no effect']:.3f}",
+                    "z boundaries' p: false r/c, no effect":
+                        f"{r['z: false decided']:.3f}, {r['z: false no effect']:.3f}",
                     "power": f"{r['power']:.3f}" if some else "-",
                     "fixed 20: power": f"{r['fixed: power']:.3f}" if some else "-",
                     "mean seeds": f"{r['mean seeds']:.1f}", "goal": "ok" if ok else "NO"})
