@@ -32,6 +32,7 @@ every trial first removes the folders of processes that no longer run on this ma
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import shutil
@@ -195,6 +196,13 @@ def alive(pid: int) -> bool:
 
 def train_trial(config: dict[str, Any]) -> None:
     """The Ray Tune function trainable."""
+    try:
+        _train(config)
+    finally:  # after _train's frame is gone, so its model and data can be collected
+        release_device_memory()
+
+
+def _train(config: dict[str, Any]) -> None:
     fs, folder = _trial_storage()
     ended = read_json(fs, folder, LEDGER)
     if ended is not None:  # started again from a stale experiment snapshot: do not train
@@ -256,3 +264,13 @@ def train_trial(config: dict[str, Any]) -> None:
         tune.report(final, checkpoint=tune.Checkpoint.from_directory(str(work)))
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def release_device_memory() -> None:
+    """What a trial held on its GPU, given back before the worker's next trial (Ray reuses the
+    process): the model, data and optimizer state are collected and the allocator's cached
+    blocks returned, so the next trial under the same memory cap starts from an empty cache
+    instead of the last trial's fragments."""
+    gc.collect()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
