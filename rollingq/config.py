@@ -196,6 +196,9 @@ class OptimConfig:
 class TrainConfig:
     epochs: int = 30
     batch_size: int = 64
+    # evaluation batches (every epoch, and the diagnostics): 0 = max(batch_size, 256); the
+    # evaluation forward at 256 can be a GPU share's peak (python -m rollingq.memory shows it)
+    eval_batch_size: int = 0
     seed: int = 0
     device: Device = "auto"
     precision: Precision = "auto"  # auto: bf16 autocast on CUDA from Ampere (8.0) on, else fp32
@@ -209,13 +212,19 @@ class TrainConfig:
     # rollingq.memory estimates both)
     activation_checkpointing: bool = False
     checkpoint_every: int = 1  # epochs; 0 = never
+    # and at least this many minutes of the run apart (the last epoch always): -1 = auto, 10 on
+    # CUDA (a paper-shape checkpoint is 0.5-0.7 GB against an H100 epoch of seconds) and 0 on
+    # the CPU (every checkpoint_every epochs); measured by bench/checkpoint_cost.py
+    checkpoint_minutes: float = -1.0
     # PyTorch's deterministic algorithms (torch.use_deterministic_algorithms, cuDNN's
     # deterministic kernels, CUBLAS_WORKSPACE_CONFIG=:4096:8): a GPU run repeats bit for bit, at
     # a cost in speed; an op with no deterministic kernel raises instead of running
     deterministic: bool = False
     # the selected model (best validation epoch, rotation included) as best.pt beside
-    # checkpoint.pt, written when validation improves: one copy of the weights (about 240 MB at
-    # the paper's shapes); the end-of-run diagnostics use the selected model either way
+    # checkpoint.pt, written with a checkpoint when the selection changed and at the run's end:
+    # one copy of the weights (about 240 MB at the paper's shapes), which a resumed run takes
+    # its selection from (without it, checkpoint.pt carries the copy); the end-of-run
+    # diagnostics use the selected model either way
     keep_best: bool = True
     # Table 3: test accuracy with noise on one modality at each level (absolute: x + λ N(0, 1),
     # MultiBench's white noise, the paper's cited recipe; additive: x + λ std(x) N(0, 1);

@@ -109,8 +109,12 @@ def check_training(c: Config, need: Need) -> None:
     need(0 <= o.min_lr_ratio <= 1, "optim.min_lr_ratio", "0 <= min_lr_ratio <= 1")
     need(t.epochs >= 1, "train.epochs", "epochs >= 1")
     need(t.batch_size >= 1, "train.batch_size", "batch_size >= 1")
+    need(t.eval_batch_size >= 0, "train.eval_batch_size", "eval_batch_size >= 0",
+         "0 = max(batch_size, 256)")
     need(t.cpu_threads >= 0, "train.cpu_threads", "cpu_threads >= 0", "0 = torch's default")
     need(t.checkpoint_every >= 0, "train.checkpoint_every", "checkpoint_every >= 0")
+    need(t.checkpoint_minutes == -1 or t.checkpoint_minutes >= 0, "train.checkpoint_minutes",
+         "checkpoint_minutes >= 0 (or -1: auto)")
     need(all(0 <= x for x in t.noise_levels), "train.noise_levels", "every noise level >= 0")
     need(t.attention_noise_level >= 0, "train.attention_noise_level",
          "attention_noise_level >= 0")

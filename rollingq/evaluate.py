@@ -42,8 +42,9 @@ Metrics = dict[str, Any]
 
 def eval_batch_size(cfg: Config) -> int:
     """The batch size of every evaluation pass (the same in training and in the diagnostics,
-    so a diagnostic's clean pass is the epoch's evaluation bit for bit)."""
-    return max(cfg.train.batch_size, EVAL_BATCH)
+    so a diagnostic's clean pass is the epoch's evaluation bit for bit): ``train.eval_batch_size``
+    or, at 0, the training batch but at least ``EVAL_BATCH``."""
+    return cfg.train.eval_batch_size or max(cfg.train.batch_size, EVAL_BATCH)
 
 
 @torch.no_grad()

@@ -20,6 +20,12 @@ The parts of the estimate, all in bytes on the training device:
                  inputs, plus the recomputation of one block at a time in the backward pass
     data         the three splits when they sit on the device (train.data_on_device: always,
                  or auto when they take at most a quarter of the device memory)
+    evaluation   the peak of the tensors alive at once in an evaluation forward (no grad) at
+                 the evaluation batch (``train.eval_batch_size``; by default 256 or the training
+                 batch if larger), its input batch included, measured under fake tensors by
+                 following every tensor an op makes until it is freed; it runs every epoch
+                 while the gradients and the optimizer state are held, so it replaces the
+                 activations in the sum when it is larger
 
 The sum is the peak of one step up to the allocator's transient buffers (the gradient of the
 largest activation while the backward runs) and the CUDA context, which
@@ -46,9 +52,14 @@ from rollingq.data.base import ModalitySpec
 from rollingq.device import DEVICE_DATA_SHARE
 
 GIB = 2**30
-# A trial's allocations may use this share of its GPU share (study/trainable.py sets it as the
-# process's memory fraction); the rest is left to the CUDA context and the allocator's slack.
-TRIAL_MEMORY_FRACTION = 0.95
+# A trial on a GPU share: the CUDA context of its process lies outside the memory cap the
+# trainable sets (study/trainable.py), so the cap is the share less this; and the cap limits
+# the allocator's reserved memory, which exceeds the allocated memory the estimate counts by
+# its fragmentation, so a trial is sized at this factor times its estimate. Both from the GPU
+# readiness review's reading of CUDA 12 and PyTorch's allocator (0.4-0.6 GiB a context, 5-20 %
+# fragmentation), to be measured by bench/gpu.sh.
+CUDA_CONTEXT_BYTES = int(0.75 * GIB)
+RESERVED_FACTOR = 1.15
 
 
 @dataclass
@@ -64,16 +75,20 @@ class Estimate:
     precision: str
     checkpointing: bool
     data_note: str = ""  # why the data are not counted, when they would be
+    evaluation: int = 0  # the evaluation forward's live peak
+    eval_batch: int = 0
 
     @property
     def total(self) -> int:
-        return self.weights + self.gradients + self.optimizer + self.activations + self.data
+        return (self.weights + self.gradients + self.optimizer + self.data
+                + max(self.activations, self.evaluation))
 
     def line(self) -> str:
         parts = (f"weights {size(self.weights)}, gradients {size(self.gradients)}, optimizer "
                  f"{size(self.optimizer)}, activations {size(self.activations)} (batch "
                  f"{self.batch}, {self.precision}"
-                 f"{', checkpointed' if self.checkpointing else ''}), data {size(self.data)}"
+                 f"{', checkpointed' if self.checkpointing else ''}), evaluation forward "
+                 f"{size(self.evaluation)} (batch {self.eval_batch}), data {size(self.data)}"
                  f"{' (' + self.data_note + ')' if self.data_note else ''}")
         return f"estimated peak device memory of a training step: {size(self.total)} ({parts})"
 
@@ -127,6 +142,50 @@ def activation_bytes(specs: dict[str, ModalitySpec], num_classes: int, cfg: Conf
     # of every stream, while the streams' blocks recompute one after another (an over-estimate
     # by the smaller streams' blocks: the safe side)
     return kept + (full - kept) // cfg.model.depth
+
+
+def evaluation_bytes(specs: dict[str, ModalitySpec], num_classes: int, cfg: Config,
+                     batch: int, bf16: bool) -> int:
+    """The most bytes alive at once in an evaluation forward (eval mode, no grad) at ``batch``,
+    its inputs included and the weights not, under fake tensors: every tensor an op makes is
+    followed (by a weak reference) until it is freed."""
+    import weakref
+
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils._pytree import tree_leaves
+
+    from rollingq.model import MultimodalTransformer
+
+    class Live(TorchDispatchMode):
+        def __init__(self, skip: set[int]):
+            super().__init__()
+            self.skip, self.alive, self.peak = skip, {}, 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            for key in list(self.alive):  # first: a freed storage's address can come again
+                refs = self.alive[key][1]
+                refs[:] = [r for r in refs if r() is not None]
+                if not refs:
+                    del self.alive[key]
+            for t in tree_leaves(out):
+                if isinstance(t, torch.Tensor):
+                    key = t.untyped_storage()._cdata
+                    if key not in self.skip:
+                        refs = self.alive.setdefault(key, [t.untyped_storage().nbytes(), []])[1]
+                        refs.append(weakref.ref(t))
+            self.peak = max(self.peak, sum(v[0] for v in self.alive.values()))
+            return out
+
+    with FakeTensorMode():
+        model = MultimodalTransformer(specs, num_classes, cfg.model).eval()
+        inputs = {m: torch.empty(batch, *s.shape) for m, s in specs.items()}
+        skip = {p.untyped_storage()._cdata for p in [*model.parameters(), *model.buffers()]}
+        live = Live(skip)
+        with torch.no_grad(), torch.autocast("cpu", torch.bfloat16, enabled=bf16), live:
+            model(inputs)
+    return live.peak + sum(x.numel() * x.element_size() for x in inputs.values())
 
 
 _BUNDLES: dict[str, Any] = {}  # data config -> its loaded bundle: a study's trials share data
@@ -200,6 +259,10 @@ def estimate(cfg: Config, device_bytes: int | None = None,
     o = cfg.optim
     states = {"adam": 2, "adamw": 2}.get(o.name, 1 if o.momentum > 0 else 0)
     activations = activation_bytes(specs_, classes, cfg, t.batch_size, bf16)
+    from rollingq.evaluate import eval_batch_size
+
+    eval_batch = eval_batch_size(cfg)
+    evaluation = evaluation_bytes(specs_, classes, cfg, eval_batch, bf16)
     data, note = 0, ""
     if t.data_on_device == "always" or (t.data_on_device == "auto" and device_bytes):
         if cfg.data.name in ("cremad", "kinetics_sounds") and not Path(cfg.data.root).is_dir():
@@ -211,12 +274,16 @@ def estimate(cfg: Config, device_bytes: int | None = None,
     elif t.data_on_device == "auto":
         note = "not counted: the device size decides (pass --device-gib)"
     return Estimate(weights, trainable, states * trainable, activations, data, t.batch_size,
-                    "bf16" if bf16 else "fp32", t.activation_checkpointing, note)
+                    "bf16" if bf16 else "fp32", t.activation_checkpointing, note, evaluation,
+                    eval_batch)
 
 
 def fixes(cfg: Config, est: Estimate, device_bytes: int) -> str:
     """What would make the step fit, for the error message."""
     out = [f"a smaller train.batch_size (now {cfg.train.batch_size})"]
+    if est.evaluation > est.activations:
+        out.insert(0, f"a smaller train.eval_batch_size (now {est.eval_batch}; the evaluation "
+                      f"forward is the peak)")
     if not cfg.train.activation_checkpointing:
         out.append("train.activation_checkpointing=true")
     if est.precision == "fp32":
@@ -227,11 +294,21 @@ def fixes(cfg: Config, est: Estimate, device_bytes: int) -> str:
     return "; ".join(out)
 
 
-def check_fits(cfg: Config, device_bytes: int, specs: Any = None) -> Estimate:
-    """The estimate, or a ValueError of one line when it exceeds ``device_bytes``."""
+def share_cap(share: float, total: int) -> int:
+    """The memory cap of a trial on ``share`` of a GPU of ``total`` bytes: its share less a CUDA
+    context, which lies outside the cap (never below a tenth of the share)."""
+    return max(int(share * total) - CUDA_CONTEXT_BYTES, int(0.1 * share * total))
+
+
+def check_fits(cfg: Config, device_bytes: int, specs: Any = None,
+               reserved: float = 1.0) -> Estimate:
+    """The estimate, or a ValueError of one line when it (times ``reserved``, the allocator's
+    reserved memory over the allocated memory the estimate counts) exceeds ``device_bytes``."""
     est = estimate(cfg, device_bytes, specs)
-    if est.total > device_bytes:
-        raise ValueError(f"does not fit: {est.line()} > {size(device_bytes)} available; "
+    if reserved * est.total > device_bytes:
+        room = (f" with {reserved - 1:.0%} for the allocator's fragmentation"
+                if reserved > 1 else "")
+        raise ValueError(f"does not fit: {est.line()}{room} > {size(device_bytes)} available; "
                          f"fixes: {fixes(cfg, est, device_bytes)}")
     return est
 

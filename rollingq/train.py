@@ -8,7 +8,7 @@ One epoch, top to bottom:
        with the published schedule one more lr step after the last batch
     3. epoch end: RollingQ (rolling.py) decides and maybe rotates the [cls] query
     4. evaluate on val and test (deterministic), select on val (the selected model's state is
-       kept, and written to best.pt), checkpoint, call back
+       kept), checkpoint (best.pt with it when the selection changed), call back
 
 Before the first step the untrained model is evaluated once (epoch -1: validation and test
 accuracy, F1, AIR, cosines, shares), so what training changes is observable from its start.
@@ -76,6 +76,7 @@ from rollingq.rolling import EpochStats, full_pass_stats, rotate_if_needed
 log = logging.getLogger(__name__)
 
 SELECTED = ("val_acc", "val_f1", "test_acc", "test_f1", "test_binary_f1")  # kept at the best
+CUDA_CHECKPOINT_MINUTES = 10.0  # train.checkpoint_minutes=-1 (auto) on CUDA
 
 Metrics = dict[str, Any]
 
@@ -211,6 +212,8 @@ class _Run:
         "val_acc": -1.0, "epoch": -1, "test_acc": float("nan"), "best_test_acc": -1.0})
     best_state: dict[str, torch.Tensor] | None = None
     start_epoch: int = 0
+    saved_at: float = field(default_factory=time.monotonic)  # the last checkpoint (or start)
+    saved_best: int = -1  # the epoch of the model best.pt holds
 
     def evaluate(self) -> Metrics:
         """``val_*`` and ``test_*`` of the model as it is now."""
@@ -265,6 +268,7 @@ def fit(
         run.history.append(metrics)
         _checkpoint(run, epoch)
         report(dict(metrics))
+    _save_best(run)  # a run without checkpoints, or one that diverged, ends with its selection
     return FitResult(status, run.history, summarize(status, run.history, run.model), run.model,
                      run.bundle, config, run.best_state)
 
@@ -313,6 +317,7 @@ def _restore(run: _Run) -> None:
         run.balancer.load_state_dict(state["balance"])
     run.history, run.best, run.start_epoch = state["history"], state["best"], state["epoch"] + 1
     run.best_state = _resumed_best(state, run.ckpt_path)
+    run.saved_best = state["best"]["epoch"]  # best.pt is written with each checkpoint
 
 
 def _train_epoch(run: _Run, epoch: int) -> Metrics:
@@ -377,7 +382,7 @@ def _rotate(run: _Run) -> Metrics:
 
 def _evaluate_and_select(run: _Run, epoch: int) -> Metrics:
     """Validation and test metrics; a better validation accuracy selects this epoch's model
-    (kept on the CPU, and written to best.pt with ``train.keep_best``); the selection's metrics
+    (kept on the CPU; ``_checkpoint`` writes it to best.pt); the selection's metrics
     (``*_at_best_val``) and the paper-style best test accuracy."""
     metrics = run.evaluate()
     best = run.best
@@ -385,9 +390,7 @@ def _evaluate_and_select(run: _Run, epoch: int) -> Metrics:
         best.update(epoch=epoch, **{k: metrics[k] for k in SELECTED if k in metrics})
         run.best_state = {k: v.detach().to("cpu", copy=True)
                           for k, v in run.model.state_dict().items()}
-        if run.ckpt_path is not None and run.config.train.keep_best:
-            save_checkpoint(run.ckpt_path.parent / BEST, {
-                "model": run.best_state, "epoch": epoch, "config": run.config.to_dict()})
+
     best["best_test_acc"] = max(best["best_test_acc"], metrics["test_acc"])
     return metrics | {
         "best_val_acc": best["val_acc"], "best_val_epoch": best["epoch"],
@@ -397,19 +400,46 @@ def _evaluate_and_select(run: _Run, epoch: int) -> Metrics:
         "best_test_acc": best["best_test_acc"]}
 
 
+def checkpoint_minutes(config: Config, device: torch.device) -> float:
+    """``train.checkpoint_minutes`` resolved: auto (-1) is 10 on CUDA, 0 elsewhere."""
+    minutes = config.train.checkpoint_minutes
+    return minutes if minutes >= 0 else (CUDA_CHECKPOINT_MINUTES if device.type == "cuda" else 0.0)
+
+
 def _checkpoint(run: _Run, epoch: int) -> None:
-    """``checkpoint.pt`` every ``train.checkpoint_every`` epochs and at the last: everything
-    ``_restore`` needs, with the selected model when it is not this epoch's."""
-    every, last = run.config.train.checkpoint_every, epoch + 1 == run.config.train.epochs
+    """``checkpoint.pt`` at the last epoch and at every ``train.checkpoint_every``-th epoch at
+    least ``checkpoint_minutes`` after the previous one: everything ``_restore`` needs. The
+    selected model goes to ``best.pt`` with it when the selection changed (``train.keep_best``:
+    the weights once, not again inside the checkpoint), or else is carried in the checkpoint."""
+    t = run.config.train
+    every, last = t.checkpoint_every, epoch + 1 == t.epochs
     if run.ckpt_path is None or not every or not ((epoch + 1) % every == 0 or last):
         return
+    if not last and time.monotonic() - run.saved_at < 60 * checkpoint_minutes(run.config,
+                                                                               run.device):
+        return
+    _save_best(run)  # first: the checkpoint may select it
     save_checkpoint(run.ckpt_path, {
         "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
         "scheduler": run.scheduler.state_dict(), "shuffle": run.shuffle.get_state(),
         "rng": rng_state(), "epoch": epoch, "history": run.history, "best": run.best,
-        "best_model": run.best_state if run.best["epoch"] != epoch else None,
+        "best_model": run.best_state if run.best["epoch"] != epoch and not t.keep_best
+        else None,
         "balance": run.balancer.state_dict() if run.balancer is not None else None,
         "config": run.config.to_dict()})
+    run.saved_at = time.monotonic()
+
+
+def _save_best(run: _Run) -> None:
+    """``best.pt``, the selected model, when ``train.keep_best`` and the selection changed since
+    it was last written (with a checkpoint, or at the run's end)."""
+    epoch = run.best["epoch"]
+    if run.ckpt_path is None or not run.config.train.keep_best or epoch < 0 \
+            or epoch == run.saved_best:
+        return
+    save_checkpoint(run.ckpt_path.parent / BEST, {
+        "model": run.best_state, "epoch": epoch, "config": run.config.to_dict()})
+    run.saved_best = epoch
 
 
 def _resumed_best(state: dict[str, Any], ckpt_path: Path) -> dict[str, torch.Tensor] | None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from study.space import Spec, SpecError
 from study.specfile import load_spec
-from study.storage import LOCAL_RESULTS
+from study.storage import LOCAL_RESULTS, study_space
 
 
 @dataclass(frozen=True)
@@ -59,8 +59,9 @@ def _parser(description: str) -> argparse.ArgumentParser:
     ap.add_argument("--storage", default=str(LOCAL_RESULTS),
                     help="results root: a local folder, NFS or s3:// (default: results/)")
     ap.add_argument("--resume", nargs="?", const="latest", metavar="STUDY_DIR",
-                    help="resume an interrupted study (default: the latest of this space; "
-                         "s3://.../<space>/<name>: the study in the bucket, on any machine); "
+                    help="resume an interrupted study (default: the latest of --space; a "
+                         "study folder or s3://.../<space>/<name> needs no --space, the study "
+                         "names it; a bucket's study resumes on any machine); "
                          "with --set seeds=[...] (the old seeds and new ones) a grid study "
                          "grows by the new seeds' trials")
     ap.add_argument("--smoke-test", action="store_true", help="tiny budget: 2 epochs, 2 trials")
@@ -112,7 +113,10 @@ def parse(argv: list[str], description: str) -> RunOptions:
         if args.max_concurrent < 1:
             raise SpecError(f"`--max-concurrent >= 1` must hold, but got {args.max_concurrent}")
         sets.append(f"tune.max_concurrent={args.max_concurrent}")
-    return RunOptions(space=args.space, list_spaces=args.list, overrides=tuple(sets),
+    space = args.space
+    if not space and args.resume and args.resume != "latest":  # the study names its space
+        space = study_space(args.resume)
+    return RunOptions(space=space, list_spaces=args.list, overrides=tuple(sets),
                       address=args.address, storage=args.storage, resume=args.resume,
                       smoke_test=args.smoke_test, gpu_gib=args.gpu_gib, name=args.name,
                       tracker=args.tracker, no_report=args.no_report, argv=tuple(argv),

@@ -83,9 +83,9 @@ def check_memory(spec: Spec, gpu_gib: float | None) -> None:
             return
         gpu_gib = torch.cuda.get_device_properties(0).total_memory / 2**30
     from rollingq.config import ConfigError, build_config
-    from rollingq.memory import GIB, TRIAL_MEMORY_FRACTION, check_fits, size
+    from rollingq.memory import GIB, RESERVED_FACTOR, check_fits, share_cap, size
 
-    available = int(share * TRIAL_MEMORY_FRACTION * gpu_gib * GIB)  # the trainable's cap
+    available = share_cap(share, int(gpu_gib * GIB))  # the trainable's cap
     worst, seen = None, set()
     for values in trial_overrides(spec):
         try:
@@ -99,12 +99,11 @@ def check_memory(spec: Spec, gpu_gib: float | None) -> None:
             continue
         seen.add(key)
         try:
-            est = check_fits(cfg, available)
+            est = check_fits(cfg, available, reserved=RESERVED_FACTOR)
         except ValueError as e:
             where = ", ".join(f"{k}={v}" for k, v in values.items() if k not in spec.fixed)
             raise SpecError(f"a trial{' (' + where + ')' if where else ''} {e} (GPU share "
-                            f"{share:g} of {gpu_gib:g} GiB, {TRIAL_MEMORY_FRACTION:g} of it "
-                            f"for the trial's allocations)") from None
+                            f"{share:g} of {gpu_gib:g} GiB, less a CUDA context)") from None
         worst = est if worst is None or est.total > worst.total else worst
     print(f"memory: the largest trial needs {size(worst.total)} of the {size(available)} its "
           f"GPU share gives ({worst.line()})", flush=True)

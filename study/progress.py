@@ -57,6 +57,15 @@ class TrialLines(tune.Callback):
         # Without its final report a trial that completes was stopped by the scheduler (ASHA).
         self._line(trials, trial, last.get("status", "ended") if last.get("final") else "stopped")
 
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
+                        **info: Any) -> None:
+        """A trial's checkpoint note (``study.trainable.restore``), once a trial."""
+        note = result.get("checkpoint_note")
+        said = self.__dict__.setdefault("noted", set())  # a callback pickled before notes
+        if note and trial.trial_id not in said:
+            said.add(trial.trial_id)
+            print(f"trial {trial.trial_id}: {note}", flush=True)
+
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         print(f"trial {trial.trial_id} failed ({trial.num_failures} so far); retrying from its "
               f"last checkpoint", flush=True)

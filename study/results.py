@@ -39,7 +39,7 @@ RECORDED = (outcomes.DECLARED, outcomes.ON, outcomes.BETA)  # the final report's
 RAY_COLUMNS = {"timestamp", "checkpoint_dir_name", "should_checkpoint", "done", "time_this_iter_s",
                "time_since_restore", "iterations_since_restore", "pid", "hostname", "node_ip",
                "date", "config", "experiment_tag", "time_total_s", "training_iteration", "final",
-               "trial_id", "logdir", "replayed"}
+               "trial_id", "logdir", "replayed", "checkpoint_note"}
 
 
 def _status(trial: Trial, last: dict[str, Any], early_stopping: bool) -> str:
@@ -127,6 +127,8 @@ def collect(exp_paths: list[str],
             row.update(_arm(trial.config))
         row["host"] = last.get("hostname")
         row["deterministic"] = last.get("deterministic")
+        if last.get("checkpoint_note"):  # a broken checkpoint and what the trial did instead
+            row["checkpoint_note"] = last["checkpoint_note"]
         # restarts: restores from a checkpoint (after a failure or a resumed study); the
         # failure that ended an errored trial was not retried
         retried_failures = trial.num_failures - (status == "errored")

@@ -4,7 +4,8 @@
     python study/run.py --list                                # the spaces and their questions
     python study/run.py --space hpo --dataset features --data-root /data/feats --gpus-per-trial 0.25
     python study/run.py --space rotation_ablation --address auto --storage s3://bucket/studies
-    python study/run.py --space rotation_ablation --resume [STUDY_DIR]
+    python study/run.py --space rotation_ablation --resume          # its latest study
+    python study/run.py --resume STUDY_DIR                          # the study names its space
     python study/run.py --space rotation_ablation --resume STUDY_DIR --set seeds=[0,1,2,3,4,5]
     python study/run.py --space sequential_rollingq --plan --pilot STUDY_DIR   # trains nothing
 
@@ -13,7 +14,9 @@ Flow: validate the spec (exit 2 with one line on any problem, before Ray starts)
 optional, an Optuna journal file) -> trials.csv, curves.csv, space.yaml, meta.json in
 ``results/<space>/<timestamp>/`` beside Ray's experiment folder (``ray/``) -> completeness
 check (exit 3 with the exact resume command when trials are missing) -> the analysis report
-when the ``analysis`` package is present.
+when the ``analysis`` package is present. One driver a study: a second one on the same study
+folder exits 2 with one line while the first runs (``study/lock.py``; a killed driver's lock
+goes with its process).
 
 Exit codes: 0 every trial ended (finished, diverged or stopped by ASHA); 2 bad input (one line,
 before Ray starts); 3 incomplete (interrupted: the resume command is printed); 4 every trial
@@ -48,7 +51,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # `python study/run.py` puts study/ first, not the project root
     sys.path.insert(0, str(ROOT))
 
-from study import options  # noqa: E402
+from study import lock, options  # noqa: E402
 from study.growth import experiments, grow, repair_state, resumed_spec  # noqa: E402
 from study.options import RunOptions  # noqa: E402
 from study.preflight import check_data, check_memory, check_same_data  # noqa: E402
@@ -68,9 +71,14 @@ def main(argv: list[str] | None = None, callbacks: Sequence[Any] = ()) -> int:
             for name, question in available_spaces().items():
                 print(f"{name:24s} {question}")
             return 0
+        if not opts.space and opts.resume not in (None, "latest"):
+            locate("", opts.storage, opts.resume, opts.name)  # says why it is not a study
         if not opts.space:
-            raise SpecError("--space NAME is required; available: " + ", ".join(available_spaces()))
+            raise SpecError("--space NAME is required (or --resume STUDY_DIR); available: "
+                            + ", ".join(available_spaces()))
         where = locate(opts.space_name, opts.storage, opts.resume, opts.name)
+        if opts.resume and not opts.plan:
+            lock.hold(where.folder)  # before anything reads or repairs the study's state
         spec, added = (resumed_spec(opts, where.folder) if opts.resume
                        else (options.requested_spec(opts), []))
         if opts.plan:
@@ -93,6 +101,7 @@ def main(argv: list[str] | None = None, callbacks: Sequence[Any] = ()) -> int:
                 if not set(seeds) & set(added):
                     repair_state(dataclasses.replace(spec, seeds=seeds), where.storage,
                                  where.folder, callbacks, ray_dir)
+        lock.hold(where.folder)  # a new study's folder is made here, once its input is good
     except SpecError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT

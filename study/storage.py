@@ -80,6 +80,25 @@ def locate(space: str, root: str, resume: str | None = None, name: str | None = 
     return Location(folder, storage, root)
 
 
+def study_space(resume: str) -> str | None:
+    """The space of the study ``--resume`` names, read from the study itself (its
+    ``space.yaml``'s name, else its parent folder's; a bucket URI's ``.../<space>/<name>``), or
+    None where it names no study (``locate`` then says why)."""
+    if is_remote(resume):
+        parts = urllib.parse.urlsplit(resume).path.rstrip("/").split("/")
+        return parts[-2] if len(parts) >= 3 and parts[-2] else None
+    path = Path(resume) / "space.yaml"
+    if not path.is_file():
+        return None
+    import yaml
+
+    try:
+        name = (yaml.safe_load(path.read_text()) or {}).get("name")
+    except (yaml.YAMLError, AttributeError):
+        name = None
+    return name if isinstance(name, str) and name else Path(resume).resolve().parent.name
+
+
 def _from_bucket(uri: str, space: str, root: str) -> tuple[str, str]:
     """``--resume s3://BUCKET/studies/<space>/<name>`` -> (the driver's local copy of the study,
     the storage root ``s3://BUCKET/studies``); the study's files (but Ray's folders, which the

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import gc
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -44,18 +45,21 @@ import pyarrow.fs
 import torch
 from ray import tune
 
-from rollingq.checkpoints import CHECKPOINT
+from rollingq.checkpoints import BEST, CHECKPOINT, load_checkpoint
 from rollingq.config import build_config
 from rollingq.device import resolve_device
 from rollingq.evaluate import PREDICTIONS, predictions_npz, run_diagnostics
-from rollingq.memory import TRIAL_MEMORY_FRACTION
+from rollingq.memory import share_cap
 from rollingq.train import fit
 from study.provenance import device_info
 from study.resume import write_atomic
 
+log = logging.getLogger(__name__)
+
 WORK_PREFIX = "rollingq-trial-"  # + "<pid>-": a trial's working folder
 STATE = "trial.json"  # restarts so far, saved beside the checkpoint
 LEDGER = "final.json"  # the final report of an ended trial, in its folder of the study storage
+CHECKPOINT_NOTE = "checkpoint_note"  # in a trial's reports: a broken checkpoint and what was done
 HISTORY = "history.json"  # every epoch's metrics of an ended trial, beside the ledger
 
 
@@ -128,12 +132,14 @@ def device_record(cfg: Any) -> dict[str, Any]:
 
 
 def _limit_resources() -> None:
-    """Threads to the trial's CPUs; a fractional GPU also caps the trial's GPU memory."""
+    """Threads to the trial's CPUs; a fractional GPU also caps the trial's GPU memory at its
+    share less a CUDA context (``rollingq.memory.share_cap``: the context lies outside it)."""
     resources = tune.get_context().get_trial_resources().required_resources
     torch.set_num_threads(max(1, int(resources.get("CPU", 1))))
     gpu = resources.get("GPU", 0)
     if 0 < gpu < 1 and torch.cuda.is_available():
-        torch.cuda.set_per_process_memory_fraction(gpu * TRIAL_MEMORY_FRACTION)
+        total = torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory
+        torch.cuda.set_per_process_memory_fraction(share_cap(gpu, total) / total)
 
 
 def _trial_storage() -> tuple[pyarrow.fs.FileSystem, str]:
@@ -219,17 +225,21 @@ def _train(config: dict[str, Any]) -> None:
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
-            if (Path(d) / CHECKPOINT).exists():
-                shutil.copy(Path(d) / CHECKPOINT, work / CHECKPOINT)
             if (Path(d) / STATE).exists():
                 restarts = json.loads((Path(d) / STATE).read_text())["restarts"] + 1
+        resumable, note = restore(checkpoint, fs, folder, work)
+    else:
+        resumable, note = False, None
     (work / STATE).write_text(json.dumps({"restarts": restarts}))
-    every, last_epoch = cfg.train.checkpoint_every, cfg.train.epochs - 1
+    last_epoch = cfg.train.epochs - 1
     held: list[dict[str, Any]] = []
+    written = [_stamp(work)]
 
     def on_epoch_end(m: dict[str, Any]) -> None:
         m = {k: v for k, v in m.items() if v is not None}
         m["restarts"] = restarts
+        if note:
+            m[CHECKPOINT_NOTE] = note
         if m["epoch"] < 0:  # the untrained model: it reaches curves.csv through history.json
             return  # (not a Ray result: it has no training loss, no best epoch, no clock tick)
         if m.get("status") == "diverged":
@@ -239,11 +249,12 @@ def _train(config: dict[str, Any]) -> None:
         if m["epoch"] == last_epoch:
             held.append(m)  # reported with the diagnostics
             return
-        saved = every and (m["epoch"] + 1) % every == 0
+        saved = _stamp(work) != written[-1]  # fit wrote a checkpoint at this epoch's end
+        written.append(_stamp(work))
         tune.report(m, checkpoint=tune.Checkpoint.from_directory(str(work)) if saved else None)
 
     try:
-        result = fit(cfg, on_epoch_end, checkpoint_dir=work, resume=checkpoint is not None)
+        result = fit(cfg, on_epoch_end, checkpoint_dir=work, resume=resumable)
         if held:
             final = held[-1]
         else:
@@ -264,6 +275,60 @@ def _train(config: dict[str, Any]) -> None:
         tune.report(final, checkpoint=tune.Checkpoint.from_directory(str(work)))
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _stamp(work: Path) -> int | None:
+    """When ``fit`` last wrote the trial's checkpoint (None: not yet)."""
+    path = work / CHECKPOINT
+    return path.stat().st_mtime_ns if path.exists() else None
+
+
+def restore(checkpoint: tune.Checkpoint, fs: pyarrow.fs.FileSystem, folder: str,
+            work: Path) -> tuple[bool, str | None]:
+    """The trial's newest readable checkpoint copied into ``work`` (the checkpoint and the
+    selected model beside it): whether there is one to resume from, and what was done
+    instead of the checkpoint Ray gave, if anything. An unreadable ``checkpoint.pt`` (cut short
+    by a full disk or a killed copy) is reported, naming the file, and the trial falls back to
+    its newest readable other checkpoint in the study storage (Ray keeps two), or else starts
+    again from its first epoch: a
+    broken file never fails the study (a readable one Ray's snapshot had not seen yet, written
+    just before a driver was killed, is as good). The note goes with the trial's reports
+    (``checkpoint_note``), which the driver prints (``study.progress``) and trials.csv keeps."""
+    with checkpoint.as_directory() as d:
+        if _copy_readable(Path(d), work):
+            return True, None
+        broken = Path(checkpoint.path).name
+    said = f"checkpoint {folder}/{broken}/{CHECKPOINT} is unreadable"
+    log.warning("trial %s", said)
+    for name in sorted((i.base_name for i in fs.get_file_info(
+            pyarrow.fs.FileSelector(folder, allow_not_found=True))
+            if i.type == pyarrow.fs.FileType.Directory and i.base_name.startswith("checkpoint_")
+            and i.base_name != broken), reverse=True):
+        with tempfile.TemporaryDirectory(prefix=WORK_PREFIX) as tmp:
+            pyarrow.fs.copy_files(f"{folder}/{name}", tmp, source_filesystem=fs)
+            if _copy_readable(Path(tmp), work):
+                note = f"{said}: the trial resumes from its checkpoint {name}"
+                log.warning("%s", note)
+                return True, note
+    note = f"{said}, and no readable one is left: the trial starts again from its first epoch"
+    log.warning("%s", note)
+    return False, note
+
+
+def _copy_readable(source: Path, work: Path) -> bool:
+    """Copies a checkpoint folder's ``checkpoint.pt`` and selected models into ``work`` when the
+    checkpoint loads; whether it did."""
+    if not (source / CHECKPOINT).exists():
+        return False
+    try:
+        load_checkpoint(source / CHECKPOINT)
+    except ValueError as e:
+        log.warning("%s", e)
+        return False
+    for name in (CHECKPOINT, BEST):
+        if (source / name).exists():
+            shutil.copy(source / name, work / name)
+    return True
 
 
 def release_device_memory() -> None:

@@ -110,3 +110,30 @@ def test_cli_fits_does_not_fit_and_bad_input():
     bad = cli("--set", "train.batch_size=0")
     assert bad.returncode == 2 and bad.stderr.startswith("error: ")
     assert len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_the_evaluation_forward_is_in_the_estimate_and_its_batch_is_a_fix():
+    """Issue 38, finding 4: evaluation runs every epoch at 256 samples (or the training batch
+    if larger) while the gradients and momentum are held, and was outside the estimate. Its
+    live peak grows with its batch, lies below the training step's saved activations at the
+    same batch (no grad: nothing is kept for a backward), and replaces the activations in the
+    total when it is the larger; ``train.eval_batch_size`` lowers it and is the first fix."""
+    from rollingq.memory import evaluation_bytes, fixes
+
+    ck = build_config(overrides={**SMALL_MODEL, "train.activation_checkpointing": True,
+                                 "train.batch_size": 8})
+    small, large = (evaluation_bytes(SMALL, 6, ck, b, False) for b in (64, 256))
+    assert 3.0 < large / small < 4.5  # linear in the batch, plus the batch-free buffers
+    full = build_config(overrides={**SMALL_MODEL, "train.batch_size": 64})
+    assert evaluation_bytes(SMALL, 6, full, 64, False) < activation_bytes(SMALL, 6, full, 64,
+                                                                          False)
+    est = estimate(ck, specs=(SMALL, 6))  # train.device auto: counted for a GPU, in bf16
+    assert est.precision == "bf16" and est.eval_batch == 256
+    assert est.evaluation == evaluation_bytes(SMALL, 6, ck, 256, True) > est.activations
+    assert est.total == (est.weights + est.gradients + est.optimizer + est.data
+                         + est.evaluation)
+    assert fixes(ck, est, 1).startswith("a smaller train.eval_batch_size (now 256")
+    lower = estimate(build_config(overrides={**SMALL_MODEL, "train.activation_checkpointing":
+                                             True, "train.batch_size": 8,
+                                             "train.eval_batch_size": 8}), specs=(SMALL, 6))
+    assert lower.eval_batch == 8 and lower.total < est.total

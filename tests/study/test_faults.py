@@ -1,0 +1,174 @@
+"""Faults a long study meets (issue 38), on real local Ray: a second driver on the same study
+is refused while the first runs (and a killed driver's lock is gone with it), a study resumed
+from its folder alone, a trial checkpoint cut to half its size before ``--resume`` (the study
+completes and the log names the file), and the fallback to a trial's previous checkpoint."""
+
+from __future__ import annotations
+
+import logging
+import re
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pyarrow.fs
+import pytest
+import torch
+
+from rollingq.checkpoints import BEST, CHECKPOINT, save_checkpoint
+from study.lock import LOCK
+from tests.study.test_study_ray import (
+    ROOT,
+    cli_env,
+    kill_processes,
+    mid_run,
+    result_rows,
+    session_processes,
+    start_cli,
+    wait_until,
+    write_spec,
+)
+
+SLOW = """\
+# Two trials of 12 epochs, one at a time: long enough to be caught mid-run.
+fixed:
+  model.fusion: attn
+  rollingq.enabled: true
+  train.epochs: 12
+  data.train_size: 600
+  data.test_size: 100
+search:
+  rollingq.max_rotations: {role: scientific, type: choice, values: [0, 1]}
+seeds: [0]
+tune: {mode: grid, metric: val_acc, scheduler: fifo, resources: {cpu: 1, gpu: 0},
+       max_failures: 1, max_concurrent: 1}
+"""
+
+
+@pytest.mark.integration
+def test_a_second_driver_is_refused_and_a_cut_checkpoint_is_named_on_resume(tmp_path):
+    """While a driver runs the study, ``--resume STUDY_DIR`` (no ``--space``: the study names
+    it) exits 2 with one line in under 10 s. The first driver is then SIGKILLed mid-trial (its
+    lock goes with it) and the running trial's checkpoint files in the storage (Ray keeps two)
+    are cut to half their size: the same command resumes and completes the study, every trial
+    once, and the log and trials.csv name the file Ray gave the trial and what it did instead
+    (both cut: it starts again; the fallback to a whole other checkpoint is the next test)."""
+    spec = write_spec(tmp_path, "slow", SLOW)
+    log = tmp_path / "driver.log"
+    study = tmp_path / "out" / "slow" / "s"
+    killed = None
+    try:
+        driver = start_cli(["study/run.py", "--space", str(spec), "--storage",
+                            str(tmp_path / "out"), "--name", "s", "--no-report"], log)
+        wait_until(driver, log, lambda: bool(mid_run(result_rows(study), 3)))
+        began = time.monotonic()
+        second = subprocess.run([sys.executable, "study/run.py", "--resume", str(study)],
+                                cwd=ROOT, env=cli_env(), capture_output=True, text=True,
+                                timeout=60)
+        took = time.monotonic() - began
+        driver.kill()
+        driver.wait(timeout=30)
+        killed = driver.pid
+    finally:
+        if killed is not None:
+            kill_processes(session_processes(killed))
+    assert second.returncode == 2, second.stdout[-2000:] + second.stderr[-2000:]
+    lines = second.stderr.strip().splitlines()
+    assert len(lines) == 1 and "is being run by another driver" in lines[0], lines
+    assert f"pid {driver.pid}" in lines[0] and took < 10, (lines, took)
+    assert (study / LOCK).exists()  # the file stays; its lock went with the process
+
+    running = mid_run(result_rows(study), 3)
+    assert running
+    folder = next((study / "ray").glob(f"*{running[0]}*"))
+    assert not (folder / "final.json").exists(), "the trial ended before the kill"
+    cut = sorted(folder.glob(f"checkpoint_*/{CHECKPOINT}"))
+    for path in cut:
+        whole = path.read_bytes()
+        path.write_bytes(whole[: len(whole) // 2])
+    r = subprocess.run([sys.executable, "study/run.py", "--resume", str(study), "--no-report"],
+                       cwd=ROOT, env=cli_env(), capture_output=True, text=True, timeout=300)
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out[-3000:]
+    assert any(f"{p.parent.name}/{CHECKPOINT} is unreadable" in out for p in cut), out[-3000:]
+    said = re.search(rf"^trial {running[0]}: checkpoint .+ is unreadable(.+)$", out, re.M)
+    assert said, out[-3000:]
+    # both cut: a fresh start, unless the worker wrote one more whole checkpoint as it died
+    assert (said[1] == ", and no readable one is left: the trial starts again from its first "
+            "epoch" or re.fullmatch(r": the trial resumes from its checkpoint checkpoint_\d+",
+                                    said[1])), said[0]
+    trials = pd.read_csv(study / "trials.csv").set_index("trial_id")
+    assert len(trials) == 2 and (trials["status"] == "finished").all()
+    assert (trials["epochs"] == 12).all()
+    assert trials.loc[running[0], "checkpoint_note"] == said[0].split(": ", 1)[1]
+
+
+def test_an_unreadable_checkpoint_falls_back_to_the_previous_one(tmp_path, caplog):
+    """``study.trainable.restore`` on a trial folder of the storage in Ray's layout: the newest
+    checkpoint cut short, the one before whole -> the whole one (and its best.pt) is copied to
+    the trial's working folder, each step logged; none whole -> a fresh start."""
+    from ray import tune
+
+    from study.trainable import restore
+
+    trial = tmp_path / "storage" / "trial_0"
+    for k, epoch in ((0, 2), (1, 4)):
+        folder = trial / f"checkpoint_00000{k}"
+        save_checkpoint(folder / CHECKPOINT, {"model": {"w": torch.ones(2)}, "epoch": epoch})
+        save_checkpoint(folder / BEST, {"model": {"w": torch.zeros(2)}, "epoch": 1})
+    cut = trial / "checkpoint_000001" / CHECKPOINT
+    cut.write_bytes(cut.read_bytes()[:40])
+    work = tmp_path / "work"
+    work.mkdir()
+    fs = pyarrow.fs.LocalFileSystem()
+    with caplog.at_level(logging.WARNING, logger="study.trainable"):
+        resumable, note = restore(tune.Checkpoint.from_directory(str(cut.parent)), fs,
+                                  str(trial), work)
+    assert resumable and note.endswith("the trial resumes from its checkpoint checkpoint_000000")
+    assert torch.load(work / CHECKPOINT)["epoch"] == 2 and (work / BEST).exists()
+    said = caplog.text
+    assert "checkpoint_000001/checkpoint.pt is unreadable" in said
+    assert note in said
+
+    older = trial / "checkpoint_000000" / CHECKPOINT
+    older.write_bytes(older.read_bytes()[:40])
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="study.trainable"):
+        resumable, note = restore(tune.Checkpoint.from_directory(str(cut.parent)), fs,
+                                  str(trial), fresh)
+    assert not resumable and "starts again from its first epoch" in note
+    assert note in caplog.text
+    assert not (fresh / CHECKPOINT).exists()
+
+
+def test_resume_with_a_folder_alone_says_what_is_missing(tmp_path, capsys):
+    """``--resume DIR`` without ``--space``: a folder that is no study, and a bare ``--resume``
+    (the latest study of a space, which it cannot know), exit 2 with one line before Ray."""
+    from study import run
+
+    assert run.main(["--resume", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.strip() == (f"error: --resume {tmp_path}: not a study "
+                                               f"folder (no space.yaml)")
+    assert run.main(["--resume"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --space NAME is required (or --resume STUDY_DIR); available:")
+    assert not (tmp_path / LOCK).exists()
+
+
+def test_the_study_names_its_space(tmp_path):
+    """What ``--resume`` alone reads the space from: ``space.yaml``'s name, else its parent
+    folder; a bucket URI's ``.../<space>/<name>``; nothing for a folder that is no study."""
+    from study.storage import study_space
+
+    study = tmp_path / "rotation_ablation" / "20261207-120000"
+    study.mkdir(parents=True)
+    assert study_space(str(study)) is None
+    (study / "space.yaml").write_text("name: hpo\nseeds: [0]\n")
+    assert study_space(str(study)) == "hpo"
+    (study / "space.yaml").write_text("seeds: [0]\n")
+    assert study_space(str(study)) == "rotation_ablation"
+    assert study_space("s3://bucket/studies/smoke/s1") == "smoke"
+    assert study_space("s3://bucket/s1") is None
