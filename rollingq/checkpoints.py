@@ -16,6 +16,7 @@ import torch
 
 CHECKPOINT = "checkpoint.pt"
 BEST = "best.pt"  # the selected model (best validation epoch): {"model", "epoch", "config"}
+PREVIOUS_BEST = ".best-previous.pt"  # the best.pt a newer selection replaced, until a checkpoint
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:

@@ -28,6 +28,7 @@ import copy
 import json
 import logging
 import math
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -44,6 +45,7 @@ from rollingq.balancing import Balancer
 from rollingq.checkpoints import (
     BEST,
     CHECKPOINT,
+    PREVIOUS_BEST,
     load_checkpoint,
     rng_state,
     save_checkpoint,
@@ -390,7 +392,6 @@ def _evaluate_and_select(run: _Run, epoch: int) -> Metrics:
         best.update(epoch=epoch, **{k: metrics[k] for k in SELECTED if k in metrics})
         run.best_state = {k: v.detach().to("cpu", copy=True)
                           for k, v in run.model.state_dict().items()}
-
     best["best_test_acc"] = max(best["best_test_acc"], metrics["test_acc"])
     return metrics | {
         "best_val_acc": best["val_acc"], "best_val_epoch": best["epoch"],
@@ -428,17 +429,23 @@ def _checkpoint(run: _Run, epoch: int) -> None:
         "balance": run.balancer.state_dict() if run.balancer is not None else None,
         "config": run.config.to_dict()})
     run.saved_at = time.monotonic()
+    (run.ckpt_path.parent / PREVIOUS_BEST).unlink(missing_ok=True)  # no checkpoint selects it
 
 
 def _save_best(run: _Run) -> None:
     """``best.pt``, the selected model, when ``train.keep_best`` and the selection changed since
-    it was last written (with a checkpoint, or at the run's end)."""
+    it was last written (with a checkpoint, or at the run's end). The one it replaces is renamed
+    ``PREVIOUS_BEST`` first (no copy), which the last checkpoint may select until the next one
+    is written: a run killed between the two writes still resumes."""
     epoch = run.best["epoch"]
     if run.ckpt_path is None or not run.config.train.keep_best or epoch < 0 \
             or epoch == run.saved_best:
         return
-    save_checkpoint(run.ckpt_path.parent / BEST, {
-        "model": run.best_state, "epoch": epoch, "config": run.config.to_dict()})
+    path = run.ckpt_path.parent / BEST
+    if path.exists():
+        os.replace(path, path.parent / PREVIOUS_BEST)
+    save_checkpoint(path, {"model": run.best_state, "epoch": epoch,
+                           "config": run.config.to_dict()})
     run.saved_best = epoch
 
 
@@ -453,11 +460,12 @@ def _resumed_best(state: dict[str, Any], ckpt_path: Path) -> dict[str, torch.Ten
         return state["model"]
     if state.get("best_model") is not None:
         return state["best_model"]
-    path = ckpt_path.parent / BEST
-    if path.exists() and (best := load_checkpoint(path))["epoch"] == epoch:
-        return best["model"]
+    for path in (ckpt_path.parent / BEST, ckpt_path.parent / PREVIOUS_BEST):
+        if path.exists() and (best := load_checkpoint(path))["epoch"] == epoch:
+            return best["model"]
     raise ValueError(f"cannot resume {ckpt_path}: it selects epoch {epoch}, whose model is "
-                     f"neither in it nor in {path}; start the run again without --resume")
+                     f"neither in it nor in {ckpt_path.parent / BEST}; start the run again "
+                     f"without --resume")
 
 
 def main(argv: list[str] | None = None) -> int:

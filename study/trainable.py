@@ -45,7 +45,7 @@ import pyarrow.fs
 import torch
 from ray import tune
 
-from rollingq.checkpoints import BEST, CHECKPOINT, load_checkpoint
+from rollingq.checkpoints import BEST, CHECKPOINT, PREVIOUS_BEST, load_checkpoint
 from rollingq.config import build_config
 from rollingq.device import resolve_device
 from rollingq.evaluate import PREDICTIONS, predictions_npz, run_diagnostics
@@ -325,7 +325,7 @@ def _copy_readable(source: Path, work: Path) -> bool:
     except ValueError as e:
         log.warning("%s", e)
         return False
-    for name in (CHECKPOINT, BEST):
+    for name in (CHECKPOINT, BEST, PREVIOUS_BEST):
         if (source / name).exists():
             shutil.copy(source / name, work / name)
     return True

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rollingq.checkpoints import BEST, CHECKPOINT, load_checkpoint
+from rollingq.checkpoints import BEST, CHECKPOINT, PREVIOUS_BEST, load_checkpoint
 from rollingq.config import build_config
 from rollingq.train import checkpoint_minutes, fit
 
@@ -64,3 +64,37 @@ def test_the_selected_model_is_kept_once_and_a_resume_behind_it_is_exact(tmp_pat
         assert state["best_model"] is not None and not (tmp_path / "b" / BEST).exists()
     resumed = fit(build_config(overrides=over), checkpoint_dir=tmp_path / "b", resume=True)
     assert all(torch.equal(whole.best_state[k], resumed.best_state[k]) for k in whole.best_state)
+
+
+def test_a_run_killed_between_best_pt_and_its_checkpoint_still_resumes(tmp_path, monkeypatch):
+    """best.pt is written before the checkpoint that selects it; killed in between, the older
+    checkpoint selects the model best.pt held before, which was renamed (not copied) aside and
+    is found there. Seed 0's selection moves at epochs 0, 1 and 3, so the checkpoint of epoch 2
+    selects epoch 1, and the run is killed as it writes epoch 3's."""
+    from rollingq import train
+
+    over = {**TINY, "train.epochs": 5}
+    whole = fit(build_config(overrides=over), checkpoint_dir=tmp_path / "a")
+    changed = [h["epoch"] for h in whole.history[1:] if h["best_val_epoch"] == h["epoch"]]
+    assert changed[:3] == [0, 1, 3], changed
+    real = train.save_checkpoint
+
+    class Stop(Exception):
+        pass
+
+    def killed_as_epoch_3s_checkpoint_is_written(path, state):
+        if path.name == CHECKPOINT and state["epoch"] == 3:
+            raise Stop
+        real(path, state)
+
+    monkeypatch.setattr(train, "save_checkpoint", killed_as_epoch_3s_checkpoint_is_written)
+    with pytest.raises(Stop):
+        fit(build_config(overrides=over), checkpoint_dir=tmp_path / "b")
+    monkeypatch.setattr(train, "save_checkpoint", real)
+    assert load_checkpoint(tmp_path / "b" / BEST)["epoch"] == 3
+    state = load_checkpoint(tmp_path / "b" / CHECKPOINT)
+    assert (state["epoch"], state["best"]["epoch"], state["best_model"]) == (2, 1, None)
+    assert load_checkpoint(tmp_path / "b" / PREVIOUS_BEST)["epoch"] == 1
+    resumed = fit(build_config(overrides=over), checkpoint_dir=tmp_path / "b", resume=True)
+    assert all(torch.equal(whole.best_state[k], resumed.best_state[k]) for k in whole.best_state)
+    assert not (tmp_path / "b" / PREVIOUS_BEST).exists()  # gone with the next checkpoint
