@@ -318,7 +318,7 @@ def _restore(run: _Run) -> None:
     if run.balancer is not None and state.get("balance"):
         run.balancer.load_state_dict(state["balance"])
     run.history, run.best, run.start_epoch = state["history"], state["best"], state["epoch"] + 1
-    run.best_state = _resumed_best(state, run.ckpt_path)
+    run.best_state = resumed_best(state, run.ckpt_path)
     run.saved_best = state["best"]["epoch"]  # best.pt is written with each checkpoint
 
 
@@ -449,7 +449,7 @@ def _save_best(run: _Run) -> None:
     run.saved_best = epoch
 
 
-def _resumed_best(state: dict[str, Any], ckpt_path: Path) -> dict[str, torch.Tensor] | None:
+def resumed_best(state: dict[str, Any], ckpt_path: Path) -> dict[str, torch.Tensor] | None:
     """The selected model's state a checkpoint resumes with: its own model when the best
     epoch is the checkpoint's, else the copy it carries (or, from an earlier version,
     best.pt of that epoch beside it)."""

@@ -50,7 +50,7 @@ from rollingq.config import build_config
 from rollingq.device import resolve_device
 from rollingq.evaluate import PREDICTIONS, predictions_npz, run_diagnostics
 from rollingq.memory import share_cap
-from rollingq.train import fit
+from rollingq.train import fit, resumed_best
 from study.provenance import device_info
 from study.resume import write_atomic
 
@@ -290,10 +290,10 @@ def restore(checkpoint: tune.Checkpoint, fs: pyarrow.fs.FileSystem, folder: str,
     instead of the checkpoint Ray gave, if anything. An unreadable ``checkpoint.pt`` (cut short
     by a full disk or a killed copy) is reported, naming the file, and the trial falls back to
     its newest readable other checkpoint in the study storage (Ray keeps two), or else starts
-    again from its first epoch: a
-    broken file never fails the study (a readable one Ray's snapshot had not seen yet, written
-    just before a driver was killed, is as good). The note goes with the trial's reports
-    (``checkpoint_note``), which the driver prints (``study.progress``) and trials.csv keeps."""
+    again from its first epoch: a broken file never fails the study (a readable one Ray's
+    snapshot had not seen yet, written just before a driver was killed, is as good). The note
+    goes with the trial's reports (``checkpoint_note``), which the driver prints
+    (``study.progress``) and trials.csv keeps."""
     with checkpoint.as_directory() as d:
         if _copy_readable(Path(d), work):
             return True, None
@@ -304,7 +304,7 @@ def restore(checkpoint: tune.Checkpoint, fs: pyarrow.fs.FileSystem, folder: str,
             pyarrow.fs.FileSelector(folder, allow_not_found=True))
             if i.type == pyarrow.fs.FileType.Directory and i.base_name.startswith("checkpoint_")
             and i.base_name != broken), reverse=True):
-        with tempfile.TemporaryDirectory(prefix=WORK_PREFIX) as tmp:
+        with tempfile.TemporaryDirectory(prefix="rollingq-restore-") as tmp:
             pyarrow.fs.copy_files(f"{folder}/{name}", tmp, source_filesystem=fs)
             if _copy_readable(Path(tmp), work):
                 note = f"{said}: the trial resumes from its checkpoint {name}"
@@ -317,11 +317,11 @@ def restore(checkpoint: tune.Checkpoint, fs: pyarrow.fs.FileSystem, folder: str,
 
 def _copy_readable(source: Path, work: Path) -> bool:
     """Copies a checkpoint folder's ``checkpoint.pt`` and selected models into ``work`` when the
-    checkpoint loads; whether it did."""
+    checkpoint and the selected model it needs load; whether they did."""
     if not (source / CHECKPOINT).exists():
         return False
     try:
-        load_checkpoint(source / CHECKPOINT)
+        resumed_best(load_checkpoint(source / CHECKPOINT), source / CHECKPOINT)
     except ValueError as e:
         log.warning("%s", e)
         return False

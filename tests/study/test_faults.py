@@ -115,7 +115,8 @@ def test_an_unreadable_checkpoint_falls_back_to_the_previous_one(tmp_path, caplo
     trial = tmp_path / "storage" / "trial_0"
     for k, epoch in ((0, 2), (1, 4)):
         folder = trial / f"checkpoint_00000{k}"
-        save_checkpoint(folder / CHECKPOINT, {"model": {"w": torch.ones(2)}, "epoch": epoch})
+        save_checkpoint(folder / CHECKPOINT, {"model": {"w": torch.ones(2)}, "epoch": epoch,
+                                              "best": {"epoch": 1}})  # best.pt holds it
         save_checkpoint(folder / BEST, {"model": {"w": torch.zeros(2)}, "epoch": 1})
     cut = trial / "checkpoint_000001" / CHECKPOINT
     cut.write_bytes(cut.read_bytes()[:40])
