@@ -61,12 +61,15 @@ def test_a_second_driver_is_refused_and_a_cut_checkpoint_is_named_on_resume(tmp_
     try:
         driver = start_cli(["study/run.py", "--space", str(spec), "--storage",
                             str(tmp_path / "out"), "--name", "s", "--no-report"], log)
-        wait_until(driver, log, lambda: bool(mid_run(result_rows(study), 3)))
+        # the study's folder is written once its driver holds the lock
+        wait_until(driver, log, lambda: (study / "space.yaml").exists())
         began = time.monotonic()
         second = subprocess.run([sys.executable, "study/run.py", "--resume", str(study)],
                                 cwd=ROOT, env=cli_env(), capture_output=True, text=True,
                                 timeout=60)
         took = time.monotonic() - began
+        # then killed mid-trial, with two checkpoints reported
+        wait_until(driver, log, lambda: bool(mid_run(result_rows(study), 3)))
         driver.kill()
         driver.wait(timeout=30)
         killed = driver.pid
