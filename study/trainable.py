@@ -233,7 +233,7 @@ def _train(config: dict[str, Any]) -> None:
     (work / STATE).write_text(json.dumps({"restarts": restarts}))
     last_epoch = cfg.train.epochs - 1
     held: list[dict[str, Any]] = []
-    written = [_stamp(work)]
+    stamp = [_stamp(work)]  # the checkpoint's stamp at the last report
 
     def on_epoch_end(m: dict[str, Any]) -> None:
         m = {k: v for k, v in m.items() if v is not None}
@@ -249,8 +249,8 @@ def _train(config: dict[str, Any]) -> None:
         if m["epoch"] == last_epoch:
             held.append(m)  # reported with the diagnostics
             return
-        saved = _stamp(work) != written[-1]  # fit wrote a checkpoint at this epoch's end
-        written.append(_stamp(work))
+        now = _stamp(work)
+        saved, stamp[0] = now != stamp[0], now  # fit wrote a checkpoint at this epoch's end
         tune.report(m, checkpoint=tune.Checkpoint.from_directory(str(work)) if saved else None)
 
     try:
