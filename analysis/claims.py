@@ -83,7 +83,8 @@ REPRODUCED, CONTRADICTED, NO_EFFECT, INCONCLUSIVE, CANNOT, DETERMINISTIC = (
 VERDICTS = (REPRODUCED, CONTRADICTED, NO_EFFECT, INCONCLUSIVE, CANNOT, DETERMINISTIC)
 TOLERANCE = 1e-9  # a difference within this share of the claim's scale is 0 (floating point)
 SYNTHETIC = "synthetic"  # built to show the mechanism: its verdicts are mechanism checks
-FAILED = ("diverged", "errored", "incomplete")  # a trial the arm lost (ASHA's stops are not)
+# a trial the arm lost (ASHA's stops are not)
+FAILED = ("diverged", "timed_out", "errored", "incomplete")
 
 
 @dataclass(frozen=True)
@@ -424,8 +425,8 @@ def _holm_intervals(family: list[Judgement], holm_p: np.ndarray, alpha: float) -
 
 
 def failures(res: Results) -> pd.DataFrame:
-    """Per data set: the trials each arm lost (diverged, errored, incomplete) and a Fisher
-    exact test of losing a trial by arm (scipy ``fisher_exact``)."""
+    """Per data set: the trials each arm lost (diverged, timed out, errored, incomplete) and a
+    Fisher exact test of losing a trial by arm (scipy ``fisher_exact``)."""
     a = arms(res)
     rows = []
     for ds, d in a.groupby("dataset", sort=False):

@@ -48,7 +48,8 @@ VALIDATION = "best_val_acc"
 SEED = "train.seed"
 DATASET_KEY = "data.name"
 DEFAULT_DATASET = "synthetic"
-STATUSES = ("finished", "diverged", "stopped", "errored", "incomplete")
+STATUSES = ("finished", "diverged", "stopped", "timed_out", "errored", "incomplete")
+OPTIONAL_STATUSES = ("timed_out",)  # shown only where a trial has it (a spec's stall limit)
 # Levels that switch the method off; a factor not listed here has its first level as baseline.
 VANILLA: dict[str, Any] = {"rollingq.enabled": False, "rollingq.max_rotations": 0}
 VARIANT = "variant"  # the column (and factor) of a space's named variants
@@ -57,6 +58,13 @@ VARIANT = "variant"  # the column (and factor) of a space's named variants
 INACTIVE = ("rollingq.* when RollingQ cannot rotate", "balance.* when balance.method is none",
             "the other balance method's keys (balance.ogm_* under pmr, balance.pmr_* and "
             "balance.prototype_fraction under ogm and ogm_ge)")
+
+
+def shown_statuses(trials: pd.DataFrame) -> tuple[str, ...]:
+    """The statuses a report counts for these trials: every one, but an optional one only
+    where a trial has it."""
+    have = set(trials.get("status", pd.Series(dtype=str)))
+    return tuple(s for s in STATUSES if s not in OPTIONAL_STATUSES or s in have)
 
 
 class ResultsError(ValueError):

@@ -23,7 +23,7 @@ import pandas as pd
 from analysis import ranking
 from analysis.format import bracket, mean_sd
 from analysis.outcomes import NOISE_COLUMN
-from analysis.results import SEED, STATUSES, VARIANT, Results, level_str
+from analysis.results import SEED, VARIANT, Results, level_str, shown_statuses
 from analysis.stats import difference, t_interval
 
 TOP_CONFIGS = 10  # rows of the main table of an Optuna study
@@ -35,11 +35,12 @@ TOP_CONFIGS = 10  # rows of the main table of an Optuna study
 def status_counts(res: Results) -> pd.DataFrame:
     """Trials by status per results folder (and in total when there are several)."""
     rows = []
+    shown = shown_statuses(res.trials)
     for i, d in enumerate(res.dirs):
         t = res.trials[res.trials["study"] == i]
         meta = res.metas[i]
         row: dict[str, Any] = {"study": d.name if len(res.dirs) == 1 else f"{i}: {d.name}"}
-        row.update({s: int((t["status"] == s).sum()) for s in STATUSES})
+        row.update({s: int((t["status"] == s).sum()) for s in shown})
         retries = pd.to_numeric(t.get("retries", pd.Series(dtype=float)), errors="coerce")
         row["retried"] = int((retries > 0).sum())
         row["trials"] = len(t)
@@ -47,7 +48,7 @@ def status_counts(res: Results) -> pd.DataFrame:
         rows.append(row)
     out = pd.DataFrame(rows)
     if len(rows) > 1:
-        total = {c: out[c].sum() for c in [*STATUSES, "retried", "trials"]}
+        total = {c: out[c].sum() for c in [*shown, "retried", "trials"]}
         expected = out["expected"]
         total["expected"] = expected.sum() if all(isinstance(e, int) for e in expected) else "?"
         out = pd.concat([out, pd.DataFrame([{"study": "total", **total}])], ignore_index=True)

@@ -20,9 +20,9 @@ from analysis.stats import ALPHA
 
 
 def worst_case(res: Results, judgements: list[Judgement], alpha: float = ALPHA) -> pd.DataFrame:
-    """The verdicts again with the lost trials (diverged, errored, incomplete) put back at the
-    worst value for each claim, and at the best: one row per claim × data set with lost
-    trials (none when the study lost none).
+    """The verdicts again with the lost trials (diverged, timed out, errored, incomplete) put
+    back at the worst value for each claim, and at the best: one row per claim × data set with
+    lost trials (none when the study lost none).
 
     Against a claim, a lost RollingQ trial takes the value least favourable to it (accuracy:
     chance, ``chance_accuracy``; the other outcomes: the least favourable value any trial of

@@ -38,7 +38,7 @@ from study.space import VARIANT, Param, Spec
 
 DB = "optuna.db"
 STATES = {"finished": "COMPLETE", "stopped": "PRUNED", "errored": "FAIL", "diverged": "FAIL",
-          "incomplete": "RUNNING"}
+          "timed_out": "FAIL", "incomplete": "RUNNING"}
 ATTRS = ("trial_id", "status", "error", "retries", "epochs", "best_val_acc", "best_val_epoch",
          "test_acc_at_best_val", "test_f1_at_best_val", "time_total_s")
 

@@ -1,8 +1,8 @@
 """Ray's experiment folder -> the study's result files.
 
-    trials.csv   one row a trial: trial id, status (finished | diverged | errored | stopped |
-                 incomplete), error, the searched parameters and the seed under their dotted
-                 names, the headline and final metrics, the diagnostics, retries, time
+    trials.csv   one row a trial: trial id, status (finished | diverged | stopped | timed_out |
+                 errored | incomplete), error, the searched parameters and the seed under
+                 their dotted names, the headline and final metrics, the diagnostics, retries, time
     curves.csv   one row a trial x epoch (de-duplicated after retries: the last report wins;
                  epoch -1 is the untrained model's evaluation)
     predictions/ <trial_id>.npz: an ended trial's clean test predictions per sample (label,
@@ -27,10 +27,10 @@ from ray import tune
 from ray.tune.experiment import Trial
 
 from analysis import outcomes
-from study import provenance
+from study import provenance, stall
 from study.space import Spec
 
-STATUS_ORDER = ("finished", "diverged", "stopped", "errored", "incomplete")
+STATUS_ORDER = ("finished", "diverged", "stopped", "timed_out", "errored", "incomplete")
 DIAGNOSTIC_PREFIXES = ("noise_", "attn_noise", "params_", "missing_", "diagnostics_", "device")
 HEADLINE = ("test_acc_at_best_val", "test_f1_at_best_val", "test_binary_f1_at_best_val",
             "val_f1_at_best_val", "best_val_acc", "best_val_epoch", "best_test_acc")
@@ -39,10 +39,13 @@ RECORDED = (outcomes.DECLARED, outcomes.ON, outcomes.BETA)  # the final report's
 RAY_COLUMNS = {"timestamp", "checkpoint_dir_name", "should_checkpoint", "done", "time_this_iter_s",
                "time_since_restore", "iterations_since_restore", "pid", "hostname", "node_ip",
                "date", "config", "experiment_tag", "time_total_s", "training_iteration", "final",
-               "trial_id", "logdir", "replayed", "checkpoint_note"}
+               "trial_id", "logdir", "replayed", "checkpoint_note", stall.AFTER}
 
 
-def _status(trial: Trial, last: dict[str, Any], early_stopping: bool) -> str:
+def _status(trial: Trial, last: dict[str, Any], early_stopping: bool,
+            ledger: dict[str, Any] | None) -> str:
+    if ledger and ledger.get("status") == stall.TIMED_OUT:  # Ray may call it an error or not
+        return stall.TIMED_OUT
     if trial.status == Trial.ERROR:
         return "errored"
     if last.get("final") and last.get("status") in ("finished", "diverged"):
@@ -52,7 +55,9 @@ def _status(trial: Trial, last: dict[str, Any], early_stopping: bool) -> str:
     return "incomplete"
 
 
-def _error(trial: Trial) -> str:
+def _error(trial: Trial, status: str, ledger: dict[str, Any] | None) -> str:
+    if status == stall.TIMED_OUT:
+        return f"timed out: no epoch reported for {ledger.get(stall.AFTER, 0):.0f} s"
     if trial.status != Trial.ERROR:
         return ""
     try:
@@ -92,6 +97,7 @@ def collect(exp_paths: list[str],
     (trials, curves) tables and each ended trial's ``predictions.npz`` (by trial id; the column
     ``predictions`` names its file in the results folder)."""
     from rollingq.evaluate import PREDICTIONS
+    from study.trainable import LEDGER, read_json
 
     early = spec.tune["scheduler"] == "asha"
     rows, curves, predictions = [], [], {}
@@ -112,8 +118,10 @@ def collect(exp_paths: list[str],
         last = history.iloc[-1].to_dict() if len(history) else {}
         last = {k: v for k, v in last.items() if not (isinstance(v, float) and pd.isna(v))}
         params = trial_params(spec, trial.config)
-        status = _status(trial, last, early)
-        row = {"trial_id": trial.trial_id, "status": status, "error": _error(trial), **params}
+        ledger = read_json(trial.storage.storage_filesystem, trial.path, LEDGER)
+        status = _status(trial, last, early, ledger)
+        row = {"trial_id": trial.trial_id, "status": status,
+               "error": _error(trial, status, ledger), **params}
         for key in HEADLINE:
             if key in last or key != "test_binary_f1_at_best_val":
                 row[key] = last.get(key)
@@ -130,8 +138,8 @@ def collect(exp_paths: list[str],
         if last.get("checkpoint_note"):  # a broken checkpoint and what the trial did instead
             row["checkpoint_note"] = last["checkpoint_note"]
         # restarts: restores from a checkpoint (after a failure or a resumed study); the
-        # failure that ended an errored trial was not retried
-        retried_failures = trial.num_failures - (status == "errored")
+        # failure that ended an errored trial was not retried, nor the timed-out trial's kill
+        retried_failures = trial.num_failures - (status in ("errored", stall.TIMED_OUT))
         row["retries"] = max(int(last.get("restarts", 0) or 0), retried_failures)
         row["time_total_s"] = (float(history["time_total_s"].max())
                                if "time_total_s" in history else 0.0)

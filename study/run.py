@@ -18,7 +18,8 @@ when the ``analysis`` package is present. One driver a study: a second one on th
 folder exits 2 with one line while the first runs (``study/lock.py``; a killed driver's lock
 goes with its process).
 
-Exit codes: 0 every trial ended (finished, diverged or stopped by ASHA); 2 bad input (one line,
+Exit codes: 0 every trial ended (finished, diverged, stopped by ASHA, or timed out: cut for
+reporting no epoch within ``tune.stall_minutes``, ``study/stall.py``); 2 bad input (one line,
 before Ray starts); 3 incomplete (interrupted: the resume command is printed); 4 every trial
 ended but some errored (their errors are in trials.csv and printed; the results and the report
 are written, and the printed resume command retries the errored trials).
@@ -185,7 +186,7 @@ def fit_experiments(spec: Spec, where: Location, resume: bool, callbacks: Sequen
 def finish(spec: Spec, where: Location, opts: RunOptions, trials: Any, counts: dict[str, int],
            exps: list[str], tracker: dict[str, Any] | None) -> int:
     """The report, the tracker and the bucket brought up to the results; the exit code."""
-    done = counts["finished"] + counts["diverged"] + counts["errored"] + counts["stopped"]
+    done = sum(counts[s] for s in ("finished", "diverged", "stopped", "timed_out", "errored"))
     summary = ", ".join(f"{v} {k}" for k, v in counts.items() if v)
     print(f"trials: {summary or 'none'} (expected {spec.expected_trials()})", flush=True)
     if done < spec.expected_trials():
@@ -204,6 +205,9 @@ def finish(spec: Spec, where: Location, opts: RunOptions, trials: Any, counts: d
           f"{', '.join(exps)}")
     if report is not None:
         print(f"report: {report}")
+    for _, row in trials[trials["status"] == "timed_out"].iterrows():  # lost, not retried
+        print(f"trial {row['trial_id']} {row['error']} (tune.stall_minutes: "
+              f"{spec.tune['stall_minutes']:g}); it is not run again", file=sys.stderr)
     if counts["errored"]:
         for _, row in trials[trials["status"] == "errored"].iterrows():
             print(f"errored: trial {row['trial_id']}: {row['error']}", file=sys.stderr)

@@ -52,6 +52,7 @@ TUNE_DEFAULTS: dict[str, Any] = {
     "max_failures": 2,
     "max_concurrent": 0,
     "sampler_seed": 0,
+    "stall_minutes": 0,  # cut a trial that reports no epoch for this long (0: never; study.stall)
 }
 PARAM_FIELDS = {"role", "type", "values", "low", "high", "log", "step", "when"}
 VARIANT = "variant"  # the parameter (and trials.csv column) that names a trial's variant
@@ -414,6 +415,10 @@ def parse_spec(tree: dict[str, Any], name: str, source: str, question: str = "")
         if not isinstance(tune[key], int) or isinstance(tune[key], bool) or tune[key] < 0:
             raise SpecError(f"`tune.{key}` must be an integer >= 0, but got {tune[key]!r} "
                             f"({source})")
+    stall = tune["stall_minutes"]
+    if not _number(stall) or not 0 <= stall < float("inf"):
+        raise SpecError(f"`tune.stall_minutes >= 0` must hold (a finite number; 0: no limit), "
+                        f"but got {stall!r} ({source})")
     if tune["num_samples"] < 1:
         raise SpecError(f"`tune.num_samples >= 1` must hold, but got {tune['num_samples']} "
                         f"({source})")

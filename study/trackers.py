@@ -16,7 +16,8 @@ What a study becomes:
   they arrive (step = epoch; epoch -1, the untrained model, stays in ``curves.csv``), the final
   report's diagnostics at the last step, and at the study's end the claims' outcomes
   (``out_*``) of ``trials.csv``. Run status: FINISHED (finished or diverged), KILLED (stopped by
-  ASHA), FAILED (errored); the study's own status is the tag ``rollingq.status``.
+  ASHA, or timed out by ``tune.stall_minutes``), FAILED (errored); the study's own status is
+  the tag ``rollingq.status``.
   ``--tracker mlflow`` without a URI writes to the sqlite store ``<results root>/mlflow.db``
   (artifacts in ``<results root>/mlartifacts``): ``mlflow ui --backend-store-uri
   sqlite:///results/mlflow.db`` shows it.
@@ -287,7 +288,8 @@ class MLflow:
     def end_trial(self, trial_id: str, status: str) -> None:
         run = self.runs[trial_id]
         self.client.set_tag(run, "rollingq.status", status)
-        state = {"stopped": "KILLED", "errored": "FAILED", "incomplete": "RUNNING"}.get(
+        state = {"stopped": "KILLED", "timed_out": "KILLED", "errored": "FAILED",
+                 "incomplete": "RUNNING"}.get(
             status, "FINISHED")
         if state == "RUNNING":
             self.client.update_run(run, status="RUNNING")
@@ -393,7 +395,7 @@ class WandB:
             return
         run = self._run(trial_id)
         run.summary["status"] = status
-        run.finish(exit_code=1 if status == "errored" else 0)
+        run.finish(exit_code=1 if status in ("errored", "timed_out") else 0)
         del self.runs[trial_id]
         rec["status"] = status
         write_state(self.folder, self.data)

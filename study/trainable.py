@@ -16,7 +16,9 @@ A trial never trains twice once it has ended: just before its final report it wr
 report to ``final.json`` in its folder of the study storage (the ledger). Ray's experiment
 snapshot can lag behind (it is written every few seconds), so a study resumed after its driver
 was killed can start again a trial that had in fact ended; such a trial finds its ledger and
-re-reports it (``replayed: True``) without training. Beside it, ``history.json`` holds every
+re-reports it (``replayed: True``) without training. A trial the driver cut for reporting no
+epoch within ``tune.stall_minutes`` (``study.stall``) finds the ledger the driver wrote for it
+(``status: timed_out``) the same way. Beside it, ``history.json`` holds every
 epoch's metrics as ``fit`` kept them: Ray's ``result.json`` of a trial is copied to the storage
 with the snapshot and can miss an epoch the snapshot has (a driver killed mid-copy), and the
 study's curves take such an epoch from there (``study.results``), and ``predictions.npz`` the
@@ -114,6 +116,15 @@ def flatten_diagnostics(diag: dict[str, Any]) -> dict[str, Any]:
     flat["params_all"] = diag["parameters"]["all_tensors"]
     flat["favoured_modality"] = diag.get("favoured_modality")  # None unless the data declares it
     return flat
+
+
+def worst_values(config: dict[str, Any]) -> dict[str, float]:
+    """The worst value of the study's metric (of each, in a Pareto study) a trial reports when
+    it ends without a model to rank (diverged, timed out): never NaN, which Optuna cannot
+    record."""
+    objectives = config.get("_objectives") or [[config.get("_metric", "val_acc"),
+                                                config.get("_metric_mode", "max")]]
+    return {m: 0.0 if mode == "max" else 1e9 for m, mode in objectives}
 
 
 def arm(cfg: Any) -> dict[str, Any]:
@@ -216,9 +227,7 @@ def _train(config: dict[str, Any]) -> None:
         return
     _limit_resources()
     cfg = build_config(overrides=trial_config(config))
-    objectives = config.get("_objectives") or [[config.get("_metric", "val_acc"),
-                                                 config.get("_metric_mode", "max")]]
-    worst = {m: 0.0 if mode == "max" else 1e9 for m, mode in objectives}
+    worst = worst_values(config)
     remove_orphaned_work()
     work = Path(tempfile.mkdtemp(prefix=f"{WORK_PREFIX}{os.getpid()}-"))
     restarts = 0

@@ -43,6 +43,7 @@ def build_tuner(spec: Spec, storage: str, folder: Path, callbacks: Sequence[Any]
 
     from study.progress import TrialLines
     from study.space import OptunaSpace
+    from study.stall import StallLimit
 
     t = spec.tune
     trainable = make_trainable(spec)
@@ -91,6 +92,7 @@ def build_tuner(spec: Spec, storage: str, folder: Path, callbacks: Sequence[Any]
         failure_config=tune.FailureConfig(max_failures=t["max_failures"]),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
         callbacks=[TrialLines(spec.expected_trials(), [m for m, _ in spec.objectives]),
+                   *([StallLimit(t["stall_minutes"])] if t["stall_minutes"] else []),
                    *callbacks], verbose=0,
     )
     return tune.Tuner(trainable, param_space=param_space,

@@ -97,7 +97,7 @@ def test_golden_main_table_of_a_real_smoke_study(smoke_sections):
 def test_golden_an_optuna_study(optuna_sections):
     md = markdown(optuna_sections)
     assert "evaluator PED-ANOVA (optuna.importance.PedAnovaImportanceEvaluator" in md
-    assert "excluded: 6 stopped early by ASHA, 1 errored, diverged or incomplete" in md
+    assert "excluded: 6 stopped early by ASHA, 1 errored, diverged, timed out or incomplete" in md
     assert "The 6 trials stopped early by ASHA ran a shorter budget" in md
     assert "the most important parameter is `rollingq.beta`" in md
     assert "`optuna.journal` (study `hpo`) holds 47 complete" in md

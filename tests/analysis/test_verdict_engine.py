@@ -133,10 +133,10 @@ def test_a_small_null_effect_is_no_effect_with_10_seeds_and_inconclusive_with_3(
 
 
 def test_failures_are_counted_by_arm_and_tested(tmp_path):
-    """Three of five RollingQ trials errored or diverged, no vanilla trial: each claim says it
-    used 2 of 5 on trials, and the Fisher test is scipy's on that table."""
+    """Three of five RollingQ trials errored, diverged or timed out, no vanilla trial: each
+    claim says it used 2 of 5 on trials, and the Fisher test is scipy's on that table."""
     folder = plant_claims(tmp_path, _effects(0.3, 5, mean=2.0),
-                          statuses={5: "errored", 6: "diverged", 8: "errored"})
+                          statuses={5: "errored", 6: "diverged", 8: "timed_out"})
     res = load([folder])
     lost = claims.failures(res).iloc[0]
     assert (lost["on_lost"], lost["on_trials"], lost["off_lost"], lost["off_trials"]) == (

@@ -6,10 +6,13 @@ completes and the log names the file), and the fallback to a trial's previous ch
 from __future__ import annotations
 
 import logging
+import os
 import re
+import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pandas as pd
 import pyarrow.fs
@@ -105,6 +108,91 @@ def test_a_second_driver_is_refused_and_a_cut_checkpoint_is_named_on_resume(tmp_
     assert len(trials) == 2 and (trials["status"] == "finished").all()
     assert (trials["epochs"] == 12).all()
     assert trials.loc[running[0], "checkpoint_note"] == said[0].split(": ", 1)[1]
+
+
+STALLED = """\
+# Three trials of 20 epochs, two at a time: one is frozen mid-run and cut by its stall limit.
+fixed:
+  model.fusion: attn
+  rollingq.enabled: true
+  train.epochs: 20
+  data.train_size: 600
+  data.test_size: 100
+search:
+  rollingq.max_rotations: {role: scientific, type: choice, values: [0, 1, 2]}
+seeds: [0]
+tune: {mode: grid, metric: val_acc, scheduler: fifo, resources: {cpu: 1, gpu: 0},
+       max_failures: 1, max_concurrent: 2, stall_minutes: %s}
+"""
+STALL_MINUTES = 0.35  # 21 s: three times a worker's start and first epoch on a busy 2-core CI
+
+
+@pytest.mark.integration
+def test_a_hung_trial_is_cut_by_its_stall_limit_while_the_others_finish(tmp_path):
+    """A trial's worker frozen mid-run (SIGSTOP: the process lives and holds its resources but
+    reports nothing, as a read from a stuck mount would) is cut once its stall limit passes
+    without an epoch: the driver's line names it within a few seconds of the limit, its worker
+    is gone, trials.csv records it as timed out with the epochs it reported, and the other two
+    trials finish every epoch; the study exits 0 and lists the timed-out trial."""
+    spec = write_spec(tmp_path, "stalled", STALLED % STALL_MINUTES)
+    log = tmp_path / "driver.log"
+    study = tmp_path / "out" / "stalled" / "s"
+    victim, pid = None, None
+    driver = start_cli(["study/run.py", "--space", str(spec), "--storage", str(tmp_path / "out"),
+                        "--name", "s", "--no-report"], log)
+    try:
+        wait_until(driver, log, lambda: bool(mid_run(result_rows(study), 2)))
+        rows = result_rows(study)
+        victim = mid_run(rows, 2)[0]
+        pid = rows[victim][-1]["pid"]
+        os.kill(pid, signal.SIGSTOP)
+        frozen = time.monotonic()
+        reported = len(result_rows(study)[victim])  # its epochs so far: no more will come
+        line = re.compile(rf"^trial {victim} timed out: no epoch reported for (\d+) s "
+                          rf"\(tune.stall_minutes: {STALL_MINUTES:g}\)", re.M)
+        wait_until(driver, log, lambda: line.search(log.read_text()), timeout=120)
+        cut_after = time.monotonic() - frozen
+        deadline = time.monotonic() + 10
+        while not gone(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        killed_by_the_cut = gone(pid) and driver.poll() is None  # not by Ray's shutdown
+        driver.wait(timeout=240)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+            driver.wait(timeout=30)
+            kill_processes(session_processes(driver.pid))
+        if pid is not None:
+            kill_processes([pid])
+    out = log.read_text()
+    assert driver.returncode == 0, out[-3000:]
+    limit = STALL_MINUTES * 60
+    idle = int(line.search(out)[1])
+    assert limit <= idle <= limit + 5 and cut_after <= limit + 5, (idle, cut_after)
+    assert killed_by_the_cut, f"the frozen worker {pid} outlived the cut by 10 s"
+    assert (f"trial {victim} timed out: no epoch reported for {idle} s (tune.stall_minutes: "
+            f"{STALL_MINUTES:g}); it is not run again") in out
+    trials = pd.read_csv(study / "trials.csv").set_index("trial_id")
+    assert trials.loc[victim, "status"] == "timed_out"
+    assert trials.loc[victim, "epochs"] == reported < 20
+    assert trials.loc[victim, "error"] == f"timed out: no epoch reported for {idle} s"
+    others = trials.drop(index=victim)
+    assert len(others) == 2 and (others["status"] == "finished").all()
+    assert (others["epochs"] == 20).all()
+    curves = pd.read_csv(study / "curves.csv")
+    # the epochs it reported (the untrained model's epoch -1 reaches curves.csv only through
+    # the history.json of a trial that ends by itself)
+    assert curves[curves["trial_id"] == victim]["epoch"].tolist() == list(range(reported))
+    print(f"cut after {cut_after:.1f} s frozen, {idle} s without an epoch")
+
+
+def gone(pid: int) -> bool:
+    """The process has exited (a zombie its parent has not reaped yet counts)."""
+    try:
+        status = (Path("/proc") / str(pid) / "status").read_text()
+    except FileNotFoundError:
+        return True
+    return "\nState:\tZ" in status
 
 
 def test_an_unreadable_checkpoint_falls_back_to_the_previous_one(tmp_path, caplog):

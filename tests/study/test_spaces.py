@@ -675,3 +675,16 @@ def test_no_grid_space_trains_the_same_experiment_twice(path):
         assert key not in seen, (f"{path.name}: {config} trains the same experiment as "
                                  f"{seen[key]}")
         seen[key] = config
+
+
+@pytest.mark.parametrize("value", [-1, "10", float("nan"), float("inf"), True])
+def test_a_stall_limit_is_a_finite_number_of_minutes(value):
+    """``tune.stall_minutes`` (study.stall): 0 (the default) is no limit, a positive number of
+    minutes a limit; anything else is one line naming the key, the value and the rule."""
+    tree = {"fixed": {"model.fusion": "attn"}, "tune": {"stall_minutes": 2.5}}
+    assert parse_spec(tree, "t", "t.yaml").tune["stall_minutes"] == 2.5
+    assert parse_spec({"fixed": {}}, "t", "t.yaml").tune["stall_minutes"] == 0
+    tree["tune"]["stall_minutes"] = value
+    with pytest.raises(SpecError, match=r"`tune.stall_minutes >= 0` must hold \(a finite number; "
+                       rf"0: no limit\), but got {re.escape(repr(value))} \(t.yaml\)"):
+        parse_spec(tree, "t", "t.yaml")

@@ -253,8 +253,8 @@ def test_smoke_study_end_to_end(tmp_path):
     assert not any("_group_" in k for k in meta["cluster"]["resources"])
     assert 0 < meta["wall_hours"] < 0.5 and meta["trial_hours"] > 0 and meta["gpu_hours"] == 0
     assert meta["expected_trials"] == 2 and meta["resumed"] is False
-    assert meta["trials"] == {"finished": 2, "diverged": 0, "stopped": 0, "errored": 0,
-                              "incomplete": 0, "retried": 0}
+    assert meta["trials"] == {"finished": 2, "diverged": 0, "stopped": 0, "timed_out": 0,
+                              "errored": 0, "incomplete": 0, "retried": 0}
     # provenance beyond the spec (study.provenance; the patch itself: test_provenance.py)
     dirty = bool(subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True,
                                 text=True).stdout.strip())

@@ -7,7 +7,7 @@ from analysis import tables
 from analysis.report.blocks import Para, Table
 from analysis.report.captions import text
 from analysis.report.context import Context
-from analysis.results import INACTIVE, STATUSES, identical_results
+from analysis.results import INACTIVE, identical_results, shown_statuses
 
 
 def build(ctx: Context) -> None:
@@ -16,9 +16,10 @@ def build(ctx: Context) -> None:
     ctx.add(Table(counts, text("trials.counts")))
     n_fin = len(res.finished)
     total = len(res.trials) - len(res.duplicates)
-    excluded = {s: int((res.trials["status"] == s).sum()) for s in STATUSES[1:]}
+    excluded = {s: int((res.trials["status"] == s).sum())
+                for s in shown_statuses(res.trials)[1:]}
     no_metric = int(((res.trials["status"] == "finished") & res.trials["acc"].isna()).sum())
-    parts = [f"{n} {s}" for s, n in excluded.items() if n]
+    parts = [f"{n} {s.replace('_', ' ')}" for s, n in excluded.items() if n]
     if no_metric:
         parts.append(f"{no_metric} finished without a headline accuracy")
     if n_fin:
