@@ -1,4 +1,4 @@
-"""Opt-in CUDA checks (``pytest -m gpu``; ``bash bench/gpu.sh OUT tests`` on the GPU machine):
+"""Opt-in CUDA checks (``pytest -m gpu``; ``bash bench/gpu.sh OUT`` runs them on the GPU machine):
 the paths that only run on a GPU (bf16 autocast, fused optimizers, the one-kernel crop, pinned
 streaming) train and agree with the CPU where they should."""
 
