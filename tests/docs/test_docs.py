@@ -24,6 +24,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.docs import readme
+
 pytestmark = pytest.mark.integration  # make test-fast leaves it out (docs/testing.md)
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -111,10 +113,12 @@ def test_readme_is_under_10_kb_and_links_into_the_docs():
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("docs") / "site"
-    r = build(ROOT, out)
+    """The site as the README's ``make docs`` builds it, in a copy of the checkout."""
+    copy = readme.checkout(tmp_path_factory.mktemp("docs"))
+    r = subprocess.run(readme.command("make docs"), cwd=copy, env=readme.shell_env(),
+                       capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    return out
+    return copy / "site"
 
 
 def test_the_strict_build_passes_with_every_page(site):

@@ -16,6 +16,7 @@ from torchvision.io import decode_jpeg, read_file
 
 from rollingq.data import DataError, load_data, videos
 from rollingq.train import fit
+from tests.docs import readme
 from tests.rollingq.data.fakes import EMOTIONS, config, cremad_id, level, write_video, write_wav
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -210,18 +211,20 @@ def test_ks_too_short_video_and_unknown_class_are_named(tmp_path, ks_classes):
 
 
 @pytest.mark.integration
-def test_the_cli_prepares_from_videos_with_one_line_per_step(tmp_path):
+def test_the_readme_prepares_a_cremad_download(tmp_path):
+    """The README's command as printed, beside a CREMA-D download (its cache under
+    ``ROLLINGQ_CACHE``, not the user's): one line per step."""
     root = tmp_path / "CREMA-D"
     cremad_download(root, n=18, seconds=(2.5,))
-    p = subprocess.run([sys.executable, "-m", "rollingq.data", "prepare", "--data.name",
-                        "cremad", "--data.root", str(root), "--data.cache_dir",
-                        str(tmp_path / "cache"), "--data.workers", "1", "--from-videos",
-                        "--quiet"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    p = subprocess.run(readme.command("python -m rollingq.data prepare"), cwd=tmp_path,
+                       env=readme.shell_env(ROLLINGQ_CACHE=str(tmp_path / "cache")),
+                       capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr
-    out = p.stdout.splitlines()
-    assert out[0].startswith(f"cremad: wrote {root / 'train.csv'}")
+    out = [line for line in p.stdout.splitlines() if line.startswith("cremad: ")]
+    assert out[0].startswith(f"cremad: wrote {root / 'train.csv'}"), p.stdout
     assert out[1] == "cremad: frames of 18 videos in " + str(root / "Image-01-FPS")
     assert out[2].startswith("cremad: built ")
+    assert any((tmp_path / "cache").iterdir())
     bad = subprocess.run([sys.executable, "-m", "rollingq.data", "prepare", "--data.name",
                           "mosei", "--data.root", str(root), "--from-videos"], cwd=ROOT,
                          capture_output=True, text=True, timeout=300)
