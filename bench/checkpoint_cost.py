@@ -125,7 +125,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"per epoch, as a share of an epoch of {e:g} s (the reference H100 CREMA-D epoch; "
           "not measured here):")
     for name, seconds in schemes.items():
-        print(f"  {name}: {seconds:.2f} s an epoch = {seconds / e:.1%} of the epoch")
+        # three significant digits: at small shapes a cost is a few milliseconds, which two
+        # decimals would print as 0.00 whatever the scheme
+        print(f"  {name}: {seconds:.3g} s an epoch = {seconds / e:.2g} of the epoch "
+              f"({seconds / e:.1%})")
     return 0
 
 

@@ -18,8 +18,8 @@ def test_the_checkpoint_bench_prints_each_write_and_each_scheme(tmp_path):
     sizes = dict(re.findall(r"^  ((?:checkpoint|best)\.pt.+?): ([\d,]+) MiB in [\d.]+ s",
                             p.stdout, re.M))
     assert len(sizes) == 3, p.stdout
-    shares = re.findall(r"^  (previous default|now).*: ([\d.]+) s an epoch = ([\d.]+)% of the "
-                        r"epoch$", p.stdout, re.M)
+    shares = re.findall(r"^  (previous default|now).*: ([\d.e+-]+) s an epoch = ([\d.e+-]+) "
+                        r"of the epoch \([\d.]+%\)$", p.stdout, re.M)
     assert len(shares) == 5, p.stdout
     assert float(shares[-1][1]) < float(shares[3][1])  # every 10 minutes < every epoch
     assert list(tmp_path.iterdir()) == []  # its files removed

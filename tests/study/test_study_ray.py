@@ -381,8 +381,8 @@ def test_errored_and_diverged_trials(tmp_path):
     div = curves[curves["trial_id"] == diverged["trial_id"]]
     assert div["status"].iloc[-1] == "diverged" and pd.isna(div["train_loss"].iloc[-1])
     meta = json.loads((study / "meta.json").read_text())
-    assert meta["trials"] == {"finished": 1, "diverged": 1, "stopped": 0, "errored": 2,
-                              "incomplete": 0, "retried": 0}
+    assert meta["trials"] == {"finished": 1, "diverged": 1, "stopped": 0, "timed_out": 0,
+                              "errored": 2, "incomplete": 0, "retried": 0}
 
 
 # ----------------------------------------------------------------------------- 3. interrupt
