@@ -147,7 +147,6 @@ def test_a_hung_trial_is_cut_by_its_stall_limit_while_the_others_finish(tmp_path
         pid = rows[victim][-1]["pid"]
         os.kill(pid, signal.SIGSTOP)
         frozen = time.monotonic()
-        reported = len(result_rows(study)[victim])  # its epochs so far: no more will come
         line = re.compile(rf"^trial {victim} timed out: no epoch reported for (\d+) s "
                           rf"\(tune.stall_minutes: {STALL_MINUTES:g}\)", re.M)
         wait_until(driver, log, lambda: line.search(log.read_text()), timeout=120)
@@ -172,9 +171,12 @@ def test_a_hung_trial_is_cut_by_its_stall_limit_while_the_others_finish(tmp_path
     assert killed_by_the_cut, f"the frozen worker {pid} outlived the cut by 10 s"
     assert (f"trial {victim} timed out: no epoch reported for {idle} s (tune.stall_minutes: "
             f"{STALL_MINUTES:g}); it is not run again") in out
+    # the epochs Ray recorded of it (a result sent just before the freeze may have reached the
+    # driver after it); its replayed ledger repeats the last one
+    reported = len({r["epoch"] for r in result_rows(study)[victim]})
     trials = pd.read_csv(study / "trials.csv").set_index("trial_id")
     assert trials.loc[victim, "status"] == "timed_out"
-    assert trials.loc[victim, "epochs"] == reported < 20
+    assert 2 <= trials.loc[victim, "epochs"] == reported < 20
     assert trials.loc[victim, "error"] == f"timed out: no epoch reported for {idle} s"
     others = trials.drop(index=victim)
     assert len(others) == 2 and (others["status"] == "finished").all()
