@@ -67,6 +67,12 @@ class TrialLines(tune.Callback):
             print(f"trial {trial.trial_id}: {note}", flush=True)
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        from study.stall import CUT
+
+        if trial.trial_id in CUT.ids:  # killed by the stall limit: the retry records that
+            print(f"trial {trial.trial_id} starts again to record its time-out (no training)",
+                  flush=True)
+            return
         print(f"trial {trial.trial_id} failed ({trial.num_failures} so far); retrying from its "
               f"last checkpoint", flush=True)
 

@@ -14,11 +14,13 @@ reads the same ledger. Either way trials.csv says ``timed_out``, the analysis co
 as lost by its arm (like a diverged one), and a later ``--resume`` does not train it again.
 
 A trial that wrote its own ledger (it ended as the limit passed) keeps it: it is killed, and
-its restart replays what it wrote.
+its restart replays what it wrote. Ray's error log of the killed actor (a traceback) is left
+out of the driver's output for a cut trial: the driver's own line says what happened.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -26,6 +28,24 @@ from ray import tune
 
 TIMED_OUT = "timed_out"  # the status of a trial cut by the limit
 AFTER = "timed_out_after_s"  # in the ledger: the seconds the trial went without an epoch
+RAY_TRIAL_ERRORS = "ray.tune.execution.tune_controller"  # logs "Trial task failed for trial ..."
+
+
+class CutTrials(logging.Filter):
+    """The trials this driver cut (by id), and the filter that drops Ray's error log of their
+    killed actors."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ids: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not (message.startswith("Trial task failed for trial")
+                    and any(i in message for i in self.ids))
+
+
+CUT = CutTrials()  # this process's
 
 
 class StallLimit(tune.Callback):
@@ -66,6 +86,8 @@ class StallLimit(tune.Callback):
 
         fs, folder = trial.storage.storage_filesystem, trial.path
         self.cut.add(trial.trial_id)
+        CUT.ids.add(trial.trial_id)
+        logging.getLogger(RAY_TRIAL_ERRORS).addFilter(CUT)
         if read_json(fs, folder, LEDGER) is None:
             write_json(fs, folder, LEDGER, timed_out_record(trial.last_result or {}, idle))
             print(f"trial {trial.trial_id} timed out: no epoch reported for {idle:.0f} s "
