@@ -43,16 +43,20 @@ def command(prefix: str, **placeholders: str) -> list[str]:
     return shlex.split(line)
 
 
-def checkout(dest: Path) -> Path:
-    """A copy of the working tree (tracked files and untracked ones git does not ignore, their
-    times kept, so make sees the environment as up to date) with ``.venv`` linked to this one's:
-    the README's commands run in it as a user runs them in a fresh clone."""
+def working_files() -> list[Path]:
+    """The working tree's files: tracked ones and untracked ones git does not ignore."""
     files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT,
                            capture_output=True, text=True, check=True).stdout.splitlines()
-    for f in files:
-        if (ROOT / f).is_file():
-            (dest / f).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / f, dest / f)
+    return [ROOT / f for f in files if (ROOT / f).is_file()]
+
+
+def checkout(dest: Path) -> Path:
+    """A copy of the working tree (``working_files``, their times kept, so make sees the
+    environment as up to date) with ``.venv`` linked to this one's: the README's commands run in
+    it as a user runs them in a fresh clone."""
+    for f in working_files():
+        (dest / f.relative_to(ROOT)).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(f, dest / f.relative_to(ROOT))
     (dest / ".venv").symlink_to(ROOT / ".venv")
     return dest
 

@@ -42,11 +42,9 @@ pytest.importorskip("mkdocstrings")
 
 
 def tracked() -> list[Path]:
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT,
-                           capture_output=True, text=True, check=True).stdout.split()
-    return [ROOT / f for f in files if not f.startswith("tests/") and (ROOT / f).is_file()
-            and (ROOT / f).suffix in (".py", ".md", ".yaml", ".yml", ".toml", ".sh", ".sbatch",
-                                      ".txt", "") and (ROOT / f).stat().st_size < 2_000_000]
+    return [f for f in readme.working_files() if f.relative_to(ROOT).parts[0] != "tests"
+            and f.suffix in (".py", ".md", ".yaml", ".yml", ".toml", ".sh", ".sbatch", ".txt", "")
+            and f.stat().st_size < 2_000_000]
 
 
 def build(project: Path, site: Path) -> subprocess.CompletedProcess:
