@@ -89,7 +89,7 @@ def _trained(name: str, cfg, extra: str = "") -> Result:
     rate = max(h.get("samples_per_s", 0.0) for h in result.history)
     text = (f"{result.status}, {last['rotations']} rotation(s), train loss "
             f"{last['train_loss']:.3f}, test acc {last['test_acc_at_best_val']:.3f}, "
-            f"{rate:,.0f} samples/s at the best epoch, {seconds:.1f} s{extra} (goal: finished, "
+            f"{rate:,.0f} samples/s in its fastest epoch, {seconds:.1f} s{extra} (goal: finished, "
             f"at least one rotation, finite loss, model on {cfg.train.device})")
     ok = (result.status == "finished" and last["rotations"] >= 1
           and math.isfinite(last["train_loss"]) and where == {cfg.train.device})

@@ -52,12 +52,12 @@ class StallLimit(tune.Callback):
     """Cuts a running trial once ``minutes`` pass without a reported epoch.
 
     Pickled into the experiment state with the Tuner (plain values only); a resumed driver
-    starts every trial's clock afresh.
+    starts every trial's clock afresh (a trial cut before it was killed replays its ledger as
+    soon as it starts, and reports at once).
     """
 
     def __init__(self, minutes: float):
         self.minutes = float(minutes)
-        self.cut: set[str] = set()
         self._clock: dict[str, float] = {}
 
     def __getstate__(self) -> dict[str, Any]:
@@ -73,7 +73,7 @@ class StallLimit(tune.Callback):
     def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
         now = time.monotonic()
         for trial in trials:
-            if trial.status != "RUNNING" or trial.trial_id in self.cut:
+            if trial.status != "RUNNING" or trial.trial_id in CUT.ids:
                 continue
             idle = now - self._clock.setdefault(trial.trial_id, now)
             if idle > self.minutes * 60:
@@ -85,7 +85,6 @@ class StallLimit(tune.Callback):
         from study.trainable import LEDGER, read_json, write_json
 
         fs, folder = trial.storage.storage_filesystem, trial.path
-        self.cut.add(trial.trial_id)
         CUT.ids.add(trial.trial_id)
         logging.getLogger(RAY_TRIAL_ERRORS).addFilter(CUT)
         if read_json(fs, folder, LEDGER) is None:

@@ -118,15 +118,6 @@ def flatten_diagnostics(diag: dict[str, Any]) -> dict[str, Any]:
     return flat
 
 
-def worst_values(config: dict[str, Any]) -> dict[str, float]:
-    """The worst value of the study's metric (of each, in a Pareto study) a trial reports when
-    it ends without a model to rank (diverged, timed out): never NaN, which Optuna cannot
-    record."""
-    objectives = config.get("_objectives") or [[config.get("_metric", "val_acc"),
-                                                config.get("_metric_mode", "max")]]
-    return {m: 0.0 if mode == "max" else 1e9 for m, mode in objectives}
-
-
 def arm(cfg: Any) -> dict[str, Any]:
     """The config facts the claims need of a trial: ``rollingq_on`` (RollingQ enabled with a
     rotation allowed) and ``rollingq_beta``."""
@@ -227,7 +218,9 @@ def _train(config: dict[str, Any]) -> None:
         return
     _limit_resources()
     cfg = build_config(overrides=trial_config(config))
-    worst = worst_values(config)
+    objectives = config.get("_objectives") or [[config.get("_metric", "val_acc"),
+                                                 config.get("_metric_mode", "max")]]
+    worst = {m: 0.0 if mode == "max" else 1e9 for m, mode in objectives}
     remove_orphaned_work()
     work = Path(tempfile.mkdtemp(prefix=f"{WORK_PREFIX}{os.getpid()}-"))
     restarts = 0
