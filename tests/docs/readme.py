@@ -61,10 +61,16 @@ def checkout(dest: Path) -> Path:
     return dest
 
 
+_NOT_A_USERS_SHELL = {"RAY_ADDRESS", "MAKELEVEL", "MAKEFLAGS", "MFLAGS", "MAKEOVERRIDES"}
+
+
 def shell_env(**extra: str) -> dict[str, str]:
     """The environment a user's shell has with the project's virtual environment active
-    (``python`` and ``ray`` are its), without a Ray cluster address of anyone else's."""
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    (``python`` and ``ray`` are its), without a Ray cluster address of anyone else's and
+    without the variables of a ``make`` the suite itself runs under (CI runs ``make test``:
+    with them a ``make`` the test starts is a sub-make, which prints the directories it
+    enters and leaves and shares the parent's job server)."""
+    env = {k: v for k, v in os.environ.items() if k not in _NOT_A_USERS_SHELL}
     env["PATH"] = f"{ROOT / '.venv' / 'bin'}{os.pathsep}{env.get('PATH', '')}"
     env["PYTHONUNBUFFERED"] = "1"
     return {**env, **extra}
