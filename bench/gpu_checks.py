@@ -206,59 +206,35 @@ def resume(device: str) -> list[Result]:
     return out
 
 
+def _cremad(batch: int, precision: str, **over):
+    from rollingq.config import build_config
+
+    return build_config(overrides={"data.name": "cremad", "data.root": "/nowhere",
+                                   "train.batch_size": batch, "train.precision": precision,
+                                   "train.device": "cuda", "train.data_on_device": "never",
+                                   **over})
+
+
 def memory(device: str) -> list[Result]:
     """``rollingq.memory.estimate`` against ``torch.cuda.max_memory_allocated`` over a training
-    step and the evaluation forward (CREMA-D shapes, batch 16, bf16 and fp32, the eval batch the
-    estimate assumes)."""
-    import torch
-
-    from rollingq.config import build_config
-    from rollingq.device import autocast_for
+    step and the evaluation forward (``rollingq.memory.measure``; CREMA-D shapes, batch 16, bf16
+    and fp32, the eval batch the estimate assumes)."""
     from rollingq.diagnostics import cremad_shapes
-    from rollingq.evaluate import eval_batch_size
-    from rollingq.memory import estimate
-    from rollingq.model import MultimodalTransformer
-    from rollingq.train import make_optimizer, train_step
-
-    specs, dev = cremad_shapes(), torch.device("cuda")
-
-    def batch(n: int):
-        return ({m: torch.randn(n, *s.shape, device=dev) for m, s in specs.items()},
-                torch.randint(0, 6, (n,), device=dev))
+    from rollingq.memory import estimate, measure
 
     out = []
     for precision in ("bf16", "fp32"):
-        cfg = build_config(overrides={"data.name": "cremad", "data.root": "/nowhere",
-                                      "train.batch_size": 16, "train.precision": precision,
-                                      "train.device": "cuda", "train.data_on_device": "never"})
-        est = estimate(cfg, specs=(specs, 6))
-        torch.manual_seed(0)
-        model = MultimodalTransformer(specs, 6, cfg.model).to(dev).train()
-        optimizer = make_optimizer(cfg, model, dev)
-        autocast = autocast_for(cfg, dev)
-        train_step(model, optimizer, *batch(16), autocast)  # the optimizer's state exists now
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        train_step(model, optimizer, *batch(16), autocast)
-        torch.cuda.synchronize()
-        step = torch.cuda.max_memory_allocated()
-        inputs, _ = batch(eval_batch_size(cfg))
-        torch.cuda.reset_peak_memory_stats()
-        model.eval()
-        with torch.no_grad(), autocast():
-            model(inputs)
-        torch.cuda.synchronize()
-        peak = max(step, torch.cuda.max_memory_allocated())
-        reserved = torch.cuda.max_memory_reserved()
-        ratio = est.total / peak
+        cfg = _cremad(16, precision)
+        est = estimate(cfg, specs=(cremad_shapes(), 6))
+        real = measure(cfg, cremad_shapes(), 6)
+        ratio = est.total / real.peak
         ok = abs(ratio - 1) <= MEMORY_TOLERANCE
         out.append(("PASS" if ok else "WARN", f"memory_{precision}",
-                    f"estimate {est.total / GIB:.2f} GiB, measured peak {peak / GIB:.2f} GiB "
-                    f"(training step {step / GIB:.2f}, evaluation at batch "
-                    f"{eval_batch_size(cfg)} included), reserved {reserved / GIB:.2f} GiB, "
-                    f"ratio {ratio:.2f} (goal: within {MEMORY_TOLERANCE:.0%})"))
-        del model, optimizer, inputs
-        torch.cuda.empty_cache()
+                    f"estimate {est.total / GIB:.2f} GiB, measured peak {real.peak / GIB:.2f} "
+                    f"GiB (training step {real.step / GIB:.2f}, evaluation at batch "
+                    f"{est.eval_batch} {real.evaluation / GIB:.2f}), reserved "
+                    f"{real.reserved / GIB:.2f} GiB, ratio {ratio:.2f} (goal: within "
+                    f"{MEMORY_TOLERANCE:.0%})"))
     return out
 
 
@@ -266,45 +242,25 @@ def share(device: str) -> list[Result]:
     """A quarter of a 24 GiB card (an A10G- or L4-class GPU shared by four trials, where the
     margins are tight; this card's own memory if it has less), capped as a trial with
     ``resources.gpu: 0.25`` caps itself (``share_cap``): a checkpointed bf16 CREMA-D step at
-    batch 64 and its evaluation run under the cap when the estimate says they fit (an
-    out-of-memory error is then the estimate's fault), and the estimate refuses them when they
-    would not."""
+    batch 64 and its evaluation (``rollingq.memory.measure``) run under the cap when the
+    estimate says they fit (an out-of-memory error is then the estimate's fault), and the
+    estimate refuses them when they would not."""
     import torch
 
-    from rollingq.config import build_config
-    from rollingq.device import autocast_for
     from rollingq.diagnostics import cremad_shapes
-    from rollingq.evaluate import eval_batch_size
-    from rollingq.memory import RESERVED_FACTOR, estimate, share_cap
-    from rollingq.model import MultimodalTransformer
-    from rollingq.train import make_optimizer, train_step
+    from rollingq.memory import RESERVED_FACTOR, estimate, measure, share_cap
 
     total = torch.cuda.get_device_properties(0).total_memory
     card = min(total, SHARED_CARD)
     cap = share_cap(0.25, card)
     torch.cuda.set_per_process_memory_fraction(cap / total)
-    cfg = build_config(overrides={"data.name": "cremad", "data.root": "/nowhere",
-                                  "train.batch_size": 64, "train.precision": "bf16",
-                                  "train.activation_checkpointing": True, "train.device": "cuda",
-                                  "train.data_on_device": "never"})
-    specs, dev = cremad_shapes(), torch.device("cuda")
-    need = RESERVED_FACTOR * estimate(cfg, specs=(specs, 6)).total
+    cfg = _cremad(64, "bf16", **{"train.activation_checkpointing": True})
+    need = RESERVED_FACTOR * estimate(cfg, specs=(cremad_shapes(), 6)).total
     fits = need <= cap
     text = (f"cap {cap / GIB:.2f} GiB (a quarter of {card / GIB:.1f}), the estimate with the "
             f"allocator's margin {need / GIB:.2f} GiB ({'fits' if fits else 'does not fit'})")
     try:
-        model = MultimodalTransformer(specs, 6, cfg.model).to(dev).train()
-        optimizer = make_optimizer(cfg, model, dev)
-        autocast = autocast_for(cfg, dev)
-        for _ in range(2):
-            x = {m: torch.randn(64, *s.shape, device=dev) for m, s in specs.items()}
-            train_step(model, optimizer, x, torch.randint(0, 6, (64,), device=dev), autocast)
-        model.eval()
-        with torch.no_grad(), autocast():
-            model({m: torch.randn(eval_batch_size(cfg), *s.shape, device=dev)
-                   for m, s in specs.items()})
-        torch.cuda.synchronize()
-        ran = f"ran, peak reserved {torch.cuda.max_memory_reserved() / GIB:.2f} GiB"
+        ran = f"ran, peak reserved {measure(cfg, cremad_shapes(), 6).reserved / GIB:.2f} GiB"
         status = "PASS" if fits else "WARN"  # it ran although the estimate said no: too safe
     except torch.OutOfMemoryError:
         ran, status = "out of memory", "FAIL" if fits else "PASS"

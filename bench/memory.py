@@ -3,8 +3,9 @@
 On CPU: the activation part against the bytes a real training step saves for backward
 (``saved_tensors_hooks``), at CREMA-D and Kinetics-Sounds shapes, batch 2. On CUDA: the whole
 estimate against ``torch.cuda.max_memory_allocated`` of a real training step (SGD with
-momentum, its state already allocated, data not resident) at batch 64, bf16 and fp32, with and
-without activation checkpointing. Prints each figure and the ratio estimate / measured:
+momentum, its state already allocated, data not resident) and the evaluation forward after it
+(``rollingq.memory.measure``) at batch 64, bf16 and fp32, with and without activation
+checkpointing. Prints each figure and the ratio estimate / measured:
 
     python bench/memory.py                  # CPU, about a minute
     python bench/memory.py --device cuda    # on a GPU node (bench/gpu.sh memory)
@@ -24,11 +25,9 @@ if str(ROOT) not in sys.path:
 
 from rollingq.config import build_config  # noqa: E402
 from rollingq.data.base import ModalitySpec  # noqa: E402
-from rollingq.device import autocast_for  # noqa: E402
 from rollingq.diagnostics import cremad_shapes  # noqa: E402
-from rollingq.memory import activation_bytes, estimate, saved_bytes, size  # noqa: E402
+from rollingq.memory import activation_bytes, estimate, measure, saved_bytes, size  # noqa: E402
 from rollingq.model import MultimodalTransformer  # noqa: E402
-from rollingq.train import make_optimizer, train_step  # noqa: E402
 
 SHAPES = {
     "cremad": (cremad_shapes(), 6),
@@ -59,31 +58,17 @@ def cpu_rows() -> None:
 
 
 def cuda_rows(batch: int) -> None:
-    device = torch.device("cuda")
     for name, (specs, classes) in SHAPES.items():
         for precision in ("bf16", "fp32"):
             for checkpointing in (False, True):
                 cfg = config(name, batch, precision, checkpointing, "cuda")
                 est = estimate(cfg, specs=(specs, classes))
-                torch.manual_seed(0)
-                model = MultimodalTransformer(specs, classes, cfg.model).to(device).train()
-                model.set_activation_checkpointing(checkpointing)
-                optimizer = make_optimizer(cfg, model, device)
-                autocast = autocast_for(cfg, device)
-                inputs = {m: torch.randn(batch, *s.shape, device=device) for m, s in specs.items()}
-                labels = torch.randint(0, classes, (batch,), device=device)
-                train_step(model, optimizer, inputs, labels, autocast)  # optimizer state
-                torch.cuda.synchronize()
-                torch.cuda.reset_peak_memory_stats()
-                train_step(model, optimizer, inputs, labels, autocast)
-                torch.cuda.synchronize()
-                peak = torch.cuda.max_memory_allocated()
+                real = measure(cfg, specs, classes)
                 ck = " checkpointed" if checkpointing else ""
-                label = f"{name} batch {batch} {precision}{ck}"
-                print(f"{label}: max_memory_allocated {size(peak)}, estimate {size(est.total)}, "
-                      f"ratio {est.total / peak:.3f}", flush=True)
-                del model, optimizer, inputs
-                torch.cuda.empty_cache()
+                print(f"{name} batch {batch} {precision}{ck}: max_memory_allocated "
+                      f"{size(real.peak)} (training step {size(real.step)}, evaluation at batch "
+                      f"{est.eval_batch} {size(real.evaluation)}), estimate {size(est.total)}, "
+                      f"ratio {est.total / real.peak:.3f}", flush=True)
 
 
 def main() -> int:

@@ -313,6 +313,61 @@ def check_fits(cfg: Config, device_bytes: int, specs: Any = None,
     return est
 
 
+@dataclass
+class Measured:
+    """What the estimate predicts, measured on a CUDA device (``measure``), in bytes."""
+
+    step: int  # max_memory_allocated over a training step, the optimizer's state made
+    evaluation: int  # max_memory_allocated over the evaluation forward that follows it
+    reserved: int  # max_memory_reserved over both: what a share's cap limits
+
+    @property
+    def peak(self) -> int:  # what ``Estimate.total`` stands for
+        return max(self.step, self.evaluation)
+
+
+def measure(cfg: Config, specs: dict[str, ModalitySpec], num_classes: int) -> Measured:
+    """A real training step and evaluation forward on the CUDA device at ``cfg``'s batches and
+    precision, the model built as ``fit`` builds it (activation checkpointing included) and the
+    data not resident: the figures the estimate stands for. Raises ``torch.OutOfMemoryError``
+    when they do not fit (under a cap, ``torch.cuda.set_per_process_memory_fraction``)."""
+    from rollingq.device import autocast_for
+    from rollingq.evaluate import eval_batch_size
+    from rollingq.model import MultimodalTransformer
+    from rollingq.train import make_optimizer, train_step
+
+    device = torch.device("cuda")
+    torch.manual_seed(0)
+    model = MultimodalTransformer(specs, num_classes, cfg.model)
+    model.set_activation_checkpointing(cfg.train.activation_checkpointing)
+    model.to(device).train()
+    optimizer = make_optimizer(cfg, model, device)
+    autocast = autocast_for(cfg, device)
+
+    def batch(n: int) -> dict[str, torch.Tensor]:
+        return {m: torch.randn(n, *s.shape, device=device) for m, s in specs.items()}
+
+    inputs = batch(cfg.train.batch_size)
+    labels = torch.randint(0, num_classes, (cfg.train.batch_size,), device=device)
+    train_step(model, optimizer, inputs, labels, autocast)  # the optimizer's state exists now
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    train_step(model, optimizer, inputs, labels, autocast)
+    torch.cuda.synchronize()
+    step, reserved = torch.cuda.max_memory_allocated(), torch.cuda.max_memory_reserved()
+    evaluation_inputs = batch(eval_batch_size(cfg))
+    torch.cuda.reset_peak_memory_stats()
+    model.eval()
+    with torch.no_grad(), autocast():
+        model(evaluation_inputs)
+    torch.cuda.synchronize()
+    out = Measured(step, torch.cuda.max_memory_allocated(),
+                   max(reserved, torch.cuda.max_memory_reserved()))
+    del model, optimizer, inputs, evaluation_inputs
+    torch.cuda.empty_cache()
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m rollingq.memory",
                                  description=__doc__.split("\n")[0])
