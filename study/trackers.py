@@ -289,8 +289,7 @@ class MLflow:
         run = self.runs[trial_id]
         self.client.set_tag(run, "rollingq.status", status)
         state = {"stopped": "KILLED", "timed_out": "KILLED", "errored": "FAILED",
-                 "incomplete": "RUNNING"}.get(
-            status, "FINISHED")
+                 "incomplete": "RUNNING"}.get(status, "FINISHED")
         if state == "RUNNING":
             self.client.update_run(run, status="RUNNING")
         else:
