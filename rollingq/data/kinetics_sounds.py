@@ -18,6 +18,8 @@ The files on disk and the published preprocessing: docs/data.md.
 
 from __future__ import annotations
 
+import io
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +38,11 @@ TREE = ("ks_train_overlap.txt, ks_test_overlap.txt, train_spec/, test_spec/, "
         "train-frames-1fps/train/ and val-frames-1fps/test/")
 FIX = ("data.root, data.train_list, data.test_list, data.audio_dir, data.test_audio_dir, "
        "data.frames_dir, data.test_frames_dir")
+# np.load parses a .npy header with ast.literal_eval, and on CPython 3.11 the AST constructor's
+# recursion counter is shared by the interpreter's threads: two clips' headers parsed at once
+# (a garbage collection in one running another thread's code) raise "SystemError: AST
+# constructor recursion depth mismatch" (python/cpython#106905). The cache is built on threads.
+_NPY_HEADER = threading.Lock()
 DEFAULTS = {
     "train": ("ks_train_overlap.txt", "train_spec", "train-frames-1fps/train"),
     "test": ("ks_test_overlap.txt", "test_spec", "val-frames-1fps/test"),
@@ -54,7 +61,9 @@ def load_fbank(path: Path) -> np.ndarray:
         DataError: The file cannot be read or has another shape.
     """
     try:
-        x = np.load(path, allow_pickle=False)
+        raw = Path(path).read_bytes()  # the read outside the lock: the threads' I/O overlaps
+        with _NPY_HEADER:
+            x = np.load(io.BytesIO(raw), allow_pickle=False)
     except (OSError, ValueError, EOFError) as e:
         raise DataError(f"cannot read {path}: {e}; expected a .npy float array") from None
     while x.ndim > 2 and x.shape[0] == 1:

@@ -69,3 +69,44 @@ def test_train_frames_are_random_within_thirds(tmp_path):
 
 def test_frame_colours_are_distinct():
     assert len({ks_frame(t) for t in range(1, 21)}) == 20 and ks_frame(20) <= 255
+
+
+def test_fbank_files_are_read_safely_on_the_cache_builders_threads(tmp_path):
+    """The cache decodes clips on threads, and ``np.load`` parses each .npy header with
+    ``ast.literal_eval``, which on CPython 3.11 can raise ``SystemError: AST constructor
+    recursion depth mismatch`` when two threads parse at once (a garbage collection during one
+    parse runs the other thread; CI met it once in a cache build). Four threads at different
+    stack depths read fbank files under steady collections of cycles with finalizers, the
+    conditions that raised it in 7 of 8 runs before ``load_fbank`` parsed under a lock."""
+    import gc
+    import sys
+    from concurrent.futures import ThreadPoolExecutor
+
+    from rollingq.data.kinetics_sounds import load_fbank
+
+    path = tmp_path / "clip.npy"
+    np.save(path, np.zeros((1024, 128), np.float32))
+
+    class Cycle:
+        def __init__(self):
+            self.me = self
+
+        def __del__(self):  # Python code a collection runs, on whichever thread it is in
+            sum(range(50))
+
+    def read(depth: int) -> None:
+        if depth:
+            return read(depth - 1)
+        for _ in range(3000):
+            Cycle(), Cycle()
+            load_fbank(path)
+
+    thresholds, interval = gc.get_threshold(), sys.getswitchinterval()
+    gc.set_threshold(10, 1, 1)
+    sys.setswitchinterval(1e-6)
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            list(pool.map(read, (0, 7, 14, 21)))  # raises what a thread raised
+    finally:
+        gc.set_threshold(*thresholds)
+        sys.setswitchinterval(interval)
